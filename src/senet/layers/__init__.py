@@ -1,0 +1,26 @@
+"""The attention layer family and the name -> layer factory.
+
+Importing this module registers every layer with Keras' serialization, so
+models that contain them can be saved and loaded.
+"""
+
+from senet.layers.cbam import CBAM
+from senet.layers.eca import ECA, EfficientChannelAttention
+from senet.layers.registry import attention, kinds, load_model, register
+from senet.layers.spatial import ChannelSpatialSqueezeExcite, SpatialSqueezeExcite
+from senet.layers.squeeze_excite import SEModule, SqueezeExcite, bottleneck_units
+
+__all__ = [
+    "CBAM",
+    "ECA",
+    "ChannelSpatialSqueezeExcite",
+    "EfficientChannelAttention",
+    "SEModule",
+    "SpatialSqueezeExcite",
+    "SqueezeExcite",
+    "attention",
+    "bottleneck_units",
+    "kinds",
+    "load_model",
+    "register",
+]

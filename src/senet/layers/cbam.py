@@ -1,0 +1,146 @@
+"""Convolutional Block Attention Module (CBAM).
+
+Woo, Park, Lee, Kweon: "CBAM: Convolutional Block Attention Module" (ECCV 2018).
+A channel gate from average- and max-pooled descriptors through one shared MLP,
+then a spatial gate from a 7x7 convolution over the channel-wise mean and max.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from senet.layers._common import (
+    channel_axis,
+    check_activation,
+    check_input_shape,
+    check_positive,
+    deserialize_options,
+    resolve_data_format,
+    scale,
+    serialize_option,
+    spatial_axes,
+)
+from senet.layers.squeeze_excite import bottleneck_units
+
+
+@keras.saving.register_keras_serializable(package="senet")
+class CBAM(keras.layers.Layer):
+    """CBAM: ``x' = x * Mc(x)``, then ``y = x' * Ms(x')``.
+
+    ``Mc(x) = gate(MLP(avgpool(x)) + MLP(maxpool(x)))`` with one shared MLP
+    ``C -> h -> C`` (``h = C // reduction``, ReLU), and
+    ``Ms(x') = gate(conv_k([mean_c(x'); max_c(x')]))`` with a ``k^d`` kernel over the
+    two maps (d = number of spatial dimensions). Parameters: ``2*C*h + h + C`` for the
+    MLP (with biases, as the authors' code) and ``2*k^d + 1`` for the spatial conv
+    (the authors follow it with BatchNorm; here it carries a bias instead, so the
+    layer has no training-mode state).
+
+    Args:
+        reduction: MLP reduction ratio, default 16 (paper).
+        kernel_size: Spatial kernel size, default 7 (paper).
+        gate: Gate activation of both steps, default ``"sigmoid"``.
+        activation: Hidden activation of the MLP, default ``"relu"``.
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+        **kwargs: Base layer arguments.
+
+    Input shape:
+        Rank 3, 4 or 5, channels last or first.
+
+    Output shape:
+        Same as the input.
+
+    Example:
+        >>> import numpy as np
+        >>> layer = CBAM(reduction=16)
+        >>> layer(np.ones((2, 8, 8, 64), "float32")).shape
+        (2, 8, 8, 64)
+        >>> layer.count_params()  # (2*64*4 + 4 + 64) + (2*7*7 + 1)
+        679
+    """
+
+    def __init__(
+        self,
+        reduction: float = 16,
+        *,
+        kernel_size: int = 7,
+        gate="sigmoid",
+        activation="relu",
+        data_format: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.reduction = check_positive("reduction", reduction)
+        self.kernel_size = check_positive("kernel_size", kernel_size, integer=True)
+        self.gate = gate
+        self.activation = activation
+        self._gate_fn = check_activation("gate", gate)
+        check_activation("activation", activation)
+        self.data_format = resolve_data_format(data_format)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        channels = check_input_shape(type(self).__name__, input_shape, self.data_format)
+        self.channels = channels
+        hidden = bottleneck_units(channels, self.reduction)
+        dtype = self.dtype_policy.variable_dtype
+        self.reduce = keras.layers.Dense(
+            hidden, activation=self.activation, name="reduce", dtype=dtype
+        )
+        self.expand = keras.layers.Dense(channels, name="expand", dtype=dtype)
+        self.reduce.build((None, channels))
+        self.expand.build((None, hidden))
+        spatial_dims = len(input_shape) - 2
+        self.spatial_kernel = self.add_weight(
+            name="spatial_kernel",
+            shape=(self.kernel_size,) * spatial_dims + (2, 1),
+            initializer="glorot_uniform",
+            dtype=dtype,
+        )
+        self.spatial_bias = self.add_weight(
+            name="spatial_bias", shape=(), initializer="zeros", dtype=dtype
+        )
+
+    def excitation(self, inputs):
+        """The channel gate ``Mc`` of shape ``(B, C)``."""
+        if not self.built:
+            self.build(tuple(inputs.shape))
+        axes = spatial_axes(len(inputs.shape), self.data_format)
+        x = ops.cast(inputs, self.reduce.compute_dtype)
+        mlp = lambda z: self.expand(self.reduce(z))  # noqa: E731
+        return self._gate_fn(mlp(ops.mean(x, axis=axes)) + mlp(ops.max(x, axis=axes)))
+
+    def spatial_excitation(self, inputs):
+        """The spatial gate ``Ms``: the input's shape with one channel."""
+        axis = channel_axis(self.data_format)
+        x = ops.cast(inputs, self.spatial_kernel.dtype)
+        descriptor = ops.concatenate(
+            [ops.mean(x, axis=axis, keepdims=True), ops.max(x, axis=axis, keepdims=True)],
+            axis=axis,
+        )
+        logits = ops.conv(
+            descriptor, self.spatial_kernel, padding="same", data_format=self.data_format
+        )
+        return self._gate_fn(logits + self.spatial_bias)
+
+    def call(self, inputs):
+        refined = scale(inputs, self.excitation(inputs), self.data_format)
+        return refined * ops.cast(self.spatial_excitation(refined), inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            reduction=self.reduction,
+            kernel_size=self.kernel_size,
+            gate=serialize_option(self.gate),
+            activation=serialize_option(self.activation),
+            data_format=self.data_format,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**deserialize_options(config, ("gate", "activation")))

@@ -1,0 +1,207 @@
+"""Spatial SE (sSE) and concurrent spatial and channel SE (scSE).
+
+Roy, Navab, Wachinger: "Concurrent Spatial and Channel 'Squeeze & Excitation' in
+Fully Convolutional Networks" (MICCAI 2018). sSE squeezes channels instead of
+space: a 1x1 convolution to one map and a sigmoid say *where* to look; scSE adds
+the channel (cSE = SE) and spatial recalibrations: ``x*cSE(x) + x*sSE(x)``.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from senet.layers._common import (
+    channel_axis,
+    check_activation,
+    check_input_shape,
+    deserialize_options,
+    resolve_data_format,
+    serialize_option,
+)
+from senet.layers.squeeze_excite import SqueezeExcite
+
+
+@keras.saving.register_keras_serializable(package="senet")
+class SpatialSqueezeExcite(keras.layers.Layer):
+    """sSE: ``y = x * gate(conv1x1(x))``, one gate value per position shared by all channels.
+
+    Adds ``C + 1`` parameters (a 1x1 convolution from C channels to 1, with bias).
+
+    Args:
+        gate: Gate activation, default ``"sigmoid"``.
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+        kernel_initializer, bias_initializer: Of the 1x1 convolution.
+        **kwargs: Base layer arguments.
+
+    Input shape:
+        Rank 3, 4 or 5, channels last or first.
+
+    Output shape:
+        Same as the input.
+
+    Example:
+        >>> import numpy as np
+        >>> layer = SpatialSqueezeExcite()
+        >>> layer(np.ones((2, 8, 8, 16), "float32")).shape
+        (2, 8, 8, 16)
+        >>> layer.count_params()
+        17
+    """
+
+    def __init__(
+        self,
+        *,
+        gate="sigmoid",
+        data_format: str | None = None,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.gate = gate
+        self._gate_fn = check_activation("gate", gate)
+        self.data_format = resolve_data_format(data_format)
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        channels = check_input_shape(type(self).__name__, input_shape, self.data_format)
+        self.channels = channels
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(channels,),
+            initializer=self.kernel_initializer,
+            dtype=self.dtype_policy.variable_dtype,
+        )
+        self.bias = self.add_weight(
+            name="bias",
+            shape=(),
+            initializer=self.bias_initializer,
+            dtype=self.dtype_policy.variable_dtype,
+        )
+
+    def spatial_excitation(self, inputs):
+        """The spatial gate: shape of the input with a channel dimension of 1."""
+        if not self.built:
+            self.build(tuple(inputs.shape))
+        kernel = ops.cast(self.kernel, inputs.dtype)
+        axis = channel_axis(self.data_format) % len(inputs.shape)
+        # A 1x1 convolution to one channel is a contraction over the channel axis.
+        logits = ops.tensordot(inputs, kernel, axes=[[axis], [0]])
+        logits = ops.cast(logits, "float32") + ops.cast(self.bias, "float32")
+        return ops.expand_dims(self._gate_fn(logits), axis)
+
+    def call(self, inputs):
+        return inputs * ops.cast(self.spatial_excitation(inputs), inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            gate=serialize_option(self.gate),
+            data_format=self.data_format,
+            kernel_initializer=serialize_option(self.kernel_initializer),
+            bias_initializer=serialize_option(self.bias_initializer),
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        keys = ("gate", "kernel_initializer", "bias_initializer")
+        return cls(**deserialize_options(config, keys))
+
+
+@keras.saving.register_keras_serializable(package="senet")
+class ChannelSpatialSqueezeExcite(keras.layers.Layer):
+    """scSE: ``y = x * cSE(x) + x * sSE(x)`` (Roy et al.'s addition of both recalibrations).
+
+    Adds ``2*C*h + h + C`` (cSE, an SE block with ``h = C // reduction``) plus
+    ``C + 1`` (sSE) parameters.
+
+    Args:
+        reduction: Reduction ratio of the channel branch; default 2 as in Roy et al.
+        squeeze: Squeeze of the channel branch (``"avg"``, ``"max"``, ``"avgmax"``).
+        gate: Gate activation of both branches, default ``"sigmoid"``.
+        activation: Hidden activation of the channel branch, default ``"relu"``.
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+        **kwargs: Base layer arguments.
+
+    Input shape:
+        Rank 3, 4 or 5, channels last or first.
+
+    Output shape:
+        Same as the input.
+
+    Example:
+        >>> import numpy as np
+        >>> layer = ChannelSpatialSqueezeExcite(reduction=2)
+        >>> layer(np.ones((2, 8, 8, 16), "float32")).shape
+        (2, 8, 8, 16)
+        >>> layer.count_params()  # (2*16*8 + 8 + 16) + (16 + 1)
+        297
+    """
+
+    def __init__(
+        self,
+        reduction: float = 2,
+        *,
+        squeeze: str = "avg",
+        gate="sigmoid",
+        activation="relu",
+        data_format: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.reduction = reduction
+        self.squeeze = squeeze
+        self.gate = gate
+        self.activation = activation
+        self.data_format = resolve_data_format(data_format)
+        # Sub-layers are made here so invalid options fail at construction.
+        self.channel = SqueezeExcite(
+            reduction,
+            squeeze=squeeze,
+            gate=gate,
+            activation=activation,
+            data_format=self.data_format,
+            dtype=self.dtype_policy,
+            name="channel",
+        )
+        self.spatial = SpatialSqueezeExcite(
+            gate=gate, data_format=self.data_format, dtype=self.dtype_policy, name="spatial"
+        )
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        check_input_shape(type(self).__name__, input_shape, self.data_format)
+        self.channel.build(input_shape)
+        self.spatial.build(input_shape)
+
+    def excitation(self, inputs):
+        """The channel gate ``(B, C)`` of the cSE branch."""
+        return self.channel.excitation(inputs)
+
+    def call(self, inputs):
+        return self.channel(inputs) + self.spatial(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            reduction=self.reduction,
+            squeeze=self.squeeze,
+            gate=serialize_option(self.gate),
+            activation=serialize_option(self.activation),
+            data_format=self.data_format,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**deserialize_options(config, ("gate", "activation")))

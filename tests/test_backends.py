@@ -1,0 +1,37 @@
+"""Run the backend-agnostic suites under JAX and PyTorch, each in its own process.
+
+Keras picks its backend once per process, so the layer (and explain) tests are
+re-run in subprocesses with ``KERAS_BACKEND`` set.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITES = ["tests/layers"]
+
+
+@pytest.mark.skipif(
+    os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
+    reason="the parent run spawns the other backends",
+)
+@pytest.mark.parametrize("backend,module", [("jax", "jax"), ("torch", "torch")])
+def test_suites_pass_on_backend(backend, module):
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed")
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    suites = [s for s in SUITES if (ROOT / s).exists()]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *suites],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout

@@ -1,0 +1,23 @@
+"""ruff lint and format are part of the test command, so CI and the README agree."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ruff() -> list[str]:
+    if shutil.which("ruff"):
+        return ["ruff"]
+    pytest.importorskip("ruff")
+    return [sys.executable, "-m", "ruff"]
+
+
+@pytest.mark.parametrize("args", [["check", "."], ["format", "--check", "."]])
+def test_ruff_clean(args):
+    result = subprocess.run(_ruff() + args, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
