@@ -1,0 +1,12 @@
+"""Networks built from the attention layers; each takes ``attention=<kind or None>``.
+
+``emotion_cnn`` (FER-sized faces), ``resnet`` (ImageNet and CIFAR depths, every SE placement
+of the paper) and ``unet`` (2-D/3-D segmentation, attention in the decoder). Layer names are
+stable (keras.applications style), attention layers are named ``<block>_<kind>``.
+"""
+
+from senet.models.resnet import resnet, resnet_stage_outputs
+
+# TODO: export `insert_attention` from senet.models.surgery once that module exists.
+
+__all__ = ["resnet", "resnet_stage_outputs"]

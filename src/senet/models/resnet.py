@@ -1,0 +1,295 @@
+"""ResNets with attention in the residual units, in every placement the SE paper studied.
+
+He, Zhang, Ren, Sun: "Deep Residual Learning for Image Recognition" (CVPR 2016);
+Hu, Shen, Albanie, Sun, Wu: "Squeeze-and-Excitation Networks" (TPAMI 2019), Section 6.5,
+Fig. 5 and Table 14 for the integration variants, Table 13 for SE in single stages.
+
+ImageNet depths (18, 34: basic blocks; 50, 101, 152: bottlenecks) follow torchvision's
+ResNet v1.5 layer for layer (stride on the 3x3 convolution, no conv biases, BN epsilon 1e-5,
+PyTorch-style symmetric padding), so parameter counts match torchvision exactly. CIFAR depths
+(20, 32, 44, 56, 110, 1202 = 6n+2) are He et al.'s three stages of n basic blocks with 16/32/64
+filters; where a shortcut changes shape it is a 1x1 projection with BN (the paper's option B,
+not option A's zero padding), so ResNet-20 has 272,474 trainable parameters, option A 269,722.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import keras
+
+from senet.layers._common import check_choice
+from senet.models._blocks import (
+    BN_EPSILON,
+    BN_MOMENTUM,
+    attention_layer,
+    check_attention,
+    check_attention_options,
+    check_input_shape,
+    check_positive_int,
+)
+
+PLACEMENTS = ("standard", "pre", "post", "identity")
+
+# depth -> (block type, blocks per stage); stages are named conv2 ... conv5.
+_IMAGENET_DEPTHS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+_IMAGENET_WIDTHS = (64, 128, 256, 512)
+# 6n+2 depths of He et al.'s CIFAR study; stages conv2 ... conv4 with n blocks each.
+_CIFAR_DEPTHS = {depth: (depth - 2) // 6 for depth in (20, 32, 44, 56, 110, 1202)}
+_CIFAR_WIDTHS = (16, 32, 64)
+DEPTHS = tuple(_IMAGENET_DEPTHS) + tuple(_CIFAR_DEPTHS)
+
+_STAGE_OUTPUT = re.compile(r"^conv(\d+)_block(\d+)_out$")
+
+
+def _conv_initializer():
+    # torchvision's kaiming_normal_(mode="fan_out", nonlinearity="relu").
+    return keras.initializers.VarianceScaling(
+        2.0, mode="fan_out", distribution="untruncated_normal"
+    )
+
+
+def _conv(x, filters: int, kernel_size: int, name: str, *, strides: int = 1):
+    """A bias-free conv (BN follows). Strided 3x3/7x7 convs pad like PyTorch: symmetric."""
+    padding = "same"
+    if strides > 1 and kernel_size > 1:
+        x = keras.layers.ZeroPadding2D(kernel_size // 2, name=name.removesuffix("_conv") + "_pad")(
+            x
+        )
+        padding = "valid"
+    elif kernel_size == 1:
+        padding = "valid"
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        use_bias=False,
+        kernel_initializer=_conv_initializer(),
+        name=name,
+    )(x)
+
+
+def _bn(x, name: str):
+    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
+
+
+def _relu(x, name: str):
+    return keras.layers.Activation("relu", name=name)(x)
+
+
+def _residual_branch(x, block_type: str, filters: int, strides: int, name: str):
+    """The residual function F(x), up to its last BN (no ReLU)."""
+    if block_type == "basic":
+        x = _conv(x, filters, 3, f"{name}_1_conv", strides=strides)
+        x = _relu(_bn(x, f"{name}_1_bn"), f"{name}_1_relu")
+        x = _conv(x, filters, 3, f"{name}_2_conv")
+        return _bn(x, f"{name}_2_bn")
+    x = _conv(x, filters, 1, f"{name}_1_conv")
+    x = _relu(_bn(x, f"{name}_1_bn"), f"{name}_1_relu")
+    x = _conv(x, filters, 3, f"{name}_2_conv", strides=strides)
+    x = _relu(_bn(x, f"{name}_2_bn"), f"{name}_2_relu")
+    x = _conv(x, 4 * filters, 1, f"{name}_3_conv")
+    return _bn(x, f"{name}_3_bn")
+
+
+def _residual_unit(
+    x, block_type: str, filters: int, strides: int, name: str, *, attend, placement: str
+):
+    """One residual unit; ``attend(block_name)`` makes its attention layer (or None)."""
+    out_channels = filters * (4 if block_type == "bottleneck" else 1)
+    layer = attend(name)
+    if strides != 1 or x.shape[-1] != out_channels:
+        shortcut = _bn(_conv(x, out_channels, 1, f"{name}_0_conv", strides=strides), f"{name}_0_bn")
+    else:
+        shortcut = x
+    branch_input = x
+    if layer is not None and placement == "pre":
+        # SE-PRE: recalibrate the unit's input on the residual branch; the identity stays plain.
+        branch_input = layer(x)
+    residual = _residual_branch(branch_input, block_type, filters, strides, name)
+    if layer is not None and placement == "standard":
+        residual = layer(residual)
+    elif layer is not None and placement == "identity":
+        # SE-Identity: the gate acts on the identity path, in parallel to the residual unit.
+        shortcut = layer(shortcut)
+    x = keras.layers.Add(name=f"{name}_add")([shortcut, residual])
+    if layer is not None and placement == "post":
+        # SE-POST: after the summation with the identity and its ReLU; "_out" stays the end.
+        x = layer(_relu(x, f"{name}_relu"))
+        return keras.layers.Identity(name=f"{name}_out")(x)
+    return _relu(x, f"{name}_out")
+
+
+def _attention_stages(stages, stage_numbers: tuple[int, ...]) -> frozenset[int]:
+    """Stage numbers (as in ``conv<N>``) that get attention, from ints or one bool per stage."""
+    if stages is None:
+        return frozenset(stage_numbers)
+    allowed = (
+        f"None, a tuple of stage numbers from {stage_numbers} or a tuple of "
+        f"{len(stage_numbers)} booleans (one per stage)"
+    )
+    try:
+        stages = tuple(stages)
+    except TypeError:
+        raise ValueError(
+            f"Expected `stages` to be {allowed}. Received: stages={stages!r}"
+        ) from None
+    if stages and all(isinstance(stage, bool) for stage in stages):
+        if len(stages) != len(stage_numbers):
+            raise ValueError(f"Expected `stages` to be {allowed}. Received: stages={stages!r}")
+        return frozenset(number for number, on in zip(stage_numbers, stages, strict=True) if on)
+    if not all(not isinstance(stage, bool) and stage in stage_numbers for stage in stages):
+        raise ValueError(f"Expected `stages` to be {allowed}. Received: stages={stages!r}")
+    return frozenset(int(stage) for stage in stages)
+
+
+def resnet(
+    depth: int,
+    input_shape: Sequence[int | None] | None = None,
+    num_classes: int | None = None,
+    attention: str | None = None,
+    reduction: float = 16,
+    placement: str = "standard",
+    stages: Sequence[int] | Sequence[bool] | None = None,
+    include_top: bool = True,
+    pooling: str | None = None,
+    attention_options: dict | None = None,
+    name: str | None = None,
+) -> keras.Model:
+    """A ResNet (ImageNet or CIFAR layout) with optional attention in its residual units.
+
+    Layer names follow keras.applications: ``conv1_conv``, ``conv2_block1_1_conv``,
+    ``conv2_block1_0_conv`` (projection shortcut), ``conv2_block1_add``; each unit ends in
+    ``<block>_out`` (``conv5_block3_out`` is the last feature map of ResNet-50, see
+    :func:`resnet_stage_outputs`) and its attention layer is ``<block>_<kind>``, e.g.
+    ``conv2_block1_se``. Top: ``avg_pool`` and ``predictions`` (softmax).
+
+    Args:
+        depth: 18, 34 (basic blocks), 50, 101, 152 (bottlenecks; ImageNet layout, stages
+            conv2-conv5) or 20, 32, 44, 56, 110, 1202 (CIFAR layout, stages conv2-conv4).
+        input_shape: ``(H, W, C)``; default ``(224, 224, 3)`` for ImageNet depths and
+            ``(32, 32, 3)`` for CIFAR depths. Spatial sizes may be None.
+        num_classes: Classifier width; default 1000 (ImageNet) or 10 (CIFAR).
+        attention: An attention kind from ``senet.kinds()`` (``"se"``, ...) or None/"none".
+        reduction: Reduction ratio of the attention bottleneck (the paper's r = 16).
+        placement: Where the attention layer sits in each residual unit (SE paper, Fig. 5):
+            ``"standard"`` on the residual branch before the summation; ``"pre"`` before the
+            residual unit, on the branch's input (identity unchanged); ``"post"`` after the
+            summation with the identity and its ReLU; ``"identity"`` on the identity path
+            (after the projection, if any), in parallel to the residual unit.
+        stages: Which stages get attention: stage numbers as in the layer names
+            (``(4, 5)`` = conv4 and conv5), or one boolean per stage; None = all.
+        include_top: Whether to end with global average pooling and the classifier.
+        pooling: Without the top: None (4-D feature map), ``"avg"`` or ``"max"`` (2-D).
+        attention_options: Further arguments for the attention layers (``squeeze``,
+            ``gate``, ...).
+        name: Model name; default ``resnet50``, ``se_resnet50``, ``cbam_resnet20``, ...
+
+    Returns:
+        A functional ``keras.Model``.
+
+    Raises:
+        ValueError: For an unknown depth, placement, attention kind, stages or pooling.
+
+    Example:
+        >>> model = resnet(20, input_shape=(32, 32, 3), attention="se")
+        >>> model.get_layer("conv2_block1_se").name
+        'conv2_block1_se'
+        >>> resnet_stage_outputs(model)
+        ['conv2_block3_out', 'conv3_block3_out', 'conv4_block3_out']
+    """
+    if isinstance(depth, bool) or depth not in DEPTHS:
+        raise ValueError(f"Expected `depth` to be one of {DEPTHS}. Received: depth={depth!r}")
+    check_choice("placement", placement, PLACEMENTS)
+    kind = check_attention(attention)
+    options = check_attention_options(attention_options)
+    if pooling is not None:
+        check_choice("pooling", pooling, ("avg", "max"))
+    cifar = depth in _CIFAR_DEPTHS
+    if input_shape is None:
+        input_shape = (32, 32, 3) if cifar else (224, 224, 3)
+    input_shape = check_input_shape("input_shape", input_shape, (3,))
+    if num_classes is None:
+        num_classes = 10 if cifar else 1000
+    num_classes = check_positive_int("num_classes", num_classes)
+
+    if cifar:
+        block_type, blocks, widths = "basic", (_CIFAR_DEPTHS[depth],) * 3, _CIFAR_WIDTHS
+    else:
+        (block_type, blocks), widths = _IMAGENET_DEPTHS[depth], _IMAGENET_WIDTHS
+    stage_numbers = tuple(range(2, 2 + len(blocks)))
+    attended = _attention_stages(stages, stage_numbers) if kind else frozenset()
+
+    inputs = keras.Input(input_shape, name="input")
+    if cifar:
+        x = _conv(inputs, widths[0], 3, "conv1_conv")
+        x = _relu(_bn(x, "conv1_bn"), "conv1_relu")
+    else:
+        x = _conv(inputs, widths[0], 7, "conv1_conv", strides=2)
+        x = _relu(_bn(x, "conv1_bn"), "conv1_relu")
+        # Zero padding equals PyTorch's -inf padding here: the input is a ReLU output.
+        x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+
+    for stage, (count, filters) in enumerate(zip(blocks, widths, strict=True)):
+        number = stage_numbers[stage]
+
+        def attend(block, _on=number in attended):
+            if not _on:
+                return None
+            return attention_layer(kind, block, reduction=reduction, options=options)
+
+        for index in range(count):
+            strides = 2 if index == 0 and stage > 0 else 1
+            x = _residual_unit(
+                x,
+                block_type,
+                filters,
+                strides,
+                f"conv{number}_block{index + 1}",
+                attend=attend,
+                placement=placement,
+            )
+
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        # float32 output, so a mixed-precision model still gives exact probabilities.
+        x = keras.layers.Dense(
+            num_classes, activation="softmax", dtype="float32", name="predictions"
+        )(x)
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+
+    if name is None:
+        name = f"{kind}_resnet{depth}" if kind else f"resnet{depth}"
+    return keras.Model(inputs, x, name=name)
+
+
+def resnet_stage_outputs(model: keras.Model) -> list[str]:
+    """Names of the stage outputs (last unit of each stage) of a :func:`resnet` model.
+
+    Args:
+        model: A model built by :func:`resnet` (or any model with ``conv<N>_block<M>_out``
+            layer names).
+
+    Returns:
+        ``["conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"]``
+        for ResNet-50, in stage order: the features for a detection or segmentation head.
+    """
+    last: dict[int, int] = {}
+    for layer in model.layers:
+        match = _STAGE_OUTPUT.match(layer.name)
+        if match:
+            stage, block = int(match.group(1)), int(match.group(2))
+            last[stage] = max(block, last.get(stage, 0))
+    return [f"conv{stage}_block{last[stage]}_out" for stage in sorted(last)]
