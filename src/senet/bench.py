@@ -1,0 +1,477 @@
+"""What attention costs: parameters, FLOPs and interleaved A/B inference latency.
+
+FLOPs are counted analytically from layer configurations and shapes, so the count is
+the same on every backend and needs no profiler. Convention: a multiply-add is 2 FLOPs
+(so a convolution or Dense layer costs ``2 * MACs``, plus one FLOP per output for a
+bias); every other elementwise operation (batch-norm affine, activation, merge, SE
+scale) costs 1 FLOP per element it computes, and pooling costs one FLOP per element it
+reads. The paper's "GFLOPs" (3.86 for ResNet-50) are multiply-adds of the convolutions
+and Dense layers; ``count_flops(model, macs_only=True)`` gives that number.
+
+Latency is measured by :func:`latency_ab`: two models, one compiled inference function
+each, timed interleaved in one process (A B, B A, A B, ...) so that drifting machine
+load hits both alike; it reports medians and their ratio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import keras
+import numpy as np
+
+__all__ = ["count_flops", "count_params", "latency_ab", "machine_info"]
+
+
+def count_params(model: keras.Model) -> int:
+    """Total number of weights (trainable and not, e.g. BN moving statistics)."""
+    return int(sum(math.prod(v.shape) for v in model.weights))
+
+
+# ----------------------------------------------------------------------------- FLOPs
+
+
+def _prod(shape) -> int:
+    return int(math.prod(int(d) for d in shape))
+
+
+def _conv_flops(layer, in_shape, out_shape, macs_only):
+    kernel = _prod(layer.kernel_size)
+    channel_axis = -1 if layer.data_format == "channels_last" else 1
+    in_channels = int(in_shape[channel_axis])
+    groups = getattr(layer, "groups", 1)
+    out_elems = _prod(out_shape)
+    if isinstance(layer, keras.layers.SeparableConv2D | keras.layers.SeparableConv1D):
+        depth = in_channels * layer.depth_multiplier
+        spatial = out_elems // int(out_shape[channel_axis])
+        macs = spatial * kernel * depth + spatial * depth * layer.filters
+    elif isinstance(layer, keras.layers.DepthwiseConv2D | keras.layers.DepthwiseConv1D):
+        macs = out_elems * kernel
+    elif isinstance(
+        layer,
+        keras.layers.Conv1DTranspose | keras.layers.Conv2DTranspose | keras.layers.Conv3DTranspose,
+    ):
+        macs = _prod(in_shape) * kernel * layer.filters
+    else:
+        macs = out_elems * kernel * in_channels // groups
+    bias = out_elems if layer.use_bias else 0
+    return macs if macs_only else 2 * macs + bias
+
+
+def _dense_flops(layer, in_shape, out_shape, macs_only):
+    rows = _prod(in_shape[:-1])
+    macs = rows * int(in_shape[-1]) * layer.units
+    if macs_only:
+        return macs
+    bias = rows * layer.units if layer.use_bias else 0
+    activation = _prod(out_shape) if _has_activation(layer) else 0
+    return 2 * macs + bias + activation
+
+
+def _has_activation(layer) -> bool:
+    activation = getattr(layer, "activation", None)
+    return activation is not None and activation is not keras.activations.linear
+
+
+def _se_flops(layer, in_shape, macs_only):
+    """Squeeze (global pool), excitation MLP, and the full-size scale."""
+    channels = layer.channels
+    hidden = layer.reduce.units
+    macs = 2 * channels * hidden
+    if macs_only:
+        return in_shape[0] * macs
+    elems = _prod(in_shape)
+    pools = 2 if layer.squeeze == "avgmax" else 1
+    per_sample = 2 * macs + hidden + channels  # matmuls + hidden and gate activations
+    if layer.use_bias:
+        per_sample += hidden + channels
+    if layer.squeeze == "avgmax":
+        per_sample += channels
+    return pools * elems + in_shape[0] * per_sample + elems
+
+
+def _fused_flops(layer, in_shapes, out_shape, macs_only):
+    # Lazy import: bench sits above models/ and only needs this for fused models.
+    from senet.models.fused import FusedSEResidual
+
+    assert isinstance(layer, FusedSEResidual)
+    return layer.flops(in_shapes, out_shape, macs_only=macs_only)
+
+
+_ZERO_COST = (
+    keras.layers.InputLayer,
+    keras.layers.Flatten,
+    keras.layers.Reshape,
+    keras.layers.Permute,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.ActivityRegularization,
+    keras.layers.Concatenate,
+    keras.layers.ZeroPadding1D,
+    keras.layers.ZeroPadding2D,
+    keras.layers.ZeroPadding3D,
+    keras.layers.Cropping1D,
+    keras.layers.Cropping2D,
+    keras.layers.Cropping3D,
+    keras.layers.Identity,
+)
+_ELEMENTWISE = (
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.PReLU,
+    keras.layers.ELU,
+    keras.layers.Softmax,
+)
+_MERGE = (
+    keras.layers.Add,
+    keras.layers.Subtract,
+    keras.layers.Multiply,
+    keras.layers.Maximum,
+    keras.layers.Minimum,
+    keras.layers.Average,
+)
+_POOL = (
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.MaxPooling3D,
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.AveragePooling3D,
+)
+_GLOBAL_POOL = (
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D,
+)
+_CONV = (
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+)
+
+
+def _layer_flops(layer, in_shapes, out_shape, macs_only, unknown):
+    """FLOPs of one call of ``layer`` with concrete (batched) input and output shapes."""
+    from senet.layers import SqueezeExcite
+
+    first = in_shapes[0]
+    if isinstance(layer, _CONV):
+        return _conv_flops(layer, first, out_shape, macs_only)
+    if isinstance(layer, keras.layers.Dense):
+        return _dense_flops(layer, first, out_shape, macs_only)
+    if isinstance(layer, SqueezeExcite):
+        return _se_flops(layer, first, macs_only)
+    if type(layer).__name__ == "FusedSEResidual":
+        return _fused_flops(layer, in_shapes, out_shape, macs_only)
+    if macs_only or isinstance(layer, _ZERO_COST):
+        return 0
+    if isinstance(layer, keras.layers.BatchNormalization):
+        # Inference: one multiply and one add per element (scale and shift folded).
+        return 2 * _prod(out_shape)
+    if isinstance(layer, _ELEMENTWISE):
+        return _prod(out_shape)
+    if isinstance(layer, _MERGE):
+        extra = 1 if isinstance(layer, keras.layers.Average) else 0
+        return (len(in_shapes) - 1 + extra) * _prod(out_shape)
+    if isinstance(layer, _POOL):
+        return _prod(out_shape) * _prod(layer.pool_size)
+    if isinstance(layer, _GLOBAL_POOL):
+        return _prod(first)
+    unknown.add(f"{layer.name} ({type(layer).__name__})")
+    return 0
+
+
+def _concrete(shape, batch: int, where: str) -> tuple[int, ...]:
+    shape = (batch, *tuple(shape)[1:])
+    if any(d is None for d in shape):
+        raise ValueError(
+            f"count_flops needs fully defined input shapes; {where} has shape {shape}. "
+            "Build the model with a fixed `input_shape`."
+        )
+    return tuple(int(d) for d in shape)
+
+
+def _nodes(model):
+    """The call nodes of a functional (or built Sequential) model, inputs first."""
+    graph = model
+    if isinstance(model, keras.Sequential):
+        graph = getattr(model, "_functional", None)
+    if graph is None or not hasattr(graph, "_nodes_by_depth"):
+        raise ValueError(
+            "count_flops supports functional and built Sequential models. "
+            f"Received: model={type(model).__name__} {model.name!r}"
+        )
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        yield from graph._nodes_by_depth[depth]
+
+
+def _model_flops(model, batch, macs_only, unknown, per_layer, prefix=""):
+    total = 0
+    for node in _nodes(model):
+        layer = node.operation
+        if node.is_input or layer is None:
+            continue
+        in_shapes = [_concrete(t.shape, batch, layer.name) for t in node.input_tensors]
+        out_shape = _concrete(node.outputs[0].shape, batch, layer.name)
+        if isinstance(layer, keras.Model):
+            flops = _model_flops(layer, batch, macs_only, unknown, per_layer, prefix + layer.name)
+        else:
+            flops = _layer_flops(layer, in_shapes, out_shape, macs_only, unknown)
+            key = prefix + "/" + layer.name if prefix else layer.name
+            per_layer[key] = per_layer.get(key, 0) + flops
+        total += flops
+    return total
+
+
+def count_flops(
+    model: keras.Model, batch: int = 1, *, macs_only: bool = False, by_layer: bool = False
+) -> int | dict[str, int]:
+    """Analytic FLOPs of one inference forward pass (backend-independent).
+
+    A multiply-add counts 2 FLOPs; biases, batch-norm (inference affine: 2 per
+    element), activations, merges and SE's scale count 1 per element; pooling counts
+    1 per element read (per window element for windowed pooling). SE layers count their
+    squeeze (global pool), the excitation MLP and the scale. Layers of unknown types
+    count 0 and raise a warning that names them.
+
+    Args:
+        model: A functional or built Sequential Keras model with fixed input shapes.
+            Nested models are counted layer by layer.
+        batch: Batch size of the pass.
+        macs_only: Count multiply-accumulates of convolutions, Dense and SE's MLP only
+            (the convention of the paper's "GFLOPs"), nothing else.
+        by_layer: Return ``{layer name: FLOPs}`` instead of the total.
+
+    Returns:
+        The total as an int, or a dict by layer name.
+
+    Example:
+        >>> import keras
+        >>> inputs = keras.Input((8, 8, 3))
+        >>> outputs = keras.layers.Conv2D(4, 1, use_bias=False)(inputs)
+        >>> count_flops(keras.Model(inputs, outputs))  # 2 * 64 positions * 3 * 4
+        1536
+    """
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"Expected `batch` to be a positive integer. Received: batch={batch!r}")
+    unknown: set[str] = set()
+    per_layer: dict[str, int] = {}
+    total = _model_flops(model, batch, macs_only, unknown, per_layer)
+    if unknown:
+        warnings.warn(
+            f"count_flops does not know these layer types and counted them as 0: "
+            f"{', '.join(sorted(unknown))}",
+            stacklevel=2,
+        )
+    return per_layer if by_layer else total
+
+
+# --------------------------------------------------------------------------- latency
+
+
+def _inference_fn(model: keras.Model, x) -> tuple[Callable[[], object], object]:
+    """A compiled ``model(x, training=False)`` for the active backend, and ``x`` for it.
+
+    The returned callable runs one forward pass and waits for its result.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(x)
+        fn = tf.function(lambda t: model(t, training=False))
+
+        def run():
+            return keras.tree.map_structure(lambda t: t.numpy(), fn(x))
+
+        return run
+    if backend == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        x = jax.numpy.asarray(x)
+
+        @jax.jit
+        def fn(trainable, non_trainable, t):
+            return model.stateless_call(trainable, non_trainable, t, training=False)[0]
+
+        def run():
+            return jax.block_until_ready(fn(trainable, non_trainable, x))
+
+        return run
+    if backend == "torch":
+        import torch
+
+        x = keras.ops.convert_to_tensor(x)
+
+        def run():
+            with torch.inference_mode():
+                return model(x, training=False)
+
+        return run
+    raise ValueError(f"latency_ab does not support the {backend!r} backend.")
+
+
+def _quartiles(values):
+    if len(values) < 2:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def latency_ab(
+    model_a: keras.Model,
+    model_b: keras.Model,
+    x,
+    *,
+    rounds: int = 30,
+    warmup: int = 3,
+    number: int = 1,
+    progress: bool | Callable[[str], None] = False,
+) -> dict:
+    """Median inference latency of two models, measured interleaved in one process.
+
+    Each model gets one compiled inference function (``tf.function`` on TensorFlow,
+    ``jax.jit`` on JAX, eager ``inference_mode`` on PyTorch). After ``warmup`` calls
+    of each, every round times A then B, and the next round B then A, so that neither
+    model always runs first; load that drifts during the run hits both alike.
+
+    Args:
+        model_a: The reference model (e.g. ResNet-50).
+        model_b: The model compared with it (e.g. SE-ResNet-50).
+        x: One input batch (NumPy array or backend tensor), the same for both.
+        rounds: Timed calls of each model.
+        warmup: Untimed calls of each model first (tracing, allocation, caches).
+        number: Calls per timed sample (the sample is their mean), for tiny models.
+        progress: ``True`` prints a line to stderr about every 10 seconds; a callable
+            receives those lines instead.
+
+    Returns:
+        A dict: ``a_ms``, ``b_ms`` (medians, milliseconds), ``ratio`` (``b_ms / a_ms``),
+        ``overhead_pct`` (``100 * (ratio - 1)``), ``paired_ratio`` (median of the
+        per-round ratios, robust to slow drift), ``a_iqr_ms``/``b_iqr_ms`` (first and
+        third quartiles), ``a_times_ms``/``b_times_ms`` (every sample), ``rounds``,
+        ``warmup``, ``number``, ``batch`` and ``backend``.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> a = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> b = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)])
+        >>> result = latency_ab(a, b, np.zeros((1, 4), "float32"), rounds=3, warmup=1)
+        >>> sorted(result)[:4]
+        ['a_iqr_ms', 'a_ms', 'a_times_ms', 'b_iqr_ms']
+    """
+    for name, value, low in (("rounds", rounds, 1), ("warmup", warmup, 0), ("number", number, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(
+                f"Expected `{name}` to be an integer >= {low}. Received: {name}={value!r}"
+            )
+    report = None
+    if progress is True:
+
+        def report(line):
+            print(line, file=sys.stderr, flush=True)
+
+    elif callable(progress):
+        report = progress
+
+    runs = {"a": _inference_fn(model_a, x), "b": _inference_fn(model_b, x)}
+    for _ in range(warmup):
+        runs["a"]()
+        runs["b"]()
+
+    times = {"a": [], "b": []}
+    start = last_report = time.perf_counter()
+    for i in range(rounds):
+        for key in ("a", "b") if i % 2 == 0 else ("b", "a"):
+            run = runs[key]
+            begin = time.perf_counter()
+            for _ in range(number):
+                run()
+            times[key].append((time.perf_counter() - begin) * 1e3 / number)
+        now = time.perf_counter()
+        if report is not None and (now - last_report >= 10 or i + 1 == rounds):
+            last_report = now
+            eta = (now - start) / (i + 1) * (rounds - i - 1)
+            report(
+                f"round {i + 1}/{rounds}: A {statistics.median(times['a']):.2f} ms, "
+                f"B {statistics.median(times['b']):.2f} ms (medians so far), "
+                f"{now - start:.0f} s elapsed, ~{eta:.0f} s left"
+            )
+
+    a_ms = statistics.median(times["a"])
+    b_ms = statistics.median(times["b"])
+    ratio = b_ms / a_ms
+    return {
+        "a_ms": a_ms,
+        "b_ms": b_ms,
+        "ratio": ratio,
+        "overhead_pct": 100.0 * (ratio - 1.0),
+        "paired_ratio": statistics.median(
+            b / a for a, b in zip(times["a"], times["b"], strict=True)
+        ),
+        "a_iqr_ms": _quartiles(times["a"]),
+        "b_iqr_ms": _quartiles(times["b"]),
+        "a_times_ms": times["a"],
+        "b_times_ms": times["b"],
+        "rounds": rounds,
+        "warmup": warmup,
+        "number": number,
+        "batch": int(np.shape(x)[0]),
+        "backend": keras.backend.backend(),
+    }
+
+
+def machine_info() -> dict[str, str | int]:
+    """CPU model, core count, date, platform and library versions, for benchmark reports."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info: dict[str, str | int] = {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+    }
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        info["tensorflow"] = tf.__version__
+    with contextlib.suppress(OSError):
+        info["load_average"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    return info
