@@ -1,0 +1,98 @@
+"""sSE and scSE against NumPy references (Roy et al.: scSE = x*cSE(x) + x*sSE(x))."""
+
+import keras
+import numpy as np
+import pytest
+from layer_reference import (
+    spatial_gate,
+    spatial_squeeze_excite,
+    squeeze_excite,
+    squeeze_excite_gate,
+)
+
+from senet.layers import ChannelSpatialSqueezeExcite, SpatialSqueezeExcite
+
+
+def _randomize(layer, rng):
+    layer.set_weights([rng.normal(scale=0.5, size=w.shape) for w in layer.get_weights()])
+
+
+@pytest.mark.parametrize(
+    "gate,shape",
+    [("sigmoid", (2, 9, 8)), ("sigmoid", (2, 5, 4, 8)), ("tanh", (2, 3, 4, 2, 8))],
+    ids=["1d", "2d", "3d-tanh"],
+)
+def test_sse_matches_numpy_reference(gate, shape, rng):
+    x = rng.normal(size=shape).astype("float32")
+    layer = SpatialSqueezeExcite(gate=gate)
+    layer.build(shape)
+    _randomize(layer, rng)
+    kernel, bias = layer.get_weights()
+    expected_gate = spatial_gate(x.astype("float64"), kernel, bias, gate=gate)
+
+    got_gate = keras.ops.convert_to_numpy(layer.spatial_excitation(x))
+    assert got_gate.shape == shape[:-1] + (1,)
+    np.testing.assert_allclose(got_gate, expected_gate, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer(x)),
+        spatial_squeeze_excite(x.astype("float64"), kernel, bias, gate=gate),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_sse_parameter_count():
+    layer = SpatialSqueezeExcite()
+    layer.build((None, 6, 6, 48))
+    assert layer.count_params() == 48 + 1
+
+
+def test_sse_sigmoid_gate_reaches_both_ends():
+    layer = SpatialSqueezeExcite()
+    x = np.zeros((1, 4, 4, 3), "float32")
+    x[:, :2, :, 0], x[:, 2:, :, 0] = 3.0, -3.0
+    layer.build(x.shape)
+    layer.set_weights([np.array([10.0, 0.0, 0.0]), np.array(0.0)])
+    gate = keras.ops.convert_to_numpy(layer.spatial_excitation(x))
+    assert gate.min() < 1e-3 and gate.max() > 1 - 1e-3
+
+
+SCSE_CASES = [
+    pytest.param({}, (2, 9, 8), id="defaults-1d"),  # r=2 (Roy et al.)
+    pytest.param({"reduction": 4, "squeeze": "avgmax"}, (2, 5, 4, 8), id="r4-avgmax-2d"),
+    pytest.param({"gate": "hard_sigmoid", "activation": "swish"}, (2, 3, 2, 4, 8), id="hsig-3d"),
+]
+
+
+@pytest.mark.parametrize("options,shape", SCSE_CASES)
+def test_scse_matches_numpy_reference(options, shape, rng):
+    x = rng.normal(size=shape).astype("float32")
+    layer = ChannelSpatialSqueezeExcite(**options)
+    layer.build(shape)
+    _randomize(layer, rng)
+    se_options = {k: v for k, v in options.items() if k in ("squeeze", "gate", "activation")}
+    se_weights = layer.channel.get_weights()
+    kernel, bias = layer.spatial.get_weights()
+    x64 = x.astype("float64")
+    expected = squeeze_excite(x64, se_weights, **se_options) + spatial_squeeze_excite(
+        x64, kernel, bias, gate=options.get("gate", "sigmoid")
+    )
+
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer.excitation(x)),
+        squeeze_excite_gate(x64, se_weights, **se_options),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("reduction,hidden", [(2, 16), (4, 8), (64, 1)])
+def test_scse_parameter_count(reduction, hidden):
+    channels = 32
+    layer = ChannelSpatialSqueezeExcite(reduction=reduction)
+    layer.build((None, 5, 5, channels))
+    se = 2 * channels * hidden + hidden + channels
+    assert layer.count_params() == se + channels + 1
+    assert layer.channel.count_params() == se
+    assert (layer.channel.reduce.units, layer.channel.expand.units) == (hidden, channels)
