@@ -5,8 +5,9 @@ of the paper) and ``unet`` (2-D/3-D segmentation, attention in the decoder). Lay
 stable (keras.applications style), attention layers are named ``<block>_<kind>``.
 """
 
+from senet.models.emotion import emotion_cnn
 from senet.models.resnet import resnet, resnet_stage_outputs
 
 # TODO: export `insert_attention` from senet.models.surgery once that module exists.
 
-__all__ = ["resnet", "resnet_stage_outputs"]
+__all__ = ["emotion_cnn", "resnet", "resnet_stage_outputs"]
