@@ -19,7 +19,6 @@ _REGISTRY: dict[str, Callable[..., keras.layers.Layer]] = {
     "scse": ChannelSpatialSqueezeExcite,
     "cbam": CBAM,
 }
-_NONE = (None, "none")
 
 
 def kinds() -> tuple[str, ...]:
@@ -27,15 +26,24 @@ def kinds() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+def _is_none(kind) -> bool:
+    return kind is None or (isinstance(kind, str) and kind.lower() == "none")
+
+
 def register(kind: str, factory: Callable[..., keras.layers.Layer]) -> None:
-    """Make ``attention(kind, ...)`` build ``factory(...)`` (a layer class or function)."""
-    if not isinstance(kind, str) or not kind or kind in _NONE:
+    """Make ``attention(kind, ...)`` build ``factory(...)`` (a layer class or function).
+
+    Kinds are case-insensitive, like :func:`attention`'s lookup: ``register("MyAttn", f)``
+    is found by ``attention("myattn")`` and ``attention("MyAttn")``.
+    """
+    if not isinstance(kind, str) or not kind or _is_none(kind):
         raise ValueError(
             f"Expected `kind` to be a non-empty name other than 'none'. Received: kind={kind!r}"
         )
     if not callable(factory):
         raise ValueError(f"Expected `factory` to be callable. Received: factory={factory!r}")
-    _REGISTRY[kind] = factory
+    # attention() looks kinds up in lower case, so store them that way.
+    _REGISTRY[kind.lower()] = factory
 
 
 def _accepts(factory, option: str) -> bool:
@@ -68,7 +76,7 @@ def attention(
         >>> attention("none") is None
         True
     """
-    if kind in _NONE:
+    if _is_none(kind):
         return None
     if not isinstance(kind, str) or kind.lower() not in _REGISTRY:
         raise ValueError(
