@@ -2,29 +2,329 @@
 
 Heavy modules (Keras, TensorFlow) are imported inside each subcommand, so
 ``senet --help`` and ``senet --version`` answer at once.
+
+Adding a subcommand is local: write ``_add_<name>(subparsers)`` that builds its parser and
+sets ``handler=_run_<name>``, write ``_run_<name>(args) -> int``, and list ``_add_<name>`` in
+``_SUBCOMMANDS``. A handler raises :class:`CLIError` (or lets the library raise ValueError,
+``senet.data.DataError``, FileNotFoundError/OSError) for bad input: :func:`main` prints it
+as one line on stderr and exits 2, without a traceback (``SENET_DEBUG=1`` shows it). A library
+exception with an integer ``exit_status`` attribute is reported the same way with that status.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from collections.abc import Callable
 
 from senet import __version__
+
+# Names also used by the library (senet.train.MODEL_NAMES, senet.kinds()); repeated here so
+# --help and argument checks need no Keras import. tests/test_cli.py checks they agree.
+MODEL_CHOICES = (
+    "emotion_cnn",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+)
+ATTENTION_CHOICES = ("se", "eca", "sse", "scse", "cbam", "none")
 
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``senet train: error: ...``), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- train
+
+
+def _add_train(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model into a run directory (resumable)",
+        description=(
+            "Train a model and write RUN_DIR/config.json, model.keras, history.csv, "
+            "metrics.json, curves.png, confusion.png and checkpoints/. A run killed at any "
+            "moment continues with --resume RUN_DIR from its last finished epoch."
+        ),
+    )
+    parser.add_argument(
+        "--data",
+        default="synthetic",
+        help="FER2013 csv, image folder (one sub-folder per class), .npz (x, y) or "
+        "'synthetic' (default)",
+    )
+    parser.add_argument("--model", default="emotion_cnn", choices=MODEL_CHOICES)
+    parser.add_argument("--attention", default="se", choices=ATTENTION_CHOICES)
+    parser.add_argument("--reduction", type=_positive_float, default=8, help="default 8")
+    parser.add_argument("--epochs", type=_positive_int, default=10, help="default 10")
+    parser.add_argument("--batch-size", type=_positive_int, default=64, help="default 64")
+    parser.add_argument(
+        "--lr", type=_positive_float, default=1e-3, help="learning rate (default 1e-3)"
+    )
+    parser.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
+    parser.add_argument("--out", metavar="RUN_DIR", help="run directory to create")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR with its saved config.json (other options ignored)",
+    )
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="default 0")
+    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable samples")
+    parser.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="random flips, shifts, brightness/contrast (default on)",
+    )
+    parser.add_argument(
+        "--class-weights", action="store_true", help="weight the loss by inverse class frequency"
+    )
+    parser.add_argument(
+        "--tensorboard", action="store_true", help="TensorBoard logs in RUN_DIR/logs"
+    )
+    parser.add_argument("--distribute", default="none", choices=("none", "mirrored", "multiworker"))
+    parser.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="mixed_float16 on a GPU, else mixed_bfloat16",
+    )
+    parser.add_argument("--image-size", type=_positive_int, default=48, help="default 48")
+    parser.add_argument(
+        "--channels", type=int, default=1, choices=(1, 3), help="1 grey (default) or 3 RGB"
+    )
+    parser.add_argument(
+        "--synthetic-size",
+        type=_positive_int,
+        default=7000,
+        help="images drawn for --data synthetic (default 7000)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_run_train)
+
+
+def _run_train(args) -> int:
+    if args.resume and args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
+        raise CLIError("give either --out RUN_DIR (new run) or --resume RUN_DIR, not both")
+    if not args.resume and not args.out:
+        raise CLIError("--out RUN_DIR is required (or --resume RUN_DIR)")
+    from senet.train import TrainConfig, train
+
+    if args.resume:
+        config, run_dir = None, args.resume
+    else:
+        run_dir = args.out
+        config = TrainConfig(
+            data=args.data,
+            model=args.model,
+            attention=args.attention,
+            reduction=args.reduction,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+            optimizer=args.optimizer,
+            seed=args.seed,
+            image_size=args.image_size,
+            channels=args.channels,
+            synthetic_size=args.synthetic_size,
+            skip_bad=args.skip_bad,
+            augment=args.augment,
+            class_weights=args.class_weights,
+            tensorboard=args.tensorboard,
+            distribute=args.distribute,
+            mixed_precision=args.mixed_precision,
+        )
+    result = train(config, run_dir, resume=bool(args.resume), verbose=0 if args.quiet else 1)
+    if result.resumed_from:
+        print(f"resumed after epoch {result.resumed_from}")
+    print(_format_metrics(result.metrics))
+    print(f"run directory: {result.out_dir}")
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def _add_evaluate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="accuracy, per-class precision/recall/F1 and confusion matrix of a saved model",
+    )
+    parser.add_argument("model", metavar="MODEL", help="a .keras file (e.g. RUN_DIR/model.keras)")
+    parser.add_argument("--data", required=True, help="data source (as for train)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
+    parser.add_argument("--out", metavar="DIR", help="write metrics.json and confusion.png here")
+    parser.add_argument("--batch-size", type=_positive_int, default=64)
+    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable samples")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from senet.train import evaluate
+
+    metrics = evaluate(
+        args.model,
+        args.data,
+        split=args.split,
+        out_dir=args.out,
+        batch_size=args.batch_size,
+        skip_bad=args.skip_bad,
+    )
+    print(json.dumps(metrics, indent=2) if args.json else _format_metrics(metrics))
+    return 0
+
+
+def _format_metrics(metrics: dict) -> str:
+    """Accuracy line, a per-class table and the confusion matrix, as plain text."""
+    names = metrics["class_names"]
+    width = max(8, *(len(name) for name in names))
+    split = metrics.get("split", "test")
+    lines = [
+        f"{split} accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}  "
+        f"macro F1 {metrics['macro_f1']:.4f}  ({metrics['num_examples']} images)",
+        "",
+        f"{'class':<{width}}  precision  recall     f1  support",
+    ]
+    for name in names:
+        row = metrics["per_class"][name]
+        lines.append(
+            f"{name:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
+            f"{row['f1']:5.3f}  {row['support']:7d}"
+        )
+    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
+    cell = max(5, *(len(name[:7]) for name in names))
+    lines.append(" " * width + "".join(f"{name[:7]:>{cell + 1}}" for name in names))
+    for name, row in zip(names, metrics["confusion_matrix"], strict=True):
+        lines.append(f"{name:<{width}}" + "".join(f"{count:>{cell + 1}d}" for count in row))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def _add_predict(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="emotions of the faces in photos and videos",
+        description=(
+            "Detect faces (OpenCV Haar cascade), classify each and print its box, emotion and "
+            "class probabilities. Video files (.mp4, .avi, ...) are read frame by frame."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="a .keras file (e.g. RUN_DIR/model.keras)")
+    parser.add_argument("paths", metavar="IMAGE_OR_VIDEO", nargs="+")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per image / video frame (JSON Lines)",
+    )
+    parser.add_argument("--annotate", metavar="DIR", help="write annotated images/videos here")
+    parser.add_argument(
+        "--every", type=_positive_int, default=1, help="look at every N-th video frame"
+    )
+    parser.set_defaults(handler=_run_predict)
+
+
+def _run_predict(args) -> int:
+    from senet.predict import iter_predictions
+
+    for result in iter_predictions(
+        args.model, args.paths, every=args.every, annotate_dir=args.annotate
+    ):
+        if args.json:
+            print(json.dumps(result.to_dict()), flush=True)
+        else:
+            print(_format_prediction(result), flush=True)
+    return 0
+
+
+def _format_prediction(result) -> str:
+    where = result.path if result.frame is None else f"{result.path} [frame {result.frame}]"
+    if not result.faces:
+        return f"{where}: no face found"
+    names = list(result.faces[0].probabilities)
+    header = f"  {'face':>4}  {'box (x, y, w, h)':<22}  {'emotion':<10}" + "".join(
+        f"{name[:8]:>9}" for name in names
+    )
+    lines = [f"{where}: {len(result.faces)} face{'s' if len(result.faces) > 1 else ''}", header]
+    for number, face in enumerate(result.faces, 1):
+        box = ", ".join(str(v) for v in face.box)
+        lines.append(
+            f"  {number:>4}  {box:<22}  {face.label:<10}"
+            + "".join(f"{face.probabilities[name]:9.3f}" for name in names)
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+# One entry per subcommand; each adds its parser and sets `handler`.
+_SUBCOMMANDS: list[Callable] = [_add_train, _add_evaluate, _add_predict]
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="senet",
         description="Squeeze-and-Excitation channel attention for Keras 3.",
     )
     parser.add_argument("--version", action="version", version=f"senet {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in _SUBCOMMANDS:
+        add(subparsers)
     return parser
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    if isinstance(error, KeyError):
+        text = f"missing key {text}"
+    return " ".join(text.split())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    debug = os.environ.get("SENET_DEBUG", "") not in ("", "0")
     try:
         return int(args.handler(args) or 0)
     except CLIError as error:
@@ -42,6 +343,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"senet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (ValueError, OSError) as error:
+        # bad user input surfacing from the library: DataError is a ValueError,
+        # FileNotFoundError/PermissionError are OSErrors
+        if debug:
+            raise
+        print(f"senet {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        # library errors that carry their own exit status (senet.train.TrainingDiverged: the
+        # run stopped on a NaN loss, its last good checkpoint kept) are reported, not traced
+        status = getattr(error, "exit_status", None)
+        if debug or not isinstance(status, int):
+            raise
+        print(f"senet {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

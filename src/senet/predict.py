@@ -1,0 +1,437 @@
+"""Emotions of the faces in photos and videos: OpenCV Haar detection, crop, classify, annotate.
+
+Class names: a model trained by :func:`senet.train.train` has ``metrics.json`` (key
+``class_names``) next to ``model.keras``; :func:`class_names_for` reads it there (or one
+level up, for a file in ``checkpoints/``). Without it a 7-output model gets FER2013's
+``EMOTIONS`` and any other ``class_0, class_1, ...``.
+
+The per-frame path is kept short for video: the cascade is loaded once, detection runs on a
+copy scaled to at most ``max_side`` pixels, and all faces of a frame go through the model in
+one call of a compiled function (not ``model.predict``, whose per-call setup costs more than
+the small network itself).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "FacePrediction",
+    "FramePrediction",
+    "annotate",
+    "class_names_for",
+    "detect_faces",
+    "iter_predictions",
+    "predict_faces",
+    "predict_paths",
+]
+
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
+)
+_CASCADE_FILE = "haarcascade_frontalface_default.xml"
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass
+class FacePrediction:
+    """One detected face: ``box`` (x, y, w, h) in pixels, the top ``label``, all probabilities."""
+
+    box: Box
+    label: str
+    probabilities: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"box": list(self.box), "label": self.label, "probabilities": self.probabilities}
+
+
+@dataclass
+class FramePrediction:
+    """The faces of one image, or of one frame of a video (``frame`` is its 0-based index)."""
+
+    path: str
+    frame: int | None
+    faces: list[FacePrediction] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "frame": self.frame,
+            "faces": [face.to_dict() for face in self.faces],
+        }
+
+
+# --------------------------------------------------------------------------- detection
+
+
+@functools.lru_cache(maxsize=1)
+def _cascade() -> cv2.CascadeClassifier:
+    path = os.path.join(cv2.data.haarcascades, _CASCADE_FILE)
+    cascade = cv2.CascadeClassifier(path)
+    if cascade.empty():
+        raise RuntimeError(
+            f"OpenCV could not load its face detector {path}; "
+            "install opencv-python-headless>=4.10,<5 (5.x ships no Haar cascades)"
+        )
+    return cascade
+
+
+def detect_faces(
+    image_bgr: np.ndarray,
+    *,
+    scale_factor: float = 1.15,
+    min_neighbors: int = 5,
+    min_size: float = 0.1,
+    max_side: int | None = 320,
+) -> list[Box]:
+    """Frontal faces in an image with OpenCV's Haar cascade.
+
+    Args:
+        image_bgr: ``(H, W, 3)`` BGR (OpenCV's order) or ``(H, W)`` grey, uint8.
+        scale_factor: Step between the detector's scales (smaller finds more, slower).
+        min_neighbors: Overlapping detections needed to keep a face (higher: fewer false).
+        min_size: Smallest face, as a fraction of the image's shorter side.
+        max_side: Detect on a copy whose longer side is at most this many pixels (speed;
+            faces below ~24 pixels there are missed). None: full resolution.
+
+    Returns:
+        ``(x, y, w, h)`` boxes in the input's pixels, largest first.
+    """
+    image = np.asarray(image_bgr)
+    if image.ndim == 3 and image.shape[2] == 3:
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        gray = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
+    elif image.ndim == 2:
+        gray = image
+    else:
+        raise ValueError(
+            f"Expected `image_bgr` of shape (H, W), (H, W, 3) or (H, W, 4). Received {image.shape}"
+        )
+    if gray.dtype != np.uint8:
+        gray = np.clip(gray, 0, 255).astype(np.uint8)
+    height, width = gray.shape
+    scale = 1.0
+    if max_side is not None and max(height, width) > max_side:
+        scale = max_side / max(height, width)
+        gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    # evens out lighting, which the cascade (trained on equalised faces) is sensitive to
+    gray = cv2.equalizeHist(gray)
+    smallest = max(24, int(round(min_size * min(gray.shape))))
+    found = _cascade().detectMultiScale(
+        gray,
+        scaleFactor=scale_factor,
+        minNeighbors=min_neighbors,
+        minSize=(smallest, smallest),
+    )
+    boxes = [
+        (
+            int(round(x / scale)),
+            int(round(y / scale)),
+            int(round(w / scale)),
+            int(round(h / scale)),
+        )
+        for x, y, w, h in (found if len(found) else [])
+    ]
+    boxes = [_clip_box(box, width, height) for box in boxes]
+    return sorted(boxes, key=lambda box: box[2] * box[3], reverse=True)
+
+
+def _clip_box(box: Box, width: int, height: int) -> Box:
+    x, y, w, h = box
+    x, y = max(0, x), max(0, y)
+    return x, y, max(1, min(w, width - x)), max(1, min(h, height - y))
+
+
+# --------------------------------------------------------------------------- classification
+
+
+def class_names_for(model_path: str | os.PathLike, num_classes: int) -> tuple[str, ...]:
+    """Class names of a saved model: its run's ``metrics.json``, else defaults (see module)."""
+    model_path = Path(model_path)
+    for directory in (model_path.parent, model_path.parent.parent):
+        path = directory / "metrics.json"
+        try:
+            names = json.loads(path.read_text(encoding="utf-8")).get("class_names")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(names, list) and len(names) == num_classes:
+            return tuple(str(name) for name in names)
+    if num_classes == 7:
+        from senet.data import EMOTIONS
+
+        return tuple(EMOTIONS)
+    return tuple(f"class_{k}" for k in range(num_classes))
+
+
+# model -> compiled inference function; weak so a dropped model frees its function
+_PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _predictor(model) -> Callable[[np.ndarray], np.ndarray]:
+    """A fast ``(B, H, W, C) float32 -> (B, K)`` probabilities function for ``model``."""
+    predictor = _PREDICTORS.get(model)
+    if predictor is not None:
+        return predictor
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+        compiled = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+        def predictor(batch: np.ndarray) -> np.ndarray:
+            return compiled(batch).numpy()
+
+    else:
+
+        def predictor(batch: np.ndarray) -> np.ndarray:
+            return np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(batch)))
+
+    _PREDICTORS[model] = predictor
+    return predictor
+
+
+def _model_input_size(model) -> tuple[int, int]:
+    shape = model.input_shape
+    if len(shape) != 4 or shape[1] is None or shape[3] not in (1, 3):
+        raise ValueError(
+            "Expected a model taking (B, H, W, 1 or 3) images with known H and W. "
+            f"Received input_shape={shape}"
+        )
+    return int(shape[1]), int(shape[3])
+
+
+def _crop_inputs(image_bgr: np.ndarray, boxes: Sequence[Box], size: int, channels: int):
+    from senet.data import prepare_image
+
+    crops = [image_bgr[y : y + h, x : x + w] for x, y, w, h in boxes]
+    return np.stack([prepare_image(crop, size, channels) for crop in crops]).astype(np.float32)
+
+
+def predict_faces(
+    model,
+    image: np.ndarray | str | os.PathLike,
+    class_names: Sequence[str] | None = None,
+    *,
+    boxes: Sequence[Box] | None = None,
+    **detect_options,
+) -> list[FacePrediction]:
+    """Detect the faces in ``image`` and classify each.
+
+    Args:
+        model: A Keras classifier taking ``(B, H, W, C)`` images in [0, 1], C 1 or 3.
+        image: A BGR uint8 array (as ``cv2.imread`` gives) or a path to an image file.
+        class_names: One name per model output; default ``class_names_for``'s fallback.
+        boxes: Faces already found (``(x, y, w, h)``), to skip detection.
+        **detect_options: Passed to :func:`detect_faces`.
+
+    Returns:
+        One :class:`FacePrediction` per face, largest face first; empty if none.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        image = _read_image_bgr(Path(image))
+    size, channels = _model_input_size(model)
+    if boxes is None:
+        boxes = detect_faces(image, **detect_options)
+    if not boxes:
+        return []
+    probabilities = _predictor(model)(_crop_inputs(image, boxes, size, channels))
+    if class_names is None:
+        class_names = class_names_for("", probabilities.shape[-1])
+    if len(class_names) != probabilities.shape[-1]:
+        raise ValueError(
+            f"Expected {probabilities.shape[-1]} `class_names` (one per model output). "
+            f"Received {len(class_names)}: {list(class_names)}"
+        )
+    return [
+        FacePrediction(
+            box=tuple(int(v) for v in box),
+            label=str(class_names[int(np.argmax(row))]),
+            probabilities={str(name): float(p) for name, p in zip(class_names, row, strict=True)},
+        )
+        for box, row in zip(boxes, probabilities, strict=True)
+    ]
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _read_image_bgr(path: Path) -> np.ndarray:
+    from senet.data import DataError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(f"cannot read {path}: not an image (or video) format OpenCV can decode")
+    return image
+
+
+def annotate(image_bgr: np.ndarray, faces: Sequence[FacePrediction]) -> np.ndarray:
+    """A copy of the image with each face's box and ``label probability`` drawn on it."""
+    canvas = np.ascontiguousarray(image_bgr).copy()
+    if canvas.ndim == 2:
+        canvas = cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR)
+    thickness = max(1, round(max(canvas.shape[:2]) / 300))
+    for face in faces:
+        x, y, w, h = face.box
+        text = f"{face.label} {face.probabilities[face.label]:.2f}"
+        cv2.rectangle(canvas, (x, y), (x + w, y + h), (0, 220, 0), thickness)
+        font_scale = max(0.4, w / 250)
+        (text_w, text_h), baseline = cv2.getTextSize(
+            text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness
+        )
+        top = y - text_h - baseline - 4 if y - text_h - baseline - 4 >= 0 else y + h
+        cv2.rectangle(
+            canvas, (x, top), (x + text_w + 4, top + text_h + baseline + 4), (0, 220, 0), -1
+        )
+        cv2.putText(
+            canvas,
+            text,
+            (x + 2, top + text_h + 2),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font_scale,
+            (0, 0, 0),
+            thickness,
+            cv2.LINE_AA,
+        )
+    return canvas
+
+
+def _video_frames(path: Path, every: int) -> Iterator[tuple[int, np.ndarray, float]]:
+    from senet.data import DataError
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise DataError(f"cannot read {path}: not a video OpenCV can decode")
+        fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+        index = 0
+        while True:
+            # grab() without decoding skips the frames we do not look at cheaply
+            if not capture.grab():
+                break
+            if index % every == 0:
+                ok, frame = capture.retrieve()
+                if not ok:
+                    break
+                yield index, frame, fps
+            index += 1
+        if index == 0:
+            raise DataError(f"cannot read {path}: the video has no frames OpenCV can decode")
+    finally:
+        capture.release()
+
+
+def iter_predictions(
+    model_path: str | os.PathLike,
+    paths: Iterable[str | os.PathLike],
+    *,
+    every: int = 1,
+    annotate_dir: str | os.PathLike | None = None,
+    class_names: Sequence[str] | None = None,
+    **detect_options,
+) -> Iterator[FramePrediction]:
+    """:func:`predict_paths`, one image or video frame at a time (results as they come)."""
+    from senet.data import DataError
+    from senet.layers import load_model
+
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"Expected `every` to be a positive integer. Received: every={every!r}")
+    paths = [Path(path) for path in paths]
+    for path in [Path(model_path), *paths]:
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+    try:
+        model = load_model(model_path)
+    except Exception as error:  # noqa: BLE001 - any load failure means: not a usable model
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"cannot load model {model_path}: {message}") from error
+    outputs = int(model.output_shape[-1])
+    if class_names is None:
+        class_names = class_names_for(model_path, outputs)
+    out_dir = None if annotate_dir is None else Path(annotate_dir)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    for path in paths:
+        if path.suffix.lower() in VIDEO_EXTENSIONS:
+            writer = None
+            try:
+                for index, frame, fps in _video_frames(path, every):
+                    faces = predict_faces(model, frame, class_names, **detect_options)
+                    if out_dir is not None:
+                        if writer is None:
+                            writer = cv2.VideoWriter(
+                                str(out_dir / f"{path.stem}_annotated.avi"),
+                                cv2.VideoWriter_fourcc(*"MJPG"),
+                                max(fps / every, 1.0),
+                                (frame.shape[1], frame.shape[0]),
+                            )
+                        writer.write(annotate(frame, faces))
+                    yield FramePrediction(str(path), index, faces)
+            finally:
+                if writer is not None:
+                    writer.release()
+            continue
+        image = _read_image_bgr(path)
+        faces = predict_faces(model, image, class_names, **detect_options)
+        if out_dir is not None:
+            suffix = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg") else ".png"
+            target = out_dir / f"{path.stem}_annotated{suffix}"
+            if not cv2.imwrite(str(target), annotate(image, faces)):
+                raise OSError(f"cannot write {target}")
+        yield FramePrediction(str(path), None, faces)
+
+
+def predict_paths(
+    model_path: str | os.PathLike,
+    paths: Iterable[str | os.PathLike],
+    *,
+    every: int = 1,
+    annotate_dir: str | os.PathLike | None = None,
+    class_names: Sequence[str] | None = None,
+    **detect_options,
+) -> list[FramePrediction]:
+    """Faces and emotions in image files and videos.
+
+    Args:
+        model_path: A ``.keras`` classifier (e.g. ``RUN_DIR/model.keras``).
+        paths: Image files, or videos (``VIDEO_EXTENSIONS``) read frame by frame.
+        every: For videos, look at every ``every``-th frame (0, every, 2*every, ...).
+        annotate_dir: Write annotated copies here: ``<stem>_annotated.png|jpg`` for images,
+            ``<stem>_annotated.avi`` (MJPG, the frames looked at) for videos.
+        class_names: Override the class names (default :func:`class_names_for`).
+        **detect_options: Passed to :func:`detect_faces`.
+
+    Returns:
+        One :class:`FramePrediction` per image and per video frame looked at.
+
+    Raises:
+        FileNotFoundError: A path (or the model) does not exist.
+        senet.data.DataError: A file OpenCV cannot decode, or a model that cannot be loaded.
+    """
+    return list(
+        iter_predictions(
+            model_path,
+            paths,
+            every=every,
+            annotate_dir=annotate_dir,
+            class_names=class_names,
+            **detect_options,
+        )
+    )
