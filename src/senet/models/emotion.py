@@ -100,8 +100,8 @@ def emotion_cnn(
         # Before the pooling: the gate sees the full-resolution block output, and Grad-CAM
         # on `<block>_<kind>` keeps that resolution.
         x = apply_attention(x, kind, block, reduction=reduction, options=options)
-        x = keras.layers.MaxPooling2D(2, name=f"{block}_pool")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.MaxPooling2D(2, data_format="channels_last", name=f"{block}_pool")(x)
+    x = keras.layers.GlobalAveragePooling2D(data_format="channels_last", name="avg_pool")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(

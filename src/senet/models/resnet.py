@@ -60,9 +60,10 @@ def _conv(x, filters: int, kernel_size: int, name: str, *, strides: int = 1):
     """A bias-free conv (BN follows). Strided 3x3/7x7 convs pad like PyTorch: symmetric."""
     padding = "same"
     if strides > 1 and kernel_size > 1:
-        x = keras.layers.ZeroPadding2D(kernel_size // 2, name=name.removesuffix("_conv") + "_pad")(
-            x
+        pad = keras.layers.ZeroPadding2D(
+            kernel_size // 2, data_format="channels_last", name=name.removesuffix("_conv") + "_pad"
         )
+        x = pad(x)
         padding = "valid"
     elif kernel_size == 1:
         padding = "valid"
@@ -73,6 +74,7 @@ def _conv(x, filters: int, kernel_size: int, name: str, *, strides: int = 1):
         padding=padding,
         use_bias=False,
         kernel_initializer=_conv_initializer(),
+        data_format="channels_last",
         name=name,
     )(x)
 
@@ -236,8 +238,10 @@ def resnet(
         x = _conv(inputs, widths[0], 7, "conv1_conv", strides=2)
         x = _relu(_bn(x, "conv1_bn"), "conv1_relu")
         # Zero padding equals PyTorch's -inf padding here: the input is a ReLU output.
-        x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
-        x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+        x = keras.layers.ZeroPadding2D(1, data_format="channels_last", name="pool1_pad")(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, data_format="channels_last", name="pool1_pool")(
+            x
+        )
 
     for stage, (count, filters) in enumerate(zip(blocks, widths, strict=True)):
         number = stage_numbers[stage]
@@ -260,15 +264,15 @@ def resnet(
             )
 
     if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.GlobalAveragePooling2D(data_format="channels_last", name="avg_pool")(x)
         # float32 output, so a mixed-precision model still gives exact probabilities.
         x = keras.layers.Dense(
             num_classes, activation="softmax", dtype="float32", name="predictions"
         )(x)
     elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.GlobalAveragePooling2D(data_format="channels_last", name="avg_pool")(x)
     elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+        x = keras.layers.GlobalMaxPooling2D(data_format="channels_last", name="max_pool")(x)
 
     if name is None:
         name = f"{kind}_resnet{depth}" if kind else f"resnet{depth}"
