@@ -7,7 +7,8 @@ stable (keras.applications style), attention layers are named ``<block>_<kind>``
 
 from senet.models.emotion import emotion_cnn
 from senet.models.resnet import resnet, resnet_stage_outputs
+from senet.models.unet import unet
 
 # TODO: export `insert_attention` from senet.models.surgery once that module exists.
 
-__all__ = ["emotion_cnn", "resnet", "resnet_stage_outputs"]
+__all__ = ["emotion_cnn", "resnet", "resnet_stage_outputs", "unet"]
