@@ -126,7 +126,7 @@ def test_save_and_load_round_trip(tmp_path):
     loaded = senet.load_model(path)
     assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
     assert isinstance(loaded.get_layer("block2_se"), senet.SqueezeExcite)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(loaded(x, training=False), model(x, training=False), atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -187,7 +187,7 @@ def test_each_placement_trains_a_step_and_survives_saving(placement, tmp_path):
     model.save(path)
     loaded = senet.load_model(path)
     assert attention_names(loaded) == attention_names(model)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(loaded(x, training=False), model(x, training=False), atol=1e-6)
 
 
 def test_backbone_without_top():
