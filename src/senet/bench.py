@@ -10,7 +10,8 @@ and Dense layers; ``count_flops(model, macs_only=True)`` gives that number.
 
 Latency is measured by :func:`latency_ab`: two models, one compiled inference function
 each, timed interleaved in one process (A B, B A, A B, ...) so that drifting machine
-load hits both alike; it reports medians and their ratio.
+load hits both alike; it reports medians and their ratio. :func:`latency_interleaved`
+does the same round-robin for any number of models.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from datetime import datetime, timezone
 import keras
 import numpy as np
 
-__all__ = ["count_flops", "count_params", "latency_ab", "machine_info"]
+__all__ = ["count_flops", "count_params", "latency_ab", "latency_interleaved", "machine_info"]
 
 
 def count_params(model: keras.Model) -> int:
@@ -293,8 +294,8 @@ def count_flops(
 # --------------------------------------------------------------------------- latency
 
 
-def _inference_fn(model: keras.Model, x) -> tuple[Callable[[], object], object]:
-    """A compiled ``model(x, training=False)`` for the active backend, and ``x`` for it.
+def _inference_fn(model: keras.Model, x) -> Callable[[], object]:
+    """A compiled ``model(x, training=False)`` on ``x`` for the active backend.
 
     The returned callable runs one forward pass and waits for its result.
     """
@@ -344,6 +345,97 @@ def _quartiles(values):
     return q[0], q[2]
 
 
+def _check_count(name: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"Expected `{name}` to be an integer >= {low}. Received: {name}={value!r}")
+
+
+def latency_interleaved(
+    models: dict[str, keras.Model],
+    x,
+    *,
+    rounds: int = 30,
+    warmup: int = 3,
+    number: int = 1,
+    progress: bool | Callable[[str], None] = False,
+) -> dict[str, dict]:
+    """Inference latency of several models, timed round-robin in one process.
+
+    Each model gets one compiled inference function (``tf.function`` on TensorFlow,
+    ``jax.jit`` on JAX, eager ``inference_mode`` on PyTorch). After ``warmup`` untimed
+    calls of each, every round times each model once; round ``i`` starts with model
+    ``i mod n``, so no model always runs first or after the same neighbour, and load that
+    drifts during the run hits all of them alike.
+
+    Args:
+        models: ``{name: model}``; the first is the reference for the ratios.
+        x: One input batch (NumPy array or backend tensor), the same for all.
+        rounds: Timed calls of each model.
+        warmup: Untimed calls of each model first (tracing, compilation, caches).
+        number: Calls per timed sample (the sample is their mean), for tiny models.
+        progress: ``True`` prints a line to stderr about every 10 seconds; a callable
+            receives those lines instead.
+
+    Returns:
+        ``{name: {"ms": median, "iqr_ms": (q1, q3), "times_ms": [...], "ratio": median /
+        reference median, "paired_ratio": median over rounds of the per-round ratio to the
+        reference}}``.
+    """
+    if not models:
+        raise ValueError("Expected `models` to hold at least one model. Received: models={}")
+    _check_count("rounds", rounds, 1)
+    _check_count("warmup", warmup, 0)
+    _check_count("number", number, 1)
+    report = None
+    if progress is True:
+
+        def report(line):
+            print(line, file=sys.stderr, flush=True)
+
+    elif callable(progress):
+        report = progress
+
+    names = list(models)
+    runs = {name: _inference_fn(model, x) for name, model in models.items()}
+    for _ in range(warmup):
+        for name in names:
+            runs[name]()
+
+    times: dict[str, list[float]] = {name: [] for name in names}
+    start = last_report = time.perf_counter()
+    for i in range(rounds):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            run = runs[name]
+            begin = time.perf_counter()
+            for _ in range(number):
+                run()
+            times[name].append((time.perf_counter() - begin) * 1e3 / number)
+        now = time.perf_counter()
+        if report is not None and (now - last_report >= 10 or i + 1 == rounds):
+            last_report = now
+            eta = (now - start) / (i + 1) * (rounds - i - 1)
+            medians = ", ".join(f"{n} {statistics.median(times[n]):.1f}" for n in names)
+            report(
+                f"round {i + 1}/{rounds}: {medians} ms (medians so far); "
+                f"{now - start:.0f} s elapsed, ~{eta:.0f} s left"
+            )
+
+    reference = times[names[0]]
+    return {
+        name: {
+            "ms": statistics.median(values),
+            "iqr_ms": _quartiles(values),
+            "times_ms": values,
+            "ratio": statistics.median(values) / statistics.median(reference),
+            "paired_ratio": statistics.median(
+                v / r for v, r in zip(values, reference, strict=True)
+            ),
+        }
+        for name, values in times.items()
+    }
+
+
 def latency_ab(
     model_a: keras.Model,
     model_b: keras.Model,
@@ -386,59 +478,25 @@ def latency_ab(
         >>> sorted(result)[:4]
         ['a_iqr_ms', 'a_ms', 'a_times_ms', 'b_iqr_ms']
     """
-    for name, value, low in (("rounds", rounds, 1), ("warmup", warmup, 0), ("number", number, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(
-                f"Expected `{name}` to be an integer >= {low}. Received: {name}={value!r}"
-            )
-    report = None
-    if progress is True:
-
-        def report(line):
-            print(line, file=sys.stderr, flush=True)
-
-    elif callable(progress):
-        report = progress
-
-    runs = {"a": _inference_fn(model_a, x), "b": _inference_fn(model_b, x)}
-    for _ in range(warmup):
-        runs["a"]()
-        runs["b"]()
-
-    times = {"a": [], "b": []}
-    start = last_report = time.perf_counter()
-    for i in range(rounds):
-        for key in ("a", "b") if i % 2 == 0 else ("b", "a"):
-            run = runs[key]
-            begin = time.perf_counter()
-            for _ in range(number):
-                run()
-            times[key].append((time.perf_counter() - begin) * 1e3 / number)
-        now = time.perf_counter()
-        if report is not None and (now - last_report >= 10 or i + 1 == rounds):
-            last_report = now
-            eta = (now - start) / (i + 1) * (rounds - i - 1)
-            report(
-                f"round {i + 1}/{rounds}: A {statistics.median(times['a']):.2f} ms, "
-                f"B {statistics.median(times['b']):.2f} ms (medians so far), "
-                f"{now - start:.0f} s elapsed, ~{eta:.0f} s left"
-            )
-
-    a_ms = statistics.median(times["a"])
-    b_ms = statistics.median(times["b"])
-    ratio = b_ms / a_ms
+    results = latency_interleaved(
+        {"a": model_a, "b": model_b},
+        x,
+        rounds=rounds,
+        warmup=warmup,
+        number=number,
+        progress=progress,
+    )
+    a, b = results["a"], results["b"]
     return {
-        "a_ms": a_ms,
-        "b_ms": b_ms,
-        "ratio": ratio,
-        "overhead_pct": 100.0 * (ratio - 1.0),
-        "paired_ratio": statistics.median(
-            b / a for a, b in zip(times["a"], times["b"], strict=True)
-        ),
-        "a_iqr_ms": _quartiles(times["a"]),
-        "b_iqr_ms": _quartiles(times["b"]),
-        "a_times_ms": times["a"],
-        "b_times_ms": times["b"],
+        "a_ms": a["ms"],
+        "b_ms": b["ms"],
+        "ratio": b["ratio"],
+        "overhead_pct": 100.0 * (b["ratio"] - 1.0),
+        "paired_ratio": b["paired_ratio"],
+        "a_iqr_ms": a["iqr_ms"],
+        "b_iqr_ms": b["iqr_ms"],
+        "a_times_ms": a["times_ms"],
+        "b_times_ms": b["times_ms"],
         "rounds": rounds,
         "warmup": warmup,
         "number": number,

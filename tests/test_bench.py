@@ -1,0 +1,150 @@
+"""senet.bench: analytic FLOPs against hand counts, parameter counts, latency result structure."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from senet.bench import (
+    count_flops,
+    count_params,
+    latency_ab,
+    latency_interleaved,
+    machine_info,
+)
+from senet.layers import SqueezeExcite
+
+
+def _tiny_model():
+    """8x8x3 -> conv3x3(4, bias) -> BN -> ReLU -> +conv1x1(4, no bias) -> maxpool2 -> SE(r=2)
+    -> GAP -> Dense(5)."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    y = keras.layers.Conv2D(4, 1, use_bias=False, name="pointwise")(x)
+    x = keras.layers.Add(name="add")([x, y])
+    x = keras.layers.MaxPooling2D(2, name="pool")(x)
+    x = SqueezeExcite(reduction=2, name="se")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = keras.layers.Dense(5, name="dense")(x)
+    return keras.Model(inputs, outputs)
+
+
+# Hand counts for one sample (a multiply-add is 2 FLOPs, other element ops 1).
+_HAND = {
+    "conv": 2 * (8 * 8 * 4) * (3 * 3 * 3) + 8 * 8 * 4,  # MACs x2 + bias
+    "bn": 2 * 8 * 8 * 4,
+    "relu": 8 * 8 * 4,
+    "pointwise": 2 * (8 * 8 * 4) * 4,
+    "add": 8 * 8 * 4,
+    "pool": (4 * 4 * 4) * 4,  # 2x2 window per output
+    # pool 64 + MLP 2*(4*2 + 2*4) + biases (2 + 4) + activations (2 + 4) + scale 64
+    "se": 64 + 32 + 6 + 6 + 64,
+    "gap": 4 * 4 * 4,
+    "dense": 2 * 4 * 5 + 5,
+}
+_HAND_MACS = (8 * 8 * 4) * 27 + (8 * 8 * 4) * 4 + (4 * 2 + 2 * 4) + 4 * 5
+
+
+def test_count_flops_matches_hand_count_per_layer():
+    model = _tiny_model()
+    by_layer = count_flops(model, by_layer=True)
+    assert {k: v for k, v in by_layer.items() if v} == _HAND
+    assert count_flops(model) == sum(_HAND.values())
+
+
+def test_count_flops_scales_with_batch_and_counts_macs():
+    model = _tiny_model()
+    assert count_flops(model, batch=3) == 3 * sum(_HAND.values())
+    assert count_flops(model, macs_only=True) == _HAND_MACS
+    assert count_flops(model, batch=2, macs_only=True) == 2 * _HAND_MACS
+
+
+def test_count_flops_se_resnet50_adds_the_excitation_macs():
+    from senet.models import resnet
+
+    plain = resnet(50)
+    se = resnet(50, attention="se", reduction=16)
+    # torchvision lists ResNet-50 (v1.5) at 4.09 GFLOPS (multiply-adds).
+    assert count_flops(plain, macs_only=True) == pytest.approx(4.09e9, rel=2e-3)
+    # Each unit's MLP: 2 * C * C/16 multiply-adds, C = 256 (x3), 512 (x4), 1024 (x6), 2048 (x3).
+    extra = sum(n * 2 * c * (c // 16) for c, n in ((256, 3), (512, 4), (1024, 6), (2048, 3)))
+    assert count_flops(se, macs_only=True) - count_flops(plain, macs_only=True) == extra
+
+
+def test_count_flops_warns_about_unknown_layers_and_needs_fixed_shapes():
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Lambda(lambda t: t * 2, name="double")(inputs)
+    with pytest.warns(UserWarning, match="double"):
+        assert count_flops(keras.Model(inputs, outputs)) == 0
+
+    inputs = keras.Input((None, None, 3))
+    outputs = keras.layers.Conv2D(2, 1)(inputs)
+    with pytest.raises(ValueError, match="fully defined"):
+        count_flops(keras.Model(inputs, outputs))
+    with pytest.raises(ValueError, match="batch"):
+        count_flops(_tiny_model(), batch=0)
+
+
+def test_count_flops_sequential_and_nested():
+    inner = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, name="d1")], name="inner")
+    inputs = keras.Input((6,))
+    outputs = keras.layers.Dense(2, name="d2")(inner(inputs))
+    outer = keras.Model(inputs, outputs)
+    assert count_flops(inner) == 2 * 6 * 3 + 3
+    assert count_flops(outer) == (2 * 6 * 3 + 3) + (2 * 3 * 2 + 2)
+
+
+def test_count_params_counts_every_weight():
+    model = _tiny_model()
+    expected = sum(math.prod(w.shape) for w in model.get_weights())
+    assert count_params(model) == expected == model.count_params()
+
+
+def _dense_model(units):
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(units)])
+
+
+def test_latency_ab_structure():
+    lines = []
+    result = latency_ab(
+        _dense_model(2),
+        _dense_model(8),
+        np.zeros((2, 4), "float32"),
+        rounds=4,
+        warmup=1,
+        progress=lines.append,
+    )
+    assert len(result["a_times_ms"]) == len(result["b_times_ms"]) == 4
+    assert all(t > 0 for t in result["a_times_ms"] + result["b_times_ms"])
+    assert result["a_ms"] == pytest.approx(np.median(result["a_times_ms"]))
+    assert result["b_ms"] == pytest.approx(np.median(result["b_times_ms"]))
+    assert result["ratio"] == pytest.approx(result["b_ms"] / result["a_ms"])
+    assert result["overhead_pct"] == pytest.approx(100 * (result["ratio"] - 1))
+    paired = np.median(np.asarray(result["b_times_ms"]) / np.asarray(result["a_times_ms"]))
+    assert result["paired_ratio"] == pytest.approx(paired)
+    q1, q3 = result["a_iqr_ms"]
+    assert q1 <= result["a_ms"] <= q3
+    assert (result["batch"], result["rounds"], result["backend"]) == (2, 4, "tensorflow")
+    assert lines and lines[-1].startswith("round 4/4")
+
+
+def test_latency_interleaved_reference_and_validation():
+    models = {"small": _dense_model(2), "mid": _dense_model(4), "big": _dense_model(8)}
+    result = latency_interleaved(models, np.zeros((1, 4), "float32"), rounds=3, warmup=0)
+    assert list(result) == ["small", "mid", "big"]
+    assert result["small"]["ratio"] == pytest.approx(1.0)
+    assert result["small"]["paired_ratio"] == pytest.approx(1.0)
+    assert all(len(r["times_ms"]) == 3 for r in result.values())
+    with pytest.raises(ValueError, match="rounds"):
+        latency_interleaved(models, np.zeros((1, 4), "float32"), rounds=0)
+    with pytest.raises(ValueError, match="models"):
+        latency_interleaved({}, np.zeros((1, 4), "float32"))
+
+
+def test_machine_info_fields():
+    info = machine_info()
+    assert {"cpu", "cores", "date", "keras", "backend", "tensorflow"} <= set(info)
+    assert info["cores"] >= 1
