@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DataError", "ImageSet"]
+__all__ = ["EMOTIONS", "DataError", "ImageSet"]
+
+#: FER2013's seven classes in its label order (0 angry ... 6 neutral).
+EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
 
 class DataError(ValueError):

@@ -1,0 +1,608 @@
+"""Synthetic facial expressions: procedurally drawn faces whose label lives only in the parts.
+
+Each image is a grayscale cartoon face for one of FER2013's seven classes. The class is
+carried only by the eyes (openness), the eyebrows (height, slant, arch, symmetry) and the
+mouth (width, openness, curvature, asymmetry). Everything else is drawn at random and
+independently of the label: face position (+-15% of the side), scale (+-20%), tilt
+(+-10 degrees) and aspect, skin tone, hair, nose, background clutter, a lighting gradient,
+global contrast and noise. Part parameters get per-sample jitter so classes overlap a
+little.
+
+Besides the images, ``masks`` gives the exact pixels of each part as drawn and a label-free
+``"regions"`` mask: the union, over all classes and jitter, of the boxes (in face
+coordinates, rotated with the face, plus a 1.5 pixel margin for anti-aliasing) that any
+part could occupy on that face. It depends only on the face geometry, and nothing outside
+it depends on the label, so blanking it removes all label information; see
+``tests/data/test_synthetic.py``.
+
+Everything is vectorized with NumPy over chunks of images, with parts drawn from signed
+distances in face-local coordinates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from senet.data.base import EMOTIONS
+
+__all__ = [
+    "EMOTIONS",
+    "FaceGeometry",
+    "draw_faces",
+    "sample_geometry",
+    "synthetic_expressions",
+]
+
+
+# Face geometry: the face is an ellipse of half-height `scale` (fraction of the image side)
+# and half-width `aspect * scale`. Face-local coordinates (u right, v down) are in units of
+# the half-height, so the face is u**2 / aspect**2 + v**2 <= 1.
+NOMINAL_SCALE = 0.39
+SCALE_RANGE = (0.8, 1.2)
+CENTER_SHIFT = 0.15
+MAX_TILT_DEGREES = 10.0
+ASPECT_RANGE = (0.74, 0.92)
+
+# Part anchors in face-local units. Eyes sit at (+-EYE_U * aspect, EYE_V); brows are
+# BROW_GAP above them; the mouth is centred at (0, MOUTH_V).
+EYE_U = 0.40
+EYE_V = -0.10
+BROW_GAP = 0.28
+BROW_OUT = 0.02
+MOUTH_V = 0.47
+EYE_LINE = 0.055  # thickness of the dark eye outline
+LIP = 0.06  # lip thickness; a mouth with half-height > LIP shows a dark interior
+IRIS = 0.08
+REGION_MARGIN_PX = 1.5
+
+# Per-class part parameters (face units). Eyes: half-width w, half-height h (openness).
+# Brows: raise (up is positive), slant (inner end down is positive), arch (middle up is
+# positive). Mouth: half-width w, half-height h, curve (smile positive), tilt, wave.
+# Disgust is asymmetric: one side (random) gets the "low" brow and eye, the other the
+# "high" ones, and its mouth is tilted and wavy towards a random side.
+_EYES = {
+    #            (w, h) per side: (lowered side, other side); symmetric classes repeat
+    "angry": ((0.21, 0.085), (0.21, 0.085)),
+    "disgust": ((0.21, 0.09), (0.21, 0.125)),
+    "fear": ((0.21, 0.18), (0.21, 0.18)),
+    "happy": ((0.21, 0.10), (0.21, 0.10)),
+    "sad": ((0.20, 0.115), (0.20, 0.115)),
+    "surprise": ((0.185, 0.19), (0.185, 0.19)),
+    "neutral": ((0.21, 0.135), (0.21, 0.135)),
+}
+_BROWS = {
+    #            (raise, slant, arch) per side
+    "angry": ((-0.05, 0.12, 0.0), (-0.05, 0.12, 0.0)),
+    "disgust": ((-0.06, 0.09, 0.0), (0.04, -0.01, 0.03)),
+    "fear": ((0.10, -0.07, 0.02), (0.10, -0.07, 0.02)),
+    "happy": ((0.03, 0.0, 0.045), (0.03, 0.0, 0.045)),
+    "sad": ((0.03, -0.12, 0.0), (0.03, -0.12, 0.0)),
+    "surprise": ((0.13, 0.0, 0.08), (0.13, 0.0, 0.08)),
+    "neutral": ((0.0, 0.0, 0.02), (0.0, 0.0, 0.02)),
+}
+_MOUTH = {
+    #            (w, h, curve, tilt, wave)
+    "angry": (0.22, 0.065, -0.025, 0.0, 0.0),
+    "disgust": (0.26, 0.075, 0.0, 0.06, 0.045),
+    "fear": (0.30, 0.125, -0.035, 0.0, 0.0),
+    "happy": (0.30, 0.095, 0.12, 0.0, 0.0),
+    "sad": (0.26, 0.065, -0.09, 0.0, 0.0),
+    "surprise": (0.16, 0.165, 0.0, 0.0, 0.0),
+    "neutral": (0.26, 0.065, 0.0, 0.0, 0.0),
+}
+# Half-width of the uniform per-sample jitter of each parameter.
+_JITTER = {
+    "eye_w": 0.015,
+    "eye_h": 0.025,
+    "brow_raise": 0.035,
+    "brow_slant": 0.045,
+    "brow_arch": 0.025,
+    "mouth_w": 0.03,
+    "mouth_h": 0.02,
+    "mouth_curve": 0.04,
+    "mouth_tilt": 0.02,
+    "mouth_wave": 0.012,
+    "shift": 0.02,  # every part's anchor, in u and v
+}
+BROW_W = 0.23
+BROW_H = 0.07
+BROW_W_JITTER = 0.02
+BROW_H_JITTER = 0.01
+
+_CHUNK = 128
+
+
+@dataclass(frozen=True)
+class FaceGeometry:
+    """Where each face is: the only thing the ``"regions"`` mask depends on.
+
+    Attributes:
+        center_x: Face centre, fraction of the image width, shape ``(N,)``.
+        center_y: Face centre, fraction of the image height, shape ``(N,)``.
+        scale: Face half-height as a fraction of the image side, shape ``(N,)``.
+        tilt: Rotation in degrees (positive turns the face clockwise on screen), ``(N,)``.
+        aspect: Face half-width / half-height, shape ``(N,)``.
+    """
+
+    center_x: np.ndarray
+    center_y: np.ndarray
+    scale: np.ndarray
+    tilt: np.ndarray
+    aspect: np.ndarray
+
+    def __len__(self) -> int:
+        return int(np.shape(self.center_x)[0])
+
+    def take(self, index) -> FaceGeometry:
+        """The geometries at ``index``."""
+        return FaceGeometry(
+            *(np.asarray(getattr(self, f))[index] for f in self.__dataclass_fields__)
+        )
+
+
+def sample_geometry(n: int, rng: np.random.Generator) -> FaceGeometry:
+    """Draw ``n`` random face geometries (position, scale, tilt, aspect)."""
+    return FaceGeometry(
+        center_x=0.5 + rng.uniform(-CENTER_SHIFT, CENTER_SHIFT, n),
+        center_y=0.5 + rng.uniform(-CENTER_SHIFT, CENTER_SHIFT, n),
+        scale=NOMINAL_SCALE * rng.uniform(*SCALE_RANGE, n),
+        tilt=rng.uniform(-MAX_TILT_DEGREES, MAX_TILT_DEGREES, n),
+        aspect=rng.uniform(*ASPECT_RANGE, n),
+    )
+
+
+def synthetic_expressions(
+    n: int, *, image_size: int = 48, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Draw ``n`` synthetic grayscale faces for FER2013's seven expression classes.
+
+    Classes are balanced (``n // 7`` each, the remainder spread over the first classes)
+    and shuffled; the output is a deterministic function of ``(n, image_size, seed)``.
+
+    Args:
+        n: Number of images (positive).
+        image_size: Side of the square images in pixels (at least 16).
+        seed: Seed of the NumPy generator that draws everything.
+
+    Returns:
+        ``(images, labels, masks)``: float32 images ``(n, S, S, 1)`` in ``[0, 1]``;
+        int64 labels ``(n,)`` indexing :data:`EMOTIONS`; and a dict of boolean
+        ``(n, S, S)`` masks: ``"eyes"``, ``"brows"``, ``"mouth"`` (the part pixels as
+        drawn) and ``"regions"`` (label-free: where any class's parts could be on that
+        face).
+
+    Example:
+        >>> images, labels, masks = synthetic_expressions(14, image_size=32)
+        >>> images.shape, labels.shape, sorted(masks)
+        ((14, 32, 32, 1), (14,), ['brows', 'eyes', 'mouth', 'regions'])
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        raise ValueError(f"Expected `n` to be a positive integer. Received: n={n!r}")
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % len(EMOTIONS)).astype(np.int64)
+    geometry = sample_geometry(int(n), rng)
+    images, masks = draw_faces(geometry, labels, rng, image_size=image_size)
+    return images, labels, masks
+
+
+def draw_faces(
+    geometry: FaceGeometry,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    image_size: int = 48,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Draw faces with the given geometry and expression labels.
+
+    Everything that is neither geometry nor label (skin, hair, background, lighting,
+    noise, part jitter) is drawn from ``rng``.
+
+    Args:
+        geometry: One :class:`FaceGeometry` entry per image.
+        labels: Integer class per image, in ``[0, 7)``.
+        rng: NumPy generator for the random nuisances.
+        image_size: Side of the square images in pixels (at least 16).
+
+    Returns:
+        ``(images, masks)`` as in :func:`synthetic_expressions`.
+    """
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)):
+        raise ValueError(
+            f"Expected `image_size` to be an integer >= 16. Received: image_size={image_size!r}"
+        )
+    if image_size < 16:
+        raise ValueError(
+            f"Expected `image_size` to be an integer >= 16. Received: image_size={image_size!r}"
+        )
+    labels = np.asarray(labels)
+    n = len(geometry)
+    if labels.shape != (n,) or (n and (labels.min() < 0 or labels.max() >= len(EMOTIONS))):
+        raise ValueError(
+            f"Expected `labels` to be {n} integers in [0, {len(EMOTIONS)}). "
+            f"Received: labels with shape {labels.shape}"
+        )
+    size = int(image_size)
+    params = _sample_parts(labels, rng)
+    params.update(_sample_nuisance(n, rng))
+    images = np.empty((n, size, size, 1), np.float32)
+    masks = {k: np.empty((n, size, size), bool) for k in ("eyes", "brows", "mouth", "regions")}
+    for start in range(0, n, _CHUNK):
+        index = slice(start, min(n, start + _CHUNK))
+        chunk = {k: v[index] for k, v in params.items()}
+        image, chunk_masks = _render(geometry.take(index), chunk, size, rng)
+        images[index, :, :, 0] = image
+        for k, v in chunk_masks.items():
+            masks[k][index] = v
+    return images, masks
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def _uniform(rng: np.random.Generator, half_width: float, n: int) -> np.ndarray:
+    return rng.uniform(-half_width, half_width, n)
+
+
+def _sample_parts(labels: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per-sample part parameters: class means + uniform jitter. Side 0 is the left eye."""
+    n = labels.shape[0]
+    names = [EMOTIONS[k] for k in range(len(EMOTIONS))]
+    eyes = np.array([_EYES[c] for c in names])  # (7, 2 variants, 2)
+    brows = np.array([_BROWS[c] for c in names])  # (7, 2 variants, 3)
+    mouth = np.array([_MOUTH[c] for c in names])  # (7, 5)
+    # Which side gets the first ("lowered") variant; only matters for disgust.
+    low_side = rng.integers(0, 2, n)
+    out: dict[str, np.ndarray] = {"mouth_side": np.where(low_side == 0, -1.0, 1.0)}
+    for side in (0, 1):
+        variant = np.where(low_side == side, 0, 1)
+        eye = eyes[labels, variant]
+        brow = brows[labels, variant]
+        out[f"eye_w{side}"] = eye[:, 0] + _uniform(rng, _JITTER["eye_w"], n)
+        out[f"eye_h{side}"] = eye[:, 1] + _uniform(rng, _JITTER["eye_h"], n)
+        out[f"eye_du{side}"] = _uniform(rng, _JITTER["shift"], n)
+        out[f"eye_dv{side}"] = _uniform(rng, _JITTER["shift"], n)
+        out[f"iris_du{side}"] = rng.uniform(-0.5, 0.5, n)  # gaze, fraction of free room
+        out[f"brow_raise{side}"] = brow[:, 0] + _uniform(rng, _JITTER["brow_raise"], n)
+        out[f"brow_slant{side}"] = brow[:, 1] + _uniform(rng, _JITTER["brow_slant"], n)
+        out[f"brow_arch{side}"] = brow[:, 2] + _uniform(rng, _JITTER["brow_arch"], n)
+        out[f"brow_w{side}"] = BROW_W + _uniform(rng, BROW_W_JITTER, n)
+        out[f"brow_h{side}"] = BROW_H + _uniform(rng, BROW_H_JITTER, n)
+        out[f"brow_du{side}"] = _uniform(rng, _JITTER["shift"], n)
+    m = mouth[labels]
+    out["mouth_w"] = m[:, 0] + _uniform(rng, _JITTER["mouth_w"], n)
+    out["mouth_h"] = m[:, 1] + _uniform(rng, _JITTER["mouth_h"], n)
+    out["mouth_curve"] = m[:, 2] + _uniform(rng, _JITTER["mouth_curve"], n)
+    out["mouth_tilt"] = m[:, 3] + _uniform(rng, _JITTER["mouth_tilt"], n)
+    out["mouth_wave"] = m[:, 4] + _uniform(rng, _JITTER["mouth_wave"], n)
+    out["mouth_du"] = _uniform(rng, _JITTER["shift"], n)
+    out["mouth_dv"] = _uniform(rng, _JITTER["shift"], n)
+    return out
+
+
+def _sample_nuisance(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Label-free appearance: tones, hair, nose, lighting, clutter, noise level."""
+    skin = rng.uniform(0.35, 0.85, n)
+    out = {
+        "background": rng.uniform(0.05, 0.95, n),
+        "background_slope": rng.uniform(-0.3, 0.3, n),
+        "background_angle": rng.uniform(0, 2 * np.pi, n),
+        "skin": skin,
+        "skin_shade": rng.uniform(0.0, 0.25, n),
+        "hair_tone": np.where(
+            rng.random(n) < 0.8, rng.uniform(0.02, 0.3, n), rng.uniform(0.6, 0.95, n)
+        ),
+        "has_hair": (rng.random(n) < 0.85).astype(np.float64),
+        "hairline": rng.uniform(-1.05, -0.78, n),
+        "hair_wave": rng.uniform(0.0, 0.05, n),
+        "hair_freq": rng.uniform(3.0, 9.0, n),
+        "hair_phase": rng.uniform(0, 2 * np.pi, n),
+        "hair_width": rng.uniform(1.08, 1.3, n),
+        "hair_length": rng.uniform(-0.3, 0.9, n),
+        "brow_tone": skin * rng.uniform(0.15, 0.45, n),
+        "eye_line_tone": skin * rng.uniform(0.05, 0.35, n),
+        "sclera_tone": rng.uniform(0.75, 1.0, n),
+        "iris_tone": rng.uniform(0.0, 0.3, n),
+        "lip_tone": skin * rng.uniform(0.4, 0.7, n),
+        "mouth_inside_tone": skin * rng.uniform(0.0, 0.3, n),
+        "has_nose": (rng.random(n) < 0.8).astype(np.float64),
+        "nose_tone": skin * rng.uniform(0.6, 0.85, n),
+        "nose_w": rng.uniform(0.04, 0.09, n),
+        "nose_h": rng.uniform(0.02, 0.04, n),
+        "nose_dv": rng.uniform(-0.04, 0.04, n),
+        "light_slope": rng.uniform(0.0, 0.35, n),
+        "light_angle": rng.uniform(0, 2 * np.pi, n),
+        "contrast": rng.uniform(0.75, 1.1, n),
+        "brightness": rng.uniform(-0.1, 0.1, n),
+        "noise": rng.uniform(0.0, 0.05, n),
+    }
+    for k in range(4):  # background clutter: discs and bars, each present at random
+        out[f"clutter{k}_on"] = (rng.random(n) < 0.7).astype(np.float64)
+        out[f"clutter{k}_x"] = rng.uniform(0, 1, n)
+        out[f"clutter{k}_y"] = rng.uniform(0, 1, n)
+        out[f"clutter{k}_r"] = rng.uniform(0.04, 0.25, n)
+        out[f"clutter{k}_aspect"] = np.where(rng.random(n) < 0.5, 1.0, rng.uniform(0.08, 0.3, n))
+        out[f"clutter{k}_angle"] = rng.uniform(0, np.pi, n)
+        out[f"clutter{k}_tone"] = rng.uniform(0, 1, n)
+    return out
+
+
+# ---------------------------------------------------------------------------- geometry
+
+
+def _bent_ellipse(x, y, w, h, curve=None, slant=None, wave=None):
+    """Approximate signed distance (face units) to a bent ellipse.
+
+    The shape is ``t**2 + ((y - c(t)) / h)**2 <= 1`` with ``t = x / w`` and centre line
+    ``c(t) = curve * (1 - t**2) + slant * t + wave * sin(pi * t)``; ``w``, ``h`` > 0 and
+    a ``None`` term is absent (cheaper). The distance is the first-order estimate
+    ``(r - 1) / |grad r|``, exact on the boundary, which is all the anti-aliasing and
+    the masks (``distance <= 0``) need; ``distance <= 0`` is exactly the shape.
+    """
+    t = x / w
+    if curve is None and slant is None and wave is None:
+        dy = y / h
+        grad_x = t / w
+    else:
+        tc = np.clip(t, -1.5, 1.5)  # keep the centre line tame far from the part
+        centre = np.zeros_like(tc)
+        d_centre = np.zeros_like(tc)
+        if curve is not None:
+            centre += curve * (1 - tc * tc)
+            d_centre -= 2 * curve * tc
+        if slant is not None:
+            centre += slant * tc
+            d_centre += slant
+        if wave is not None:
+            centre += wave * np.sin(np.pi * tc)
+            d_centre += np.pi * wave * np.cos(np.pi * tc)
+        dy = (y - centre) / h
+        grad_x = (t - dy * d_centre / h) / w
+    grad_y = dy / h
+    r = np.sqrt(t * t + dy * dy)
+    grad = np.sqrt(grad_x * grad_x + grad_y * grad_y)
+    grad += 1e-6
+    r *= r - 1
+    r /= grad
+    return r
+
+
+def _coverage(distance, pixels_per_unit):
+    """Anti-aliased coverage from a signed distance in face units (1 pixel ramp)."""
+    return np.clip(0.5 - distance * pixels_per_unit, 0.0, 1.0)
+
+
+def _over(canvas, tone, alpha):
+    """Paint ``tone`` over ``canvas`` with opacity ``alpha``."""
+    return canvas + (tone - canvas) * alpha
+
+
+def _column(values):
+    return np.asarray(values, np.float32)[:, None, None]
+
+
+def _centre_line_range(curve, slant, wave):
+    """Min and max of the centre line over t in [-1, 1] for parameter intervals.
+
+    The centre line is linear in (curve, slant, wave), so for each t its extremes over a
+    parameter box are at the box corners, taken term by term.
+    """
+    t = np.linspace(-1.0, 1.0, 401)
+    terms = []
+    for (lo, hi), basis in (
+        (curve, 1 - t * t),
+        (slant, t),
+        (wave, np.sin(np.pi * t)),
+    ):
+        terms.append(np.minimum(lo * basis, hi * basis))
+        terms.append(np.maximum(lo * basis, hi * basis))
+    low = terms[0] + terms[2] + terms[4]
+    high = terms[1] + terms[3] + terms[5]
+    return float(low.min()) - 1e-3, float(high.max()) + 1e-3
+
+
+def _interval(mean, jitter):
+    return (mean - jitter, mean + jitter)
+
+
+def _region_boxes() -> dict[str, list[tuple[float, float, float, float]]]:
+    """Boxes ``(x0, x1, y0, y1)`` relative to each part's anchor holding every class's part.
+
+    Anchors: each eye at (+-EYE_U * aspect, EYE_V), each brow at
+    (+-(EYE_U * aspect + BROW_OUT), EYE_V - BROW_GAP), the mouth at (0, MOUTH_V). Boxes
+    are symmetric in x, so one list serves both sides.
+    """
+    shift = _JITTER["shift"]
+    eyes, brows, mouth = [], [], []
+    for name in EMOTIONS:
+        for w, h in _EYES[name]:
+            x = w + _JITTER["eye_w"] + shift
+            y = h + _JITTER["eye_h"] + shift
+            eyes.append((-x, x, -y, y))
+        for raise_, slant, arch in _BROWS[name]:
+            x = BROW_W + BROW_W_JITTER + shift
+            # The brow's centre line is -arch * (1 - t^2) - slant * t, offset by -raise.
+            low, high = _centre_line_range(
+                (-arch - _JITTER["brow_arch"], -arch + _JITTER["brow_arch"]),
+                (-slant - _JITTER["brow_slant"], -slant + _JITTER["brow_slant"]),
+                (0.0, 0.0),
+            )
+            half = BROW_H + BROW_H_JITTER
+            top = -raise_ - _JITTER["brow_raise"] + low - half
+            bottom = -raise_ + _JITTER["brow_raise"] + high + half
+            brows.append((-x, x, top, bottom))
+        w, h, curve, tilt, wave = _MOUTH[name]
+        x = w + _JITTER["mouth_w"] + shift
+        # The mouth's tilt and wave point to a random side: take both signs.
+        tilt_hi, wave_hi = abs(tilt) + _JITTER["mouth_tilt"], abs(wave) + _JITTER["mouth_wave"]
+        low, high = _centre_line_range(
+            _interval(curve, _JITTER["mouth_curve"]), (-tilt_hi, tilt_hi), (-wave_hi, wave_hi)
+        )
+        half = h + _JITTER["mouth_h"]
+        mouth.append((-x, x, low - half - shift, high + half + shift))
+    return {
+        "eyes": _drop_contained(eyes),
+        "brows": _drop_contained(brows),
+        "mouth": _drop_contained(mouth),
+    }
+
+
+def _drop_contained(boxes):
+    """Remove duplicates and boxes that lie inside another box (the union is unchanged)."""
+    unique = sorted(set(boxes))
+    return [
+        a
+        for a in unique
+        if not any(
+            b != a and b[0] <= a[0] and a[1] <= b[1] and b[2] <= a[2] and a[3] <= b[3]
+            for b in unique
+        )
+    ]
+
+
+_REGION_BOXES = _region_boxes()
+
+
+# ------------------------------------------------------------------------------ render
+
+
+def _render(geometry: FaceGeometry, p: dict[str, np.ndarray], size: int, rng):
+    """Draw one chunk. Returns images ``(B, S, S)`` and the four masks."""
+    b = len(geometry)
+    f32 = np.float32
+    grid = (np.arange(size, dtype=f32) + 0.5) / size
+    gx = grid[None, None, :]
+    gy = grid[None, :, None]
+    cx, cy = _column(geometry.center_x), _column(geometry.center_y)
+    scale = _column(geometry.scale)
+    aspect = _column(geometry.aspect)
+    theta = np.deg2rad(np.asarray(geometry.tilt, np.float64))
+    cos, sin = _column(np.cos(theta)), _column(np.sin(theta))
+    dx, dy = gx - cx, gy - cy
+    # Face-local coordinates (u right, v down) in units of the face half-height; a
+    # positive tilt turns the face clockwise on screen (y points down).
+    u = (cos * dx + sin * dy) / scale
+    v = (cos * dy - sin * dx) / scale
+    ppu = scale * size  # pixels per face unit
+    col = {k: _column(val) for k, val in p.items()}
+
+    # Background: level + linear gradient + clutter (discs and bars).
+    ang = col["background_angle"]
+    image = col["background"] + col["background_slope"] * (
+        np.cos(ang) * (gx - 0.5) + np.sin(ang) * (gy - 0.5)
+    )
+    image = np.broadcast_to(image, (b, size, size)).astype(f32)
+    for k in range(4):
+        ca, sa = np.cos(col[f"clutter{k}_angle"]), np.sin(col[f"clutter{k}_angle"])
+        ox, oy = gx - col[f"clutter{k}_x"], gy - col[f"clutter{k}_y"]
+        r = col[f"clutter{k}_r"]
+        dist = _bent_ellipse(ca * ox + sa * oy, ca * oy - sa * ox, r, r * col[f"clutter{k}_aspect"])
+        alpha = _coverage(dist, size) * col[f"clutter{k}_on"]
+        image = _over(image, col[f"clutter{k}_tone"], alpha)
+
+    # Hair behind the head (an ellipse wider than the face, cut at a random length).
+    has_hair = col["has_hair"]
+    hair_back = _bent_ellipse(u, v + 0.08, aspect * col["hair_width"], 1.12)
+    hair_back = np.maximum(hair_back, v - col["hair_length"])
+    image = _over(image, col["hair_tone"], _coverage(hair_back, ppu) * has_hair)
+
+    # Face with radial shading, then the fringe over the forehead.
+    face = _bent_ellipse(u, v, aspect, 1.0)
+    radial = u * u / (aspect * aspect) + v * v
+    skin = col["skin"] * (1 - col["skin_shade"] * radial)
+    image = _over(image, skin, _coverage(face, ppu))
+    fringe_edge = col["hairline"] + col["hair_wave"] * np.sin(
+        col["hair_freq"] * u + col["hair_phase"]
+    )
+    fringe = np.maximum(face, v - fringe_edge)
+    image = _over(image, col["hair_tone"], _coverage(fringe, ppu) * has_hair)
+
+    # A nose, label-free.
+    nose = _bent_ellipse(u, v - (0.2 + col["nose_dv"]), col["nose_w"], col["nose_h"], curve=0.02)
+    image = _over(image, col["nose_tone"], _coverage(nose, ppu) * col["has_nose"])
+
+    # Label-free regions: union of the per-part anchor boxes, grown by a pixel margin.
+    margin = REGION_MARGIN_PX / ppu
+    regions = {}
+    eye_u = EYE_U * aspect
+    anchors = {
+        "eyes": [(-eye_u, EYE_V), (eye_u, EYE_V)],
+        "brows": [(-eye_u - BROW_OUT, EYE_V - BROW_GAP), (eye_u + BROW_OUT, EYE_V - BROW_GAP)],
+        "mouth": [(0.0, MOUTH_V)],
+    }
+    for part, boxes in _REGION_BOXES.items():
+        inside = np.zeros((b, size, size), bool)
+        for au, av in anchors[part]:
+            x, y = u - au, v - av
+            for x0, x1, y0, y1 in boxes:
+                inside |= (
+                    (x >= x0 - margin)
+                    & (x <= x1 + margin)
+                    & (y >= y0 - margin)
+                    & (y <= y1 + margin)
+                )
+        regions[part] = inside
+    masks = {}
+
+    # Brows: t runs outward from the face centre, so slant > 0 lowers the inner end.
+    brows = np.zeros((b, size, size), bool)
+    for side, sign in ((0, -1.0), (1, 1.0)):
+        au = sign * (eye_u + BROW_OUT) + col[f"brow_du{side}"]
+        av = EYE_V - BROW_GAP - col[f"brow_raise{side}"]
+        dist = _bent_ellipse(
+            (u - au) * sign,
+            v - av,
+            col[f"brow_w{side}"],
+            col[f"brow_h{side}"],
+            curve=-col[f"brow_arch{side}"],
+            slant=-col[f"brow_slant{side}"],
+        )
+        brows |= dist <= 0
+        image = _over(image, col["brow_tone"], _coverage(dist, ppu) * regions["brows"])
+    masks["brows"] = brows
+
+    # Eyes: dark outline, light sclera, dark iris inside the sclera.
+    eyes = np.zeros((b, size, size), bool)
+    for side, sign in ((0, -1.0), (1, 1.0)):
+        au = sign * eye_u + col[f"eye_du{side}"]
+        av = EYE_V + col[f"eye_dv{side}"]
+        w, h = col[f"eye_w{side}"], col[f"eye_h{side}"]
+        x, y = u - au, v - av
+        outline = _bent_ellipse(x, y, w, h)
+        eyes |= outline <= 0
+        image = _over(image, col["eye_line_tone"], _coverage(outline, ppu) * regions["eyes"])
+        inner_w, inner_h = w - EYE_LINE, np.maximum(h - EYE_LINE, 1e-3)
+        sclera = _bent_ellipse(x, y, inner_w, inner_h)
+        sclera_alpha = _coverage(sclera, ppu) * (h > EYE_LINE) * regions["eyes"]
+        image = _over(image, col["sclera_tone"], sclera_alpha)
+        iris_x = col[f"iris_du{side}"] * (inner_w - IRIS)
+        iris = _bent_ellipse(x - iris_x, y, IRIS, IRIS)
+        image = _over(image, col["iris_tone"], _coverage(iris, ppu) * sclera_alpha)
+    masks["eyes"] = eyes
+
+    # Mouth: lips, and a dark interior when the mouth is open (h > LIP).
+    x, y = u - col["mouth_du"], v - (MOUTH_V + col["mouth_dv"])
+    w, h = col["mouth_w"], col["mouth_h"]
+    bend = {
+        "curve": col["mouth_curve"],
+        "slant": col["mouth_tilt"] * col["mouth_side"],
+        "wave": col["mouth_wave"] * col["mouth_side"],
+    }
+    lips = _bent_ellipse(x, y, w, h, **bend)
+    masks["mouth"] = lips <= 0
+    image = _over(image, col["lip_tone"], _coverage(lips, ppu) * regions["mouth"])
+    inner_h = np.maximum(h - LIP, 1e-3)
+    inside = _bent_ellipse(x, y, w - 0.5 * LIP, inner_h, **bend)
+    inside_alpha = _coverage(inside, ppu) * (h > LIP) * regions["mouth"]
+    image = _over(image, col["mouth_inside_tone"], inside_alpha)
+
+    # Lighting gradient, global contrast/brightness and noise: pixelwise, label-free.
+    ang = col["light_angle"]
+    light = 1 + col["light_slope"] * 2 * (np.cos(ang) * (gx - 0.5) + np.sin(ang) * (gy - 0.5))
+    image = (image * light - 0.5) * col["contrast"] + 0.5 + col["brightness"]
+    image = image + col["noise"] * rng.standard_normal((b, size, size), dtype=f32)
+    image = np.clip(image, 0.0, 1.0).astype(f32)
+
+    masks["regions"] = regions["eyes"] | regions["brows"] | regions["mouth"]
+    return image, masks
