@@ -1,0 +1,32 @@
+"""Seeing what attention does: gates, class activation maps, focus scores and figures.
+
+- :func:`excitations`, :func:`class_profiles`, :func:`class_specificity`,
+  :func:`pick_depths`: the channel gates of every attention layer, per image and class.
+- :func:`grad_cam` (Grad-CAM, gradient x activation, Grad-CAM++) and
+  :func:`attention_map`: heatmaps ``(B, H, W)`` in [0, 1] at the input's resolution.
+- :func:`focus_score`, :func:`image_blind_map`: how much heatmap energy falls on the parts.
+- :func:`overlay`, :func:`heatmap_grid`, :func:`profile_figure`: pictures of the above.
+
+Works on the TensorFlow, JAX and PyTorch Keras backends.
+"""
+
+from senet.explain.cam import METHODS, attention_map, default_layer, grad_cam
+from senet.explain.excitation import class_profiles, class_specificity, excitations, pick_depths
+from senet.explain.focus import focus_score, image_blind_map
+from senet.explain.overlay import heatmap_grid, overlay, profile_figure
+
+__all__ = [
+    "METHODS",
+    "attention_map",
+    "class_profiles",
+    "class_specificity",
+    "default_layer",
+    "excitations",
+    "focus_score",
+    "grad_cam",
+    "heatmap_grid",
+    "image_blind_map",
+    "overlay",
+    "pick_depths",
+    "profile_figure",
+]
