@@ -1,0 +1,723 @@
+"""Inference-only fast path for SE-ResNets: fuse each residual tail into one layer.
+
+A residual unit with SE in the "standard" placement ends in
+``conv -> BN -> SE -> Add(shortcut) -> ReLU``. At inference BN is the per-channel affine
+``a * u + b``, so the whole tail is
+
+    y = relu(shortcut + s * (conv(h, K * a) + b'))    with    s = gate(MLP(mean(u)))
+
+and two things make SE nearly free there:
+
+* the squeeze is taken from the narrow input ``h`` of a 1x1 convolution: the mean is
+  linear, so ``mean(BN(conv1x1(h))) = mean(h) @ (K * a) + b'``; the pooling pass over the
+  wide output (4x the channels in a bottleneck) disappears, and since nothing but a
+  ReLU sits between that product and the MLP's first Dense, the two matrices are
+  multiplied once, here: the MLP's first layer takes ``mean(h)`` directly;
+* BN is folded into the convolution (``K * a`` and ``b'``), and the per-sample scale
+  ``s`` is applied once, with the shortcut and the ReLU right behind it.
+
+:func:`fuse_se` rewrites a trained model into one with a :class:`FusedSEResidual` per
+such tail, computing the same function up to float rounding. It is for inference only:
+BN's moving statistics are folded into constants, so a fused model cannot be trained
+(the layer raises with ``training=True``); train the unfused model and fuse again.
+
+For a tail whose convolution is not 1x1 with stride 1 (the 3x3 ending a basic block of
+ResNet-18/34, a strided projection), the mean of the output is not the convolution of the
+mean (zero padding at the borders, strides), so the squeeze pools the output there, as
+SE itself does, and only the BN folding and the scale are fused.
+
+Which implementation is fastest depends on the backend and the machine; see
+``benchmarks/bench_resnet.py`` and BENCHMARKS.md for what each gave on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+
+import keras
+import numpy as np
+from keras import ops
+
+from senet.layers import SqueezeExcite
+from senet.layers._common import (
+    SQUEEZE_MODES,
+    check_activation,
+    check_choice,
+    deserialize_options,
+    serialize_option,
+)
+
+__all__ = ["IMPLEMENTATIONS", "FusedSEResidual", "fuse_se"]
+
+#: ``"ops"``: ``keras.ops`` (every backend). ``"tf"``: the same arithmetic in raw
+#: TensorFlow ops, arranged for grappler's oneDNN fusions (conv + bias, matmul + bias +
+#: activation). ``"xla"``: the tail compiled by XLA as one cluster (TensorFlow only).
+#: ``"auto"``: the fastest measured on the backend: ``"tf"`` on TensorFlow, ``"ops"`` else.
+IMPLEMENTATIONS = ("auto", "ops", "tf", "xla")
+SQUEEZE_SOURCES = ("input", "output")
+_OBJECT_OPTIONS = ("gate", "activation")
+
+
+@keras.saving.register_keras_serializable(package="senet")
+class FusedSEResidual(keras.layers.Layer):
+    """The tail of a residual unit with SE, fused for inference.
+
+    Takes ``[h, shortcut]``: ``h`` is the input of the unit's last convolution and
+    ``shortcut`` the identity (or projection) path, and computes
+
+        u = conv(h, kernel) + bias                (the convolution with BN folded in)
+        z = mean(h)  if squeeze_from == "input"   (1x1 stride-1 conv: the mean is linear)
+            pool(u)  if squeeze_from == "output"
+        s = gate(expand(activation(reduce(z))))   (the SE excitation, shape (B, C))
+        y = relu(shortcut + s * u)
+
+    With ``squeeze_from="input"`` the ``reduce`` kernel has absorbed the convolution:
+    ``reduce_kernel = kernel @ W1`` and ``reduce_bias = bias @ W1 + b1``. With
+    ``excite=False`` there is no SE (``y = relu(shortcut + u)``), which folds BN into
+    the plain units of a network the same way, for a like-for-like baseline.
+
+    Built by :func:`fuse_se` from a trained model; its weights are not trainable and
+    calling it with ``training=True`` raises a ``RuntimeError``.
+
+    Args:
+        kernel_size: Size of the convolution, ``(kh, kw)`` or an int.
+        strides: Strides of the convolution.
+        padding: ``"valid"`` or ``"same"``.
+        units: Width of the excitation MLP's hidden layer (ignored if not ``excite``).
+        squeeze_from: ``"input"`` (only for a 1x1 stride-1 convolution and ``"avg"``
+            squeeze) or ``"output"``.
+        squeeze: ``"avg"``, ``"max"`` or ``"avgmax"`` (``"input"`` needs ``"avg"``).
+        gate: The gate activation (default ``"sigmoid"``).
+        activation: The MLP's hidden activation (default ``"relu"``).
+        excite: Whether there is an SE excitation at all.
+        implementation: One of ``IMPLEMENTATIONS``.
+        **kwargs: Base layer arguments (``name``, ``dtype``).
+
+    Input shape:
+        ``[h, shortcut]``: ``(B, H, W, C_in)`` and ``(B, H', W', C)`` (channels_last), where
+        ``(H', W')`` is the convolution's output size.
+
+    Output shape:
+        ``(B, H', W', C)``.
+
+    Example:
+        >>> import numpy as np
+        >>> layer = FusedSEResidual(units=4, squeeze_from="input")
+        >>> h, shortcut = np.ones((2, 7, 7, 16), "float32"), np.ones((2, 7, 7, 64), "float32")
+        >>> layer([h, shortcut]).shape
+        (2, 7, 7, 64)
+    """
+
+    def __init__(
+        self,
+        kernel_size=1,
+        strides=1,
+        padding: str = "valid",
+        units: int = 1,
+        squeeze_from: str = "input",
+        squeeze: str = "avg",
+        gate="sigmoid",
+        activation="relu",
+        excite: bool = True,
+        implementation: str = "auto",
+        **kwargs,
+    ):
+        kwargs["trainable"] = False
+        super().__init__(**kwargs)
+        self.kernel_size = _pair("kernel_size", kernel_size)
+        self.strides = _pair("strides", strides)
+        self.padding = check_choice("padding", padding, ("valid", "same"))
+        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+            raise ValueError(
+                f"Expected `units` to be a positive integer. Received: units={units!r}"
+            )
+        self.units = units
+        self.squeeze_from = check_choice("squeeze_from", squeeze_from, SQUEEZE_SOURCES)
+        self.squeeze = check_choice("squeeze", squeeze, SQUEEZE_MODES)
+        if squeeze_from == "input" and (
+            squeeze != "avg" or self.kernel_size != (1, 1) or self.strides != (1, 1)
+        ):
+            raise ValueError(
+                "`squeeze_from='input'` needs a 1x1 stride-1 convolution and squeeze='avg' "
+                "(the mean is linear; other pools and strides are not). Received: "
+                f"kernel_size={self.kernel_size}, strides={self.strides}, squeeze={squeeze!r}"
+            )
+        self.gate = gate
+        self.activation = activation
+        self._gate_fn = check_activation("gate", gate)
+        self._activation_fn = check_activation("activation", activation)
+        self.excite = bool(excite)
+        self.implementation = check_choice("implementation", implementation, IMPLEMENTATIONS)
+
+    def build(self, input_shape):
+        if not isinstance(input_shape, list | tuple) or len(input_shape) != 2:
+            raise ValueError(
+                "FusedSEResidual takes two inputs [h, shortcut]. "
+                f"Received: input_shape={input_shape}"
+            )
+        h_shape, shortcut_shape = (tuple(shape) for shape in input_shape)
+        if len(h_shape) != 4 or h_shape[-1] is None or shortcut_shape[-1] is None:
+            raise ValueError(
+                "FusedSEResidual needs rank-4 channels_last inputs with known channels. "
+                f"Received: input_shape={input_shape}"
+            )
+        in_channels, channels = int(h_shape[-1]), int(shortcut_shape[-1])
+        zeros = keras.initializers.Zeros()
+        self.kernel = self.add_weight(
+            shape=(*self.kernel_size, in_channels, channels),
+            initializer="glorot_uniform",
+            name="kernel",
+            trainable=False,
+        )
+        self.bias = self.add_weight(
+            shape=(channels,), initializer=zeros, name="bias", trainable=False
+        )
+        if self.excite:
+            squeezed = in_channels if self.squeeze_from == "input" else channels
+            self.reduce_kernel = self.add_weight(
+                shape=(squeezed, self.units),
+                initializer="glorot_uniform",
+                name="reduce_kernel",
+                trainable=False,
+            )
+            self.reduce_bias = self.add_weight(
+                shape=(self.units,), initializer=zeros, name="reduce_bias", trainable=False
+            )
+            self.expand_kernel = self.add_weight(
+                shape=(self.units, channels),
+                initializer="glorot_uniform",
+                name="expand_kernel",
+                trainable=False,
+            )
+            self.expand_bias = self.add_weight(
+                shape=(channels,), initializer=zeros, name="expand_bias", trainable=False
+            )
+
+    # --------------------------------------------------------------------- call
+
+    def call(self, inputs, training=None):
+        if training:
+            raise RuntimeError(
+                f"{self.name}: FusedSEResidual is inference-only (batch norm is folded into "
+                "its weights). Train the unfused model and call fuse_se() again."
+            )
+        h, shortcut = inputs
+        implementation = self.implementation
+        if implementation == "auto":
+            implementation = "tf" if keras.backend.backend() == "tensorflow" else "ops"
+        if implementation in ("tf", "xla") and keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                f"implementation={implementation!r} needs the TensorFlow backend; this is "
+                f"{keras.backend.backend()!r}. Use 'auto' or 'ops'."
+            )
+        if implementation == "ops":
+            return self._call_ops(h, shortcut)
+        import tensorflow as tf
+
+        # Plain tensors (variable reads), which the XLA function's tracing accepts.
+        weights = [tf.convert_to_tensor(w) for w in self._weight_tensors()]
+        if implementation == "xla":
+            return _xla_tail(self._static_options())(h, shortcut, *weights)
+        return _tf_tail(h, shortcut, *weights, **self._static_options())
+
+    def _weight_tensors(self):
+        names = ("kernel", "bias")
+        if self.excite:
+            names += ("reduce_kernel", "reduce_bias", "expand_kernel", "expand_bias")
+        return [ops.convert_to_tensor(getattr(self, name)) for name in names]
+
+    def _static_options(self):
+        return dict(
+            strides=self.strides,
+            padding=self.padding,
+            squeeze_from=self.squeeze_from if self.excite else None,
+            squeeze=self.squeeze,
+            gate=self._gate_fn,
+            activation=self._activation_fn,
+        )
+
+    def _call_ops(self, h, shortcut):
+        u = ops.conv(h, self.kernel, strides=self.strides, padding=self.padding) + self.bias
+        if not self.excite:
+            return ops.relu(shortcut + u)
+        # The mean of the narrow input, or SE's own pool of the output.
+        z = ops.mean(h, axis=(1, 2)) if self.squeeze_from == "input" else _pool(u, self.squeeze)
+        hidden = self._activation_fn(ops.matmul(z, self.reduce_kernel) + self.reduce_bias)
+        s = self._gate_fn(ops.matmul(hidden, self.expand_kernel) + self.expand_bias)
+        return ops.relu(shortcut + u * s[:, None, None, :])
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[1])
+
+    def flops(self, input_shapes, output_shape, *, macs_only: bool = False) -> int:
+        """FLOPs of one call with concrete shapes, in :func:`senet.bench.count_flops`' convention."""
+        (batch, *_, in_channels), out = input_shapes[0], output_shape
+        channels = out[-1]
+        out_elems = math.prod(out)
+        conv_macs = out_elems * math.prod(self.kernel_size) * in_channels
+        mlp_macs = 0
+        if self.excite:
+            mlp_macs = batch * self.units * (self.reduce_kernel.shape[0] + channels)
+        if macs_only:
+            return conv_macs + mlp_macs
+        flops = 2 * conv_macs + out_elems  # convolution and bias
+        flops += 2 * out_elems  # add shortcut, ReLU
+        if self.excite:
+            pooled = math.prod(input_shapes[0]) if self.squeeze_from == "input" else out_elems
+            pools = 2 if self.squeeze == "avgmax" else 1
+            flops += pools * pooled + 2 * mlp_macs + 2 * batch * (self.units + channels)
+            flops += out_elems  # the scale
+        return int(flops)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("trainable", None)
+        config.update(
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            units=self.units,
+            squeeze_from=self.squeeze_from,
+            squeeze=self.squeeze,
+            excite=self.excite,
+            implementation=self.implementation,
+            **{key: serialize_option(getattr(self, key)) for key in _OBJECT_OPTIONS},
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**deserialize_options(config, _OBJECT_OPTIONS))
+
+
+def _pair(argument, value) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair
+    ):
+        raise ValueError(
+            f"Expected `{argument}` to be a positive int or a pair of them. "
+            f"Received: {argument}={value!r}"
+        )
+    return pair
+
+
+def _pool(x, mode: str):
+    if mode == "avg":
+        return ops.mean(x, axis=(1, 2))
+    if mode == "max":
+        return ops.max(x, axis=(1, 2))
+    return 0.5 * (ops.mean(x, axis=(1, 2)) + ops.max(x, axis=(1, 2)))
+
+
+# ------------------------------------------------------------------- TensorFlow paths
+
+
+def _tf_tail(
+    h,
+    shortcut,
+    kernel,
+    bias,
+    *excitation,
+    strides,
+    padding,
+    squeeze_from,
+    squeeze,
+    gate,
+    activation,
+):
+    """The tail in raw TF ops, shaped for grappler's oneDNN fusions.
+
+    conv + bias becomes one ``_FusedConv2D``; each MLP layer one ``_FusedMatMul`` with its
+    bias and activation; the scale stays one broadcast multiply (no expand_dims/cast
+    chains). Folding ``s`` into a per-sample kernel was slower: a kernel computed at run
+    time loses the conv + bias fusion.
+    """
+    import tensorflow as tf
+
+    u = tf.nn.bias_add(tf.nn.conv2d(h, kernel, strides=strides, padding=padding.upper()), bias)
+    if squeeze_from is None:
+        return tf.nn.relu(u + shortcut)
+    reduce_kernel, reduce_bias, expand_kernel, expand_bias = excitation
+    if squeeze_from == "input":
+        z = tf.reduce_mean(h, axis=(1, 2))
+    elif squeeze == "avg":
+        z = tf.reduce_mean(u, axis=(1, 2))
+    elif squeeze == "max":
+        z = tf.reduce_max(u, axis=(1, 2))
+    else:
+        z = 0.5 * (tf.reduce_mean(u, axis=(1, 2)) + tf.reduce_max(u, axis=(1, 2)))
+    hidden = activation(tf.nn.bias_add(tf.matmul(z, reduce_kernel), reduce_bias))
+    s = gate(tf.nn.bias_add(tf.matmul(hidden, expand_kernel), expand_bias))
+    s = tf.reshape(s, (-1, 1, 1, s.shape[-1]))
+    return tf.nn.relu(u * s + shortcut)
+
+
+@functools.cache
+def _xla_tail_cached(strides, padding, squeeze_from, squeeze, gate, activation):
+    import tensorflow as tf
+
+    def tail(h, shortcut, *weights):
+        return _tf_tail(
+            h,
+            shortcut,
+            *weights,
+            strides=strides,
+            padding=padding,
+            squeeze_from=squeeze_from,
+            squeeze=squeeze,
+            gate=gate,
+            activation=activation,
+        )
+
+    return tf.function(tail, jit_compile=True)
+
+
+def _xla_tail(options: dict):
+    """One XLA-compiled function per tail configuration, shared by the layers that use it."""
+    return _xla_tail_cached(**options)
+
+
+# -------------------------------------------------------------------- model rewrite
+
+
+def fuse_se(
+    model: keras.Model,
+    *,
+    implementation: str = "auto",
+    fold_plain: bool = False,
+    strict: bool = True,
+) -> keras.Model:
+    """An inference copy of ``model`` with each SE residual tail fused into one layer.
+
+    Every ``Conv2D -> BatchNormalization -> SqueezeExcite -> Add -> ReLU`` chain (SE's
+    "standard" placement, as :func:`senet.models.resnet` builds it) becomes one
+    :class:`FusedSEResidual` named like the ReLU (``conv2_block1_out``), so stage outputs
+    keep their names. Every other layer is re-created from its config with the
+    original's weights; the new model shares nothing with ``model``.
+
+    The result computes the same function at inference (up to float rounding: BN is
+    folded into the convolution and, for 1x1 convolutions, the squeeze is taken from the
+    convolution's input). It cannot be trained; train ``model`` and fuse again.
+
+    Args:
+        model: A functional Keras model, channels_last, float32.
+        implementation: How the fused layers compute, one of ``IMPLEMENTATIONS``.
+        fold_plain: Also fuse residual tails without SE (``Conv2D -> BN -> Add -> ReLU``)
+            into ``FusedSEResidual(excite=False)``, e.g. a plain ResNet, so that it
+            gets the same BN folding as a fused SE network (a like-for-like baseline).
+        strict: Raise a ``ValueError`` if a ``SqueezeExcite`` layer cannot be fused
+            (another placement: "pre", "post", "identity" without a projection; a
+            channels_first or mixed-precision model); with ``False`` such layers stay as
+            they are, with a warning.
+
+    Returns:
+        A new functional model.
+
+    Raises:
+        ValueError: For a model that is not functional, has nothing to fuse, or (with
+            ``strict``) has SE layers that cannot be fused; the message names each one
+            and why.
+
+    Example:
+        >>> from senet.models import resnet
+        >>> model = resnet(50, input_shape=(64, 64, 3), num_classes=5, attention="se")
+        >>> fused = fuse_se(model)
+        >>> type(fused.get_layer("conv2_block1_out")).__name__
+        'FusedSEResidual'
+    """
+    check_choice("implementation", implementation, IMPLEMENTATIONS)
+    graph = _Graph(model)
+    tails, rejected = [], []
+    for node in graph.nodes:
+        if isinstance(node.operation, SqueezeExcite):
+            tail = _match_se_tail(graph, node)
+            if isinstance(tail, str):
+                rejected.append((node.operation.name, tail))
+            else:
+                tails.append(tail)
+    if fold_plain:
+        claimed = {id(tail.relu) for tail in tails}
+        for node in graph.nodes:
+            if _is_relu(node.operation) and id(node) not in claimed:
+                tail = _match_plain_tail(graph, node)
+                if tail is not None:
+                    tails.append(tail)
+    if rejected:
+        details = "\n".join(f"  {name}: {reason}" for name, reason in rejected)
+        message = (
+            "fuse_se fuses SE in the 'standard' placement (Conv2D -> BatchNormalization -> "
+            "SqueezeExcite -> Add -> ReLU); these SE layers do not fit:\n" + details
+        )
+        if strict:
+            raise ValueError(message + "\nPass strict=False to keep them unfused.")
+        warnings.warn(message + "\nThey stay unfused.", stacklevel=2)
+    if not tails:
+        raise ValueError(
+            f"fuse_se found nothing to fuse in model {model.name!r}: it has no SqueezeExcite "
+            "layer in the 'standard' placement"
+            + ("" if fold_plain else " (pass fold_plain=True to fold plain residual tails)")
+            + "."
+        )
+    return graph.rebuild(tails, implementation, name=f"{model.name}_fused")
+
+
+class _Tail:
+    """A matched chain: conv(h) -> BN -> [SE] -> Add(shortcut) -> ReLU."""
+
+    def __init__(self, conv, bn, se, add, relu, h, shortcut):
+        self.conv, self.bn, self.se, self.add, self.relu = conv, bn, se, add, relu
+        self.h, self.shortcut = h, shortcut
+
+    @property
+    def nodes(self):
+        return [n for n in (self.conv, self.bn, self.se, self.add, self.relu) if n is not None]
+
+    def squeezes_input(self) -> bool:
+        """Whether the squeeze can come from ``h``: a 1x1 stride-1 conv and an average."""
+        conv, se = self.conv.operation, self.se and self.se.operation
+        return (
+            tuple(conv.kernel_size) == (1, 1)
+            and tuple(conv.strides) == (1, 1)
+            and (se is None or se.squeeze == "avg")
+        )
+
+    def layer(self, implementation: str) -> FusedSEResidual:
+        conv, se = self.conv.operation, self.se and self.se.operation
+        squeeze_from = "input" if self.squeezes_input() else "output"
+        options = {}
+        if se is not None:
+            options = dict(
+                units=se.reduce.units,
+                squeeze=se.squeeze,
+                gate=se.gate,
+                activation=se.activation,
+            )
+        layer = FusedSEResidual(
+            kernel_size=tuple(conv.kernel_size),
+            strides=tuple(conv.strides),
+            padding=conv.padding,
+            squeeze_from=squeeze_from,
+            excite=se is not None,
+            implementation=implementation,
+            name=self.relu.operation.name,
+            **options,
+        )
+        return layer
+
+    def weights(self) -> list[np.ndarray]:
+        """The fused layer's weights, computed in float64 from the original layers'."""
+        conv, bn = self.conv.operation, self.bn.operation
+
+        def numpy(variable):
+            return ops.convert_to_numpy(variable).astype("float64")
+
+        kernel = numpy(conv.kernel)
+        conv_bias = numpy(conv.bias) if conv.use_bias else 0.0
+        variance = numpy(bn.moving_variance)
+        scale = 1.0 / np.sqrt(variance + bn.epsilon)
+        if bn.scale:
+            scale = scale * numpy(bn.gamma)
+        shift = numpy(bn.beta) if bn.center else 0.0
+        bias = (conv_bias - numpy(bn.moving_mean)) * scale + shift
+        kernel = kernel * scale
+        weights = [kernel, bias]
+        if self.se is not None:
+            se = self.se.operation
+            w1 = numpy(se.reduce.kernel)
+            b1 = numpy(se.reduce.bias) if se.use_bias else np.zeros(w1.shape[1])
+            w2 = numpy(se.expand.kernel)
+            b2 = numpy(se.expand.bias) if se.use_bias else np.zeros(w2.shape[1])
+            if self.squeezes_input():
+                # mean(u) = mean(h) @ K' + b', so the first Dense takes mean(h) directly.
+                b1 = bias @ w1 + b1
+                w1 = kernel.reshape(kernel.shape[-2], kernel.shape[-1]) @ w1
+            weights += [w1, b1, w2, b2]
+        return [w.astype("float32") for w in weights]
+
+
+def _is_relu(layer) -> bool:
+    if isinstance(layer, keras.layers.ReLU):
+        return layer.max_value is None and not layer.negative_slope and not layer.threshold
+    if isinstance(layer, keras.layers.Activation):
+        return (
+            layer.activation in (keras.activations.relu,)
+            or getattr(layer.activation, "__name__", "") == "relu"
+        )
+    return False
+
+
+def _conv_reason(conv) -> str | None:
+    if type(conv) is not keras.layers.Conv2D:
+        return f"the layer before its BN is {type(conv).__name__}, not Conv2D"
+    if conv.data_format != "channels_last":
+        return "the model is channels_first"
+    if tuple(conv.dilation_rate) != (1, 1) or conv.groups != 1:
+        return f"{conv.name} is dilated or grouped"
+    if conv.activation not in (None, keras.activations.linear):
+        return f"{conv.name} has an activation"
+    if keras.backend.standardize_dtype(conv.compute_dtype) != "float32":
+        return f"{conv.name} computes in {conv.compute_dtype}, not float32"
+    return None
+
+
+def _bn_reason(bn) -> str | None:
+    if not isinstance(bn, keras.layers.BatchNormalization):
+        return f"its input comes from {type(bn).__name__} {bn.name!r}, not BatchNormalization"
+    if bn.axis not in (-1, 3):
+        return f"{bn.name} normalises axis {bn.axis}, not the channels_last axis"
+    return None
+
+
+def _match_se_tail(graph: _Graph, se_node) -> _Tail | str:
+    """The tail around an SE node, or why there is none."""
+    se = se_node.operation
+    if se.data_format != "channels_last":
+        return "it is channels_first"
+    bn_node = graph.producer(se_node.input_tensors[0])
+    if bn_node is None:
+        return "its input is a model input"
+    reason = _bn_reason(bn_node.operation)
+    if reason:
+        return reason
+    conv_node = graph.producer(bn_node.input_tensors[0])
+    if conv_node is None:
+        return "its BN reads a model input"
+    reason = _conv_reason(conv_node.operation)
+    if reason:
+        return reason
+    for node in (conv_node, bn_node):
+        if not graph.single_use(node):
+            return f"the output of {node.operation.name!r} is used elsewhere too"
+    return _match_add_relu(graph, conv_node, bn_node, se_node)
+
+
+def _match_add_relu(graph, conv_node, bn_node, se_node):
+    branch_end = se_node if se_node is not None else bn_node
+    if not graph.single_use(branch_end):
+        return f"the output of {branch_end.operation.name!r} is used elsewhere too"
+    add_node = graph.consumers(branch_end.outputs[0])[0]
+    if not isinstance(add_node.operation, keras.layers.Add) or len(add_node.input_tensors) != 2:
+        return f"it is followed by {add_node.operation.name!r}, not a two-input Add"
+    if not graph.single_use(add_node):
+        return f"the output of {add_node.operation.name!r} is used elsewhere too"
+    relu_node = graph.consumers(add_node.outputs[0])[0]
+    if not _is_relu(relu_node.operation):
+        return f"its Add is followed by {relu_node.operation.name!r}, not a ReLU"
+    branch = branch_end.outputs[0]
+    shortcuts = [t for t in add_node.input_tensors if t is not branch]
+    if len(shortcuts) != 1:
+        return "its Add adds the branch to itself"
+    return _Tail(
+        conv_node, bn_node, se_node, add_node, relu_node, conv_node.input_tensors[0], shortcuts[0]
+    )
+
+
+def _match_plain_tail(graph: _Graph, relu_node) -> _Tail | None:
+    """conv -> BN -> Add -> ReLU without SE; the Add's last fitting input is the branch."""
+    add_node = graph.producer(relu_node.input_tensors[0])
+    if add_node is None or not isinstance(add_node.operation, keras.layers.Add):
+        return None
+    if len(add_node.input_tensors) != 2 or not graph.single_use(add_node):
+        return None
+    for tensor in reversed(add_node.input_tensors):
+        bn_node = graph.producer(tensor)
+        if bn_node is None or _bn_reason(bn_node.operation):
+            continue
+        conv_node = graph.producer(bn_node.input_tensors[0])
+        if conv_node is None or _conv_reason(conv_node.operation):
+            continue
+        if not (graph.single_use(conv_node) and graph.single_use(bn_node)):
+            continue
+        tail = _match_add_relu(graph, conv_node, bn_node, None)
+        if isinstance(tail, _Tail):
+            return tail
+    return None
+
+
+class _Graph:
+    """Read-only view of a functional model's nodes (Keras 3 internals, in one place)."""
+
+    def __init__(self, model: keras.Model):
+        if isinstance(model, keras.Sequential) or not hasattr(model, "_nodes_by_depth"):
+            raise ValueError(
+                "fuse_se needs a functional model (keras.Model(inputs, outputs)). "
+                f"Received: {type(model).__name__} {model.name!r}"
+            )
+        self.model = model
+        self.nodes = [
+            node
+            for depth in sorted(model._nodes_by_depth, reverse=True)
+            for node in model._nodes_by_depth[depth]
+            if node.operation is not None and not node.is_input
+        ]
+        self._producers = {}
+        self._consumers = {}
+        for node in self.nodes:
+            for tensor in node.outputs:
+                self._producers[id(tensor)] = node
+            for tensor in node.input_tensors:
+                self._consumers.setdefault(id(tensor), []).append(node)
+        self._outputs = {id(t) for t in model.outputs}
+
+    def producer(self, tensor):
+        return self._producers.get(id(tensor))
+
+    def consumers(self, tensor):
+        return self._consumers.get(id(tensor), [])
+
+    def single_use(self, node) -> bool:
+        """Whether the node's one output feeds exactly one node and is no model output."""
+        return (
+            len(node.outputs) == 1
+            and id(node.outputs[0]) not in self._outputs
+            and len(self.consumers(node.outputs[0])) == 1
+        )
+
+    def rebuild(self, tails: list[_Tail], implementation: str, name: str) -> keras.Model:
+        fused_at = {id(tail.relu): tail for tail in tails}
+        skipped = {id(node) for tail in tails for node in tail.nodes}
+        inputs = [
+            keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0])
+            for t in self.model.inputs
+        ]
+        tensors = {id(old): new for old, new in zip(self.model.inputs, inputs, strict=True)}
+        fused_weights, clones = [], {}
+        for node in self.nodes:
+            tail = fused_at.get(id(node))
+            if tail is not None:
+                layer = tail.layer(implementation)
+                output = layer([tensors[id(tail.h)], tensors[id(tail.shortcut)]])
+                fused_weights.append((layer, tail.weights()))
+                tensors[id(node.outputs[0])] = output
+                continue
+            if id(node) in skipped:
+                continue
+            original = node.operation
+            # One clone per layer, so a layer shared by several nodes stays shared.
+            clone = clones.get(id(original))
+            args, kwargs = node.arguments.fill_in(tensors)
+            if clone is None:
+                clone = clones[id(original)] = _clone(original)
+                outputs = clone(*args, **kwargs)
+                if original.weights:
+                    clone.set_weights(original.get_weights())
+            else:
+                outputs = clone(*args, **kwargs)
+            for old, new in zip(node.outputs, keras.tree.flatten(outputs), strict=True):
+                tensors[id(old)] = new
+        for layer, weights in fused_weights:
+            layer.set_weights(weights)
+        outputs = keras.tree.pack_sequence_as(
+            self.model._outputs_struct, [tensors[id(t)] for t in self.model.outputs]
+        )
+        inputs_struct = keras.tree.pack_sequence_as(self.model._inputs_struct, inputs)
+        return keras.Model(inputs_struct, outputs, name=name)
+
+
+def _clone(layer):
+    if isinstance(layer, keras.Model):
+        return keras.models.clone_model(layer)
+    return layer.__class__.from_config(layer.get_config())
