@@ -159,6 +159,21 @@ def test_mixed_precision(kind, policy, compute_dtype, tolerance, rng):
     np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.parametrize("kind", ["scse", "cbam"])
+def test_per_layer_mixed_policy_reaches_sub_layers(kind, rng):
+    x = rng.normal(size=(2, 6, 5, CHANNELS)).astype("float32")
+    layer = _make(kind, dtype="mixed_bfloat16")  # the global policy stays float32
+    output = layer(x)
+    assert keras.backend.standardize_dtype(output.dtype) == "bfloat16"
+    assert {keras.backend.standardize_dtype(w.dtype) for w in layer.weights} == {"float32"}
+    reference = _make(kind)
+    reference.build(x.shape)
+    reference.set_weights(layer.get_weights())
+    np.testing.assert_allclose(
+        _numpy(keras.ops.cast(output, "float32")), _numpy(reference(x)), rtol=3e-2, atol=3e-2
+    )
+
+
 def _linear_probe(kind, rng):
     """A layer whose gate is linear in the pooled input, to read the squeeze back exactly."""
     eye = np.eye(CHANNELS, dtype="float32")
@@ -226,7 +241,10 @@ BAD_ARGUMENTS = [
         for kind in ("se", "scse", "cbam")
         for value in (0, -2, "8", True)
     ],
+    ("se", {"reduction": float("nan")}, "reduction=nan"),
     ("se", {"units": 0}, "units=0"),
+    ("eca", {"gamma": 0}, "gamma=0"),
+    ("eca", {"b": "1"}, "b='1'"),
     ("eca", {"kernel_size": 4}, "kernel_size=4"),
     ("eca", {"kernel_size": 0}, "kernel_size=0"),
     ("cbam", {"kernel_size": 2.5}, "kernel_size=2.5"),

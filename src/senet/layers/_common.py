@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 
@@ -26,10 +27,25 @@ def check_positive(argument: str, value, *, integer: bool = False, allow_none: b
     if value is None and allow_none:
         return None
     kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+    # bool is an int to Python, and NaN/inf pass `> 0` checks only to fail later in build().
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kind)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         what = "a positive integer" if integer else "a positive number"
         raise ValueError(f"Expected `{argument}` to be {what}. Received: {argument}={value!r}")
     return int(value) if integer else value
+
+
+def check_number(argument: str, value):
+    """Return ``value`` if it is a finite real number (not a bool), else raise a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(
+            f"Expected `{argument}` to be a finite number. Received: {argument}={value!r}"
+        )
+    return value
 
 
 def check_activation(argument: str, value):

@@ -18,6 +18,7 @@ from senet.layers._common import (
     check_activation,
     check_choice,
     check_input_shape,
+    check_number,
     check_positive,
     deserialize_options,
     resolve_data_format,
@@ -85,7 +86,7 @@ class EfficientChannelAttention(keras.layers.Layer):
                 f"Received: kernel_size={kernel_size!r}"
             )
         self.gamma = check_positive("gamma", gamma)
-        self.b = b
+        self.b = check_number("b", b)
         self.squeeze = check_choice("squeeze", squeeze, SQUEEZE_MODES)
         self.gate = gate
         self._gate_fn = check_activation("gate", gate)
