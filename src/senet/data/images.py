@@ -320,7 +320,7 @@ def read_npz(
     problems = []
     keep = np.ones(y.shape, bool)
     for i in np.flatnonzero(~whole):
-        problems.append(f"{path}, index {i}: label {y[i]!r} is not an integer")
+        problems.append(f"{path}, index {i}: label {y[i].item()!r} is not an integer")
         keep[i] = False
     for i in np.flatnonzero(whole & ((labels < 0) | (labels >= len(names)))):
         problems.append(f"{path}, index {i}: label {labels[i]} out of range [0, {len(names)})")

@@ -98,7 +98,10 @@ def make_dataset(
         augmenter = augmentation(seed)
 
         def _augment(batch_x, batch_y):
-            batch_x = augmenter(batch_x, training=True)
+            # layer by layer: each preprocessing layer runs on TensorFlow inside tf.data
+            # whatever the Keras backend, a Sequential around them does not
+            for layer in augmenter.layers:
+                batch_x = layer(batch_x, training=True)
             return tf.clip_by_value(batch_x, 0.0, 1.0), batch_y
 
         # One map call per batch: the layers are vectorized, per-sample maps are slower.
