@@ -215,11 +215,35 @@ def _model_input_size(model) -> tuple[int, int]:
     return int(shape[1]), int(shape[3])
 
 
-def _crop_inputs(image_bgr: np.ndarray, boxes: Sequence[Box], size: int, channels: int):
-    from senet.data import prepare_image
+def _prepare_crop(crop: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """A BGR(A) or grey face crop -> float32 ``(size, size, channels)`` in [0, 1].
 
+    The same conversions as :func:`senet.data.read_image` (OpenCV's luma weights for grey,
+    RGB order for colour, area interpolation when shrinking), so the model sees faces as
+    it saw them in training.
+    """
+    if crop.ndim == 3 and crop.shape[2] == 1:
+        crop = crop[..., 0]
+    if crop.ndim == 3:
+        if crop.shape[2] == 4:
+            crop = cv2.cvtColor(crop, cv2.COLOR_BGRA2BGR)
+        crop = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY if channels == 1 else cv2.COLOR_BGR2RGB)
+    elif channels == 3:
+        crop = cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB)
+    shrink = crop.shape[0] > size or crop.shape[1] > size
+    crop = cv2.resize(
+        crop, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    )
+    if crop.ndim == 2:
+        crop = crop[..., None]
+    # integer pixels span their type's range; float images are taken to be in [0, 1]
+    top = np.iinfo(crop.dtype).max if np.issubdtype(crop.dtype, np.integer) else 1.0
+    return np.clip(crop.astype(np.float32) / np.float32(top), 0.0, 1.0)
+
+
+def _crop_inputs(image_bgr: np.ndarray, boxes: Sequence[Box], size: int, channels: int):
     crops = [image_bgr[y : y + h, x : x + w] for x, y, w, h in boxes]
-    return np.stack([prepare_image(crop, size, channels) for crop in crops]).astype(np.float32)
+    return np.stack([_prepare_crop(crop, size, channels) for crop in crops]).astype(np.float32)
 
 
 def predict_faces(
