@@ -37,6 +37,8 @@ MODEL_CHOICES = (
     "resnet152",
 )
 ATTENTION_CHOICES = ("se", "eca", "sse", "scse", "cbam", "none")
+# senet.explain_photos.EXPLAIN_METHODS
+EXPLAIN_METHOD_CHOICES = ("gradcam", "gradxact", "gradcam++", "attention")
 
 
 class CLIError(Exception):
@@ -302,10 +304,126 @@ def _format_prediction(result) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- explain
+
+
+def _add_explain(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "explain",
+        help="heatmaps of where a model looks on the faces in photos",
+        description=(
+            "Detect and crop faces as `senet predict` does, explain each with Grad-CAM or the "
+            "last attention layer's map, and write one overlay PNG per face and an index.html "
+            "listing them into --out DIR."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="a .keras file (e.g. RUN_DIR/model.keras)")
+    parser.add_argument("paths", metavar="IMAGE", nargs="+")
+    parser.add_argument("--out", metavar="DIR", required=True, help="folder for overlays")
+    parser.add_argument(
+        "--method",
+        default="gradcam",
+        choices=EXPLAIN_METHOD_CHOICES,
+        help="gradcam (default) and its variants, or attention (gradient-free, SE models)",
+    )
+    parser.add_argument(
+        "--class",
+        dest="class_name",
+        metavar="NAME",
+        help="explain this class instead of each face's predicted class",
+    )
+    parser.add_argument(
+        "--layer", metavar="NAME", help="layer to explain (default: the last feature map)"
+    )
+    parser.set_defaults(handler=_run_explain)
+
+
+def _run_explain(args) -> int:
+    from senet.explain_photos import INDEX_FILE, iter_explanations
+
+    for photo in iter_explanations(
+        args.model,
+        args.paths,
+        args.out,
+        method=args.method,
+        class_name=args.class_name,
+        layer=args.layer,
+    ):
+        if not photo.faces:
+            print(f"{photo.path}: no face found", flush=True)
+            continue
+        count = len(photo.faces)
+        print(f"{photo.path}: {count} face{'s' if count > 1 else ''}", flush=True)
+        for number, face in enumerate(photo.faces, 1):
+            explained = "" if face.target == face.label else f", explained {face.target}"
+            print(
+                f"  face {number}: {face.label} {face.probabilities[face.label]:.3f}"
+                f"{explained} ({face.target} {face.probability:.3f}) -> {face.overlay}",
+                flush=True,
+            )
+    print(f"index: {os.path.join(args.out, INDEX_FILE)}")
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def _add_demo(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="synthetic faces -> plain vs SE CNN -> explanations -> report (needs no data)",
+        description=(
+            "Draw the synthetic expression set, train a plain and an SE emotion CNN, evaluate "
+            "and explain them, and write DIR/report.html, DIR/report.md and DIR/metrics.json."
+        ),
+    )
+    parser.add_argument("--out", metavar="DIR", default="demo_out", help="default demo_out")
+    parser.add_argument("--quick", action="store_true", help="a small, fast run (smoke test)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="default 0")
+    parser.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from senet.demo import run_demo
+
+    metrics = run_demo(args.out, quick=args.quick, seed=args.seed, verbose=True)
+    print(_format_demo(metrics))
+    for name in ("report.html", "report.md", "metrics.json"):
+        print(f"wrote {os.path.join(args.out, name)}")
+    return 0
+
+
+def _format_demo(metrics: dict) -> str:
+    """The headline numbers of a demo's metrics.json (keys missing are left out)."""
+    lines = []
+    models = metrics.get("models", {}) if isinstance(metrics, dict) else {}
+    focus = metrics.get("focus", {}) if isinstance(metrics, dict) else {}
+    for name in ("baseline", "se"):
+        row = models.get(name, {})
+        if "test_accuracy" in row:
+            params = f"  ({row['params']:,} params)" if "params" in row else ""
+            lines.append(f"{name:<11} test accuracy {row['test_accuracy']:.4f}{params}")
+    for name in ("baseline", "se", "image_blind"):
+        row = focus.get(name, {})
+        if "energy_in_parts" in row:
+            area = row.get("area_fraction")
+            tail = f" (parts cover {area:.1%} of the face)" if area is not None else ""
+            lines.append(
+                f"{name:<11} heatmap energy on face parts {row['energy_in_parts']:.1%}{tail}"
+            )
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- main
 
 # One entry per subcommand; each adds its parser and sets `handler`.
-_SUBCOMMANDS: list[Callable] = [_add_train, _add_evaluate, _add_predict]
+_SUBCOMMANDS: list[Callable] = [
+    _add_demo,
+    _add_train,
+    _add_evaluate,
+    _add_predict,
+    _add_explain,
+]
 
 
 def _parser() -> argparse.ArgumentParser:

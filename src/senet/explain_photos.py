@@ -1,0 +1,335 @@
+"""Heatmaps for the faces in photos: where a saved model looks when it names an emotion.
+
+Each photo goes through :mod:`senet.predict`'s path (OpenCV Haar detection, the same crops
+and the same class probabilities as ``senet predict``); each face crop is then explained with
+:func:`senet.explain.grad_cam` (``"gradcam"``, ``"gradxact"``, ``"gradcam++"``) or
+:func:`senet.explain.attention_map` (``"attention"``). The output folder gets one overlay PNG
+per face (the heatmap over the face crop, titled with the explained class and its
+probability) and an ``index.html`` that lists every photo, its faces, their overlays and
+predictions, with relative links. ``index.html`` is rewritten after each photo, so when a
+later photo fails, the overlays and the index of the photos before it are kept.
+
+This module sits beside :mod:`senet.predict` (it uses predict and explain), not inside
+``senet.explain``, which lies below predict.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import cv2
+import numpy as np
+
+from senet.predict import (
+    Box,
+    _crop_inputs,
+    _model_input_size,
+    _read_image_bgr,
+    class_names_for,
+    detect_faces,
+    predict_faces,
+)
+
+__all__ = [
+    "EXPLAIN_METHODS",
+    "FaceExplanation",
+    "PhotoExplanation",
+    "explain_photos",
+    "iter_explanations",
+]
+
+# grad_cam's methods, then the gradient-free map of the last attention layer
+EXPLAIN_METHODS = ("gradcam", "gradxact", "gradcam++", "attention")
+INDEX_FILE = "index.html"
+# overlays are drawn at this side, whatever the face's size in the photo
+_DISPLAY_SIDE = 224
+_TITLE_HEIGHT = 26
+
+
+@dataclass
+class FaceExplanation:
+    """One face: its box, prediction, the class explained and where its overlay was written.
+
+    ``heatmap`` is the map at the model's input size ``(S, S)`` in [0, 1]; ``overlay`` is the
+    PNG's path; ``probability`` is the explained class's probability.
+    """
+
+    box: Box
+    label: str
+    target: str
+    probability: float
+    probabilities: dict[str, float]
+    overlay: str
+    heatmap: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "box": list(self.box),
+            "label": self.label,
+            "target": self.target,
+            "probability": self.probability,
+            "probabilities": self.probabilities,
+            "overlay": self.overlay,
+        }
+
+
+@dataclass
+class PhotoExplanation:
+    """The faces of one photo (empty when no face was found)."""
+
+    path: str
+    faces: list[FaceExplanation] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "faces": [face.to_dict() for face in self.faces]}
+
+
+def _load_classifier(model_path: Path):
+    from senet.data import DataError
+    from senet.layers import load_model
+
+    try:
+        return load_model(model_path)
+    except Exception as error:  # noqa: BLE001 - any load failure means: not a usable model
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"cannot load model {model_path}: {message}") from error
+
+
+def _safe(text: str) -> str:
+    """A file-name-safe version of a stem or class name."""
+    return re.sub(r"[^\w.-]+", "_", text).strip("._") or "image"
+
+
+def _unique_stem(path: Path, used: set[str]) -> str:
+    # two photos with one name in different folders must not overwrite each other's overlays
+    stem, number = _safe(path.stem), 2
+    candidate = stem
+    while candidate in used:
+        candidate, number = f"{stem}_{number}", number + 1
+    used.add(candidate)
+    return candidate
+
+
+def _face_picture(crop_bgr: np.ndarray, heatmap: np.ndarray, title: str) -> np.ndarray:
+    """BGR picture: a title band over the heatmap blended on the face crop."""
+    from senet.explain import overlay
+
+    if crop_bgr.ndim == 2:
+        crop_bgr = cv2.cvtColor(crop_bgr, cv2.COLOR_GRAY2BGR)
+    elif crop_bgr.shape[2] == 4:
+        crop_bgr = cv2.cvtColor(crop_bgr, cv2.COLOR_BGRA2BGR)
+    face = cv2.resize(crop_bgr, (_DISPLAY_SIDE, _DISPLAY_SIDE), interpolation=cv2.INTER_AREA)
+    blended = overlay(cv2.cvtColor(face, cv2.COLOR_BGR2RGB), heatmap)
+    canvas = np.full((_TITLE_HEIGHT + _DISPLAY_SIDE, _DISPLAY_SIDE, 3), 255, np.uint8)
+    canvas[_TITLE_HEIGHT:] = cv2.cvtColor(blended, cv2.COLOR_RGB2BGR)
+    cv2.putText(canvas, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return canvas
+
+
+def _heatmaps(model, x: np.ndarray, method: str, layer: str | None, targets: np.ndarray):
+    from senet.explain import attention_map, grad_cam
+
+    if method == "attention":
+        return attention_map(model, x, layer)
+    return grad_cam(model, x, layer, targets, method=method)
+
+
+def _check_method(method: str, class_name: str | None) -> None:
+    if method not in EXPLAIN_METHODS:
+        raise ValueError(
+            f"Expected `method` to be one of {EXPLAIN_METHODS}. Received: method={method!r}"
+        )
+    if method == "attention" and class_name is not None:
+        raise ValueError(
+            "`class_name` needs a gradient method (gradcam, gradxact, gradcam++): the attention "
+            f"map does not depend on the class. Received: class_name={class_name!r} with "
+            "method='attention'"
+        )
+
+
+def _write_index(out_dir: Path, photos: Sequence[PhotoExplanation], method: str) -> None:
+    def link(path: str) -> str:
+        return quote(Path(path).name)
+
+    rows = []
+    for photo in photos:
+        rows.append(f"<h2>{html.escape(photo.path)}</h2>")
+        if not photo.faces:
+            rows.append('<p class="none">no face found</p>')
+            continue
+        for number, face in enumerate(photo.faces, 1):
+            top = sorted(face.probabilities.items(), key=lambda item: item[1], reverse=True)
+            table = "".join(
+                f"<tr><td>{html.escape(name)}</td><td>{p:.3f}</td></tr>" for name, p in top
+            )
+            explained = (
+                f"{html.escape(face.target)} {face.probability:.3f}"
+                if face.target == face.label
+                else f"{html.escape(face.target)} {face.probability:.3f} (not the predicted class)"
+            )
+            rows.append(
+                '<div class="face">'
+                f'<img src="{link(face.overlay)}" alt="face {number} overlay">'
+                f"<div><p><b>face {number}</b> box (x, y, w, h) = "
+                f"{', '.join(str(v) for v in face.box)}</p>"
+                f"<p>predicted: <b>{html.escape(face.label)}</b> "
+                f"{face.probabilities[face.label]:.3f}<br>explained: {explained}</p>"
+                f"<table>{table}</table></div></div>"
+            )
+    page = (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>senet explain</title>'
+        "<style>body{font-family:sans-serif;margin:2em}"
+        ".face{display:flex;gap:1.5em;margin:1em 0}td{padding:0 .8em 0 0}"
+        ".none{color:#a00}</style></head><body>"
+        f"<h1>senet explain ({html.escape(method)})</h1>" + "\n".join(rows) + "</body></html>\n"
+    )
+    target = out_dir / INDEX_FILE
+    # write then rename: a reader never sees a half-written page
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(page, encoding="utf-8")
+    os.replace(partial, target)
+
+
+def iter_explanations(
+    model_path: str | os.PathLike,
+    paths: Iterable[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    method: str = "gradcam",
+    class_name: str | None = None,
+    layer: str | None = None,
+    class_names: Sequence[str] | None = None,
+    **detect_options,
+) -> Iterator[PhotoExplanation]:
+    """:func:`explain_photos`, one photo at a time (results as they come)."""
+    _check_method(method, class_name)
+    paths = [Path(path) for path in paths]
+    # every input is checked before anything is written
+    for path in [Path(model_path), *paths]:
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+    model = _load_classifier(Path(model_path))
+    size, channels = _model_input_size(model)
+    if class_names is None:
+        class_names = class_names_for(model_path, int(model.output_shape[-1]))
+    class_names = tuple(class_names)
+    if class_name is not None and class_name not in class_names:
+        raise ValueError(
+            f"Expected `class_name` to be one of the model's classes {class_names}. "
+            f"Received: class_name={class_name!r}"
+        )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    photos: list[PhotoExplanation] = []
+    used_stems: set[str] = set()
+    for path in paths:
+        image = _read_image_bgr(path)
+        stem = _unique_stem(path, used_stems)
+        boxes = detect_faces(image, **detect_options)
+        predictions = predict_faces(model, image, class_names, boxes=boxes)
+        photo = PhotoExplanation(str(path))
+        if predictions:
+            if class_name is None:
+                targets = [class_names.index(face.label) for face in predictions]
+            else:
+                targets = [class_names.index(class_name)] * len(predictions)
+            x = _crop_inputs(image, boxes, size, channels)
+            heatmaps = _heatmaps(model, x, method, layer, np.asarray(targets, np.int64))
+            for number, (face, target, heatmap) in enumerate(
+                zip(predictions, targets, heatmaps, strict=True), 1
+            ):
+                target_name = class_names[target]
+                probability = face.probabilities[target_name]
+                file = out_dir / f"{stem}_face{number}_{method}_{_safe(target_name)}.png"
+                x0, y0, w, h = face.box
+                title = f"{target_name} {probability:.2f}"
+                if target_name != face.label:
+                    title += f" (pred. {face.label} {face.probabilities[face.label]:.2f})"
+                picture = _face_picture(image[y0 : y0 + h, x0 : x0 + w], heatmap, title)
+                if not cv2.imwrite(str(file), picture):
+                    raise OSError(f"cannot write {file}")
+                photo.faces.append(
+                    FaceExplanation(
+                        box=face.box,
+                        label=face.label,
+                        target=target_name,
+                        probability=probability,
+                        probabilities=face.probabilities,
+                        overlay=str(file),
+                        heatmap=heatmap,
+                    )
+                )
+        photos.append(photo)
+        _write_index(out_dir, photos, method)
+        yield photo
+    if not photos:
+        _write_index(out_dir, photos, method)
+
+
+def explain_photos(
+    model_path: str | os.PathLike,
+    paths: Iterable[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    method: str = "gradcam",
+    class_name: str | None = None,
+    layer: str | None = None,
+    class_names: Sequence[str] | None = None,
+    **detect_options,
+) -> list[PhotoExplanation]:
+    """Explain a saved classifier on the faces in photos: overlays and an ``index.html``.
+
+    Faces are found and cropped as by ``senet predict`` (:func:`senet.predict.detect_faces`,
+    :func:`senet.predict.predict_faces`). Each face gets a heatmap and an overlay
+    ``OUT/<stem>_face<k>_<method>_<class>.png``: the heatmap over the face crop, titled with
+    the explained class and its probability (and the predicted one when they differ).
+    ``OUT/index.html`` lists every photo with its faces' overlays and probabilities, or
+    "no face found".
+
+    Args:
+        model_path: A ``.keras`` classifier (e.g. ``RUN_DIR/model.keras``).
+        paths: Image files.
+        out_dir: Folder for the overlays and ``index.html`` (created if missing).
+        method: ``"gradcam"`` (default), ``"gradxact"``, ``"gradcam++"`` (see
+            :func:`senet.explain.grad_cam`) or ``"attention"`` (the last attention layer's
+            gated output, :func:`senet.explain.attention_map`; the model needs one).
+        class_name: Explain this class for every face instead of its predicted class
+            (gradient methods only).
+        layer: The layer to explain (default: the final feature map for the gradient
+            methods, the last attention layer for ``"attention"``).
+        class_names: Override the class names (default :func:`senet.predict.class_names_for`).
+        **detect_options: Passed to :func:`senet.predict.detect_faces`.
+
+    Returns:
+        One :class:`PhotoExplanation` per photo, in order.
+
+    Raises:
+        FileNotFoundError: The model or a photo does not exist (checked before writing).
+        senet.data.DataError: A photo OpenCV cannot decode, or a model that cannot be loaded.
+        ValueError: An unknown method, class name or layer.
+
+    Example:
+        >>> photos = explain_photos("run/model.keras", ["me.jpg"], "explained")  # doctest: +SKIP
+        >>> photos[0].faces[0].label, photos[0].faces[0].overlay  # doctest: +SKIP
+        ('happy', 'explained/me_face1_gradcam_happy.png')
+    """
+    return list(
+        iter_explanations(
+            model_path,
+            paths,
+            out_dir,
+            method=method,
+            class_name=class_name,
+            layer=layer,
+            class_names=class_names,
+            **detect_options,
+        )
+    )
