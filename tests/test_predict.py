@@ -1,0 +1,186 @@
+"""senet.predict and `senet predict`: Haar detection on a drawn face, crops, probabilities,
+JSON output, annotated images and video frames.
+
+No downloads: the photo is a synthetic face from senet.data.synthetic_expressions, upscaled
+to 240x240 on a grey 640x480 canvas; OpenCV's frontal Haar cascade finds it (checked below,
+so a change in the drawing or in OpenCV shows up here first).
+"""
+
+import json
+
+import cv2
+import keras
+import numpy as np
+import pytest
+
+from senet import predict
+from senet.cli import main
+from senet.data import EMOTIONS, synthetic_expressions
+from senet.models import emotion_cnn
+
+# where the face is drawn in the 640x480 photo: x, y, side
+FACE_AT = (200, 120, 240)
+
+
+def _face_photo() -> np.ndarray:
+    """A 640x480 BGR photo with one drawn face (synthetic face 2 of seed 0) at FACE_AT."""
+    images, _, _ = synthetic_expressions(14, image_size=48, seed=0)
+    x, y, side = FACE_AT
+    face = cv2.resize(np.rint(images[2, ..., 0] * 255).astype(np.uint8), (side, side))
+    canvas = np.full((480, 640), 128, np.uint8)
+    canvas[y : y + side, x : x + side] = face
+    return cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR)
+
+
+def _luma(bgr: np.ndarray) -> np.ndarray:
+    # ITU-R BT.601 weights (OpenCV's BGR2GRAY), in [0, 1]
+    blue, green, red = (bgr[..., k].astype(np.float64) for k in range(3))
+    return (0.299 * red + 0.587 * green + 0.114 * blue) / 255.0
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A tiny untrained SE emotion CNN saved once, the face photo and a face-free image."""
+    root = tmp_path_factory.mktemp("predict")
+    keras.utils.set_random_seed(0)
+    model = emotion_cnn(widths=(4, 8), attention="se")
+    model.save(root / "model.keras")
+    cv2.imwrite(str(root / "photo.png"), _face_photo())
+    cv2.imwrite(str(root / "blank.png"), np.full((480, 640, 3), 128, np.uint8))
+    return {"root": root, "model": model, "path": root / "model.keras"}
+
+
+def test_haar_finds_the_drawn_face_where_it_was_drawn():
+    boxes = predict.detect_faces(_face_photo())
+    assert len(boxes) == 1
+    x, y, w, h = boxes[0]
+    fx, fy, side = FACE_AT
+    # the cascade's box sits inside the drawn square (a few pixels of slack) and covers most
+    assert fx - 4 <= x and fy - 4 <= y
+    assert x + w <= fx + side + 4 and y + h <= fy + side + 4
+    assert w * h >= 0.4 * side * side
+
+
+def test_haar_finds_no_face_in_flat_or_noise_images():
+    rng = np.random.default_rng(0)
+    assert predict.detect_faces(np.full((480, 640, 3), 128, np.uint8)) == []
+    assert predict.detect_faces(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)) == []
+
+
+def test_crop_probabilities_match_reference_and_model_predict(files):
+    model, photo = files["model"], _face_photo()
+    faces = predict.predict_faces(model, photo, EMOTIONS)
+    (box,) = predict.detect_faces(photo)
+    assert len(faces) == 1 and faces[0].box == box
+    x, y, w, h = box
+    # reference crop: luma grey in [0, 1], area-averaged down to the model's 48x48
+    reference = cv2.resize(
+        _luma(photo[y : y + h, x : x + w]).astype(np.float32),
+        (48, 48),
+        interpolation=cv2.INTER_AREA,
+    )
+    crops = predict._crop_inputs(photo, [box], 48, 1)
+    assert crops.shape == (1, 48, 48, 1)
+    # OpenCV rounds grey to uint8 before resizing: half a grey level at most after averaging
+    np.testing.assert_allclose(crops[0, ..., 0], reference, atol=1 / 255)
+    probabilities = np.array([faces[0].probabilities[name] for name in EMOTIONS])
+    assert list(faces[0].probabilities) == list(EMOTIONS)
+    np.testing.assert_allclose(probabilities.sum(), 1.0, atol=1e-5)
+    expected = model.predict(crops, verbose=0)[0]
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    assert faces[0].label == EMOTIONS[int(np.argmax(expected))]
+
+
+def test_predict_faces_uses_the_detector_boxes(files, monkeypatch):
+    """detect -> crop -> predict with a stand-in detector: every box is cropped and classified."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    boxes = [(10, 20, 60, 60), (90, 30, 40, 40)]  # one shrunk, one enlarged
+    monkeypatch.setattr(predict, "detect_faces", lambda image, **options: list(boxes))
+    faces = predict.predict_faces(files["model"], image, EMOTIONS)
+    assert [face.box for face in faces] == boxes
+    crops = np.stack(
+        [
+            cv2.resize(
+                _luma(image[y : y + h, x : x + w]).astype(np.float32),
+                (48, 48),
+                interpolation=cv2.INTER_AREA if w > 48 else cv2.INTER_LINEAR,
+            )
+            for x, y, w, h in boxes
+        ]
+    )[..., None]
+    expected = files["model"].predict(crops, verbose=0)
+    got = np.array([[face.probabilities[name] for name in EMOTIONS] for face in faces])
+    np.testing.assert_allclose(got, expected, atol=2e-3)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_cli_json_lines_schema(files, capsys):
+    root = files["root"]
+    status = main(["predict", str(files["path"]), str(root / "photo.png"), str(root / "blank.png")])
+    assert status == 0
+    capsys.readouterr()
+    status = main(
+        ["predict", str(files["path"]), str(root / "photo.png"), str(root / "blank.png"), "--json"]
+    )
+    assert status == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [set(record) for record in records] == [{"path", "frame", "faces"}] * 2
+    assert [record["path"] for record in records] == [
+        str(root / "photo.png"),
+        str(root / "blank.png"),
+    ]
+    assert [record["frame"] for record in records] == [None, None]
+    (face,) = records[0]["faces"]
+    assert set(face) == {"box", "label", "probabilities"}
+    assert face["box"] == list(predict.detect_faces(_face_photo())[0])
+    assert list(face["probabilities"]) == list(EMOTIONS)
+    assert face["label"] == max(face["probabilities"], key=face["probabilities"].get)
+    assert sum(face["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert records[1]["faces"] == []
+
+
+def test_cli_annotate_writes_a_readable_image_of_the_same_size(files, tmp_path, capsys):
+    root = files["root"]
+    status = main(
+        ["predict", str(files["path"]), str(root / "photo.png"), "--annotate", str(tmp_path)]
+    )
+    assert status == 0
+    assert "1 face" in capsys.readouterr().out
+    annotated = cv2.imread(str(tmp_path / "photo_annotated.png"))
+    assert annotated is not None and annotated.shape == (480, 640, 3)
+    # the box is drawn in green on the face's left edge; the rest of the photo is untouched
+    x, y, w, h = predict.detect_faces(_face_photo())[0]
+    assert tuple(annotated[y + h // 2, x]) == (0, 220, 0)
+    np.testing.assert_array_equal(annotated[:, : x - 5], _face_photo()[:, : x - 5])
+
+
+def test_video_every_n_frames(files, tmp_path, capsys):
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    for _ in range(7):
+        writer.write(_face_photo())
+    writer.release()
+    results = predict.predict_paths(files["path"], [video], every=3)
+    assert [result.frame for result in results] == [0, 3, 6]
+    # MJPG is lossy: the face is still found in every frame looked at
+    assert [len(result.faces) for result in results] == [1, 1, 1]
+
+    annotated = tmp_path / "annotated"
+    status = main(
+        ["predict", str(files["path"]), str(video), "--every", "2", "--json"]
+        + ["--annotate", str(annotated)]
+    )
+    assert status == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [record["frame"] for record in records] == [0, 2, 4, 6]
+    capture = cv2.VideoCapture(str(annotated / "clip_annotated.avi"))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    assert len(frames) == 4 and frames[0].shape == (480, 640, 3)
