@@ -190,6 +190,8 @@ class RunResult:
         metrics: The contents of ``metrics.json``.
         epochs_run: Finished epochs in total (those before a resume included).
         resumed_from: Finished epochs found when the run was resumed (0 for a new run).
+        replicas: Devices the model was trained on in sync (1 unless distributed).
+        config: The run's config.
     """
 
     out_dir: Path
@@ -198,6 +200,7 @@ class RunResult:
     metrics: dict[str, Any]
     epochs_run: int
     resumed_from: int = 0
+    replicas: int = 1
     config: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -351,6 +354,17 @@ def evaluate_model(model: keras.Model, images: ImageSet, *, batch_size: int = 64
         raise ValueError("Cannot evaluate on an empty split (0 images).")
     import tensorflow as tf
 
+    if _replicas_of(model) > 1:
+        # a distributed predict() hands a replica an empty shard when the last batch is
+        # smaller than the replica count; metrics need every image, so call the model
+        # directly (it reads the mirrored weights) batch by batch
+        probabilities = np.concatenate(
+            [
+                keras.ops.convert_to_numpy(model(images.x[start : start + batch_size]))
+                for start in range(0, len(images), batch_size)
+            ]
+        )
+        return classification_metrics(images.y, probabilities, images.class_names)
     # a plain batched dataset: Keras' own numpy adapter logs a spurious TF error here
     inputs = tf.data.Dataset.from_tensor_slices(images.x).batch(batch_size)
     probabilities = model.predict(inputs, verbose=0)
@@ -669,6 +683,7 @@ def _train_dataset(
     epochs: int,
     augment: bool,
     sample_weights: np.ndarray | None,
+    replicas: int = 1,
 ):
     """Batches of epochs ``first_epoch .. epochs-1``, each epoch's order and augmentation a
     function of ``(seed, epoch)`` only, so a resumed run sees exactly the batches it would
@@ -687,6 +702,10 @@ def _train_dataset(
         order = tf.random.experimental.stateless_shuffle(
             tf.range(count), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
         )
+        if replicas > 1 and count >= replicas:
+            # an empty shard breaks a distributed step: each epoch leaves out up to
+            # replicas - 1 images (different ones every epoch, the order is shuffled)
+            order = order[: count - count % replicas]
         batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
         return batches.map(lambda step, index: (epoch, step, index))
 
@@ -707,10 +726,32 @@ def _train_dataset(
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def _eval_dataset(images: ImageSet, batch_size: int):
+def _replicas_of(model) -> int:
+    strategy = getattr(model, "distribute_strategy", None)
+    return int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
+
+
+def _even_batch_size(batch_size: int, count: int, replicas: int) -> int:
+    """A batch size whose first batch splits evenly over ``replicas``.
+
+    Keras' TF trainer reduces the first batch across replicas to build the model, which fails
+    when a short split (fewer images than a batch) gives replicas batches of unequal size.
+    """
+    if replicas <= 1 or count < replicas:
+        return batch_size
+    return max(replicas, min(batch_size, count) // replicas * replicas)
+
+
+def _eval_dataset(images: ImageSet, batch_size: int, replicas: int = 1):
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((images.x, images.y)).batch(batch_size)
+    batch_size = _even_batch_size(batch_size, len(images), replicas)
+    dataset = tf.data.Dataset.from_tensor_slices((images.x, images.y))
+    if replicas > 1 and len(images) >= replicas:
+        # every batch a multiple of the replicas (an empty shard breaks the step): the
+        # validation loss of a distributed run leaves out up to replicas - 1 images
+        dataset = dataset.take(len(images) - len(images) % replicas)
+    dataset = dataset.batch(batch_size)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
@@ -748,24 +789,30 @@ def _has_gpu() -> bool:
 
 
 def _distribution_scope(kind: str):
-    """``(scope, is_chief)`` for ``kind``: build and compile the model inside ``scope``."""
+    """``(scope, is_chief, replicas)`` for ``kind``: build and compile inside ``scope``."""
     if kind == "none":
-        return contextlib.nullcontext(), True
+        return contextlib.nullcontext(), True, 1
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
         if kind == "mirrored":
-            strategy = tf.distribute.MirroredStrategy()
+            # MirroredStrategy() alone takes the GPUs or else CPU:0 only; without GPUs use
+            # every logical CPU device (tf.config.set_logical_device_configuration)
+            devices = None
+            if not tf.config.list_logical_devices("GPU"):
+                devices = [device.name for device in tf.config.list_logical_devices("CPU")]
+            strategy = tf.distribute.MirroredStrategy(devices)
         else:
             strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        return strategy.scope(), _is_chief()
+        return strategy.scope(), _is_chief(), int(strategy.num_replicas_in_sync)
     if backend == "jax":
         if kind == "multiworker":
             keras.distribution.initialize()
         import jax
 
-        return keras.distribution.DataParallel().scope(), jax.process_index() == 0
+        distribution = keras.distribution.DataParallel()
+        return distribution.scope(), jax.process_index() == 0, len(jax.devices())
     raise ValueError(
         f"Expected `distribute` to be 'none' on the {backend} backend (mirrored and "
         f"multiworker need tensorflow or jax). Received: distribute={kind!r}"
@@ -834,6 +881,41 @@ def _resolve_config(config, run_dir: Path, resume: bool) -> TrainConfig:
     return config
 
 
+def _model_for_run(config: TrainConfig, run_dir: Path, state, *, num_classes: int):
+    """The resumed model (newest readable checkpoint) or a new compiled one, with
+    ``(epochs_done, history rows, checkpoint entries)``."""
+    with _dtype_policy(config.mixed_precision):
+        model, entry = _restore(run_dir, state)
+        if model is not None:
+            epochs_done = int(entry["epoch"])
+            rows = [row for row in state.get("history", []) if row.get("epoch", 0) <= epochs_done]
+            entries = [e for e in state["checkpoints"] if e["epoch"] <= epochs_done]
+            return model, epochs_done, rows, entries
+        if state is not None and state["checkpoints"]:
+            warnings.warn(
+                f"No readable checkpoint in {run_dir / 'checkpoints'}; starting over.",
+                stacklevel=3,
+            )
+        model = build_model(
+            config.model,
+            input_shape=(config.image_size, config.image_size, config.channels),
+            num_classes=num_classes,
+            attention=config.attention,
+            reduction=config.reduction,
+        )
+        _compile(model, config)
+    return model, 0, [], []
+
+
+def _sample_weights(images: ImageSet, balanced: bool) -> np.ndarray | None:
+    if not balanced:
+        return None
+    from senet.data import class_weights
+
+    table = class_weights(images.y, images.num_classes)
+    return np.asarray([table[k] for k in range(images.num_classes)], np.float32)[images.y]
+
+
 def train(
     config: TrainConfig | dict[str, Any] | None,
     out_dir: str | os.PathLike,
@@ -870,10 +952,6 @@ def train(
     """
     run_dir = Path(out_dir)
     config = _resolve_config(config, run_dir, resume)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    if not resume or not (run_dir / "config.json").exists():
-        _atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
-    _remove_temporary_files(run_dir)
 
     sets = load_dataset(
         config.data,
@@ -889,84 +967,71 @@ def train(
     if len(train_set) == 0:
         raise ValueError(f"No training images in {config.data!r} after the split.")
     class_names = train_set.class_names
+    # only now, so bad data leaves no half-made run behind
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if not resume or not (run_dir / "config.json").exists():
+        _atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
+    _remove_temporary_files(run_dir)
 
     _seed_everything(config.seed, config.deterministic)
-    scope, is_chief = _distribution_scope(config.distribute)
+    scope, is_chief, replicas = _distribution_scope(config.distribute)
     state = _read_state(run_dir) if resume else None
-    with _dtype_policy(config.mixed_precision), scope:
-        model, entry = _restore(run_dir, state)
-        if model is None:
-            if state is not None and state["checkpoints"]:
-                warnings.warn(
-                    f"No readable checkpoint in {run_dir / 'checkpoints'}; starting over.",
-                    stacklevel=2,
-                )
-            model = build_model(
-                config.model,
-                input_shape=(config.image_size, config.image_size, config.channels),
-                num_classes=len(class_names),
-                attention=config.attention,
-                reduction=config.reduction,
+    if replicas > 1 and config.batch_size % replicas:
+        raise ValueError(
+            f"Expected `batch_size` to be a multiple of the {replicas} replicas. "
+            f"Received: batch_size={config.batch_size}"
+        )
+    # JAX's DataParallel shards the batches fit() sees, so fit runs inside the scope too
+    with scope:
+        model, epochs_done, rows, entries = _model_for_run(
+            config, run_dir, state, num_classes=len(class_names)
+        )
+        checkpoint = _RunCheckpoint(
+            run_dir,
+            rows,
+            entries,
+            keep=config.keep_checkpoints,
+            class_names=class_names,
+            write=is_chief,
+        )
+        all_callbacks: list[keras.callbacks.Callback] = [checkpoint]
+        if config.tensorboard:
+            all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
+        all_callbacks.extend(callbacks or ())
+        if epochs_done < config.epochs:
+            model.fit(
+                _train_dataset(
+                    train_set,
+                    batch_size=config.batch_size,
+                    seed=config.seed,
+                    first_epoch=epochs_done,
+                    epochs=config.epochs,
+                    augment=config.augment,
+                    sample_weights=_sample_weights(train_set, config.class_weights),
+                    replicas=replicas,
+                ),
+                epochs=config.epochs,
+                initial_epoch=epochs_done,
+                steps_per_epoch=math.ceil(len(train_set) / config.batch_size),
+                validation_data=(
+                    _eval_dataset(val_set, config.batch_size, replicas) if len(val_set) else None
+                ),
+                callbacks=all_callbacks,
+                shuffle=False,  # the dataset is already ordered by (seed, epoch)
+                verbose=verbose,
             )
-            _compile(model, config)
-            epochs_done, rows, entries = 0, [], []
-        else:
-            epochs_done = int(entry["epoch"])
-            rows = [row for row in state.get("history", []) if row.get("epoch", 0) <= epochs_done]
-            entries = [e for e in state["checkpoints"] if e["epoch"] <= epochs_done]
-
-    checkpoint = _RunCheckpoint(
-        run_dir,
-        rows,
-        entries,
-        keep=config.keep_checkpoints,
-        class_names=class_names,
-        write=is_chief,
-    )
-    all_callbacks: list[keras.callbacks.Callback] = [checkpoint]
-    if config.tensorboard:
-        all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
-    all_callbacks.extend(callbacks or ())
-
-    if epochs_done < config.epochs:
-        sample_weights = None
-        if config.class_weights:
-            from senet.data import class_weights
-
-            table = class_weights(train_set.y, len(class_names))
-            sample_weights = np.asarray([table[k] for k in range(len(class_names))])[train_set.y]
-        dataset = _train_dataset(
-            train_set,
-            batch_size=config.batch_size,
-            seed=config.seed,
-            first_epoch=epochs_done,
-            epochs=config.epochs,
-            augment=config.augment,
-            sample_weights=sample_weights,
-        )
-        model.fit(
-            dataset,
-            epochs=config.epochs,
-            initial_epoch=epochs_done,
-            steps_per_epoch=math.ceil(len(train_set) / config.batch_size),
-            validation_data=_eval_dataset(val_set, config.batch_size) if len(val_set) else None,
-            callbacks=all_callbacks,
-            shuffle=False,  # the dataset is already ordered by (seed, epoch)
-            verbose=verbose,
-        )
-    if checkpoint.diverged is not None:
-        epoch, batch = checkpoint.diverged
-        last = run_dir / "checkpoints" / entries[-1]["file"] if entries else None
-        where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "")
-        kept = f"last good checkpoint: {last}" if last else "no good checkpoint was written"
-        raise TrainingDiverged(
-            f"training stopped: the loss became NaN/inf at {where} "
-            f"(learning_rate={config.learning_rate}); {kept}",
-            epoch=epoch + 1,
-            checkpoint=last,
-        )
-
-    metrics = _finish(model, config, run_dir, rows, class_names, test_set, val_set, is_chief)
+        if checkpoint.diverged is not None:
+            epoch, batch = checkpoint.diverged
+            last = run_dir / "checkpoints" / entries[-1]["file"] if entries else None
+            where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "")
+            kept = f"last good checkpoint: {last}" if last else "no good checkpoint was written"
+            raise TrainingDiverged(
+                f"training stopped: the loss became NaN/inf at {where} "
+                f"(learning_rate={config.learning_rate}); {kept}",
+                epoch=epoch + 1,
+                checkpoint=last,
+            )
+        metrics = _finish(model, config, run_dir, rows, class_names, test_set, val_set, is_chief)
     return RunResult(
         out_dir=run_dir,
         model=model,
@@ -974,6 +1039,7 @@ def train(
         metrics=metrics,
         epochs_run=len(rows),
         resumed_from=epochs_done,
+        replicas=replicas,
         config=config,
     )
 

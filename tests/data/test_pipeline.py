@@ -183,3 +183,42 @@ def test_fit_on_other_backends(backend):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"backend {backend}" in result.stdout
+
+
+# --------------------------------------------------------------------- augment_batch
+
+
+def test_augment_batch_is_a_pure_function_of_the_seed():
+    from senet.data import augment_batch
+
+    x = np.random.default_rng(0).random((8, 24, 24, 1), dtype=np.float32)
+    first = augment_batch(x, seed=(3, 4)).numpy()
+    assert first.shape == x.shape and first.dtype == np.float32
+    assert first.min() >= 0.0 and first.max() <= 1.0
+    np.testing.assert_array_equal(first, augment_batch(x, seed=(3, 4)).numpy())
+    assert np.abs(first - augment_batch(x, seed=(3, 5)).numpy()).mean() > 0.01
+    assert np.abs(first - x).mean() > 0.01
+
+
+def test_augment_batch_keeps_a_constant_image_constant_up_to_brightness_and_contrast():
+    """Flip, shift, rotation and zoom with reflected borders move no new value in: a constant
+    image stays constant, changed only by brightness (+-0.1) and contrast (about its mean)."""
+    from senet.data import augment_batch
+
+    x = np.full((16, 20, 20, 1), 0.5, np.float32)
+    out = augment_batch(x, seed=(0, 1)).numpy()
+    per_image = out.reshape(16, -1)
+    np.testing.assert_allclose(per_image.max(1), per_image.min(1), atol=1e-5)
+    assert np.all(np.abs(per_image[:, 0] - 0.5) <= 0.1 + 1e-6)
+
+
+def test_augment_batch_moves_a_bright_spot_by_at_most_the_shift_rotation_and_zoom():
+    from senet.data import augment_batch
+
+    x = np.zeros((32, 41, 41, 1), np.float32)
+    x[:, 20, 20] = 1.0  # the centre: rotation and zoom keep it, flip maps it to itself
+    out = augment_batch(x, seed=(7, 0)).numpy()[..., 0]
+    for image in out:
+        row, col = np.unravel_index(np.argmax(image), image.shape)
+        # shift up to 8% of 41 px (3.3 px); contrast/brightness do not move the maximum
+        assert abs(row - 20) <= 4 and abs(col - 20) <= 4

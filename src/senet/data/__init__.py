@@ -19,12 +19,13 @@ from senet.data.dataset import load_dataset
 from senet.data.images import read_image
 from senet.data.synthetic import synthetic_expressions
 
-_PIPELINE = ("augmentation", "class_weights", "make_dataset")
+_PIPELINE = ("augment_batch", "augmentation", "class_weights", "make_dataset")
 
 __all__ = [
     "EMOTIONS",
     "DataError",
     "ImageSet",
+    "augment_batch",
     "augmentation",
     "class_weights",
     "load_dataset",
