@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITES = ["tests/layers"]
+SUITES = ["tests/layers", "tests/explain"]
 
 
 @pytest.mark.skipif(
