@@ -40,6 +40,8 @@ def files(tmp_path_factory):
     cv2.imwrite(str(root / "faces.png"), _two_face_photo())
     cv2.imwrite(str(root / "blank.png"), np.full((480, 640, 3), 128, np.uint8))
     (root / "broken.png").write_bytes(b"this is not a PNG")
+    (root / "clip.avi").write_bytes(b"only its name matters")
+    emotion_cnn(widths=(4, 8), attention=None).save(root / "plain.keras")
     return {"root": root, "model": model, "path": str(root / "model.keras")}
 
 
@@ -102,6 +104,8 @@ BAD_INPUTS = [
     ("explain {model} {root}/faces.png --out {root}/x --method lime", "--method"),
     ("explain {model} {root}/faces.png --out {root}/x --layer nope", "nope"),
     ("explain {model} {root}/faces.png --out {root}/x --method attention --class sad", "class"),
+    ("explain {root}/plain.keras {root}/faces.png --out {root}/x --method attention", "attention"),
+    ("explain {model} {root}/clip.avi --out {root}/x", "clip.avi"),
     ("demo --seed -1", "--seed"),
     ("demo --out", "--out"),
 ]
@@ -116,6 +120,8 @@ def test_bad_input_is_one_line_exit_2(files, capsys, argv, named):
     assert len(lines) == 1, err
     assert lines[0].startswith(f"senet {argv[0]}: ") and named in lines[0]
     assert "Traceback" not in out + err
+    # explain checks its inputs before it writes anything
+    assert not (files["root"] / "x").exists()
 
 
 def test_explain_bad_class_lists_the_class_names(files, capsys):

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from senet.predict import (
+    VIDEO_EXTENSIONS,
     Box,
     _crop_inputs,
     _model_input_size,
@@ -215,6 +216,12 @@ def iter_explanations(
     for path in [Path(model_path), *paths]:
         if not path.is_file():
             raise FileNotFoundError(f"no such file: {path}")
+    for path in paths:
+        if path.suffix.lower() in VIDEO_EXTENSIONS:
+            raise ValueError(
+                f"Expected photos (explain takes no videos; `senet predict` reads them). "
+                f"Received: {path}"
+            )
     model = _load_classifier(Path(model_path))
     size, channels = _model_input_size(model)
     if class_names is None:
@@ -225,6 +232,11 @@ def iter_explanations(
             f"Expected `class_name` to be one of the model's classes {class_names}. "
             f"Received: class_name={class_name!r}"
         )
+    # a wrong layer, or "attention" on a model without attention, fails here, before any
+    # output, rather than at the first face (never, if no photo has one)
+    _heatmaps(
+        model, np.zeros((1, size, size, channels), np.float32), method, layer, np.zeros(1, int)
+    )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -312,9 +324,12 @@ def explain_photos(
         One :class:`PhotoExplanation` per photo, in order.
 
     Raises:
-        FileNotFoundError: The model or a photo does not exist (checked before writing).
+        FileNotFoundError: The model or a photo does not exist.
         senet.data.DataError: A photo OpenCV cannot decode, or a model that cannot be loaded.
-        ValueError: An unknown method, class name or layer.
+        ValueError: An unknown method, class name or layer, ``"attention"`` on a model
+            without an attention layer, or a video file.
+
+    Everything but an undecodable photo is checked before anything is written.
 
     Example:
         >>> photos = explain_photos("run/model.keras", ["me.jpg"], "explained")  # doctest: +SKIP
