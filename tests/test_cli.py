@@ -67,6 +67,21 @@ def test_help_and_version_do_not_import_tensorflow():
     assert "senet 0." in done.stdout and "explain" in done.stdout and "demo" in done.stdout
 
 
+@pytest.mark.slow  # a fresh process imports TensorFlow and loads the model: ~5-10 s
+def test_error_after_tensorflow_loads_is_still_one_line_in_a_real_process(files):
+    """TensorFlow's load-time notes on fd 2 are silenced, so stderr is only the error."""
+    done = subprocess.run(
+        [sys.executable, "-m", "senet", "explain", files["path"], str(files["root"] / "broken.png")]
+        + ["--out", str(files["root"] / "real")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("senet explain: error: ") and "broken.png" in line
+
+
 def test_choices_agree_with_the_library():
     import senet
     from senet.explain_photos import EXPLAIN_METHODS
