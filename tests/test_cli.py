@@ -167,7 +167,7 @@ def test_explain_writes_one_overlay_per_face_and_an_index(files, tmp_path, capsy
     assert len(overlays) == 2
     for overlay in overlays:
         picture = cv2.imread(str(overlay))
-        assert picture is not None and picture.shape == (250, 224, 3)
+        assert picture is not None and picture.shape == (268, 224, 3)
         assert overlay.name.startswith("faces_face") and "_gradcam_" in overlay.name
 
     page = (out / "index.html").read_text(encoding="utf-8")

@@ -355,12 +355,10 @@ def _run_explain(args) -> int:
         count = len(photo.faces)
         print(f"{photo.path}: {count} face{'s' if count > 1 else ''}", flush=True)
         for number, face in enumerate(photo.faces, 1):
-            explained = "" if face.target == face.label else f", explained {face.target}"
-            print(
-                f"  face {number}: {face.label} {face.probabilities[face.label]:.3f}"
-                f"{explained} ({face.target} {face.probability:.3f}) -> {face.overlay}",
-                flush=True,
-            )
+            predicted = f"{face.label} {face.probabilities[face.label]:.3f}"
+            if face.target != face.label:
+                predicted += f", explained {face.target} {face.probability:.3f}"
+            print(f"  face {number}: {predicted} -> {face.overlay}", flush=True)
     print(f"index: {os.path.join(args.out, INDEX_FILE)}")
     return 0
 

@@ -51,7 +51,7 @@ EXPLAIN_METHODS = ("gradcam", "gradxact", "gradcam++", "attention")
 INDEX_FILE = "index.html"
 # overlays are drawn at this side, whatever the face's size in the photo
 _DISPLAY_SIDE = 224
-_TITLE_HEIGHT = 26
+_TITLE_HEIGHT = 44
 
 
 @dataclass
@@ -118,8 +118,8 @@ def _unique_stem(path: Path, used: set[str]) -> str:
     return candidate
 
 
-def _face_picture(crop_bgr: np.ndarray, heatmap: np.ndarray, title: str) -> np.ndarray:
-    """BGR picture: a title band over the heatmap blended on the face crop."""
+def _face_picture(crop_bgr: np.ndarray, heatmap: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """BGR picture: a band with up to two lines of title over the heatmap on the face crop."""
     from senet.explain import overlay
 
     if crop_bgr.ndim == 2:
@@ -130,7 +130,23 @@ def _face_picture(crop_bgr: np.ndarray, heatmap: np.ndarray, title: str) -> np.n
     blended = overlay(cv2.cvtColor(face, cv2.COLOR_BGR2RGB), heatmap)
     canvas = np.full((_TITLE_HEIGHT + _DISPLAY_SIDE, _DISPLAY_SIDE, 3), 255, np.uint8)
     canvas[_TITLE_HEIGHT:] = cv2.cvtColor(blended, cv2.COLOR_RGB2BGR)
-    cv2.putText(canvas, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    for row, text in enumerate(lines[:2]):
+        # shrink long class names until the line fits the picture's width
+        scale = 0.5
+        while scale > 0.3 and (
+            cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > _DISPLAY_SIDE - 12
+        ):
+            scale -= 0.05
+        cv2.putText(
+            canvas,
+            text,
+            (6, 17 + 20 * row),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
     return canvas
 
 
@@ -262,9 +278,11 @@ def iter_explanations(
                 probability = face.probabilities[target_name]
                 file = out_dir / f"{stem}_face{number}_{method}_{_safe(target_name)}.png"
                 x0, y0, w, h = face.box
-                title = f"{target_name} {probability:.2f}"
+                title = [f"{target_name} {probability:.2f} ({method})"]
                 if target_name != face.label:
-                    title += f" (pred. {face.label} {face.probabilities[face.label]:.2f})"
+                    predicted = face.probabilities[face.label]
+                    title = [f"explained {target_name} {probability:.2f} ({method})"]
+                    title.append(f"predicted {face.label} {predicted:.2f}")
                 picture = _face_picture(image[y0 : y0 + h, x0 : x0 + w], heatmap, title)
                 if not cv2.imwrite(str(file), picture):
                     raise OSError(f"cannot write {file}")
@@ -301,8 +319,9 @@ def explain_photos(
 
     Faces are found and cropped as by ``senet predict`` (:func:`senet.predict.detect_faces`,
     :func:`senet.predict.predict_faces`). Each face gets a heatmap and an overlay
-    ``OUT/<stem>_face<k>_<method>_<class>.png``: the heatmap over the face crop, titled with
-    the explained class and its probability (and the predicted one when they differ).
+    ``OUT/<stem>_face<k>_<method>_<class>.png`` (224 pixels wide): the heatmap over the face
+    crop, titled with the explained class and its probability (and the predicted one when
+    they differ).
     ``OUT/index.html`` lists every photo with its faces' overlays and probabilities, or
     "no face found".
 
