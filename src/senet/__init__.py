@@ -40,10 +40,9 @@ _SUBMODULES = {
     "explain",
     "train",
     "predict",
+    "explain_photos",
     "demo",
-    "ablate",
     "bench",
-    "export",
     "report",
     "cli",
 }
