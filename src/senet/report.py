@@ -1,16 +1,35 @@
-"""Figures and reports: training curves, confusion matrices (and, later, the report writer).
+"""Figures and reports: training curves, confusion matrices and the one report writer.
 
 Figures are drawn on a bare :class:`matplotlib.figure.Figure` (no pyplot), so they work
 in any thread and with any (or no) display, and never leak global figure state.
+
+:func:`write_report` turns one list of :class:`Section` (paragraphs, :class:`Table` and
+:class:`Image` blocks) into ``report.md`` (images linked as files beside it) and a
+self-contained ``report.html`` (images embedded as base64 data URIs, inline CSS), so both
+always say the same thing.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import os
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+
+__all__ = [
+    "Image",
+    "Section",
+    "Table",
+    "plot_confusion",
+    "plot_curves",
+    "write_report",
+]
 
 # history keys drawn as curves, in panel order: (title, y label, train key, validation key)
 _CURVE_PANELS = (
@@ -137,3 +156,238 @@ def plot_confusion(
             )
     _save(figure, path)
     return figure
+
+
+# --------------------------------------------------------------------------- report writer
+
+
+@dataclass
+class Table:
+    """A table block of a report section.
+
+    Attributes:
+        headers: Column titles.
+        rows: One sequence of cells per row, as many as ``headers``; cells are written with
+            ``str()`` (format numbers before).
+        caption: A line under the table, or None.
+    """
+
+    headers: Sequence[str]
+    rows: Sequence[Sequence[object]]
+    caption: str | None = None
+
+    def __post_init__(self):
+        width = len(self.headers)
+        for index, row in enumerate(self.rows):
+            if len(row) != width:
+                raise ValueError(
+                    f"Expected every row of the table to have {width} cells like `headers` "
+                    f"{list(self.headers)}. Received: row {index} with {len(row)} cells {list(row)}"
+                )
+
+
+@dataclass
+class Image:
+    """An image block of a report section: a PNG (or JPEG, GIF, SVG) file.
+
+    Attributes:
+        path: The image file; Markdown links it relative to the report, HTML embeds it.
+        caption: Text under the image (also its alt text).
+    """
+
+    path: str | os.PathLike
+    caption: str = ""
+
+
+@dataclass
+class Section:
+    """A titled part of a report.
+
+    Attributes:
+        title: The section heading.
+        blocks: In order: paragraphs (``str``, a light Markdown: `` `code` ``, ``**bold**``,
+            lines starting with ``- `` are a bullet list), :class:`Table` and :class:`Image`.
+    """
+
+    title: str
+    blocks: Sequence[str | Table | Image] = field(default_factory=list)
+
+
+_MIME_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".svg": "image/svg+xml",
+}
+
+_CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max-width: 1100px;
+       margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.5; }
+h1 { border-bottom: 2px solid #ddd; padding-bottom: .3em; }
+h2 { border-bottom: 1px solid #eee; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: .35em .8em; text-align: left; }
+th { background: #f3f5f7; }
+tr:nth-child(even) td { background: #fafafa; }
+caption { caption-side: bottom; font-size: .9em; color: #555; padding-top: .4em; text-align: left; }
+figure { margin: 1.2em 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-size: .9em; color: #555; }
+code { background: #f3f3f3; padding: 0 .25em; border-radius: 3px; }
+""".strip()
+
+
+def _check_image(image: Image) -> Path:
+    path = Path(image.path)
+    if path.suffix.lower() not in _MIME_TYPES:
+        raise ValueError(
+            f"Expected an image file ending in one of {tuple(_MIME_TYPES)}. "
+            f"Received: path={os.fspath(path)!r}"
+        )
+    if not path.is_file():
+        raise ValueError(f"Expected an existing image file. Received: path={os.fspath(path)!r}")
+    return path
+
+
+def _inline_html(text: str) -> str:
+    """Escape, then the light Markdown of a paragraph: `code` and **bold**."""
+    parts = re.split(r"(`[^`]+`)", text)
+    out = []
+    for part in parts:
+        if len(part) > 1 and part.startswith("`") and part.endswith("`"):
+            out.append(f"<code>{html.escape(part[1:-1])}</code>")
+        else:
+            escaped = html.escape(part)
+            out.append(re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escaped))
+    return "".join(out)
+
+
+def _paragraph_html(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if lines and all(line.lstrip().startswith("- ") for line in lines):
+        items = "".join(f"<li>{_inline_html(line.lstrip()[2:])}</li>" for line in lines)
+        return f"<ul>{items}</ul>"
+    return f"<p>{_inline_html(' '.join(line.strip() for line in lines))}</p>"
+
+
+def _table_markdown(table: Table) -> str:
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = [
+        "| " + " | ".join(cell(h) for h in table.headers) + " |",
+        "|" + "|".join(" --- " for _ in table.headers) + "|",
+        *("| " + " | ".join(cell(v) for v in row) + " |" for row in table.rows),
+    ]
+    if table.caption:
+        lines += ["", f"*{table.caption}*"]
+    return "\n".join(lines)
+
+
+def _table_html(table: Table) -> str:
+    head = "".join(f"<th>{_inline_html(str(h))}</th>" for h in table.headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_inline_html(str(v))}</td>" for v in row) + "</tr>"
+        for row in table.rows
+    )
+    caption = f"<caption>{_inline_html(table.caption)}</caption>" if table.caption else ""
+    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _image_html(image: Image) -> str:
+    path = _check_image(image)
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    source = f"data:{_MIME_TYPES[path.suffix.lower()]};base64,{data}"
+    alt = html.escape(image.caption or path.stem, quote=True)
+    caption = f"<figcaption>{_inline_html(image.caption)}</figcaption>" if image.caption else ""
+    return f'<figure><img src="{source}" alt="{alt}">{caption}</figure>'
+
+
+def _image_markdown(image: Image, root: Path) -> str:
+    path = _check_image(image)
+    link = Path(os.path.relpath(path.resolve(), root.resolve())).as_posix()
+    alt = (image.caption or path.stem).replace("]", ")").replace("[", "(").replace("\n", " ")
+    text = f"![{alt}]({link})"
+    return f"{text}\n\n*{image.caption}*" if image.caption else text
+
+
+def _as_section(section) -> Section:
+    if isinstance(section, Section):
+        return section
+    if isinstance(section, (tuple, list)) and len(section) == 2 and isinstance(section[0], str):
+        return Section(section[0], list(section[1]))
+    raise ValueError(
+        f"Expected each section to be a Section or a (title, blocks) pair. "
+        f"Received: {type(section).__name__} {section!r:.80}"
+    )
+
+
+def write_report(
+    out_dir: str | os.PathLike,
+    title: str,
+    sections: Sequence[Section | tuple[str, Sequence[str | Table | Image]]],
+    *,
+    name: str = "report",
+) -> dict[str, Path]:
+    """Write one report as Markdown and as a self-contained HTML page, from the same content.
+
+    ``OUT_DIR/<name>.md`` links its images by paths relative to ``OUT_DIR``;
+    ``OUT_DIR/<name>.html`` embeds them as base64 ``data:`` URIs and carries its CSS
+    inline, so it can be mailed or opened anywhere, alone. Both files are written to a
+    temporary name first and renamed, so a reader never sees half a report.
+
+    Args:
+        out_dir: Directory of the report (created).
+        title: The report's title (its ``#`` heading and HTML ``<title>``).
+        sections: :class:`Section` objects or ``(title, blocks)`` pairs; blocks are
+            paragraphs (``str``), :class:`Table` and :class:`Image`.
+        name: File name stem of both files.
+
+    Returns:
+        ``{"markdown": path, "html": path}``.
+
+    Raises:
+        ValueError: An unknown block, a missing image file or a table with ragged rows.
+
+    Example:
+        >>> paths = write_report("out", "Run 3", [  # doctest: +SKIP
+        ...     Section("Results", ["Accuracy rose.", Table(["model", "acc"], [["se", "0.91"]]),
+        ...                         Image("out/curves.png", "Training curves")])])
+        >>> sorted(paths)  # doctest: +SKIP
+        ['html', 'markdown']
+    """
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    markdown = [f"# {title}"]
+    body = [f"<h1>{_inline_html(title)}</h1>"]
+    for section in map(_as_section, sections):
+        markdown.append(f"## {section.title}")
+        body.append(f"<h2>{_inline_html(section.title)}</h2>")
+        for block in section.blocks:
+            if isinstance(block, str):
+                markdown.append(block.strip())
+                body.append(_paragraph_html(block))
+            elif isinstance(block, Table):
+                markdown.append(_table_markdown(block))
+                body.append(_table_html(block))
+            elif isinstance(block, Image):
+                markdown.append(_image_markdown(block, root))
+                body.append(_image_html(block))
+            else:
+                raise ValueError(
+                    f"Expected report blocks to be str, Table or Image. Received: "
+                    f"{type(block).__name__} in section {section.title!r}"
+                )
+    page = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>\n{_CSS}\n</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
+    paths = {"markdown": root / f"{name}.md", "html": root / f"{name}.html"}
+    for kind, text in (("markdown", "\n\n".join(markdown) + "\n"), ("html", page)):
+        temporary = paths[kind].with_name(f".tmp-{paths[kind].name}")
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, paths[kind])
+    return paths
