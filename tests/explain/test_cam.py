@@ -195,3 +195,49 @@ def test_flat_map_stays_zero_and_bad_arguments_raise(rng):
         grad_cam(model, images, "missing")
     with pytest.raises(ValueError, match="attention"):
         attention_map(model, images)
+
+
+def test_intgrad_localises_and_equals_gradxact_for_a_linear_head(rng):
+    model = _top_left_model(rng)
+    images = rng.uniform(0.0, 1.0, (3, 16, 16, 3)).astype("float32")
+    heatmaps = grad_cam(model, images, method="intgrad", steps=4)
+    _check_range(heatmaps, (3, 16, 16))
+    assert (_energy_share(heatmaps, "top_left") > 0.8).all()
+    # GAP then a linear layer: the gradient is the same all along the path
+    model = _cam_model(rng, "softmax")
+    images = rng.uniform(0.0, 1.0, (4, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(
+        grad_cam(model, images, method="intgrad", steps=3),
+        grad_cam(model, images, method="gradxact"),
+        atol=2e-5,
+    )
+
+
+def test_intgrad_attributions_sum_to_the_score_change_from_zero(rng):
+    """Completeness: sum(A * mean path gradient) = y(A) - y(0) for a nonlinear head."""
+    from senet.explain import _graph, cam
+
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="features")(inputs)
+    h = keras.layers.Conv2D(6, 3, padding="same", activation="tanh", name="head")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    h = keras.layers.Dense(5, activation="relu")(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="classes")(h))
+    images = rng.uniform(0.0, 1.0, (2, 8, 8, 3)).astype("float32")
+    classes = np.array([0, 2])
+    logits = cam._logit_replacement(model)
+    activation, gradient = cam._activation_and_gradient(
+        model, images, "features", classes, logits, steps=256
+    )
+
+    def score(feed):
+        out = _numpy(_graph.forward(model, images, {"features": feed, **logits}))
+        return out[np.arange(2), classes]
+
+    full = score(lambda layer, *args, **kwargs: layer(*args, **kwargs))
+    empty = score(lambda layer, x, *args, **kwargs: keras.ops.zeros_like(layer(x)))
+    np.testing.assert_allclose(
+        (activation * gradient).sum(axis=(1, 2, 3)), full - empty, rtol=1e-3, atol=1e-4
+    )
+    with pytest.raises(ValueError, match="steps"):
+        grad_cam(model, images, method="intgrad", steps=0)

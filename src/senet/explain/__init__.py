@@ -2,7 +2,7 @@
 
 - :func:`excitations`, :func:`class_profiles`, :func:`class_specificity`,
   :func:`pick_depths`: the channel gates of every attention layer, per image and class.
-- :func:`grad_cam` (Grad-CAM, gradient x activation, Grad-CAM++) and
+- :func:`grad_cam` (Grad-CAM, gradient x activation, Grad-CAM++, integrated gradients) and
   :func:`attention_map`: heatmaps ``(B, H, W)`` in [0, 1] at the input's resolution.
 - :func:`focus_score`, :func:`image_blind_map`: how much heatmap energy falls on the parts.
 - :func:`overlay`, :func:`heatmap_grid`, :func:`profile_figure`: pictures of the above.
