@@ -13,7 +13,7 @@ Two questions, each timed in one process:
 
 Only the input side is timed: batches are pulled from the iterator and dropped.
 
-    python benchmarks/bench_data.py            # full run, about 1-2 minutes on 2 cores
+    python benchmarks/bench_data.py            # full run, about 30-60 s on 2 cores
     python benchmarks/bench_data.py --quick    # a smoke run, a few seconds
 """
 

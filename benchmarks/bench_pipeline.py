@@ -23,7 +23,7 @@ The frame is built, nothing is downloaded: a 48x48 face from ``synthetic_express
 upscaled to 200x200 and pasted on a smooth random background with pixel noise. Weights are
 random (timing does not depend on them).
 
-    python benchmarks/bench_pipeline.py            # full run, about 2-3 minutes on 2 cores
+    python benchmarks/bench_pipeline.py            # full run, about 4-7 minutes on 2 cores
     python benchmarks/bench_pipeline.py --quick    # a smoke run, about 20 s
 """
 
@@ -296,10 +296,12 @@ def _print_train(result: dict, batch: int, rounds: int, steps: int, load: str) -
             f"| {name} | {r['params']:,} | {r['ms']:.1f} ({q1:.1f}-{q3:.1f}) | "
             f"{r['images_per_s']:,.0f} |"
         )
-    for name, r in result.items():
-        if name.startswith("se"):
-            print(f"\nSE / plain step time, {name.split(', ')[1]}: {r['vs_plain']:.3f}", end="")
-    print(" (median of the per-round ratios).")
+    ratios = [
+        f"{name.split(', ')[1]} {r['vs_plain']:.3f}"
+        for name, r in result.items()
+        if name.startswith("se")
+    ]
+    print(f"\nSE / plain step time (median of the per-round ratios): {', '.join(ratios)}.")
 
 
 def _print_predict(result: dict, rounds: int, number: int, load: str) -> None:
