@@ -1,0 +1,179 @@
+"""run_demo end to end (quick mode): metrics.json against independent recomputation, the
+report's self-containment and links, and the reuse of finished runs."""
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from senet.bench import count_params
+from senet.data import load_dataset
+from senet.demo import PARTS, run_demo
+from senet.explain import grad_cam
+from senet.layers import load_model
+from senet.train import TrainConfig
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    metrics = run_demo(out, quick=True, seed=0, verbose=False)
+    return out, metrics
+
+
+@pytest.fixture(scope="module")
+def splits(demo):
+    out, _ = demo
+    config = TrainConfig.from_dict(json.loads((out / "runs/se/config.json").read_text()))
+    return load_dataset(
+        "synthetic",
+        image_size=config.image_size,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.split_seed,
+        synthetic_size=config.synthetic_size,
+    )
+
+
+def _parts(masks) -> np.ndarray:
+    return masks["eyes"] | masks["brows"] | masks["mouth"]
+
+
+def test_metrics_json_schema_and_types(demo):
+    out, metrics = demo
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    assert set(saved["models"]) == {"baseline", "se"}
+    for entry in saved["models"].values():
+        assert type(entry["test_accuracy"]) is float and 0.0 <= entry["test_accuracy"] <= 1.0
+        assert type(entry["params"]) is int and entry["params"] > 0
+    assert set(saved["focus"]) == {"baseline", "se", "image_blind"}
+    for entry in saved["focus"].values():
+        for key in ("energy_in_parts", "area_fraction"):
+            assert type(entry[key]) is float and 0.0 <= entry[key] <= 1.0
+    assert saved["setup"]["quick"] is True
+    for name in ("report.html", "report.md", "metrics.json"):
+        assert (out / name).is_file()
+
+
+def test_params_are_those_of_the_saved_models(demo):
+    out, metrics = demo
+    for name in ("baseline", "se"):
+        model = load_model(out / "runs" / name / "model.keras")
+        assert metrics["models"][name]["params"] == count_params(model)
+    # the SE blocks alone: 2*C*h + h + C per block, h = C // 8, C in (16, 32, 64, 128)
+    extra = sum(2 * c * (c // 8) + c // 8 + c for c in (16, 32, 64, 128))
+    assert metrics["models"]["se"]["params"] - metrics["models"]["baseline"]["params"] == extra
+
+
+def test_accuracies_match_a_reevaluation_on_the_regenerated_test_split(demo, splits):
+    out, metrics = demo
+    test = splits["test"]
+    for name in ("baseline", "se"):
+        model = load_model(out / "runs" / name / "model.keras")
+        probabilities = keras.ops.convert_to_numpy(model(test.x, training=False))
+        accuracy = float(np.mean(probabilities.argmax(axis=1) == test.y))
+        assert metrics["models"][name]["test_accuracy"] == pytest.approx(accuracy, abs=1e-9)
+
+
+def test_focus_scores_against_numpy(demo, splits):
+    out, metrics = demo
+    test_parts = _parts(splits["test"].masks)
+    area = float(test_parts.mean())
+    for name in ("baseline", "se", "image_blind"):
+        assert metrics["focus"][name]["area_fraction"] == pytest.approx(area, rel=1e-9)
+    # image-blind: the training set's mean part mask as every test image's heatmap
+    blind = _parts(splits["train"].masks).mean(axis=0)
+    expected = np.mean([(blind * mask).sum() / blind.sum() for mask in test_parts])
+    assert metrics["focus"]["image_blind"]["energy_in_parts"] == pytest.approx(expected, rel=1e-6)
+    # the models' heatmaps with the method and layer the report names
+    method, layer = metrics["explain"]["method"], metrics["explain"]["layer"]
+    for name in ("baseline", "se"):
+        model = load_model(out / "runs" / name / "model.keras")
+        heatmaps = grad_cam(model, splits["test"].x, layer=layer, method=method)
+        inside = (heatmaps * test_parts).sum(axis=(1, 2))
+        total = heatmaps.sum(axis=(1, 2))
+        energy = np.mean(
+            np.where(total > 0, inside / np.maximum(total, 1e-30), test_parts.mean((1, 2)))
+        )
+        assert metrics["focus"][name]["energy_in_parts"] == pytest.approx(energy, rel=1e-4)
+    assert set(metrics["focus"]["se"]["energy_by_part"]) == set(PARTS)
+
+
+def test_report_html_is_self_contained_and_embeds_every_figure(demo):
+    out, _ = demo
+    page = (out / "report.html").read_text(encoding="utf-8")
+    links = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", page, flags=re.IGNORECASE)
+    assert links, "expected embedded images"
+    assert all(link.startswith("data:") for link in links), [link[:40] for link in links]
+    assert "<script" not in page.lower() and "@import" not in page
+    figures = sorted((out / "figures").glob("*.png"))
+    assert len(figures) >= 6
+    for figure in figures:
+        encoded = base64.b64encode(figure.read_bytes()).decode("ascii")
+        assert f"data:image/png;base64,{encoded}" in page, figure.name
+    for heading in ("Setup", "Accuracy and cost", "Where the models look", "SE gates per class"):
+        assert f"<h2>{heading}</h2>" in page
+
+
+def test_report_md_references_existing_files(demo):
+    out, metrics = demo
+    text = (out / "report.md").read_text(encoding="utf-8")
+    targets = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert {Path(target).name for target in targets} == {
+        path.name for path in (out / "figures").glob("*.png")
+    }
+    for target in targets:
+        assert not Path(target).is_absolute()
+        assert (out / target).is_file(), target
+    assert f"{metrics['models']['se']['test_accuracy']:.4f}" in text
+    assert metrics["explain"]["layer"] in text and metrics["explain"]["method"] in text
+
+
+def test_figures_are_readable_pngs(demo):
+    out, _ = demo
+    for figure in (out / "figures").glob("*.png"):
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert figure.stat().st_size > 10_000, figure.name
+
+
+def test_rerun_reuses_finished_runs_and_resumes_an_unfinished_one(demo):
+    out, metrics = demo
+    models = {name: out / "runs" / name / "model.keras" for name in ("baseline", "se")}
+    before = {name: path.stat().st_mtime_ns for name, path in models.items()}
+
+    again = run_demo(out, quick=True, seed=0, verbose=False)
+    assert {name: path.stat().st_mtime_ns for name, path in models.items()} == before
+    assert again["setup"]["runs"] == {"baseline": "reused", "se": "reused"}
+    assert again["models"] == metrics["models"]
+    assert again["focus"] == metrics["focus"]
+
+    # an SE run killed after its last epoch but before its final files: resumed, not redone
+    (out / "runs/se/metrics.json").unlink()
+    resumed = run_demo(out, quick=True, seed=0, verbose=False)
+    assert models["baseline"].stat().st_mtime_ns == before["baseline"]
+    assert resumed["setup"]["runs"]["baseline"] == "reused"
+    assert resumed["setup"]["runs"]["se"].startswith("resumed after epoch")
+    assert resumed["models"]["se"]["test_accuracy"] == metrics["models"]["se"]["test_accuracy"]
+
+
+def test_rejects_a_run_dir_of_another_configuration(tmp_path, demo):
+    out, _ = demo
+    config = json.loads((out / "runs/baseline/config.json").read_text())
+    config["epochs"] += 5
+    target = tmp_path / "runs" / "baseline"
+    target.mkdir(parents=True)
+    (target / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="another configuration"):
+        run_demo(tmp_path, quick=True, verbose=False)
+
+
+def test_rejects_a_bad_seed(tmp_path):
+    with pytest.raises(ValueError, match="seed"):
+        run_demo(tmp_path, seed=-1, verbose=False)
