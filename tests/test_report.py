@@ -37,7 +37,7 @@ def test_markdown_and_html_hold_the_same_content(tmp_path, png):
     assert markdown.startswith("# Run <1>\n")
     assert "## Results" in markdown and "## Notes" in markdown
     assert "| model | accuracy |" in markdown and "| se | 0.93 |" in markdown
-    assert "![Training curves](figures/curves.png)" in markdown
+    assert "![curves](figures/curves.png)\n\n*Training curves*" in markdown
 
     assert "<title>Run &lt;1&gt;</title>" in page and "<h1>Run &lt;1&gt;</h1>" in page
     assert "<code>se</code>" in page and "<strong>higher</strong>" in page

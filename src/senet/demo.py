@@ -404,7 +404,11 @@ def _report_sections(metrics, class_names, paths, Image, Section, Table) -> list
                 ["optimizer, learning rate", f"{setup['optimizer']}, {setup['learning_rate']}"],
                 ["seed (data, split, weights, order)", str(setup["seed"])],
                 ["runs", runs],
-                ["machine", f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores"],
+                [
+                    "machine",
+                    f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores "
+                    f"(load average at the end: {machine.get('load_average', '?')})",
+                ],
                 [
                     "software",
                     f"Python {machine.get('python', '?')}, Keras {machine.get('keras', '?')} "
@@ -438,7 +442,7 @@ def _report_sections(metrics, class_names, paths, Image, Section, Table) -> list
     )
     results_blocks: list = [
         Table(
-            ["model", "test accuracy", "macro F1", "parameters", "training time"],
+            ["model", "test accuracy", "macro F1", "parameters", "training time (epochs)"],
             [
                 [
                     _TITLES[name],
@@ -458,7 +462,10 @@ def _report_sections(metrics, class_names, paths, Image, Section, Table) -> list
                     "",
                 ]
             ],
-            caption="Parameters count every weight (BatchNorm statistics included).",
+            caption=(
+                "Parameters count every weight (BatchNorm statistics included). Training "
+                "times are wall-clock on a CPU shared with other work: not a speed comparison."
+            ),
         ),
         verdict,
         Image(paths["curves_baseline"], "Training curves of the plain CNN."),
@@ -495,6 +502,18 @@ def _report_sections(metrics, class_names, paths, Image, Section, Table) -> list
         f"model puts {focus['baseline']['energy_in_parts']:.1%} ({base_blind:.2f}x the "
         "image-blind map). "
     )
+    gap = se_focus["energy_in_parts"] - focus["baseline"]["energy_in_parts"]
+    if abs(gap) < 0.02:
+        interpretation += (
+            f"SE and plain maps are about equally focused ({gap * 100:+.1f} points for SE): "
+            "with one seed this is no evidence that SE looks better. "
+        )
+    else:
+        interpretation += (
+            f"The SE model's maps put {abs(gap) * 100:.1f} points "
+            f"{'more' if gap > 0 else 'less'} energy on the parts than the plain model's "
+            "(one seed). "
+        )
     if se_focus["ratio"] >= 3 and blind_ratio >= 2:
         interpretation += (
             "The SE model's evidence follows the parts of each face, not just the average face."
@@ -507,8 +526,8 @@ def _report_sections(metrics, class_names, paths, Image, Section, Table) -> list
     focus_blocks: list = [
         f"Heatmaps: `{explain['method']}`, integrated gradients of the predicted class's "
         f"logit with respect to the output of layer `{explain['layer']}` (the second conv "
-        "block's 24x24 feature map, before its attention layer), from an all-zero activation in "
-        f"{explain['steps']} steps, summed over channels, positive part, upsampled to 48x48; "
+        "block's 24x24 feature map, before the SE model's attention layer), from an all-zero "
+        f"activation in {explain['steps']} steps, summed over channels, positive part, upsampled to 48x48; "
         "the same method and layer for both models. Grad-CAM on the last block (6x6) is too "
         "coarse for parts a few pixels wide; plain gradient x activation at the same layer "
         "is as sharp but noisier (its scores are in `metrics.json` under `focus_gradxact`). "

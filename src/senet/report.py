@@ -307,8 +307,8 @@ def _image_html(image: Image) -> str:
 def _image_markdown(image: Image, root: Path) -> str:
     path = _check_image(image)
     link = Path(os.path.relpath(path.resolve(), root.resolve())).as_posix()
-    alt = (image.caption or path.stem).replace("]", ")").replace("[", "(").replace("\n", " ")
-    text = f"![{alt}]({link})"
+    # the caption follows as text, so the alt text stays short: the file's name
+    text = f"![{path.stem}]({link})"
     return f"{text}\n\n*{image.caption}*" if image.caption else text
 
 
