@@ -38,7 +38,7 @@ MODEL_CHOICES = (
 )
 ATTENTION_CHOICES = ("se", "eca", "sse", "scse", "cbam", "none")
 # senet.explain_photos.EXPLAIN_METHODS
-EXPLAIN_METHOD_CHOICES = ("gradcam", "gradxact", "gradcam++", "attention")
+EXPLAIN_METHOD_CHOICES = ("gradcam", "gradxact", "gradcam++", "intgrad", "attention")
 
 
 class CLIError(Exception):
@@ -324,7 +324,8 @@ def _add_explain(subparsers) -> None:
         "--method",
         default="gradcam",
         choices=EXPLAIN_METHOD_CHOICES,
-        help="gradcam (default) and its variants, or attention (gradient-free, SE models)",
+        help="gradcam (default) and its variants gradxact, gradcam++ and intgrad (integrated "
+        "gradients, what senet demo scores), or attention (gradient-free, SE models)",
     )
     parser.add_argument(
         "--class",

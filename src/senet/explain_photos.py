@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 # grad_cam's methods, then the gradient-free map of the last attention layer
-EXPLAIN_METHODS = ("gradcam", "gradxact", "gradcam++", "attention")
+EXPLAIN_METHODS = ("gradcam", "gradxact", "gradcam++", "intgrad", "attention")
 INDEX_FILE = "index.html"
 # overlays are drawn at this side, whatever the face's size in the photo
 _DISPLAY_SIDE = 224
@@ -165,7 +165,7 @@ def _check_method(method: str, class_name: str | None) -> None:
         )
     if method == "attention" and class_name is not None:
         raise ValueError(
-            "`class_name` needs a gradient method (gradcam, gradxact, gradcam++): the attention "
+            "`class_name` needs a gradient method (gradcam, gradxact, gradcam++, intgrad): the attention "
             f"map does not depend on the class. Received: class_name={class_name!r} with "
             "method='attention'"
         )
@@ -329,7 +329,7 @@ def explain_photos(
         model_path: A ``.keras`` classifier (e.g. ``RUN_DIR/model.keras``).
         paths: Image files.
         out_dir: Folder for the overlays and ``index.html`` (created if missing).
-        method: ``"gradcam"`` (default), ``"gradxact"``, ``"gradcam++"`` (see
+        method: ``"gradcam"`` (default), ``"gradxact"``, ``"gradcam++"``, ``"intgrad"`` (see
             :func:`senet.explain.grad_cam`) or ``"attention"`` (the last attention layer's
             gated output, :func:`senet.explain.attention_map`; the model needs one).
         class_name: Explain this class for every face instead of its predicted class
