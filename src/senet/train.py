@@ -660,6 +660,45 @@ class _RunCheckpoint(keras.callbacks.Callback):
         return len(self.rows)
 
 
+class _EpochScalarLogs(keras.callbacks.Callback):
+    """Epoch metrics as TensorBoard event files in ``log_dir/train`` and ``log_dir/validation``
+    (tags ``epoch_loss``, ``epoch_accuracy``, ..., as Keras' TensorBoard callback names them).
+
+    Keras' callback needs the ``tensorboard`` package, which tensorflow-cpu 2.21 no longer
+    installs (``TBNotInstalledError`` at the first epoch end); TensorFlow's own summary writer
+    does not, so the package is only needed to view the logs.
+    """
+
+    def __init__(self, log_dir: Path):
+        super().__init__()
+        self.log_dir = Path(log_dir)
+        self._writers: dict[str, Any] = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+
+        # the metadata tensorboard.summary.scalar attaches: TensorBoard shows them as scalars
+        metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+        )
+        for name, value in (logs or {}).items():
+            split, key = ("validation", name[4:]) if name.startswith("val_") else ("train", name)
+            if split not in self._writers:
+                self._writers[split] = tf.summary.create_file_writer(str(self.log_dir / split))
+            with self._writers[split].as_default():
+                tf.summary.write(
+                    f"epoch_{key}", tf.constant(float(value)), step=epoch, metadata=metadata
+                )
+        for writer in self._writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+
 def _write_state(run_dir: Path, rows, entries, class_names) -> None:
     state = {
         "epochs_done": rows[-1]["epoch"] if rows else 0,
@@ -728,7 +767,14 @@ def _train_dataset(
 
 def _replicas_of(model) -> int:
     strategy = getattr(model, "distribute_strategy", None)
-    return int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
+    if strategy is not None:
+        return int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
+    # JAX: a keras.distribution in scope splits every batch predict() sees over its batch axis
+    distribution = keras.distribution.distribution()
+    mesh = getattr(distribution, "device_mesh", None)
+    if mesh is None or getattr(distribution, "batch_dim_name", None) not in mesh.axis_names:
+        return 1
+    return int(mesh.shape[mesh.axis_names.index(distribution.batch_dim_name)])
 
 
 def _even_batch_size(batch_size: int, count: int, replicas: int) -> int:
@@ -996,7 +1042,7 @@ def train(
         )
         all_callbacks: list[keras.callbacks.Callback] = [checkpoint]
         if config.tensorboard:
-            all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
+            all_callbacks.append(_EpochScalarLogs(run_dir / "logs"))
         all_callbacks.extend(callbacks or ())
         if epochs_done < config.epochs:
             model.fit(
