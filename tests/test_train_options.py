@@ -5,6 +5,7 @@ Every run is as tiny as tests/test_train.py's (210 synthetic 24x24 faces, batch 
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 
 import senet.train as train_module
 from senet.cli import main
-from senet.data import ImageSet
+from senet.data import ImageSet, load_dataset
 from senet.layers import load_model
 from senet.train import TrainConfig, train
 
@@ -233,3 +234,50 @@ def test_jax_data_parallel_on_two_host_devices(tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["num_examples"] == 21
     assert load_model(tmp_path / "run" / "model.keras").output_shape == (None, 7)
+
+
+# --------------------------------------------------------------------- learning-rate schedule
+
+
+class _StopAfter(keras.callbacks.Callback):
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            raise KeyboardInterrupt
+
+
+def test_cosine_schedule_follows_the_formula_and_survives_a_resume(tmp_path):
+    config = {**TINY, "epochs": 3, "learning_rate": 2e-3, "lr_schedule": "cosine"}
+    whole = train(config, tmp_path / "whole", verbose=0)
+    train_size = len(
+        load_dataset("synthetic", image_size=24, channels=1, synthetic_size=210, seed=0)["train"]
+    )
+    steps = math.ceil(train_size / config["batch_size"])
+    total = config["epochs"] * steps
+    # the rate after epoch e: lr0 * (1 + cos(pi * e*steps / total)) / 2, reaching 0 at the end
+    expected = [
+        config["learning_rate"] * 0.5 * (1 + math.cos(math.pi * (e * steps) / total))
+        for e in range(1, config["epochs"] + 1)
+    ]
+    logged = [row["learning_rate"] for row in whole.history]
+    assert logged == pytest.approx(expected, rel=1e-4, abs=1e-9)
+    assert logged[-1] == pytest.approx(0.0, abs=1e-9)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "cut", verbose=0, callbacks=[_StopAfter(1)])
+    resumed = train(None, tmp_path / "cut", resume=True, verbose=0)
+    assert [row["learning_rate"] for row in resumed.history] == pytest.approx(logged, rel=1e-5)
+    for a, b in zip(
+        load_model(tmp_path / "cut" / "model.keras").get_weights(),
+        load_model(tmp_path / "whole" / "model.keras").get_weights(),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_unknown_schedule_is_refused():
+    with pytest.raises(ValueError, match="lr_schedule.*'linear'"):
+        TrainConfig(lr_schedule="linear")

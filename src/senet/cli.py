@@ -110,6 +110,12 @@ def _add_train(subparsers) -> None:
         "--lr", type=_positive_float, default=1e-3, help="learning rate (default 1e-3)"
     )
     parser.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
+    parser.add_argument(
+        "--lr-schedule",
+        default="constant",
+        choices=("constant", "cosine"),
+        help="constant (default) or cosine decay to 0 over the run",
+    )
     parser.add_argument("--out", metavar="RUN_DIR", help="run directory to create")
     parser.add_argument(
         "--resume",
@@ -169,6 +175,7 @@ def _run_train(args) -> int:
             epochs=args.epochs,
             batch_size=args.batch_size,
             learning_rate=args.lr,
+            lr_schedule=args.lr_schedule,
             optimizer=args.optimizer,
             seed=args.seed,
             image_size=args.image_size,

@@ -63,6 +63,7 @@ _RESNET_DEPTHS = (20, 32, 44, 56, 110, 18, 34, 50, 101, 152)
 MODEL_NAMES = ("emotion_cnn", *(f"resnet{depth}" for depth in _RESNET_DEPTHS))
 _OPTIMIZERS = ("adam", "adamw", "sgd")
 _DISTRIBUTE = ("none", "mirrored", "multiworker")
+LR_SCHEDULES = ("constant", "cosine")
 _CHECKPOINT_RE = re.compile(r"^epoch-(\d{4,})\.keras$")
 _TEMP_PREFIX = ".tmp-"
 _HISTORY_KEYS = (
@@ -99,7 +100,10 @@ class TrainConfig:
         reduction: Bottleneck reduction ratio of the attention layers.
         epochs: Total epochs of the run (a resumed run ends at the same count).
         batch_size: Global batch size (split across replicas when distributed).
-        learning_rate: Constant learning rate of the optimizer.
+        learning_rate: Learning rate of the optimizer (the start of the schedule).
+        lr_schedule: ``"constant"`` or ``"cosine"`` (decays from ``learning_rate`` to 0 over
+            the run's steps, so the last epochs settle instead of jumping around; the step
+            counter is in the optimizer's state, so a resumed run follows the same curve).
         optimizer: ``"adam"``, ``"adamw"`` (weight decay 1e-4) or ``"sgd"`` (Nesterov, 0.9).
         seed: Seeds weights, dropout, the data order and augmentation.
         split_seed: Seeds the train/val/test split (and synthetic data), kept apart from
@@ -127,6 +131,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"
     optimizer: str = "adam"
     seed: int = 0
     split_seed: int = 0
@@ -150,6 +155,7 @@ class TrainConfig:
         _check_choice("model", self.model, MODEL_NAMES)
         _check_choice("attention", self.attention, (*kinds(), "none"))
         _check_choice("optimizer", self.optimizer, _OPTIMIZERS)
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("distribute", self.distribute, _DISTRIBUTE)
         for name in ("epochs", "batch_size", "image_size", "synthetic_size", "keep_checkpoints"):
             _check_number(name, getattr(self, name), integer=True, minimum=1)
@@ -267,7 +273,7 @@ def build_model(
     )
 
 
-def _optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+def _optimizer(name: str, learning_rate) -> keras.optimizers.Optimizer:
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
     if name == "adamw":
@@ -275,9 +281,17 @@ def _optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
     return keras.optimizers.Adam(learning_rate)
 
 
-def _compile(model: keras.Model, config: TrainConfig) -> None:
+def _learning_rate(config: TrainConfig, steps_per_epoch: int):
+    if config.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch)
+        )
+    return config.learning_rate
+
+
+def _compile(model: keras.Model, config: TrainConfig, steps_per_epoch: int = 1) -> None:
     model.compile(
-        optimizer=_optimizer(config.optimizer, config.learning_rate),
+        optimizer=_optimizer(config.optimizer, _learning_rate(config, steps_per_epoch)),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -927,7 +941,9 @@ def _resolve_config(config, run_dir: Path, resume: bool) -> TrainConfig:
     return config
 
 
-def _model_for_run(config: TrainConfig, run_dir: Path, state, *, num_classes: int):
+def _model_for_run(
+    config: TrainConfig, run_dir: Path, state, *, num_classes: int, steps_per_epoch: int
+):
     """The resumed model (newest readable checkpoint) or a new compiled one, with
     ``(epochs_done, history rows, checkpoint entries)``."""
     with _dtype_policy(config.mixed_precision):
@@ -949,7 +965,7 @@ def _model_for_run(config: TrainConfig, run_dir: Path, state, *, num_classes: in
             attention=config.attention,
             reduction=config.reduction,
         )
-        _compile(model, config)
+        _compile(model, config, steps_per_epoch)
     return model, 0, [], []
 
 
@@ -1028,9 +1044,14 @@ def train(
             f"Received: batch_size={config.batch_size}"
         )
     # JAX's DataParallel shards the batches fit() sees, so fit runs inside the scope too
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     with scope:
         model, epochs_done, rows, entries = _model_for_run(
-            config, run_dir, state, num_classes=len(class_names)
+            config,
+            run_dir,
+            state,
+            num_classes=len(class_names),
+            steps_per_epoch=steps_per_epoch,
         )
         checkpoint = _RunCheckpoint(
             run_dir,
@@ -1058,7 +1079,7 @@ def train(
                 ),
                 epochs=config.epochs,
                 initial_epoch=epochs_done,
-                steps_per_epoch=math.ceil(len(train_set) / config.batch_size),
+                steps_per_epoch=steps_per_epoch,
                 validation_data=(
                     _eval_dataset(val_set, config.batch_size, replicas) if len(val_set) else None
                 ),
