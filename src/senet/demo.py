@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from senet._files import atomic_write_text
+
 __all__ = ["FOCUS_LAYER", "FOCUS_METHOD", "PARTS", "run_demo"]
 
 #: The masks whose union is "the parts" in the focus score.
@@ -368,7 +370,7 @@ def run_demo(
     }
     sections = _report_sections(metrics, class_names, paths, Image, Section, Table)
     write_report(root, "senet demo: plain vs Squeeze-and-Excitation CNN", sections)
-    (root / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    atomic_write_text(root / "metrics.json", json.dumps(metrics, indent=2))
     progress(f"done: wrote {root / 'report.html'}, {root / 'report.md'}, {root / 'metrics.json'}")
     return metrics
 

@@ -27,6 +27,7 @@ from urllib.parse import quote
 import cv2
 import numpy as np
 
+from senet._files import atomic_write_text
 from senet.predict import (
     VIDEO_EXTENSIONS,
     Box,
@@ -207,11 +208,8 @@ def _write_index(out_dir: Path, photos: Sequence[PhotoExplanation], method: str)
         ".none{color:#a00}</style></head><body>"
         f"<h1>senet explain ({html.escape(method)})</h1>" + "\n".join(rows) + "</body></html>\n"
     )
-    target = out_dir / INDEX_FILE
-    # write then rename: a reader never sees a half-written page
-    partial = target.with_name(target.name + ".partial")
-    partial.write_text(page, encoding="utf-8")
-    os.replace(partial, target)
+    # a reader never sees a half-written page
+    atomic_write_text(out_dir / INDEX_FILE, page)
 
 
 def iter_explanations(

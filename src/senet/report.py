@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from senet._files import atomic_write_text
+
 __all__ = [
     "Image",
     "Section",
@@ -387,7 +389,5 @@ def write_report(
     )
     paths = {"markdown": root / f"{name}.md", "html": root / f"{name}.html"}
     for kind, text in (("markdown", "\n\n".join(markdown) + "\n"), ("html", page)):
-        temporary = paths[kind].with_name(f".tmp-{paths[kind].name}")
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, paths[kind])
+        atomic_write_text(paths[kind], text)
     return paths

@@ -42,6 +42,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from senet._files import TEMP_PREFIX, atomic_write, atomic_write_text
 from senet.data import ImageSet, load_dataset
 from senet.layers import kinds, load_model
 from senet.report import plot_confusion, plot_curves
@@ -65,7 +66,6 @@ _OPTIMIZERS = ("adam", "adamw", "sgd")
 _DISTRIBUTE = ("none", "mirrored", "multiworker")
 LR_SCHEDULES = ("constant", "cosine")
 _CHECKPOINT_RE = re.compile(r"^epoch-(\d{4,})\.keras$")
-_TEMP_PREFIX = ".tmp-"
 _HISTORY_KEYS = (
     "epoch",
     "loss",
@@ -448,7 +448,7 @@ def evaluate(
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+        atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
         plot_confusion(
             metrics["confusion_matrix"],
             metrics["class_names"],
@@ -476,48 +476,7 @@ def _run_config_near(model_path: Path) -> TrainConfig | None:
     return None
 
 
-# --------------------------------------------------------------------------- atomic files
-
-
-def _fsync_directory(directory: Path) -> None:
-    # makes the rename itself durable; not possible (nor needed) on Windows
-    with contextlib.suppress(OSError):
-        descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` so ``path`` holds either its old or its new content, never a part."""
-    path = Path(path)
-    temporary = path.with_name(f"{_TEMP_PREFIX}{os.getpid()}-{path.name}")
-    try:
-        with open(temporary, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-    _fsync_directory(path.parent)
-
-
-def _atomic_save_model(model: keras.Model, path: Path) -> None:
-    """``model.save`` through a temporary ``.keras`` file in the same directory."""
-    # the temporary name must end in .keras for model.save to accept it
-    temporary = path.with_name(f"{_TEMP_PREFIX}{os.getpid()}-{path.name}")
-    try:
-        model.save(temporary)
-        with open(temporary, "rb") as file:
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-    _fsync_directory(path.parent)
+# --------------------------------------------------------------------------- run files
 
 
 def _write_history_csv(path: Path, rows: list[dict[str, float]]) -> None:
@@ -527,7 +486,7 @@ def _write_history_csv(path: Path, rows: list[dict[str, float]]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write_text(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
 
 
 # --------------------------------------------------------------------------- run state
@@ -581,7 +540,7 @@ def _remove_temporary_files(run_dir: Path) -> None:
     """Leftovers of a write that was killed half-way; never read, safe to delete."""
     for directory in (run_dir, run_dir / "checkpoints"):
         if directory.is_dir():
-            for path in directory.glob(f"{_TEMP_PREFIX}*"):
+            for path in directory.glob(f"{TEMP_PREFIX}*"):
                 with contextlib.suppress(OSError):
                     path.unlink()
 
@@ -657,7 +616,7 @@ class _RunCheckpoint(keras.callbacks.Callback):
         if not self.write:
             return
         name = f"epoch-{epoch + 1:04d}.keras"
-        _atomic_save_model(self.model, self.run_dir / "checkpoints" / name)
+        atomic_write(self.run_dir / "checkpoints" / name, self.model.save)
         self.entries.append({"epoch": epoch + 1, "file": name, "rng": _get_seed_states(self.model)})
         kept, dropped = self.entries[-self.keep :], self.entries[: -self.keep]
         self.entries[:] = kept
@@ -721,7 +680,7 @@ def _write_state(run_dir: Path, rows, entries, class_names) -> None:
         "class_names": list(class_names),
         "history": rows,
     }
-    _atomic_write_text(run_dir / "state.json", json.dumps(state, indent=1))
+    atomic_write_text(run_dir / "state.json", json.dumps(state, indent=1))
 
 
 # --------------------------------------------------------------------------- data
@@ -1032,7 +991,7 @@ def train(
     # only now, so bad data leaves no half-made run behind
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     if not resume or not (run_dir / "config.json").exists():
-        _atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
+        atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
     _remove_temporary_files(run_dir)
 
     _seed_everything(config.seed, config.deterministic)
@@ -1132,9 +1091,9 @@ def _finish(model, config, run_dir, rows, class_names, test_set, val_set, is_chi
     }
     if not is_chief:
         return metrics
-    _atomic_save_model(model, run_dir / "model.keras")
+    atomic_write(run_dir / "model.keras", model.save)
     _write_history_csv(run_dir / "history.csv", rows)
-    _atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     title = f"{config.model} ({config.attention})"
     plot_curves(rows, run_dir / "curves.png", title=f"Training curves: {title}")
     plot_confusion(
