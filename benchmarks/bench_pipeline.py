@@ -37,7 +37,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -51,48 +50,6 @@ def _load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def _quartiles(values):
-    if len(values) < 2:
-        return values[0], values[0]
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return q[0], q[2]
-
-
-def interleaved(
-    runs: dict[str, Callable[[], object]], rounds: int, *, number: int = 1, warmup: int = 2
-) -> dict[str, dict]:
-    """Milliseconds per call of each ``run``, round-robin with a rotating start.
-
-    Each sample is the mean of ``number`` calls. The first name is the reference of
-    ``paired_ratio`` (median over rounds of sample / reference sample in the same round).
-    """
-    names = list(runs)
-    for _ in range(warmup):
-        for name in names:
-            runs[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for i in range(rounds):
-        shift = i % len(names)
-        for name in names[shift:] + names[:shift]:
-            run = runs[name]
-            begin = time.perf_counter()
-            for _ in range(number):
-                run()
-            times[name].append((time.perf_counter() - begin) * 1e3 / number)
-    reference = times[names[0]]
-    return {
-        name: {
-            "ms": statistics.median(values),
-            "iqr_ms": _quartiles(values),
-            "times_ms": values,
-            "paired_ratio": statistics.median(
-                v / r for v, r in zip(values, reference, strict=True)
-            ),
-        }
-        for name, values in times.items()
-    }
-
-
 # ---------------------------------------------------------------------------- training
 
 
@@ -100,7 +57,7 @@ def bench_train(batch: int, rounds: int, steps: int, jit_modes: list[bool]) -> d
     """Train-step time of plain vs SE emotion CNNs, for each XLA setting."""
     import keras
 
-    from senet.bench import count_params
+    from senet.bench import count_params, time_interleaved
     from senet.data import synthetic_expressions
     from senet.models import emotion_cnn
 
@@ -119,7 +76,7 @@ def bench_train(batch: int, rounds: int, steps: int, jit_modes: list[bool]) -> d
             )
             models[name] = model
             runs[name] = lambda model=model: model.train_on_batch(x, y)
-    results = interleaved(runs, rounds, number=steps, warmup=3)
+    results = time_interleaved(runs, rounds=rounds, number=steps, warmup=3)
     for name, r in results.items():
         r["images_per_s"] = batch / (r["ms"] / 1e3)
         r["params"] = count_params(models[name])
@@ -202,6 +159,7 @@ def _saved_models(directory: str) -> dict:
 
 def bench_predict(frame, truth, models: dict, rounds: int, number: int) -> dict:
     """Detection, model part and the whole predict_faces call, per model, round-robin."""
+    from senet.bench import time_interleaved
     from senet.predict import detect_faces, predict_faces
 
     boxes = detect_faces(frame)
@@ -214,7 +172,7 @@ def bench_predict(frame, truth, models: dict, rounds: int, number: int) -> dict:
         runs[f"{name}: detection"] = lambda: detect_faces(frame)
         runs[f"{name}: model"] = lambda model=model: predict_faces(model, frame, boxes=boxes)
         runs[f"{name}: whole"] = lambda model=model: predict_faces(model, frame)
-    results = interleaved(runs, rounds, number=number, warmup=3)
+    results = time_interleaved(runs, rounds=rounds, number=number, warmup=3)
     faces = {name: len(predict_faces(model, frame)) for name, model in models.items()}
     return {"found": found, "boxes": [list(b) for b in boxes], "faces": faces, "times": results}
 
@@ -225,6 +183,7 @@ def bench_levers(frame, truth, model, rounds: int, number: int, recall: list) ->
     import keras
     import tensorflow as tf
 
+    from senet.bench import time_interleaved
     from senet.predict import _crop_inputs, _predictor, detect_faces
 
     options = {
@@ -255,7 +214,7 @@ def bench_levers(frame, truth, model, rounds: int, number: int, recall: list) ->
 
     runs = {name: (lambda o=o: detect_faces(frame, **o)) for name, o in options.items()}
     runs[f"default, cv2.setNumThreads(1) (default {threads})"] = one_thread
-    detection = interleaved(runs, rounds, number=number)
+    detection = time_interleaved(runs, rounds=rounds, number=number, warmup=2)
     for name, o in options.items():
         detection[name]["found"] = _found(detect_faces(frame, **o), truth)
         detection[name]["recall"] = sum(
@@ -278,7 +237,7 @@ def bench_levers(frame, truth, model, rounds: int, number: int, recall: list) ->
         "model.predict": lambda: model.predict(crop, verbose=0),
         "crop + resize only (_crop_inputs)": lambda: _crop_inputs(frame, [truth], 48, 1),
     }
-    model_ways = interleaved(ways, rounds, number=number)
+    model_ways = time_interleaved(ways, rounds=rounds, number=number, warmup=2)
     return {"detection": detection, "model": model_ways, "recall_frames": len(recall)}
 
 

@@ -12,6 +12,7 @@ from senet.bench import (
     latency_ab,
     latency_interleaved,
     machine_info,
+    time_interleaved,
 )
 from senet.layers import SqueezeExcite
 
@@ -142,6 +143,24 @@ def test_latency_interleaved_reference_and_validation():
         latency_interleaved(models, np.zeros((1, 4), "float32"), rounds=0)
     with pytest.raises(ValueError, match="models"):
         latency_interleaved({}, np.zeros((1, 4), "float32"))
+
+
+def test_time_interleaved_rotates_the_start_and_counts_every_call():
+    order = []
+    runs = {name: (lambda name=name: order.append(name)) for name in "abc"}
+    result = time_interleaved(runs, rounds=4, warmup=1, number=2)
+    # warm-up a, b, c; then round i starts with name i mod 3, each timed sample 2 calls
+    rounds = ["abc", "bca", "cab", "abc"]
+    assert "".join(order) == "abc" + "".join(r[0] * 2 + r[1] * 2 + r[2] * 2 for r in rounds)
+    assert list(result) == ["a", "b", "c"]
+    assert all(len(r["times_ms"]) == 4 for r in result.values())
+    for r in result.values():
+        assert r["ms"] == pytest.approx(float(np.median(r["times_ms"])))
+        assert r["iqr_ms"][0] <= r["ms"] <= r["iqr_ms"][1]
+    with pytest.raises(ValueError, match="runs"):
+        time_interleaved({})
+    with pytest.raises(ValueError, match="number"):
+        time_interleaved(runs, number=0)
 
 
 def test_machine_info_fields():

@@ -30,7 +30,14 @@ from datetime import datetime, timezone
 import keras
 import numpy as np
 
-__all__ = ["count_flops", "count_params", "latency_ab", "latency_interleaved", "machine_info"]
+__all__ = [
+    "count_flops",
+    "count_params",
+    "latency_ab",
+    "latency_interleaved",
+    "machine_info",
+    "time_interleaved",
+]
 
 
 def count_params(model: keras.Model) -> int:
@@ -350,29 +357,25 @@ def _check_count(name: str, value, low: int) -> None:
         raise ValueError(f"Expected `{name}` to be an integer >= {low}. Received: {name}={value!r}")
 
 
-def latency_interleaved(
-    models: dict[str, keras.Model],
-    x,
+def time_interleaved(
+    runs: dict[str, Callable[[], object]],
     *,
     rounds: int = 30,
     warmup: int = 3,
     number: int = 1,
     progress: bool | Callable[[str], None] = False,
 ) -> dict[str, dict]:
-    """Inference latency of several models, timed round-robin in one process.
+    """Milliseconds per call of several callables, timed round-robin in one process.
 
-    Each model gets one compiled inference function (``tf.function`` on TensorFlow,
-    ``jax.jit`` on JAX, eager ``inference_mode`` on PyTorch). After ``warmup`` untimed
-    calls of each, every round times each model once; round ``i`` starts with model
-    ``i mod n``, so no model always runs first or after the same neighbour, and load that
-    drifts during the run hits all of them alike.
+    After ``warmup`` untimed calls of each, every round times each callable once; round
+    ``i`` starts with callable ``i mod n``, so none always runs first or after the same
+    neighbour, and load that drifts during the run hits all of them alike.
 
     Args:
-        models: ``{name: model}``; the first is the reference for the ratios.
-        x: One input batch (NumPy array or backend tensor), the same for all.
-        rounds: Timed calls of each model.
-        warmup: Untimed calls of each model first (tracing, compilation, caches).
-        number: Calls per timed sample (the sample is their mean), for tiny models.
+        runs: ``{name: callable}`` (no arguments); the first is the reference for the ratios.
+        rounds: Timed samples of each callable.
+        warmup: Untimed calls of each first (tracing, compilation, caches).
+        number: Calls per timed sample (the sample is their mean), for very short calls.
         progress: ``True`` prints a line to stderr about every 10 seconds; a callable
             receives those lines instead.
 
@@ -380,9 +383,14 @@ def latency_interleaved(
         ``{name: {"ms": median, "iqr_ms": (q1, q3), "times_ms": [...], "ratio": median /
         reference median, "paired_ratio": median over rounds of the per-round ratio to the
         reference}}``.
+
+    Example:
+        >>> result = time_interleaved({"a": lambda: None, "b": lambda: None}, rounds=3)
+        >>> sorted(result["b"])
+        ['iqr_ms', 'ms', 'paired_ratio', 'ratio', 'times_ms']
     """
-    if not models:
-        raise ValueError("Expected `models` to hold at least one model. Received: models={}")
+    if not runs:
+        raise ValueError("Expected `runs` to hold at least one callable. Received: runs={}")
     _check_count("rounds", rounds, 1)
     _check_count("warmup", warmup, 0)
     _check_count("number", number, 1)
@@ -395,8 +403,7 @@ def latency_interleaved(
     elif callable(progress):
         report = progress
 
-    names = list(models)
-    runs = {name: _inference_fn(model, x) for name, model in models.items()}
+    names = list(runs)
     for _ in range(warmup):
         for name in names:
             runs[name]()
@@ -434,6 +441,40 @@ def latency_interleaved(
         }
         for name, values in times.items()
     }
+
+
+def latency_interleaved(
+    models: dict[str, keras.Model],
+    x,
+    *,
+    rounds: int = 30,
+    warmup: int = 3,
+    number: int = 1,
+    progress: bool | Callable[[str], None] = False,
+) -> dict[str, dict]:
+    """Inference latency of several models, timed round-robin in one process.
+
+    Each model gets one compiled inference function (``tf.function`` on TensorFlow,
+    ``jax.jit`` on JAX, eager ``inference_mode`` on PyTorch), timed by
+    :func:`time_interleaved`: after ``warmup`` untimed calls of each, every round times
+    each model once, the starting model rotating.
+
+    Args:
+        models: ``{name: model}``; the first is the reference for the ratios.
+        x: One input batch (NumPy array or backend tensor), the same for all.
+        rounds: Timed calls of each model.
+        warmup: Untimed calls of each model first (tracing, compilation, caches).
+        number: Calls per timed sample (the sample is their mean), for tiny models.
+        progress: ``True`` prints a line to stderr about every 10 seconds; a callable
+            receives those lines instead.
+
+    Returns:
+        As :func:`time_interleaved`, one entry per model.
+    """
+    if not models:
+        raise ValueError("Expected `models` to hold at least one model. Received: models={}")
+    runs = {name: _inference_fn(model, x) for name, model in models.items()}
+    return time_interleaved(runs, rounds=rounds, warmup=warmup, number=number, progress=progress)
 
 
 def latency_ab(
