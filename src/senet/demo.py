@@ -182,20 +182,12 @@ def run_demo(
     configs = _configs(bool(quick), seed)
     budget = _BUDGETS[bool(quick)]
 
-    # 1. data: the same call train() makes, so these are the images each run saw
-    from senet.data import load_dataset
+    # 1. data: the images each run saw (both configs differ only in attention)
+    from senet.train import load_run_data
 
     first = configs["baseline"]
     progress(f"data: drawing {first.synthetic_size} synthetic faces (seed {seed})")
-    sets = load_dataset(
-        "synthetic",
-        image_size=first.image_size,
-        channels=first.channels,
-        val_fraction=first.val_fraction,
-        test_fraction=first.test_fraction,
-        seed=first.split_seed,
-        synthetic_size=first.synthetic_size,
-    )
+    sets = load_run_data(first)
     train_set, val_set, test_set = sets["train"], sets["val"], sets["test"]
     class_names = list(test_set.class_names)
 

@@ -56,6 +56,7 @@ __all__ = [
     "classification_metrics",
     "evaluate",
     "evaluate_model",
+    "load_run_data",
     "train",
 ]
 
@@ -270,6 +271,24 @@ def build_model(
         num_classes=num_classes,
         attention=attention,
         reduction=reduction,
+    )
+
+
+def load_run_data(config: TrainConfig) -> dict[str, ImageSet]:
+    """The ``{"train", "val", "test"}`` splits a run with ``config`` trains and tests on.
+
+    The one place a run's settings turn into data, so code that inspects a run afterwards
+    (the demo's explanations, for example) sees exactly the images the run saw.
+    """
+    return load_dataset(
+        config.data,
+        image_size=config.image_size,
+        channels=config.channels,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.split_seed,
+        skip_bad=config.skip_bad,
+        synthetic_size=config.synthetic_size,
     )
 
 
@@ -974,16 +993,7 @@ def train(
     run_dir = Path(out_dir)
     config = _resolve_config(config, run_dir, resume)
 
-    sets = load_dataset(
-        config.data,
-        image_size=config.image_size,
-        channels=config.channels,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        seed=config.split_seed,
-        skip_bad=config.skip_bad,
-        synthetic_size=config.synthetic_size,
-    )
+    sets = load_run_data(config)
     train_set, val_set, test_set = sets["train"], sets["val"], sets["test"]
     if len(train_set) == 0:
         raise ValueError(f"No training images in {config.data!r} after the split.")
