@@ -733,10 +733,8 @@ def _train_dataset(
         order = tf.random.experimental.stateless_shuffle(
             tf.range(count), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
         )
-        if replicas > 1 and count >= replicas:
-            # an empty shard breaks a distributed step: each epoch leaves out up to
-            # replicas - 1 images (different ones every epoch, the order is shuffled)
-            order = order[: count - count % replicas]
+        # different images left out every epoch: the order is shuffled
+        order = order[: _replica_multiple(count, replicas)]
         batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
         return batches.map(lambda step, index: (epoch, step, index))
 
@@ -769,6 +767,18 @@ def _replicas_of(model) -> int:
     return int(mesh.shape[mesh.axis_names.index(distribution.batch_dim_name)])
 
 
+def _replica_multiple(count: int, replicas: int) -> int:
+    """How many of ``count`` images a distributed step can use: a multiple of ``replicas``.
+
+    An empty shard breaks a distributed step (a last batch smaller than the replica count
+    gives some replica nothing), so distributed training and validation leave out up to
+    ``replicas - 1`` images per pass; metrics on the test split use every image.
+    """
+    if replicas <= 1 or count < replicas:
+        return count
+    return count - count % replicas
+
+
 def _even_batch_size(batch_size: int, count: int, replicas: int) -> int:
     """A batch size whose first batch splits evenly over ``replicas``.
 
@@ -785,11 +795,7 @@ def _eval_dataset(images: ImageSet, batch_size: int, replicas: int = 1):
 
     batch_size = _even_batch_size(batch_size, len(images), replicas)
     dataset = tf.data.Dataset.from_tensor_slices((images.x, images.y))
-    if replicas > 1 and len(images) >= replicas:
-        # every batch a multiple of the replicas (an empty shard breaks the step): the
-        # validation loss of a distributed run leaves out up to replicas - 1 images
-        dataset = dataset.take(len(images) - len(images) % replicas)
-    dataset = dataset.batch(batch_size)
+    dataset = dataset.take(_replica_multiple(len(images), replicas)).batch(batch_size)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
@@ -1013,7 +1019,8 @@ def train(
             f"Received: batch_size={config.batch_size}"
         )
     # JAX's DataParallel shards the batches fit() sees, so fit runs inside the scope too
-    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    # the batches _train_dataset makes per epoch (a distributed run drops < replicas images)
+    steps_per_epoch = math.ceil(_replica_multiple(len(train_set), replicas) / config.batch_size)
     with scope:
         model, epochs_done, rows, entries = _model_for_run(
             config,
