@@ -36,6 +36,7 @@ from senet.predict import (
     _read_image_bgr,
     class_names_for,
     detect_faces,
+    load_classifier,
     predict_faces,
 )
 
@@ -91,17 +92,6 @@ class PhotoExplanation:
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "faces": [face.to_dict() for face in self.faces]}
-
-
-def _load_classifier(model_path: Path):
-    from senet.data import DataError
-    from senet.layers import load_model
-
-    try:
-        return load_model(model_path)
-    except Exception as error:  # noqa: BLE001 - any load failure means: not a usable model
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DataError(f"cannot load model {model_path}: {message}") from error
 
 
 def _safe(text: str) -> str:
@@ -236,7 +226,7 @@ def iter_explanations(
                 f"Expected photos (explain takes no videos; `senet predict` reads them). "
                 f"Received: {path}"
             )
-    model = _load_classifier(Path(model_path))
+    model = load_classifier(model_path)
     size, channels = _model_input_size(model)
     if class_names is None:
         class_names = class_names_for(model_path, int(model.output_shape[-1]))

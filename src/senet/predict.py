@@ -33,6 +33,7 @@ __all__ = [
     "class_names_for",
     "detect_faces",
     "iter_predictions",
+    "load_classifier",
     "predict_faces",
     "predict_paths",
 ]
@@ -361,6 +362,18 @@ def _video_frames(path: Path, every: int) -> Iterator[tuple[int, np.ndarray, flo
         capture.release()
 
 
+def load_classifier(model_path: str | os.PathLike) -> Any:
+    """Load a saved ``.keras`` model; any failure is a one-line ``DataError`` naming the file."""
+    from senet.data import DataError
+    from senet.layers import load_model
+
+    try:
+        return load_model(model_path)
+    except Exception as error:  # noqa: BLE001 - any load failure means: not a usable model
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"cannot load model {model_path}: {message}") from error
+
+
 def iter_predictions(
     model_path: str | os.PathLike,
     paths: Iterable[str | os.PathLike],
@@ -371,8 +384,6 @@ def iter_predictions(
     **detect_options,
 ) -> Iterator[FramePrediction]:
     """:func:`predict_paths`, one image or video frame at a time (results as they come)."""
-    from senet.data import DataError
-    from senet.layers import load_model
 
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"Expected `every` to be a positive integer. Received: every={every!r}")
@@ -380,11 +391,7 @@ def iter_predictions(
     for path in [Path(model_path), *paths]:
         if not path.is_file():
             raise FileNotFoundError(f"no such file: {path}")
-    try:
-        model = load_model(model_path)
-    except Exception as error:  # noqa: BLE001 - any load failure means: not a usable model
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DataError(f"cannot load model {model_path}: {message}") from error
+    model = load_classifier(model_path)
     outputs = int(model.output_shape[-1])
     if class_names is None:
         class_names = class_names_for(model_path, outputs)
