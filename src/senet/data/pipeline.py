@@ -14,7 +14,16 @@ import tensorflow as tf
 
 from senet.data.base import ImageSet
 
-__all__ = ["augmentation", "class_weights", "make_dataset"]
+__all__ = ["augment_batch", "augmentation", "class_weights", "make_dataset"]
+
+# The augmentation's ranges, shared by augmentation() (Keras layers) and augment_batch()
+# (stateless TF ops): shift as a fraction of the side, rotation as a fraction of a full turn
+# (0.03 = +-10.8 degrees), zoom factor, brightness offset and contrast factor.
+_SHIFT = 0.08
+_ROTATION = 0.03
+_ZOOM = 0.1
+_BRIGHTNESS = 0.1
+_CONTRAST = 0.2
 
 
 def augmentation(seed: int = 0) -> keras.Sequential:
@@ -41,11 +50,11 @@ def augmentation(seed: int = 0) -> keras.Sequential:
     return keras.Sequential(
         [
             layers.RandomFlip("horizontal", seed=seed),
-            layers.RandomTranslation(0.08, 0.08, fill_mode="reflect", seed=seed + 1),
-            layers.RandomRotation(0.03, fill_mode="reflect", seed=seed + 2),
-            layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 3),
-            layers.RandomBrightness(0.1, value_range=(0.0, 1.0), seed=seed + 4),
-            layers.RandomContrast(0.2, value_range=(0.0, 1.0), seed=seed + 5),
+            layers.RandomTranslation(_SHIFT, _SHIFT, fill_mode="reflect", seed=seed + 1),
+            layers.RandomRotation(_ROTATION, fill_mode="reflect", seed=seed + 2),
+            layers.RandomZoom(_ZOOM, fill_mode="reflect", seed=seed + 3),
+            layers.RandomBrightness(_BRIGHTNESS, value_range=(0.0, 1.0), seed=seed + 4),
+            layers.RandomContrast(_CONTRAST, value_range=(0.0, 1.0), seed=seed + 5),
         ],
         name="augmentation",
     )
@@ -90,9 +99,9 @@ def augment_batch(images, seed) -> tf.Tensor:
 
     # one projective transform per image: output pixel -> input pixel (rotation about the
     # centre, zoom, shift), reflected at the borders like the Keras layers
-    angle = uniform(keys[1], -0.03, 0.03) * 2.0 * np.pi
-    zoom = uniform(keys[2], 0.9, 1.1)
-    shift = tf.random.stateless_uniform([batch, 2], keys[3], minval=-0.08, maxval=0.08)
+    angle = uniform(keys[1], -_ROTATION, _ROTATION) * 2.0 * np.pi
+    zoom = uniform(keys[2], 1.0 - _ZOOM, 1.0 + _ZOOM)
+    shift = tf.random.stateless_uniform([batch, 2], keys[3], minval=-_SHIFT, maxval=_SHIFT)
     dx, dy = shift[:, 0] * width, shift[:, 1] * height
     cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
     cos, sin = tf.cos(angle) * zoom, tf.sin(angle) * zoom
@@ -111,8 +120,8 @@ def augment_batch(images, seed) -> tf.Tensor:
         fill_mode="REFLECT",
     )
 
-    brightness = uniform(keys[4], -0.1, 0.1)[:, None, None, None]
-    contrast = uniform(keys[5], 0.8, 1.2)[:, None, None, None]
+    brightness = uniform(keys[4], -_BRIGHTNESS, _BRIGHTNESS)[:, None, None, None]
+    contrast = uniform(keys[5], 1.0 - _CONTRAST, 1.0 + _CONTRAST)[:, None, None, None]
     mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
     images = (images - mean) * contrast + mean + brightness
     return tf.clip_by_value(images, 0.0, 1.0)
