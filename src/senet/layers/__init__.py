@@ -6,6 +6,7 @@ models that contain them can be saved and loaded.
 
 from senet.layers.cbam import CBAM
 from senet.layers.eca import ECA, EfficientChannelAttention
+from senet.layers.fused import FusedSEResidual
 from senet.layers.registry import attention, kinds, load_model, register
 from senet.layers.spatial import ChannelSpatialSqueezeExcite, SpatialSqueezeExcite
 from senet.layers.squeeze_excite import SEModule, SqueezeExcite, bottleneck_units
@@ -15,6 +16,7 @@ __all__ = [
     "ECA",
     "ChannelSpatialSqueezeExcite",
     "EfficientChannelAttention",
+    "FusedSEResidual",
     "SEModule",
     "SpatialSqueezeExcite",
     "SqueezeExcite",
