@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from senet.data.base import DataError
+from senet.data.base import DataError, infer_class_names
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -316,7 +316,7 @@ def read_npz(
     if "class_names" in arrays:
         names = tuple(str(name) for name in np.asarray(arrays["class_names"]).reshape(-1))
     else:
-        names = tuple(str(i) for i in range(int(labels.max(initial=-1)) + 1))
+        names = infer_class_names(labels, source=str(path), skip_bad=skip_bad)
     problems = []
     keep = np.ones(y.shape, bool)
     for i in np.flatnonzero(~whole):
