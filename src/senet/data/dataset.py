@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from senet.data.base import EMOTIONS, DataError, ImageSet
+from senet.data.base import EMOTIONS, DataError, ImageSet, check_labels, warn_missing_classes
 from senet.data.fer2013 import is_fer_folder, read_fer2013_csv, read_fer_folder
 from senet.data.images import fit_images, read_class_folders, read_npz
 from senet.data.synthetic import synthetic_expressions
@@ -49,6 +49,11 @@ def load_dataset(
     ``channels`` channels (gray <-> RGB converted), float32 in ``[0, 1]``, every split
     shuffled with ``seed``.
 
+    Labels are checked before anything trains on them: every split's labels are integers
+    in ``[0, number of classes)`` (a reader reports the file's line or index of the first
+    bad one), and a class without training samples (1-based labels leave class 0 empty)
+    gives one ``UserWarning`` naming the missing classes.
+
     Args:
         source: ``"synthetic"`` or a path as above.
         image_size: Side of the output images.
@@ -73,6 +78,20 @@ def load_dataset(
         ([56, 7, 7], (32, 32, 1))
     """
     _check_args(image_size, channels, val_fraction, test_fraction, synthetic_size)
+    splits = _read_splits(
+        source, image_size, channels, val_fraction, test_fraction, seed, skip_bad, synthetic_size
+    )
+    name = os.fspath(source)
+    for part in splits.values():
+        check_labels(part.y, part.class_names, source=name)
+    warn_missing_classes(splits["train"], source=name)
+    return splits
+
+
+def _read_splits(
+    source, image_size, channels, val_fraction, test_fraction, seed, skip_bad, synthetic_size
+) -> dict[str, ImageSet]:
+    """The splits of :func:`load_dataset`, before the label checks."""
     if isinstance(source, str) and source == "synthetic":
         x, y, masks = synthetic_expressions(synthetic_size, image_size=image_size, seed=seed)
         if channels == 3:

@@ -12,6 +12,7 @@ are the folder names, sorted.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import math
 import os
@@ -74,18 +75,30 @@ def read_fer2013_csv(
                 )
             emotion_at, pixels_at = columns.index("emotion"), columns.index("pixels")
             usage_at = columns.index("usage") if "usage" in columns else None
-            for row in reader:
-                line = reader.line_num
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue
-                parsed = _parse_row(row, len(columns), emotion_at, pixels_at, usage_at)
+            while True:
+                line = reader.line_num + 1  # where the next row starts
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as error:  # the reader goes on with the next line
+                    parsed = _unreadable_row(error)
+                else:
+                    if not row or (len(row) == 1 and not row[0].strip()):
+                        continue
+                    parsed = _parse_row(row, len(columns), emotion_at, pixels_at, usage_at)
                 if isinstance(parsed, str):
                     problems.append((line, parsed))
                     if not skip_bad:
                         break
                 else:
                     rows.append((line, *parsed))
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+    except UnicodeDecodeError:
+        raise DataError(
+            f"{path}, line {_first_undecodable_line(path)}: not UTF-8 text; "
+            "save the csv as UTF-8 (or ASCII)"
+        ) from None
+    except (OSError, csv.Error) as error:
         raise DataError(f"{path}: cannot read csv ({error})") from None
 
     expected = _expected_count([pixels.size for _, _, pixels, _ in rows])
@@ -111,6 +124,35 @@ def read_fer2013_csv(
     pixels = np.stack([p for _, p, _ in kept]).reshape(-1, side, side).astype(np.uint8)
     splits = np.array([split for _, _, split in kept], dtype=str)
     return pixels, labels, splits
+
+
+def _unreadable_row(error: csv.Error) -> str:
+    """The reason for a row the csv module refused.
+
+    The field limit (``csv.field_size_limit()``, 131072 characters by default) is kept: a
+    48x48 FER2013 row is about 9,000 characters, so a field past it is not an image row
+    and is reported rather than read into memory.
+    """
+    if "field limit" in str(error):
+        return (
+            f"a field longer than the csv field limit of {csv.field_size_limit()} characters "
+            f"(a {FER_SIDE}x{FER_SIDE} row is about {FER_SIDE * FER_SIDE * 4} characters)"
+        )
+    return f"unreadable csv row ({error})"
+
+
+def _first_undecodable_line(path: Path) -> int:
+    """The 1-based line of the first bytes that are not UTF-8 (text decoding reads blocks)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 16), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as error:
+                return line + block.count(b"\n", 0, max(error.start, 0))
+            line += block.count(b"\n")
+    return line
 
 
 def _parse_row(row, width, emotion_at, pixels_at, usage_at):
