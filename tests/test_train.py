@@ -253,7 +253,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_bad_configs_name_the_field(tmp_path):
-    with pytest.raises(ValueError, match="`epochs`.*epochs=0"):
+    with pytest.raises(ValueError, match="`epochs`.*got 0"):
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="`model`.*'vgg'"):
         TrainConfig(model="vgg")

@@ -38,6 +38,8 @@ _SUBMODULES = {
     "models",
     "data",
     "explain",
+    "runs",
+    "metrics",
     "train",
     "predict",
     "explain_photos",

@@ -1,4 +1,5 @@
-"""Training runs that survive being killed, and the metrics shared by training and evaluation.
+"""Training runs that survive being killed: TrainConfig, the models by name, the fit loop and
+its distribution over devices.
 
 :func:`train` fits a model from a :class:`TrainConfig` into a run directory::
 
@@ -20,19 +21,19 @@ augmentation of epoch ``e`` are functions of ``(seed, e)`` alone. So a run kille
 (``kill -9`` included) and resumed with ``train(..., resume=True)`` reloads its last finished
 epoch and ends with the same weights as an uninterrupted run (exactly, on the TensorFlow CPU
 backend with ``deterministic=True``, the default).
+
+The run directory's files and their recovery live in :mod:`senet.runs`, the metrics and
+:func:`evaluate` in :mod:`senet.metrics` (re-exported here: ``from senet.train import
+evaluate, classification_metrics`` keeps working).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import json
 import math
 import os
-import re
-import time
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -42,9 +43,11 @@ from typing import Any
 import keras
 import numpy as np
 
-from senet._files import TEMP_PREFIX, atomic_write, atomic_write_text
+from senet import runs
+from senet.checks import check_choice, check_number, fail
 from senet.data import ImageSet, load_dataset
-from senet.layers import kinds, load_model
+from senet.layers import kinds
+from senet.metrics import classification_metrics, evaluate, evaluate_model
 from senet.report import plot_confusion, plot_curves
 
 __all__ = [
@@ -66,16 +69,6 @@ MODEL_NAMES = ("emotion_cnn", *(f"resnet{depth}" for depth in _RESNET_DEPTHS))
 _OPTIMIZERS = ("adam", "adamw", "sgd")
 _DISTRIBUTE = ("none", "mirrored", "multiworker")
 LR_SCHEDULES = ("constant", "cosine")
-_CHECKPOINT_RE = re.compile(r"^epoch-(\d{4,})\.keras$")
-_HISTORY_KEYS = (
-    "epoch",
-    "loss",
-    "accuracy",
-    "val_loss",
-    "val_accuracy",
-    "learning_rate",
-    "seconds",
-)
 
 
 class TrainingDiverged(RuntimeError):
@@ -153,24 +146,25 @@ class TrainConfig:
     def __post_init__(self):
         self.data = os.fspath(self.data)
         self.attention = "none" if self.attention is None else self.attention
-        _check_choice("model", self.model, MODEL_NAMES)
-        _check_choice("attention", self.attention, (*kinds(), "none"))
-        _check_choice("optimizer", self.optimizer, _OPTIMIZERS)
-        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _check_choice("distribute", self.distribute, _DISTRIBUTE)
+        self.model = check_choice("model", self.model, MODEL_NAMES)
+        self.attention = check_choice("attention", self.attention, (*kinds(), "none"))
+        self.optimizer = check_choice("optimizer", self.optimizer, _OPTIMIZERS)
+        self.lr_schedule = check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        self.distribute = check_choice("distribute", self.distribute, _DISTRIBUTE)
         for name in ("epochs", "batch_size", "image_size", "synthetic_size", "keep_checkpoints"):
-            _check_number(name, getattr(self, name), integer=True, minimum=1)
+            setattr(self, name, check_number(name, getattr(self, name), integer=True, minimum=1))
         for name in ("seed", "split_seed"):
-            _check_number(name, getattr(self, name), integer=True, minimum=0)
-        _check_number("reduction", self.reduction, minimum=1)
-        _check_number("learning_rate", self.learning_rate, minimum=0, open_minimum=True)
-        _check_choice("channels", self.channels, (1, 3))
+            setattr(self, name, check_number(name, getattr(self, name), integer=True, minimum=0))
+        check_number("reduction", self.reduction, minimum=1)
+        check_number("learning_rate", self.learning_rate, minimum=0, open_minimum=True)
+        self.channels = check_choice("channels", self.channels, (1, 3))
         for name in ("val_fraction", "test_fraction"):
-            _check_number(name, getattr(self, name), minimum=0, maximum=0.9)
+            check_number(name, getattr(self, name), minimum=0, maximum=0.9)
         if self.val_fraction + self.test_fraction >= 1:
-            raise ValueError(
-                "Expected `val_fraction + test_fraction` to be below 1. Received: "
-                f"val_fraction={self.val_fraction}, test_fraction={self.test_fraction}"
+            raise fail(
+                "val_fraction + test_fraction",
+                "below 1",
+                self.val_fraction + self.test_fraction,
             )
 
     @classmethod
@@ -211,39 +205,6 @@ class RunResult:
     config: TrainConfig = field(default_factory=TrainConfig)
 
 
-def _check_choice(name: str, value, allowed: Sequence) -> None:
-    if value not in allowed:
-        raise ValueError(
-            f"Expected `{name}` to be one of {tuple(allowed)}. Received: {name}={value!r}"
-        )
-
-
-def _check_number(
-    name: str,
-    value,
-    *,
-    integer: bool = False,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    open_minimum: bool = False,
-) -> None:
-    kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and minimum is not None:
-        ok = value > minimum if open_minimum else value >= minimum
-    if ok and maximum is not None:
-        ok = value <= maximum
-    if not ok:
-        what = "an integer" if integer else "a number"
-        bounds = []
-        if minimum is not None:
-            bounds.append(f"{'>' if open_minimum else '>='} {minimum}")
-        if maximum is not None:
-            bounds.append(f"<= {maximum}")
-        allowed = f"{what} {' and '.join(bounds)}".strip()
-        raise ValueError(f"Expected `{name}` to be {allowed}. Received: {name}={value!r}")
-
-
 # --------------------------------------------------------------------------- models
 
 
@@ -258,7 +219,7 @@ def build_model(
     """Build a network by name: ``"emotion_cnn"`` or ``"resnet<depth>"`` (``MODEL_NAMES``)."""
     from senet import models
 
-    _check_choice("model", name, MODEL_NAMES)
+    name = check_choice("model", name, MODEL_NAMES)
     if name == "emotion_cnn":
         from senet.models.emotion import emotion_cnn
 
@@ -316,340 +277,7 @@ def _compile(model: keras.Model, config: TrainConfig, steps_per_epoch: int = 1) 
     )
 
 
-# --------------------------------------------------------------------------- metrics
-
-
-def classification_metrics(
-    labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str]
-) -> dict[str, Any]:
-    """Accuracy, mean cross-entropy, per-class precision/recall/F1 and the confusion matrix.
-
-    Args:
-        labels: True class indices ``(N,)``.
-        probabilities: Predicted class probabilities ``(N, K)`` (softmax outputs).
-        class_names: ``K`` class names.
-
-    Returns:
-        ``{"accuracy", "loss", "macro_f1", "num_examples", "class_names",
-        "confusion_matrix" (K x K, rows true, columns predicted), "per_class": {name:
-        {"precision", "recall", "f1", "support"}}}``. A class never predicted has
-        precision 0, one absent from ``labels`` recall 0 (as scikit-learn's zero_division=0).
-    """
-    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    num_classes = len(class_names)
-    if probabilities.ndim != 2 or probabilities.shape != (labels.shape[0], num_classes):
-        raise ValueError(
-            f"Expected `probabilities` of shape ({labels.shape[0]}, {num_classes}) for "
-            f"{labels.shape[0]} labels and {num_classes} classes. "
-            f"Received shape {probabilities.shape}"
-        )
-    predicted = probabilities.argmax(axis=1)
-    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(confusion, (labels, predicted), 1)
-    true_positives = np.diag(confusion).astype(np.float64)
-    predicted_counts = confusion.sum(axis=0)
-    support = confusion.sum(axis=1)
-    precision = np.divide(
-        true_positives, predicted_counts, out=np.zeros(num_classes), where=predicted_counts > 0
-    )
-    recall = np.divide(true_positives, support, out=np.zeros(num_classes), where=support > 0)
-    denominator = precision + recall
-    f1 = np.divide(
-        2 * precision * recall, denominator, out=np.zeros(num_classes), where=denominator > 0
-    )
-    # the loss Keras reports: clip like keras' crossentropy so a hard 0 is finite
-    epsilon = keras.config.epsilon()
-    picked = np.clip(probabilities[np.arange(labels.shape[0]), labels], epsilon, 1.0)
-    count = max(labels.shape[0], 1)
-    return {
-        "accuracy": float(true_positives.sum() / count),
-        "loss": float(-np.log(picked).sum() / count),
-        "macro_f1": float(f1.mean()) if num_classes else 0.0,
-        "num_examples": int(labels.shape[0]),
-        "class_names": list(class_names),
-        "confusion_matrix": confusion.tolist(),
-        "per_class": {
-            name: {
-                "precision": float(precision[k]),
-                "recall": float(recall[k]),
-                "f1": float(f1[k]),
-                "support": int(support[k]),
-            }
-            for k, name in enumerate(class_names)
-        },
-    }
-
-
-def evaluate_model(model: keras.Model, images: ImageSet, *, batch_size: int = 64) -> dict[str, Any]:
-    """:func:`classification_metrics` of ``model`` on ``images`` (the one metrics path)."""
-    if len(images) == 0:
-        raise ValueError("Cannot evaluate on an empty split (0 images).")
-    import tensorflow as tf
-
-    if _replicas_of(model) > 1:
-        # a distributed predict() hands a replica an empty shard when the last batch is
-        # smaller than the replica count; metrics need every image, so call the model
-        # directly (it reads the mirrored weights) batch by batch
-        probabilities = np.concatenate(
-            [
-                keras.ops.convert_to_numpy(model(images.x[start : start + batch_size]))
-                for start in range(0, len(images), batch_size)
-            ]
-        )
-        return classification_metrics(images.y, probabilities, images.class_names)
-    # a plain batched dataset: Keras' own numpy adapter logs a spurious TF error here
-    inputs = tf.data.Dataset.from_tensor_slices(images.x).batch(batch_size)
-    probabilities = model.predict(inputs, verbose=0)
-    return classification_metrics(images.y, probabilities, images.class_names)
-
-
-def evaluate(
-    model_path: str | os.PathLike,
-    data: str | os.PathLike,
-    *,
-    split: str = "test",
-    out_dir: str | os.PathLike | None = None,
-    batch_size: int = 64,
-    skip_bad: bool = False,
-) -> dict[str, Any]:
-    """Evaluate a saved model on one split of a data source.
-
-    Image size and channels come from the model's input. When ``config.json`` of the run
-    sits beside the model (or one level up, for a checkpoint), its split settings are used,
-    so ``split="test"`` is the same held-out set the run was tested on.
-
-    Args:
-        model_path: A ``.keras`` file.
-        data: Any source :func:`senet.data.load_dataset` reads.
-        split: ``"train"``, ``"val"``, ``"test"`` or ``"all"`` (every image).
-        out_dir: Where to write ``metrics.json`` and ``confusion.png`` (None: nothing).
-        batch_size: Inference batch size.
-        skip_bad: Skip unreadable samples instead of failing.
-
-    Returns:
-        The metrics dict (as in training's ``metrics.json``), plus ``split`` and ``model``.
-    """
-    _check_choice("split", split, ("train", "val", "test", "all"))
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise FileNotFoundError(f"model file not found: {model_path}")
-    model = load_model(model_path)
-    _, height, width, channels = model.input_shape
-    if height != width or height is None:
-        raise ValueError(
-            f"Expected a model with a square, known input size. Received {model.input_shape}"
-        )
-    split_options = {"val_fraction": 0.1, "test_fraction": 0.1, "seed": 0, "synthetic_size": 7000}
-    run_config = _run_config_near(model_path)
-    if run_config is not None:
-        split_options.update(
-            val_fraction=run_config.val_fraction,
-            test_fraction=run_config.test_fraction,
-            seed=run_config.split_seed,
-            synthetic_size=run_config.synthetic_size,
-        )
-    sets = load_dataset(
-        data, image_size=int(height), channels=int(channels), skip_bad=skip_bad, **split_options
-    )
-    if split == "all":
-        images = _concatenate([sets["train"], sets["val"], sets["test"]])
-    else:
-        images = sets[split]
-    outputs = model.output_shape[-1]
-    if outputs != images.num_classes:
-        raise ValueError(
-            f"The model has {outputs} outputs but the data has {images.num_classes} classes "
-            f"{list(images.class_names)}."
-        )
-    metrics = evaluate_model(model, images, batch_size=batch_size)
-    metrics.update(split=split, model=str(model_path), params=int(model.count_params()))
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
-        plot_confusion(
-            metrics["confusion_matrix"],
-            metrics["class_names"],
-            out_dir / "confusion.png",
-            title=f"Confusion matrix ({split}, accuracy {metrics['accuracy']:.3f})",
-        )
-    return metrics
-
-
-def _concatenate(sets: list[ImageSet]) -> ImageSet:
-    sets = [images for images in sets if len(images)]
-    return ImageSet(
-        np.concatenate([s.x for s in sets]),
-        np.concatenate([s.y for s in sets]),
-        sets[0].class_names,
-    )
-
-
-def _run_config_near(model_path: Path) -> TrainConfig | None:
-    for directory in (model_path.parent, model_path.parent.parent):
-        path = directory / "config.json"
-        if path.is_file():
-            with contextlib.suppress(OSError, ValueError, TypeError):
-                return TrainConfig.from_dict(json.loads(path.read_text()))
-    return None
-
-
-# --------------------------------------------------------------------------- run files
-
-
-def _write_history_csv(path: Path, rows: list[dict[str, float]]) -> None:
-    keys = [key for key in _HISTORY_KEYS if any(key in row for row in rows)]
-    keys += sorted({key for row in rows for key in row} - set(keys))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
-
-
-# --------------------------------------------------------------------------- run state
-
-
-def _seed_states(model: keras.Model) -> list:
-    """The model's random seed generator states (dropout): ``.keras`` files do not save them."""
-    weights = {id(variable) for variable in model.weights}
-    return [variable for variable in model.variables if id(variable) not in weights]
-
-
-def _get_seed_states(model: keras.Model) -> list[list[int]]:
-    # in model order; variable paths are no key (they carry global name counters)
-    return [
-        np.asarray(keras.ops.convert_to_numpy(variable)).tolist()
-        for variable in _seed_states(model)
-    ]
-
-
-def _set_seed_states(model: keras.Model, states: list[list[int]]) -> None:
-    variables = _seed_states(model)
-    if len(variables) != len(states):
-        warnings.warn(
-            f"The checkpoint holds {len(states)} random seed states, the model has "
-            f"{len(variables)}; dropout masks after the resume will differ from those of an "
-            "uninterrupted run.",
-            stacklevel=3,
-        )
-        return
-    for variable, value in zip(variables, states, strict=True):
-        dtype = keras.backend.standardize_dtype(variable.dtype)
-        variable.assign(np.asarray(value, dtype=dtype))
-
-
-def _read_state(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "state.json"
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as error:
-        warnings.warn(f"Ignoring unreadable {path}: {error}", stacklevel=3)
-        return None
-    if not isinstance(state, dict) or not isinstance(state.get("checkpoints"), list):
-        warnings.warn(f"Ignoring malformed {path}", stacklevel=3)
-        return None
-    return state
-
-
-def _remove_temporary_files(run_dir: Path) -> None:
-    """Leftovers of a write that was killed half-way; never read, safe to delete."""
-    for directory in (run_dir, run_dir / "checkpoints"):
-        if directory.is_dir():
-            for path in directory.glob(f"{TEMP_PREFIX}*"):
-                with contextlib.suppress(OSError):
-                    path.unlink()
-
-
-def _restore(run_dir: Path, state: dict[str, Any] | None):
-    """Load the newest readable checkpoint named in ``state``: (model, entry) or (None, None)."""
-    if state is None:
-        return None, None
-    for entry in sorted(state["checkpoints"], key=lambda e: e.get("epoch", -1), reverse=True):
-        path = run_dir / "checkpoints" / str(entry.get("file", ""))
-        try:
-            model = load_model(path)
-        except Exception as error:  # noqa: BLE001 - any unreadable file means: try an older one
-            warnings.warn(f"Skipping unreadable checkpoint {path}: {error}", stacklevel=3)
-            continue
-        _set_seed_states(model, entry.get("rng", []))
-        return model, entry
-    return None, None
-
-
-class _RunCheckpoint(keras.callbacks.Callback):
-    """Saves the model at each epoch end (atomically), then records it in ``state.json``.
-
-    Stops training on a non-finite loss and then writes nothing for that epoch.
-    """
-
-    def __init__(
-        self,
-        run_dir: Path,
-        rows: list[dict[str, float]],
-        entries: list[dict[str, Any]],
-        *,
-        keep: int,
-        class_names: Sequence[str],
-        write: bool = True,
-    ):
-        super().__init__()
-        self.run_dir = run_dir
-        self.rows = rows
-        self.entries = entries
-        self.keep = keep
-        self.class_names = list(class_names)
-        self.write = write
-        self.diverged: tuple[int, int | None] | None = None
-        self._started = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if self.diverged is None and loss is not None and not np.isfinite(float(loss)):
-            self.diverged = (self._epoch_index, batch)
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = dict(logs or {})
-        if self.diverged is None:
-            bad = [k for k in ("loss", "val_loss") if k in logs and not np.isfinite(logs[k])]
-            if bad:
-                self.diverged = (epoch, None)
-                self.model.stop_training = True
-        if self.diverged is not None:
-            return
-        row = {"epoch": epoch + 1}
-        row.update({key: float(value) for key, value in logs.items()})
-        with contextlib.suppress(AttributeError, TypeError, ValueError):
-            row["learning_rate"] = float(
-                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
-            )
-        row["seconds"] = round(time.perf_counter() - self._started, 3)
-        self.rows.append(row)
-        if not self.write:
-            return
-        name = f"epoch-{epoch + 1:04d}.keras"
-        atomic_write(self.run_dir / "checkpoints" / name, self.model.save)
-        self.entries.append({"epoch": epoch + 1, "file": name, "rng": _get_seed_states(self.model)})
-        kept, dropped = self.entries[-self.keep :], self.entries[: -self.keep]
-        self.entries[:] = kept
-        _write_state(self.run_dir, self.rows, self.entries, self.class_names)
-        _write_history_csv(self.run_dir / "history.csv", self.rows)
-        # delete only after the state no longer names them
-        for entry in dropped:
-            with contextlib.suppress(OSError):
-                (self.run_dir / "checkpoints" / entry["file"]).unlink()
-
-    # Keras does not pass the epoch to batch hooks
-    @property
-    def _epoch_index(self) -> int:
-        return len(self.rows)
+# --------------------------------------------------------------------------- logs
 
 
 class _EpochScalarLogs(keras.callbacks.Callback):
@@ -689,17 +317,6 @@ class _EpochScalarLogs(keras.callbacks.Callback):
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()
-
-
-def _write_state(run_dir: Path, rows, entries, class_names) -> None:
-    state = {
-        "epochs_done": rows[-1]["epoch"] if rows else 0,
-        "checkpoint": entries[-1]["file"] if entries else None,
-        "checkpoints": entries,
-        "class_names": list(class_names),
-        "history": rows,
-    }
-    atomic_write_text(run_dir / "state.json", json.dumps(state, indent=1))
 
 
 # --------------------------------------------------------------------------- data
@@ -753,18 +370,6 @@ def _train_dataset(
     # in-memory data: shard by batch, not by file, across workers
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
-
-
-def _replicas_of(model) -> int:
-    strategy = getattr(model, "distribute_strategy", None)
-    if strategy is not None:
-        return int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
-    # JAX: a keras.distribution in scope splits every batch predict() sees over its batch axis
-    distribution = keras.distribution.distribution()
-    mesh = getattr(distribution, "device_mesh", None)
-    if mesh is None or getattr(distribution, "batch_dim_name", None) not in mesh.axis_names:
-        return 1
-    return int(mesh.shape[mesh.axis_names.index(distribution.batch_dim_name)])
 
 
 def _replica_multiple(count: int, replicas: int) -> int:
@@ -887,37 +492,45 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
 # --------------------------------------------------------------------------- train
 
 
+def _saved_config(run_dir: Path) -> TrainConfig:
+    """The config of the run in ``run_dir``, for a resume."""
+    config_path = run_dir / runs.CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"cannot resume: {config_path} not found (is {run_dir} a run directory?)"
+        )
+    try:
+        return TrainConfig.from_dict(runs.read_config(run_dir))
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"cannot resume: {config_path} is not a valid config: {error}") from None
+
+
+def _as_config(config: TrainConfig | dict[str, Any]) -> TrainConfig:
+    return config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
+
+
 def _resolve_config(config, run_dir: Path, resume: bool) -> TrainConfig:
-    config_path = run_dir / "config.json"
+    """The run's config: the saved one on resume (``config`` must then match it or be None),
+    else ``config``, for a directory that holds no run yet."""
     if resume:
-        if not config_path.is_file():
-            raise FileNotFoundError(
-                f"cannot resume: {config_path} not found (is {run_dir} a run directory?)"
-            )
-        try:
-            saved = TrainConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
-        except (ValueError, TypeError) as error:
-            raise ValueError(
-                f"cannot resume: {config_path} is not a valid config: {error}"
-            ) from None
+        saved = _saved_config(run_dir)
         if config is None:
             return saved
-        given = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
         differ = sorted(
             key
-            for key, value in given.to_dict().items()
+            for key, value in _as_config(config).to_dict().items()
             if value != getattr(saved, key) and key not in ("tensorboard",)
         )
         if differ:
             raise ValueError(
                 f"cannot resume {run_dir} with a different config: {differ} differ from "
-                f"{config_path}; resume with config=None to use the saved one"
+                f"{run_dir / runs.CONFIG_FILE}; resume with config=None to use the saved one"
             )
         return saved
     if config is None:
         raise ValueError("Expected a TrainConfig or dict for `config` (None only with resume=True)")
-    config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
-    if (run_dir / "config.json").exists() or (run_dir / "state.json").exists():
+    config = _as_config(config)
+    if runs.holds_run(run_dir):
         raise ValueError(
             f"{run_dir} already holds a run; resume it (resume=True, `--resume`) or choose "
             "another output directory"
@@ -927,19 +540,15 @@ def _resolve_config(config, run_dir: Path, resume: bool) -> TrainConfig:
 
 def _model_for_run(
     config: TrainConfig, run_dir: Path, state, *, num_classes: int, steps_per_epoch: int
-):
-    """The resumed model (newest readable checkpoint) or a new compiled one, with
-    ``(epochs_done, history rows, checkpoint entries)``."""
+) -> runs.Restored:
+    """The resumed run (newest readable checkpoint) or a new compiled model at epoch 0."""
     with _dtype_policy(config.mixed_precision):
-        model, entry = _restore(run_dir, state)
-        if model is not None:
-            epochs_done = int(entry["epoch"])
-            rows = [row for row in state.get("history", []) if row.get("epoch", 0) <= epochs_done]
-            entries = [e for e in state["checkpoints"] if e["epoch"] <= epochs_done]
-            return model, epochs_done, rows, entries
+        restored = runs.restore(run_dir, state)
+        if restored is not None:
+            return restored
         if state is not None and state["checkpoints"]:
             warnings.warn(
-                f"No readable checkpoint in {run_dir / 'checkpoints'}; starting over.",
+                f"No readable checkpoint in {run_dir / runs.CHECKPOINT_DIR}; starting over.",
                 stacklevel=3,
             )
         model = build_model(
@@ -950,7 +559,7 @@ def _model_for_run(
             reduction=config.reduction,
         )
         _compile(model, config, steps_per_epoch)
-    return model, 0, [], []
+    return runs.Restored(model=model, epochs_done=0, rows=[], entries=[])
 
 
 def _sample_weights(images: ImageSet, balanced: bool) -> np.ndarray | None:
@@ -998,97 +607,126 @@ def train(
     """
     run_dir = Path(out_dir)
     config = _resolve_config(config, run_dir, resume)
-
     sets = load_run_data(config)
-    train_set, val_set, test_set = sets["train"], sets["val"], sets["test"]
-    if len(train_set) == 0:
+    if len(sets["train"]) == 0:
         raise ValueError(f"No training images in {config.data!r} after the split.")
-    class_names = train_set.class_names
+    class_names = sets["train"].class_names
     # only now, so bad data leaves no half-made run behind
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    if not resume or not (run_dir / "config.json").exists():
-        atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
-    _remove_temporary_files(run_dir)
+    _open_run_dir(run_dir, config, resume)
 
     _seed_everything(config.seed, config.deterministic)
     scope, is_chief, replicas = _distribution_scope(config.distribute)
-    state = _read_state(run_dir) if resume else None
+    state = runs.read_state(run_dir) if resume else None
     if replicas > 1 and config.batch_size % replicas:
-        raise ValueError(
-            f"Expected `batch_size` to be a multiple of the {replicas} replicas. "
-            f"Received: batch_size={config.batch_size}"
-        )
-    # JAX's DataParallel shards the batches fit() sees, so fit runs inside the scope too
+        raise fail("batch_size", f"a multiple of the {replicas} replicas", config.batch_size)
     # the batches _train_dataset makes per epoch (a distributed run drops < replicas images)
-    steps_per_epoch = math.ceil(_replica_multiple(len(train_set), replicas) / config.batch_size)
+    steps_per_epoch = math.ceil(_replica_multiple(len(sets["train"]), replicas) / config.batch_size)
+    # JAX's DataParallel shards the batches fit() sees, so fit runs inside the scope too
     with scope:
-        model, epochs_done, rows, entries = _model_for_run(
+        restored = _model_for_run(
             config,
             run_dir,
             state,
             num_classes=len(class_names),
             steps_per_epoch=steps_per_epoch,
         )
-        checkpoint = _RunCheckpoint(
+        checkpoint = runs.RunCheckpoint(
             run_dir,
-            rows,
-            entries,
+            restored.rows,
+            restored.entries,
             keep=config.keep_checkpoints,
             class_names=class_names,
             write=is_chief,
         )
-        all_callbacks: list[keras.callbacks.Callback] = [checkpoint]
-        if config.tensorboard:
-            all_callbacks.append(_EpochScalarLogs(run_dir / "logs"))
-        all_callbacks.extend(callbacks or ())
-        if epochs_done < config.epochs:
-            model.fit(
-                _train_dataset(
-                    train_set,
-                    batch_size=config.batch_size,
-                    seed=config.seed,
-                    first_epoch=epochs_done,
-                    epochs=config.epochs,
-                    augment=config.augment,
-                    sample_weights=_sample_weights(train_set, config.class_weights),
-                    replicas=replicas,
-                ),
-                epochs=config.epochs,
-                initial_epoch=epochs_done,
+        if restored.epochs_done < config.epochs:
+            _fit(
+                restored,
+                config,
+                sets,
+                [checkpoint, *_logging_callbacks(config, run_dir), *(callbacks or ())],
                 steps_per_epoch=steps_per_epoch,
-                validation_data=(
-                    _eval_dataset(val_set, config.batch_size, replicas) if len(val_set) else None
-                ),
-                callbacks=all_callbacks,
-                shuffle=False,  # the dataset is already ordered by (seed, epoch)
+                replicas=replicas,
                 verbose=verbose,
             )
-        if checkpoint.diverged is not None:
-            epoch, batch = checkpoint.diverged
-            last = run_dir / "checkpoints" / entries[-1]["file"] if entries else None
-            where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "")
-            kept = f"last good checkpoint: {last}" if last else "no good checkpoint was written"
-            raise TrainingDiverged(
-                f"training stopped: the loss became NaN/inf at {where} "
-                f"(learning_rate={config.learning_rate}); {kept}",
-                epoch=epoch + 1,
-                checkpoint=last,
-            )
-        metrics = _finish(model, config, run_dir, rows, class_names, test_set, val_set, is_chief)
+        _raise_if_diverged(checkpoint, config)
+        metrics = _finish(restored.model, config, run_dir, restored.rows, sets, is_chief)
     return RunResult(
         out_dir=run_dir,
-        model=model,
-        history=list(rows),
+        model=restored.model,
+        history=list(restored.rows),
         metrics=metrics,
-        epochs_run=len(rows),
-        resumed_from=epochs_done,
+        epochs_run=len(restored.rows),
+        resumed_from=restored.epochs_done,
         replicas=replicas,
         config=config,
     )
 
 
-def _finish(model, config, run_dir, rows, class_names, test_set, val_set, is_chief):
-    """Final model, history.csv, metrics.json and figures."""
+def _open_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
+    """Create the run directory, write its config (new runs) and clear killed writes."""
+    runs.make_run_dir(run_dir)
+    if not resume or not (run_dir / runs.CONFIG_FILE).exists():
+        runs.write_config(run_dir, config.to_dict())
+    runs.remove_temporary_files(run_dir)
+
+
+def _logging_callbacks(config: TrainConfig, run_dir: Path) -> list[keras.callbacks.Callback]:
+    return [_EpochScalarLogs(run_dir / "logs")] if config.tensorboard else []
+
+
+def _fit(
+    restored: runs.Restored,
+    config: TrainConfig,
+    sets: dict[str, ImageSet],
+    callbacks: list[keras.callbacks.Callback],
+    *,
+    steps_per_epoch: int,
+    replicas: int,
+    verbose: int | str,
+) -> None:
+    """Fit the epochs after ``restored.epochs_done`` up to ``config.epochs``."""
+    train_set, val_set = sets["train"], sets["val"]
+    restored.model.fit(
+        _train_dataset(
+            train_set,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            first_epoch=restored.epochs_done,
+            epochs=config.epochs,
+            augment=config.augment,
+            sample_weights=_sample_weights(train_set, config.class_weights),
+            replicas=replicas,
+        ),
+        epochs=config.epochs,
+        initial_epoch=restored.epochs_done,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=(
+            _eval_dataset(val_set, config.batch_size, replicas) if len(val_set) else None
+        ),
+        callbacks=callbacks,
+        shuffle=False,  # the dataset is already ordered by (seed, epoch)
+        verbose=verbose,
+    )
+
+
+def _raise_if_diverged(checkpoint: runs.RunCheckpoint, config: TrainConfig) -> None:
+    if checkpoint.diverged is None:
+        return
+    epoch, batch = checkpoint.diverged
+    last = checkpoint.last_checkpoint
+    where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "")
+    kept = f"last good checkpoint: {last}" if last else "no good checkpoint was written"
+    raise TrainingDiverged(
+        f"training stopped: the loss became NaN/inf at {where} "
+        f"(learning_rate={config.learning_rate}); {kept}",
+        epoch=epoch + 1,
+        checkpoint=last,
+    )
+
+
+def _finish(model, config, run_dir, rows, sets, is_chief):
+    """Final metrics; on the chief also model.keras, history.csv, metrics.json and figures."""
+    test_set, val_set = sets["test"], sets["val"]
     split, images = ("test", test_set) if len(test_set) else ("val", val_set)
     if len(images) == 0:
         raise ValueError("No test or validation images to compute the final metrics on.")
@@ -1108,14 +746,14 @@ def _finish(model, config, run_dir, rows, class_names, test_set, val_set, is_chi
     }
     if not is_chief:
         return metrics
-    atomic_write(run_dir / "model.keras", model.save)
-    _write_history_csv(run_dir / "history.csv", rows)
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    runs.write_model(run_dir, model)
+    runs.write_history_csv(run_dir / runs.HISTORY_FILE, rows)
+    runs.write_metrics(run_dir, metrics)
     title = f"{config.model} ({config.attention})"
     plot_curves(rows, run_dir / "curves.png", title=f"Training curves: {title}")
     plot_confusion(
         metrics["confusion_matrix"],
-        list(class_names),
+        list(sets["train"].class_names),
         run_dir / "confusion.png",
         title=f"Confusion matrix ({split}): {title}, accuracy {metrics['accuracy']:.3f}",
     )

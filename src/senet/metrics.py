@@ -1,0 +1,225 @@
+"""Classification metrics and evaluation: the one metrics path of training and `evaluate`.
+
+:func:`classification_metrics` turns labels and predicted probabilities into accuracy,
+loss, per-class precision/recall/F1 and the confusion matrix; :func:`evaluate_model` runs a
+model on an :class:`~senet.data.ImageSet` and returns them; :func:`evaluate` does it for a
+saved model on one split of a data source (``senet evaluate``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from senet._files import atomic_write_text
+from senet.checks import check_choice, check_number
+from senet.data import ImageSet, load_dataset
+from senet.layers import load_model
+from senet.report import plot_confusion
+from senet.runs import find_run_config
+
+__all__ = ["classification_metrics", "evaluate", "evaluate_model"]
+
+# load_dataset's split settings when no run config sits beside the model (TrainConfig's)
+_DEFAULT_SPLIT = {"val_fraction": 0.1, "test_fraction": 0.1, "seed": 0, "synthetic_size": 7000}
+
+
+def classification_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str]
+) -> dict[str, Any]:
+    """Accuracy, mean cross-entropy, per-class precision/recall/F1 and the confusion matrix.
+
+    Args:
+        labels: True class indices ``(N,)``.
+        probabilities: Predicted class probabilities ``(N, K)`` (softmax outputs).
+        class_names: ``K`` class names.
+
+    Returns:
+        ``{"accuracy", "loss", "macro_f1", "num_examples", "class_names",
+        "confusion_matrix" (K x K, rows true, columns predicted), "per_class": {name:
+        {"precision", "recall", "f1", "support"}}}``. A class never predicted has
+        precision 0, one absent from ``labels`` recall 0 (as scikit-learn's zero_division=0).
+    """
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    num_classes = len(class_names)
+    if probabilities.ndim != 2 or probabilities.shape != (labels.shape[0], num_classes):
+        raise ValueError(
+            f"Expected `probabilities` of shape ({labels.shape[0]}, {num_classes}) for "
+            f"{labels.shape[0]} labels and {num_classes} classes. "
+            f"Received shape {probabilities.shape}"
+        )
+    predicted = probabilities.argmax(axis=1)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    true_positives = np.diag(confusion).astype(np.float64)
+    predicted_counts = confusion.sum(axis=0)
+    support = confusion.sum(axis=1)
+    precision = np.divide(
+        true_positives, predicted_counts, out=np.zeros(num_classes), where=predicted_counts > 0
+    )
+    recall = np.divide(true_positives, support, out=np.zeros(num_classes), where=support > 0)
+    denominator = precision + recall
+    f1 = np.divide(
+        2 * precision * recall, denominator, out=np.zeros(num_classes), where=denominator > 0
+    )
+    # the loss Keras reports: clip like keras' crossentropy so a hard 0 is finite
+    epsilon = keras.config.epsilon()
+    picked = np.clip(probabilities[np.arange(labels.shape[0]), labels], epsilon, 1.0)
+    count = max(labels.shape[0], 1)
+    return {
+        "accuracy": float(true_positives.sum() / count),
+        "loss": float(-np.log(picked).sum() / count),
+        "macro_f1": float(f1.mean()) if num_classes else 0.0,
+        "num_examples": int(labels.shape[0]),
+        "class_names": list(class_names),
+        "confusion_matrix": confusion.tolist(),
+        "per_class": {
+            name: {
+                "precision": float(precision[k]),
+                "recall": float(recall[k]),
+                "f1": float(f1[k]),
+                "support": int(support[k]),
+            }
+            for k, name in enumerate(class_names)
+        },
+    }
+
+
+def evaluate_model(model: keras.Model, images: ImageSet, *, batch_size: int = 64) -> dict[str, Any]:
+    """:func:`classification_metrics` of ``model`` on ``images`` (the one metrics path)."""
+    if len(images) == 0:
+        raise ValueError("Cannot evaluate on an empty split (0 images).")
+    import tensorflow as tf
+
+    if _replicas_of(model) > 1:
+        # a distributed predict() hands a replica an empty shard when the last batch is
+        # smaller than the replica count; metrics need every image, so call the model
+        # directly (it reads the mirrored weights) batch by batch
+        probabilities = np.concatenate(
+            [
+                keras.ops.convert_to_numpy(model(images.x[start : start + batch_size]))
+                for start in range(0, len(images), batch_size)
+            ]
+        )
+        return classification_metrics(images.y, probabilities, images.class_names)
+    # a plain batched dataset: Keras' own numpy adapter logs a spurious TF error here
+    inputs = tf.data.Dataset.from_tensor_slices(images.x).batch(batch_size)
+    probabilities = model.predict(inputs, verbose=0)
+    return classification_metrics(images.y, probabilities, images.class_names)
+
+
+def evaluate(
+    model_path: str | os.PathLike,
+    data: str | os.PathLike,
+    *,
+    split: str = "test",
+    out_dir: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    skip_bad: bool = False,
+) -> dict[str, Any]:
+    """Evaluate a saved model on one split of a data source.
+
+    Image size and channels come from the model's input. When ``config.json`` of the run
+    sits beside the model (or one level up, for a checkpoint), its split settings are used,
+    so ``split="test"`` is the same held-out set the run was tested on.
+
+    Args:
+        model_path: A ``.keras`` file.
+        data: Any source :func:`senet.data.load_dataset` reads.
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"all"`` (every image).
+        out_dir: Where to write ``metrics.json`` and ``confusion.png`` (None: nothing).
+        batch_size: Inference batch size.
+        skip_bad: Skip unreadable samples instead of failing.
+
+    Returns:
+        The metrics dict (as in training's ``metrics.json``), plus ``split`` and ``model``.
+    """
+    split = check_choice("split", split, ("train", "val", "test", "all"))
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"model file not found: {model_path}")
+    model = load_model(model_path)
+    _, height, width, channels = model.input_shape
+    if height != width or height is None:
+        raise ValueError(
+            f"Expected a model with a square, known input size. Received {model.input_shape}"
+        )
+    split_options = _split_options(find_run_config(model_path))
+    sets = load_dataset(
+        data, image_size=int(height), channels=int(channels), skip_bad=skip_bad, **split_options
+    )
+    if split == "all":
+        images = _concatenate([sets["train"], sets["val"], sets["test"]])
+    else:
+        images = sets[split]
+    outputs = model.output_shape[-1]
+    if outputs != images.num_classes:
+        raise ValueError(
+            f"The model has {outputs} outputs but the data has {images.num_classes} classes "
+            f"{list(images.class_names)}."
+        )
+    metrics = evaluate_model(model, images, batch_size=batch_size)
+    metrics.update(split=split, model=str(model_path), params=int(model.count_params()))
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+        plot_confusion(
+            metrics["confusion_matrix"],
+            metrics["class_names"],
+            out_dir / "confusion.png",
+            title=f"Confusion matrix ({split}, accuracy {metrics['accuracy']:.3f})",
+        )
+    return metrics
+
+
+def _concatenate(sets: list[ImageSet]) -> ImageSet:
+    sets = [images for images in sets if len(images)]
+    return ImageSet(
+        np.concatenate([s.x for s in sets]),
+        np.concatenate([s.y for s in sets]),
+        sets[0].class_names,
+    )
+
+
+def _split_options(run_config: dict[str, Any] | None) -> dict[str, Any]:
+    """load_dataset's split settings from a run's config dict (defaults if absent or invalid)."""
+    if run_config is None:
+        return dict(_DEFAULT_SPLIT)
+    try:
+        options = {
+            "val_fraction": check_number(
+                "val_fraction", run_config["val_fraction"], minimum=0, maximum=0.9
+            ),
+            "test_fraction": check_number(
+                "test_fraction", run_config["test_fraction"], minimum=0, maximum=0.9
+            ),
+            "seed": check_number("split_seed", run_config["split_seed"], integer=True, minimum=0),
+            "synthetic_size": check_number(
+                "synthetic_size", run_config["synthetic_size"], integer=True, minimum=1
+            ),
+        }
+    except (KeyError, ValueError):
+        return dict(_DEFAULT_SPLIT)
+    if options["val_fraction"] + options["test_fraction"] >= 1:
+        return dict(_DEFAULT_SPLIT)
+    return options
+
+
+def _replicas_of(model) -> int:
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None:
+        return int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
+    # JAX: a keras.distribution in scope splits every batch predict() sees over its batch axis
+    distribution = keras.distribution.distribution()
+    mesh = getattr(distribution, "device_mesh", None)
+    if mesh is None or getattr(distribution, "batch_dim_name", None) not in mesh.axis_names:
+        return 1
+    return int(mesh.shape[mesh.axis_names.index(distribution.batch_dim_name)])
