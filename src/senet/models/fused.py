@@ -38,9 +38,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from senet.checks import check_choice
+from senet.graph import Graph
 from senet.layers import SqueezeExcite
-from senet.layers._common import check_choice
 from senet.layers.fused import IMPLEMENTATIONS, FusedSEResidual
+from senet.models.rewrite import rewrite
 
 __all__ = ["IMPLEMENTATIONS", "FusedSEResidual", "fuse_se"]
 
@@ -94,7 +96,12 @@ def fuse_se(
         'FusedSEResidual'
     """
     check_choice("implementation", implementation, IMPLEMENTATIONS)
-    graph = _Graph(model)
+    if isinstance(model, keras.Sequential):
+        raise ValueError(
+            "fuse_se needs a functional model (keras.Model(inputs, outputs)); a Sequential "
+            f"has no residual to fuse. Received: Sequential {model.name!r}"
+        )
+    graph = Graph(model)
     tails, rejected = [], []
     for node in graph.nodes:
         if isinstance(node.operation, SqueezeExcite):
@@ -126,7 +133,46 @@ def fuse_se(
             + ("" if fold_plain else " (pass fold_plain=True to fold plain residual tails)")
             + "."
         )
-    return graph.rebuild(tails, implementation, name=f"{model.name}_fused")
+    return _rebuild(model, tails, implementation)
+
+
+def _rebuild(model: keras.Model, tails: list[_Tail], implementation: str) -> keras.Model:
+    """``model`` with each tail's five calls replaced by one ``FusedSEResidual`` call.
+
+    Through :func:`senet.models.rewrite.rewrite`: the calls of a tail's conv, BN, SE and
+    Add only note the new tensors they see (the conv's input ``h``, the Add's shortcut)
+    and pass a stand-in on, without calling anything; at the tail's ReLU the fused layer
+    is called on ``[h, shortcut]``. Nothing outside the tail reads those stand-ins (the
+    match checked that each output feeds only the next step), so the dropped layers
+    leave no trace in the new model.
+    """
+    roles = {}
+    for tail in tails:
+        for part, node in zip(("conv", "bn", "se", "add", "relu"), tail.all_nodes, strict=True):
+            if node is not None:
+                roles[id(node.operation)] = (tail, part)
+    seen: dict[int, dict] = {}
+
+    def call(layer, clone, *args, **kwargs):
+        if id(layer) not in roles:
+            return clone(*args, **kwargs)
+        tail, part = roles[id(layer)]
+        tensors = [
+            t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)
+        ]
+        found = seen.setdefault(id(tail), {})
+        if part == "conv":
+            found["h"] = tensors[0]
+        elif part == "add":
+            found["shortcut"] = tensors[tail.shortcut_index]
+        elif part == "relu":
+            fused = tail.layer(implementation)
+            output = fused([found["h"], found["shortcut"]])
+            fused.set_weights(tail.weights())
+            return output
+        return tensors[0]
+
+    return rewrite(model, call, name=f"{model.name}_fused")
 
 
 class _Tail:
@@ -135,10 +181,15 @@ class _Tail:
     def __init__(self, conv, bn, se, add, relu, h, shortcut):
         self.conv, self.bn, self.se, self.add, self.relu = conv, bn, se, add, relu
         self.h, self.shortcut = h, shortcut
+        # Which argument of the Add is the shortcut (identity: KerasTensor's == is symbolic).
+        self.shortcut_index = next(
+            i for i, tensor in enumerate(add.input_tensors) if tensor is shortcut
+        )
 
     @property
-    def nodes(self):
-        return [n for n in (self.conv, self.bn, self.se, self.add, self.relu) if n is not None]
+    def all_nodes(self):
+        """conv, BN, SE (None without SE), Add and ReLU nodes."""
+        return [self.conv, self.bn, self.se, self.add, self.relu]
 
     def squeezes_input(self) -> bool:
         """Whether the squeeze can come from ``h``: a 1x1 stride-1 conv and an average."""
@@ -236,7 +287,7 @@ def _bn_reason(bn) -> str | None:
     return None
 
 
-def _match_se_tail(graph: _Graph, se_node) -> _Tail | str:
+def _match_se_tail(graph: Graph, se_node) -> _Tail | str:
     """The tail around an SE node, or why there is none."""
     se = se_node.operation
     if se.data_format != "channels_last":
@@ -275,12 +326,15 @@ def _match_add_relu(graph, conv_node, bn_node, se_node):
     shortcuts = [t for t in add_node.input_tensors if t is not branch]
     if len(shortcuts) != 1:
         return "its Add adds the branch to itself"
+    for node in (conv_node, bn_node, se_node, add_node, relu_node):
+        if node is not None and len(graph.nodes_of(node.operation)) > 1:
+            return f"layer {node.operation.name!r} is called at several points (a shared layer)"
     return _Tail(
         conv_node, bn_node, se_node, add_node, relu_node, conv_node.input_tensors[0], shortcuts[0]
     )
 
 
-def _match_plain_tail(graph: _Graph, relu_node) -> _Tail | None:
+def _match_plain_tail(graph: Graph, relu_node) -> _Tail | None:
     """conv -> BN -> Add -> ReLU without SE; the Add's last fitting input is the branch."""
     add_node = graph.producer(relu_node.input_tensors[0])
     if add_node is None or not isinstance(add_node.operation, keras.layers.Add):
@@ -300,89 +354,3 @@ def _match_plain_tail(graph: _Graph, relu_node) -> _Tail | None:
         if isinstance(tail, _Tail):
             return tail
     return None
-
-
-class _Graph:
-    """Read-only view of a functional model's nodes (Keras 3 internals, in one place)."""
-
-    def __init__(self, model: keras.Model):
-        if isinstance(model, keras.Sequential) or not hasattr(model, "_nodes_by_depth"):
-            raise ValueError(
-                "fuse_se needs a functional model (keras.Model(inputs, outputs)). "
-                f"Received: {type(model).__name__} {model.name!r}"
-            )
-        self.model = model
-        self.nodes = [
-            node
-            for depth in sorted(model._nodes_by_depth, reverse=True)
-            for node in model._nodes_by_depth[depth]
-            if node.operation is not None and not node.is_input
-        ]
-        self._producers = {}
-        self._consumers = {}
-        for node in self.nodes:
-            for tensor in node.outputs:
-                self._producers[id(tensor)] = node
-            for tensor in node.input_tensors:
-                self._consumers.setdefault(id(tensor), []).append(node)
-        self._outputs = {id(t) for t in model.outputs}
-
-    def producer(self, tensor):
-        return self._producers.get(id(tensor))
-
-    def consumers(self, tensor):
-        return self._consumers.get(id(tensor), [])
-
-    def single_use(self, node) -> bool:
-        """Whether the node's one output feeds exactly one node and is no model output."""
-        return (
-            len(node.outputs) == 1
-            and id(node.outputs[0]) not in self._outputs
-            and len(self.consumers(node.outputs[0])) == 1
-        )
-
-    def rebuild(self, tails: list[_Tail], implementation: str, name: str) -> keras.Model:
-        fused_at = {id(tail.relu): tail for tail in tails}
-        skipped = {id(node) for tail in tails for node in tail.nodes}
-        inputs = [
-            keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0])
-            for t in self.model.inputs
-        ]
-        tensors = {id(old): new for old, new in zip(self.model.inputs, inputs, strict=True)}
-        fused_weights, clones = [], {}
-        for node in self.nodes:
-            tail = fused_at.get(id(node))
-            if tail is not None:
-                layer = tail.layer(implementation)
-                output = layer([tensors[id(tail.h)], tensors[id(tail.shortcut)]])
-                fused_weights.append((layer, tail.weights()))
-                tensors[id(node.outputs[0])] = output
-                continue
-            if id(node) in skipped:
-                continue
-            original = node.operation
-            # One clone per layer, so a layer shared by several nodes stays shared.
-            clone = clones.get(id(original))
-            args, kwargs = node.arguments.fill_in(tensors)
-            if clone is None:
-                clone = clones[id(original)] = _clone(original)
-                outputs = clone(*args, **kwargs)
-                if original.weights:
-                    clone.set_weights(original.get_weights())
-            else:
-                outputs = clone(*args, **kwargs)
-            for old, new in zip(node.outputs, keras.tree.flatten(outputs), strict=True):
-                tensors[id(old)] = new
-        for layer, weights in fused_weights:
-            layer.set_weights(weights)
-        outputs = keras.tree.pack_sequence_as(
-            self.model._outputs_struct, [tensors[id(t)] for t in self.model.outputs]
-        )
-        inputs_struct = keras.tree.pack_sequence_as(self.model._inputs_struct, inputs)
-        return keras.Model(inputs_struct, outputs, name=name)
-
-
-def _clone(layer):
-    if isinstance(layer, keras.Model):
-        return keras.models.clone_model(layer)
-    return layer.__class__.from_config(layer.get_config())

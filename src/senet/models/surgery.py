@@ -42,12 +42,9 @@ from collections.abc import Callable, Iterable
 
 import keras
 import numpy as np
-from keras import ops, tree
+from keras import ops
 
-# Keras 3 has no public name for the functional model class; `keras.Model(inputs, outputs)`
-# returns an instance of it, and `Sequential` keeps one as `_functional` once built.
-from keras.src.models.functional import Functional
-
+from senet.graph import Graph
 from senet.layers import (
     CBAM,
     ChannelSpatialSqueezeExcite,
@@ -56,6 +53,7 @@ from senet.layers import (
     SqueezeExcite,
     attention,
 )
+from senet.models.rewrite import rewrite
 
 __all__ = ["IDENTITY_GAIN", "insert_attention"]
 
@@ -104,8 +102,9 @@ def insert_attention(
 ) -> keras.Model:
     """Return a new functional model with attention layers inserted into ``model``.
 
-    The graph is walked node by node in topological order; each layer is re-created
-    with ``layer.__class__.from_config(layer.get_config())`` (nested models, treated as
+    The model is rebuilt with :func:`senet.models.rewrite.rewrite` (Keras's
+    ``clone_model``): each layer is re-created with
+    ``layer.__class__.from_config(layer.get_config())`` (nested models, treated as
     opaque blocks, with ``keras.models.clone_model``) and given the original's weights,
     so the two models share no state. A weightless layer that cannot be re-created
     from its config (a ``Lambda`` holding a Python lambda) is reused as it is.
@@ -186,7 +185,8 @@ def insert_attention(
         >>> se_resnet.get_layer("conv2_block1_3_bn_se").name
         'conv2_block1_3_bn_se'
     """
-    graph = _Graph.of(model)
+    graph = Graph(model)
+    _check_called_once(graph)
     if not isinstance(init, str) or init not in _INITS:
         raise ValueError(f"Expected `init` to be one of {_INITS}. Received: init={init!r}")
     if (
@@ -252,133 +252,31 @@ def insert_attention(
             _identity_init(layer, identity_gain)
         return out
 
-    return graph.rebuild(attend)
+    def call(layer, clone, *args, **kwargs):
+        outputs = clone(*args, **kwargs)
+        references = graph.outputs_of(layer)
+        if not any(id(reference) in anchors for reference in references):
+            return outputs
+        flat = keras.tree.flatten(outputs)
+        attended = [attend(ref, new) for ref, new in zip(references, flat, strict=True)]
+        return keras.tree.pack_sequence_as(outputs, attended)
+
+    return rewrite(model, call, inputs=attend)
 
 
-class _Graph:
-    """The call graph of a functional model: its nodes in topological order."""
-
-    def __init__(self, model: keras.Model, function: Functional):
-        self.name = model.name
-        self.function = function
-        # Keras 3 Functional internals: `_nodes_by_depth` holds exactly this model's nodes
-        # (a layer may have more inbound nodes, from other models it was called in),
-        # depth counted from the outputs, so decreasing depth is a topological order.
-        depths = sorted(function._nodes_by_depth, reverse=True)
-        self.nodes = [
-            node
-            for depth in depths
-            for node in function._nodes_by_depth[depth]
-            if node.operation is not None and not node.is_input
-        ]
-        self.inputs = tree.flatten(function._inputs_struct)
-        self.consumers: dict[int, list] = {}
-        for node in self.nodes:
-            for tensor in node.arguments.keras_tensors:
-                self.consumers.setdefault(id(tensor), []).append(node)
-        self.output_ids = {id(tensor) for tensor in tree.flatten(function._outputs_struct)}
-        self._node_of = {}
-        for node in self.nodes:
-            if node.operation in self._node_of:
-                count = sum(other.operation is node.operation for other in self.nodes)
-                raise ValueError(
-                    f"Layer {node.operation.name!r} is called at {count} points of model "
-                    f"{model.name!r} (a shared layer); insert_attention rewrites models in "
-                    "which each layer is called once."
-                )
-            self._node_of[node.operation] = node
-
-    @classmethod
-    def of(cls, model) -> _Graph:
-        if isinstance(model, keras.Sequential):
-            function = getattr(model, "_functional", None)
-            if function is None:
-                raise ValueError(
-                    f"Sequential model {model.name!r} has no input shape yet, so it has no "
-                    "graph to rewrite; start it with `keras.Input(shape)` or call "
-                    "`model.build(input_shape)` first."
-                )
-            return cls(model, function)
-        if isinstance(model, Functional):
-            return cls(model, model)
-        raise ValueError(
-            "Expected `model` to be a functional or Sequential Keras model. Received: "
-            f"model={getattr(model, 'name', model)!r} of class {type(model).__name__}, "
-            "a subclassed model whose graph is its Python `call`; rebuild it functionally "
-            "or add the attention layers in its code."
-        )
-
-    def input_layers(self):
-        return [tensor._keras_history.operation for tensor in self.inputs]
-
-    def layers(self):
-        """Every operation, input layers first, in topological order."""
-        return self.input_layers() + [node.operation for node in self.nodes]
-
-    def outputs_of(self, layer):
-        node = self._node_of.get(layer)
-        if node is None:  # An input layer.
-            return [t for t in self.inputs if t._keras_history.operation is layer]
-        return node.outputs
-
-    def depths(self) -> dict[int, int]:
-        """Longest path, in operations, from the model inputs to each tensor."""
-        depth = {id(tensor): 0 for tensor in self.inputs}
-        for node in self.nodes:
-            below = [depth.get(id(t), 0) for t in node.arguments.keras_tensors]
-            for tensor in node.outputs:
-                depth[id(tensor)] = 1 + max(below, default=0)
-        return depth
-
-    def rebuild(self, attend) -> keras.Model:
-        new = {}
-        for ref in self.inputs:
-            layer = ref._keras_history.operation
-            tensor = keras.Input(
-                batch_shape=ref.shape,
-                dtype=ref.dtype,
-                sparse=ref.sparse,
-                name=layer.name,
+def _check_called_once(graph: Graph) -> None:
+    """Anchors are found by layer, so each layer may be called at one point only."""
+    for node in graph.nodes:
+        count = len(graph.nodes_of(node.operation))
+        if count > 1:
+            raise ValueError(
+                f"Layer {node.operation.name!r} is called at {count} points of model "
+                f"{graph.name!r} (a shared layer); insert_attention rewrites models in "
+                "which each layer is called once."
             )
-            new[id(ref)] = (tensor, attend(ref, tensor))
-        inputs = tree.map_structure(lambda ref: new[id(ref)][0], self.function._inputs_struct)
-        values = {key: pair[1] for key, pair in new.items()}
-        for node in self.nodes:
-            original = node.operation
-            args, kwargs = node.arguments.fill_in(values)
-            clone = _clone(original)
-            outputs = clone(*args, **kwargs)
-            if clone is not original and getattr(original, "weights", None):
-                try:
-                    clone.set_weights(original.get_weights())
-                except ValueError as error:
-                    raise ValueError(
-                        f"Could not copy the weights of layer {original.name!r} into its "
-                        f"clone: {error}"
-                    ) from error
-            for ref, tensor in zip(node.outputs, tree.flatten(outputs), strict=True):
-                values[id(ref)] = attend(ref, tensor)
-        outputs = tree.map_structure(lambda ref: values[id(ref)], self.function._outputs_struct)
-        return keras.Model(inputs, outputs, name=self.name)
 
 
-def _clone(operation):
-    """A fresh copy of ``operation`` made from its config (weights are set by the caller)."""
-    try:
-        if isinstance(operation, keras.Model):
-            return keras.models.clone_model(operation)
-        return operation.__class__.from_config(operation.get_config())
-    except Exception as error:
-        # Stateless layers (a Lambda with a Python lambda, a keras op) may be shared safely.
-        if not getattr(operation, "weights", None):
-            return operation
-        raise ValueError(
-            f"Layer {operation.name!r} ({type(operation).__name__}) cannot be re-created "
-            f"from its config, so its weights cannot be copied into a new model: {error}"
-        ) from error
-
-
-def _select(graph: _Graph, where) -> dict[int, tuple]:
+def _select(graph: Graph, where) -> dict[int, tuple]:
     """Map ``id(tensor) -> (tensor, producing layer)`` for every insertion point."""
     if isinstance(where, str):
         if where != "auto":
@@ -409,7 +307,7 @@ def _select(graph: _Graph, where) -> dict[int, tuple]:
             "Expected `where` to be 'auto', a list of layer names or a callable "
             f"`where(layer) -> bool`. Received: where={where!r}"
         )
-    return {id(t): (t, t._keras_history.operation) for t in chosen}
+    return {id(t): (t, graph.layer_of(t)) for t in chosen}
 
 
 def _is_add(operation) -> bool:
@@ -424,13 +322,13 @@ def _fits(tensor) -> bool:
     return len(tensor.shape) in (3, 4, 5) and None not in (tensor.shape[1], tensor.shape[-1])
 
 
-def _residual_branches(graph: _Graph) -> list:
+def _residual_branches(graph: Graph) -> list:
     depth = graph.depths()
     branches = []
     for node in graph.nodes:
         if not _is_add(node.operation):
             continue
-        summands = list({id(t): t for t in node.arguments.keras_tensors}.values())
+        summands = list({id(t): t for t in node.input_tensors}.values())
         if len(summands) < 2:
             continue
         shallowest = min(depth[id(t)] for t in summands)
@@ -440,14 +338,14 @@ def _residual_branches(graph: _Graph) -> list:
     return list({id(t): t for t in branches}.values())
 
 
-def _conv_block_ends(graph: _Graph) -> list:
+def _conv_block_ends(graph: Graph) -> list:
     ends = []
     for node in graph.nodes:
         if not isinstance(node.operation, _CONVOLUTIONS) or len(node.outputs) != 1:
             continue
         tensor = node.outputs[0]
-        while id(tensor) not in graph.output_ids:
-            consumers = graph.consumers.get(id(tensor), [])
+        while not graph.is_output(tensor):
+            consumers = graph.consumers(tensor)
             if len(consumers) != 1:
                 break
             follower = consumers[0]
