@@ -1,32 +1,69 @@
 """Images from files: the one image loader, class-per-folder datasets and ``.npz`` arrays.
 
-:func:`read_image` is the single way an image file becomes a model input in this
-project (training folders here, photos in ``senet.predict``): decode with OpenCV, convert
-to gray or RGB, resize, scale to ``[0, 1]``. :func:`fit_images` does the same for arrays
-already in memory (FER2013 pixel rows, ``.npz`` files).
+One path turns pixels into model inputs everywhere in the project: the training and
+evaluation readers here, photos and video frames in ``senet.predict``, face crops in
+``senet.explain_photos``. :func:`load_image` decodes a file with OpenCV (after checking its
+size in the header); :func:`to_model_input` drops alpha, converts colour (gray or RGB),
+resizes while the pixels keep their type (uint8 stays uint8) and only then scales to
+float32 in ``[0, 1]``. :func:`read_image` is the two together; :func:`fit_images` applies
+:func:`to_model_input` to arrays already in memory (FER2013 pixel rows, ``.npz`` files).
+
+Decompression bombs: a small file can claim a huge image. :func:`load_image` reads width
+and height from the header before decoding and refuses more than ``SENET_MAX_IMAGE_PIXELS``
+pixels (default 100 million); :func:`read_npz` reads each array's shape and dtype from its
+``.npy`` header before loading anything and refuses to need more than
+``SENET_MAX_ARRAY_BYTES`` bytes (default 2 GiB). Set the environment variable to raise a
+cap, or pass ``max_pixels`` / ``max_bytes``.
 """
 
 from __future__ import annotations
 
+import io
+import math
 import os
 import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from senet.checks import check_choice, check_positive, fail
 from senet.data.base import DataError, infer_class_names
 
 __all__ = [
+    "DEFAULT_MAX_ARRAY_BYTES",
+    "DEFAULT_MAX_IMAGE_PIXELS",
     "IMAGE_EXTENSIONS",
+    "MAX_ARRAY_BYTES_ENV",
+    "MAX_IMAGE_PIXELS_ENV",
     "fit_images",
     "list_images",
+    "load_image",
+    "pixel_scale",
     "read_class_folders",
     "read_image",
     "read_npz",
+    "resize_image",
+    "to_bgr8",
+    "to_model_input",
     "to_unit_range",
 ]
+
+#: The environment variable that caps the pixels (width x height) of an image file, and the
+#: cap without it: 100 million (a 10000 x 10000 photo; 300 MB as 8-bit BGR).
+MAX_IMAGE_PIXELS_ENV = "SENET_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+#: The environment variable that caps the memory an ``.npz`` may need (its arrays plus the
+#: model inputs made from them), and the cap without it: 2 GiB.
+MAX_ARRAY_BYTES_ENV = "SENET_MAX_ARRAY_BYTES"
+DEFAULT_MAX_ARRAY_BYTES = 2**31
+# IMREAD_UNCHANGED would keep alpha but ignore EXIF orientation: a phone photo would reach
+# the face detector on its side. ANYDEPTH keeps 16-bit; ANYCOLOR keeps gray gray.
+_IMREAD_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+# the arrays read_npz loads; any others in the file are neither checked nor loaded
+_NPZ_ARRAYS = ("x", "y", "class_names")
 
 IMAGE_EXTENSIONS = (
     ".png",
@@ -43,21 +80,87 @@ IMAGE_EXTENSIONS = (
 
 
 def _check_size_channels(image_size, channels) -> None:
-    if image_size is not None and (
-        isinstance(image_size, bool)
-        or not isinstance(image_size, (int, np.integer))
-        or image_size <= 0
-    ):
-        raise ValueError(
-            "Expected `image_size` to be a positive integer or None. "
-            f"Received: image_size={image_size!r}"
+    check_positive("image_size", image_size, integer=True, allow_none=True)
+    check_choice("channels", channels, (1, 3))
+
+
+def _cap(value: int | None, argument: str, variable: str, default: int) -> int:
+    """``value`` when given, else the environment ``variable`` when set, else ``default``."""
+    if value is not None:
+        return check_positive(argument, value, integer=True)
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        number = int(text.replace("_", ""))
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise fail(variable, "a positive integer (a count, digits only)", text)
+    return number
+
+
+# ------------------------------------------------------------------------- pixels
+
+
+def pixel_scale(array: np.ndarray, *, source: str = "array") -> float:
+    """The value that stands for full brightness in ``array``, after checking its values.
+
+    Unsigned integers: their type's maximum (255 for uint8, 65535 for uint16); booleans: 1;
+    signed integers must lie in ``[0, 255]``: 255; floats must be finite and lie in
+    ``[0, 255]``: 1 when none is above 1, else 255. One decision for the whole array, so a
+    batch (or a video frame and the faces cropped from it) is scaled alike.
+
+    Raises:
+        DataError: Negative values, values above 255, NaN or inf, or not numbers; the
+            message names ``source``.
+
+    Example:
+        >>> pixel_scale(np.zeros((2, 2), np.uint16)), pixel_scale(np.full(3, 0.5))
+        (65535.0, 1.0)
+    """
+    array = np.asarray(array)
+    if array.dtype == bool:
+        return 1.0
+    if np.issubdtype(array.dtype, np.unsignedinteger):
+        return float(np.iinfo(array.dtype).max)
+    if np.issubdtype(array.dtype, np.integer):
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise DataError(f"{source}: integer pixel values must lie in [0, 255]")
+        return 255.0
+    if not np.issubdtype(array.dtype, np.floating):
+        raise DataError(f"{source}: pixels must be numbers, got dtype {array.dtype}")
+    if array.size == 0:
+        return 1.0
+    # min and max carry NaN and inf along, without a full-size temporary
+    low, high = float(array.min()), float(array.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise DataError(f"{source}: pixel values contain NaN or inf")
+    if low < 0 or high > 255:
+        raise DataError(
+            f"{source}: pixel values must lie in [0, 1] or [0, 255]; found [{low:g}, {high:g}]"
         )
-    if channels not in (1, 3) or isinstance(channels, bool):
-        raise ValueError(f"Expected `channels` to be 1 or 3. Received: channels={channels!r}")
+    return 255.0 if high > 1 else 1.0
+
+
+def _opencv_pixels(image: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
+    """The same pixels in a type OpenCV converts and resizes, and what 1.0 is in it.
+
+    uint8, uint16 and float32 are kept; booleans and signed integers (already checked to lie
+    in [0, 255] by :func:`pixel_scale`) become uint8; wider unsigned integers and other
+    floats become float32.
+    """
+    if image.dtype in (np.uint8, np.uint16, np.float32):
+        return image, scale
+    if image.dtype == bool or np.issubdtype(image.dtype, np.signedinteger):
+        return image.astype(np.uint8), scale
+    if np.issubdtype(image.dtype, np.unsignedinteger):
+        return (image / scale).astype(np.float32), 1.0
+    return image.astype(np.float32), scale
 
 
 def to_unit_range(array: np.ndarray, *, source: str = "array") -> np.ndarray:
-    """Scale pixel values to float32 in ``[0, 1]``.
+    """Scale pixel values to float32 in ``[0, 1]`` by :func:`pixel_scale` (no resizing).
 
     Integer arrays are divided by their dtype's maximum (255 for uint8, 65535 for
     uint16); booleans map to 0/1; float arrays already in ``[0, 1]`` are kept and float
@@ -65,51 +168,109 @@ def to_unit_range(array: np.ndarray, *, source: str = "array") -> np.ndarray:
     above 255, NaN or inf) raises :class:`DataError` naming ``source``.
     """
     array = np.asarray(array)
-    if array.dtype == bool:
-        return array.astype(np.float32)
-    if np.issubdtype(array.dtype, np.unsignedinteger):
-        return (array.astype(np.float32) / np.iinfo(array.dtype).max).astype(np.float32)
-    if np.issubdtype(array.dtype, np.integer):
-        if array.size and (array.min() < 0 or array.max() > 255):
-            raise DataError(f"{source}: integer pixel values must lie in [0, 255]")
-        return array.astype(np.float32) / np.float32(255)
-    if not np.issubdtype(array.dtype, np.floating):
-        raise DataError(f"{source}: pixels must be numbers, got dtype {array.dtype}")
-    array = array.astype(np.float32)
-    if array.size == 0:
-        return array
-    if not np.isfinite(array).all():
-        raise DataError(f"{source}: pixel values contain NaN or inf")
-    low, high = float(array.min()), float(array.max())
-    if low < 0 or high > 255:
+    pixels, scale = _opencv_pixels(array, pixel_scale(array, source=source))
+    return pixels.astype(np.float32) / np.float32(scale)
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to ``size`` x ``size`` in the image's own type: the one interpolation rule.
+
+    Area averaging when either side shrinks (no aliasing), bilinear when both grow; a
+    non-square image is stretched (the aspect ratio is not kept). Every model input of the
+    project is resized here, before its pixels become floats.
+    """
+    if image.shape[:2] == (size, size):
+        return image
+    shrink = image.shape[0] > size or image.shape[1] > size
+    return cv2.resize(
+        image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    )
+
+
+def to_model_input(
+    image: np.ndarray,
+    image_size: int | None = 48,
+    channels: int = 1,
+    *,
+    order: str = "rgb",
+    scale: float | None = None,
+    source: str = "image",
+) -> np.ndarray:
+    """One image as a model sees it: float32 ``(S, S, channels)`` in ``[0, 1]``.
+
+    The second half of the one loader (:func:`load_image` is the first), used for image
+    files (:func:`read_image`), arrays (:func:`fit_images`) and face crops
+    (``senet.predict.crop_inputs``), so a model gets the same pixels in training,
+    evaluation, prediction and explanation. In this order: alpha dropped; colour converted
+    (gray from colour with OpenCV's luma weights, RGB order out); resized by
+    :func:`resize_image` in the pixels' own type (uint8 stays uint8); then divided by
+    ``scale`` into float32.
+
+    Args:
+        image: ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``, values as
+            :func:`pixel_scale` accepts.
+        image_size: Output side ``S``; ``None`` keeps the size.
+        channels: 1 (gray) or 3 (RGB).
+        order: ``"bgr"`` (OpenCV's order: decoded files, video frames) or ``"rgb"``.
+        scale: The value of full brightness in ``image``; default ``pixel_scale(image)``
+            (pass the whole frame's for a crop, so that crops scale alike).
+        source: Name used in error messages (a file name).
+
+    Returns:
+        float32 array ``(S, S, channels)``.
+
+    Example:
+        >>> bgr = np.zeros((4, 6, 3), np.uint8); bgr[..., 2] = 255  # red in OpenCV's order
+        >>> to_model_input(bgr, 2, 3, order="bgr")[0, 0].tolist()
+        [1.0, 0.0, 0.0]
+    """
+    _check_size_channels(image_size, channels)
+    order = check_choice("order", order, ("rgb", "bgr"))
+    image = np.asarray(image)
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (1, 3, 4))):
         raise DataError(
-            f"{source}: pixel values must lie in [0, 1] or [0, 255]; found [{low:g}, {high:g}]"
+            f"{source}: expected an image of shape (H, W) or (H, W, C) with C in 1, 3, 4; "
+            f"got {image.shape}"
         )
-    return array / np.float32(255) if high > 1 else array
+    if scale is None:
+        scale = pixel_scale(image, source=source)
+    pixels, scale = _opencv_pixels(image, scale)
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    if pixels.ndim == 3:
+        pixels = np.ascontiguousarray(pixels[..., :3])  # alpha dropped
+        if channels == 1:
+            gray = cv2.COLOR_BGR2GRAY if order == "bgr" else cv2.COLOR_RGB2GRAY
+            pixels = cv2.cvtColor(pixels, gray)
+        elif order == "bgr":
+            pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+    elif channels == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
+    if image_size is not None:
+        pixels = resize_image(pixels, image_size)
+    out = pixels.astype(np.float32) / np.float32(scale)
+    if out.ndim == 2:
+        out = out[..., None]
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _fit_one(image: np.ndarray, image_size: int | None, channels: int) -> np.ndarray:
-    """One float32 image (H, W) or (H, W, C) in [0, 1], RGB order -> (S, S, channels)."""
+def to_bgr8(image: np.ndarray, *, scale: float | None = None) -> np.ndarray:
+    """An 8-bit BGR ``(H, W, 3)`` version of a decoded image, for detection and drawing.
+
+    uint8 BGR comes back as it is (not copied); gray and BGRA are converted; other types
+    are scaled by ``scale`` (default :func:`pixel_scale`) to 0..255, rounded and saturated.
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        pixels, scale = _opencv_pixels(image, pixel_scale(image) if scale is None else scale)
+        image = cv2.convertScaleAbs(pixels, alpha=255.0 / scale)
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
-    if image.ndim == 3:
-        if image.shape[-1] == 4:
-            image = image[..., :3]  # drop alpha
-        if channels == 1:
-            image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    elif channels == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image_size is not None and image.shape[:2] != (image_size, image_size):
-        # INTER_AREA averages when shrinking (no aliasing); bilinear when enlarging.
-        shrink = image.shape[0] > image_size or image.shape[1] > image_size
-        image = cv2.resize(
-            image,
-            (image_size, image_size),
-            interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR,
-        )
     if image.ndim == 2:
-        image = image[..., None]
-    return np.clip(image, 0.0, 1.0).astype(np.float32, copy=False)
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[-1] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
 
 
 def fit_images(
@@ -135,33 +296,119 @@ def fit_images(
             f"{source}: expected images of shape (N, H, W) or (N, H, W, C) with C in 1, 3, 4; "
             f"got {images.shape}"
         )
-    images = to_unit_range(images, source=source)
+    # one brightness scale for the batch; each image becomes float only after its resize
+    scale = pixel_scale(images, source=source)
     if images.shape[0] == 0:
         side = images.shape[1] if image_size is None else image_size
         return np.zeros((0, side, side, channels), np.float32)
-    return np.stack([_fit_one(image, image_size, channels) for image in images])
+    first = to_model_input(images[0], image_size, channels, scale=scale, source=source)
+    out = np.empty((images.shape[0], *first.shape), np.float32)
+    out[0] = first
+    for index in range(1, images.shape[0]):
+        out[index] = to_model_input(images[index], image_size, channels, scale=scale, source=source)
+    return out
+
+
+def _header_pixels(raw: bytes) -> tuple[str, int] | None:
+    """``(size text, pixel count)`` from an image file's header (Pillow, nothing decoded).
+
+    None when Pillow cannot parse the format (OpenCV may still decode it).
+    """
+    from PIL import Image as PILImage
+
+    try:
+        with warnings.catch_warnings():
+            # senet's cap decides, not Pillow's warning at its own limit
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            with PILImage.open(io.BytesIO(raw)) as image:
+                width, height = image.size
+        return f"{width}x{height}", width * height
+    except PILImage.DecompressionBombError:
+        # Pillow refuses to open images above twice its own limit, so the exact size is
+        # unknown here, only that it is larger
+        limit = 2 * int(PILImage.MAX_IMAGE_PIXELS)
+        return f"more than {limit}", limit + 1
+    except Exception:  # noqa: BLE001 - any format Pillow cannot parse: OpenCV decides
+        return None
+
+
+def _too_many_pixels(path, size: str, cap: int) -> DataError:
+    return DataError(
+        f"{path}: image of {size} pixels is over the cap of {cap} pixels (a decompression "
+        f"bomb?); set {MAX_IMAGE_PIXELS_ENV} to a larger number to read it"
+    )
+
+
+def load_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an image file as OpenCV gives it: gray ``(H, W)`` or BGR ``(H, W, 3)``.
+
+    The first half of the one loader (:func:`to_model_input` is the second; ``senet
+    predict`` and ``senet explain`` call this one directly, to find faces in the photo).
+    The width and height in the file's header are checked against the pixel cap before
+    anything is decoded; then OpenCV decodes it with EXIF orientation applied, alpha
+    dropped and the bit depth kept (uint8, uint16 or float32). Paths with any characters
+    work.
+
+    Args:
+        path: Image file (PNG, JPEG, BMP, TIFF, WebP, PGM/PPM ...).
+        max_pixels: The most pixels (width x height) to decode. Default: the environment
+            variable ``SENET_MAX_IMAGE_PIXELS`` if set, else ``DEFAULT_MAX_IMAGE_PIXELS``
+            (100 million). A PNG of a few KB can claim 20000 x 20000 pixels (400 MB as
+            8-bit gray); such a file is refused from its header. A format Pillow cannot
+            parse is decoded under OpenCV's own limit (``OPENCV_IO_MAX_IMAGE_PIXELS``,
+            2**30 by default) and then checked.
+
+    Returns:
+        The decoded pixels, OpenCV's channel order.
+
+    Raises:
+        DataError: The file is missing, unreadable, not a decodable image, or has more
+            pixels than the cap (the message names the file and the variable to set).
+    """
+    cap = _cap(max_pixels, "max_pixels", MAX_IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as error:
+        raise DataError(f"{path}: cannot read image file ({error.strerror or error})") from None
+    header = _header_pixels(raw) if raw else None
+    if header is not None and header[1] > cap:
+        raise _too_many_pixels(path, header[0], cap)
+    image = cv2.imdecode(np.frombuffer(raw, np.uint8), _IMREAD_FLAGS) if raw else None
+    if image is None:
+        raise DataError(f"{path}: not a readable image (corrupt or unsupported format)")
+    if image.shape[0] * image.shape[1] > cap:
+        raise _too_many_pixels(path, f"{image.shape[1]}x{image.shape[0]}", cap)
+    return image
 
 
 def read_image(
-    path: str | os.PathLike, image_size: int | None = 48, channels: int = 1
+    path: str | os.PathLike,
+    image_size: int | None = 48,
+    channels: int = 1,
+    *,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Read an image file into a float32 ``(S, S, channels)`` array in ``[0, 1]``.
 
-    The one image loader of the project: OpenCV decodes the file (8 or 16 bit, gray,
-    BGR or BGRA; paths with any characters), colour comes out as RGB, gray from colour
-    uses OpenCV's luma weights, and the image is resized to ``image_size`` square
-    (area interpolation when shrinking, bilinear when enlarging).
+    The one image loader of the project: :func:`load_image` (header checked against the
+    pixel cap, then OpenCV decodes 8 or 16 bit, gray or colour, EXIF orientation applied,
+    alpha dropped; paths with any characters) and :func:`to_model_input` (colour comes out
+    as RGB, gray from colour uses OpenCV's luma weights, the image is resized to
+    ``image_size`` square in its own bit depth, area interpolation when shrinking,
+    bilinear when enlarging, and only then scaled to ``[0, 1]``).
 
     Args:
         path: Image file (PNG, JPEG, BMP, TIFF, WebP, PGM/PPM ...).
         image_size: Output side ``S``; ``None`` keeps the file's size.
         channels: 1 (gray) or 3 (RGB).
+        max_pixels: The pixel cap; see :func:`load_image` (``SENET_MAX_IMAGE_PIXELS``).
 
     Returns:
         float32 array ``(S, S, channels)`` with values in ``[0, 1]``.
 
     Raises:
-        DataError: The file is missing, unreadable or not a decodable image.
+        DataError: The file is missing, unreadable, not a decodable image, or over the
+            pixel cap.
 
     Example:
         >>> import cv2, numpy as np, tempfile, os
@@ -171,20 +418,10 @@ def read_image(
         ((48, 48, 1), 1.0)
     """
     _check_size_channels(image_size, channels)
-    try:
-        # np.fromfile + imdecode instead of imread: imread silently fails on non-ASCII
-        # paths on some platforms and returns None for every kind of failure.
-        data = np.fromfile(os.fspath(path), dtype=np.uint8)
-    except OSError as error:
-        raise DataError(f"{path}: cannot read image file ({error.strerror or error})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise DataError(f"{path}: not a readable image (corrupt or unsupported format)")
-    if image.ndim == 3 and image.shape[-1] == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    elif image.ndim == 3 and image.shape[-1] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
-    return _fit_one(to_unit_range(image, source=str(path)), image_size, channels)
+    # read_bytes + imdecode instead of imread: imread silently fails on non-ASCII paths on
+    # some platforms and returns None for every kind of failure.
+    image = load_image(path, max_pixels=max_pixels)
+    return to_model_input(image, image_size, channels, order="bgr", source=str(path))
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -272,6 +509,7 @@ def read_npz(
     image_size: int = 48,
     channels: int = 1,
     skip_bad: bool = False,
+    max_bytes: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Read an ``.npz`` with arrays ``x`` (images) and ``y`` (integer labels).
 
@@ -279,26 +517,52 @@ def read_npz(
     :func:`to_unit_range` accepts; ``y`` holds integers (an integer dtype, or floats
     with whole values). An optional ``class_names`` array of strings fixes the number
     of classes; without it classes are named ``"0"``, ``"1"``, ... up to ``max(y)``.
+    Other arrays in the file are not loaded; pickled objects never are.
+
+    Args:
+        path: The ``.npz`` file.
+        image_size: Output side; see :func:`read_image`.
+        channels: 1 or 3.
+        skip_bad: Skip bad samples with one warning that counts them, instead of raising.
+        max_bytes: The most memory the file may need: ``x``, ``y`` and ``class_names`` as
+            their ``.npy`` headers declare them, plus the float32 model inputs made from
+            ``x``. Checked from the headers before anything is loaded (a compressed
+            ``.npz`` of 255 KB can hold 2.6 GB of zeros). Default: the environment variable
+            ``SENET_MAX_ARRAY_BYTES`` if set, else ``DEFAULT_MAX_ARRAY_BYTES`` (2 GiB).
 
     Returns:
         ``(x, y, class_names)`` as :func:`read_class_folders`.
 
     Raises:
-        DataError: Missing arrays, mismatched lengths, non-integer labels, a label that is
-            negative or not below the number of classes (each named by its 0-based index),
-            images with NaN/inf, or nothing left after skipping.
+        DataError: Not an ``.npz`` (zip) archive, arrays over the byte cap (the message
+            names the file and the variable to set), missing arrays, mismatched lengths,
+            non-integer labels, a label that is negative or not below the number of
+            classes (each named by its 0-based index), images with NaN/inf, or nothing
+            left after skipping.
     """
     path = Path(path)
+    _check_size_channels(image_size, channels)
+    cap = _cap(max_bytes, "max_bytes", MAX_ARRAY_BYTES_ENV, DEFAULT_MAX_ARRAY_BYTES)
     try:
+        names_in_file, shapes = _npz_headers(path)
+        needed = _npz_bytes_needed(shapes, image_size, channels)
+        if needed > cap:
+            raise DataError(
+                f"{path}: its arrays would need {needed} bytes of memory, over the cap of "
+                f"{cap} bytes (a decompression bomb?); set {MAX_ARRAY_BYTES_ENV} to a larger "
+                "number to read it"
+            )
         with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError) as error:
+            arrays = {key: data[key] for key in _NPZ_ARRAYS if key in shapes}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        if isinstance(error, DataError):
+            raise
         raise DataError(f"{path}: cannot read .npz file ({error})") from None
     missing = [key for key in ("x", "y") if key not in arrays]
     if missing:
         raise DataError(
             f"{path}: missing array(s) {missing}; expected 'x' (images) and 'y' (labels), "
-            f"found {sorted(arrays)}"
+            f"found {sorted(names_in_file)}"
         )
     x, y = arrays["x"], np.asarray(arrays["y"])
     if y.ndim != 1 or x.ndim < 1 or x.shape[0] != y.shape[0]:
@@ -335,7 +599,45 @@ def read_npz(
     )
     if not keep.any():
         raise DataError(f"{path}: no valid samples")
-    return fit_images(x[keep], image_size, channels, source=str(path)), labels[keep], names
+    kept = x if keep.all() else x[keep]
+    return fit_images(kept, image_size, channels, source=str(path)), labels[keep], names
+
+
+def _npz_headers(path: Path) -> tuple[list[str], dict[str, tuple[tuple[int, ...], np.dtype]]]:
+    """The array names in an ``.npz`` and, for those :func:`read_npz` loads, the shape and
+    dtype their ``.npy`` headers declare; nothing else is read or decompressed."""
+    formats = np.lib.format
+    shapes = {}
+    with zipfile.ZipFile(path) as archive:
+        members = {
+            (name[:-4] if name.endswith(".npy") else name): name for name in archive.namelist()
+        }
+        for key in _NPZ_ARRAYS:
+            if key not in members:
+                continue
+            with archive.open(members[key]) as member:
+                # a member that is not an .npy array is refused here (np.load would hand
+                # back its raw bytes, all of them)
+                version = formats.read_magic(member)
+                # version 3.0 differs from 2.0 only in how field names are encoded
+                read_header = (
+                    formats.read_array_header_1_0
+                    if version == (1, 0)
+                    else formats.read_array_header_2_0
+                )
+                shape, _, dtype = read_header(member)
+            shapes[key] = (tuple(int(n) for n in shape), np.dtype(dtype))
+    return list(members), shapes
+
+
+def _npz_bytes_needed(shapes: dict, image_size: int | None, channels: int) -> int:
+    """Bytes of the arrays as declared, plus the float32 model inputs made from ``x``."""
+    needed = sum(math.prod(shape) * dtype.itemsize for shape, dtype in shapes.values())
+    if "x" in shapes and len(shapes["x"][0]) >= 3:
+        shape = shapes["x"][0]
+        side = image_size * image_size if image_size is not None else math.prod(shape[1:3])
+        needed += shape[0] * side * channels * 4
+    return needed
 
 
 def _index_of(problem: str) -> int:
