@@ -30,6 +30,8 @@ from datetime import datetime, timezone
 import keras
 import numpy as np
 
+from senet import graph
+
 __all__ = [
     "count_flops",
     "count_params",
@@ -225,16 +227,10 @@ def _concrete(shape, batch: int, where: str) -> tuple[int, ...]:
 
 def _nodes(model):
     """The call nodes of a functional (or built Sequential) model, inputs first."""
-    graph = model
-    if isinstance(model, keras.Sequential):
-        graph = getattr(model, "_functional", None)
-    if graph is None or not hasattr(graph, "_nodes_by_depth"):
-        raise ValueError(
-            "count_flops supports functional and built Sequential models. "
-            f"Received: model={type(model).__name__} {model.name!r}"
-        )
-    for depth in sorted(graph._nodes_by_depth, reverse=True):
-        yield from graph._nodes_by_depth[depth]
+    try:
+        return graph.nodes(model)
+    except ValueError as error:
+        raise ValueError(f"count_flops cannot walk this model: {error}") from error
 
 
 def _model_flops(model, batch, macs_only, unknown, per_layer, prefix=""):

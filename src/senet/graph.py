@@ -53,7 +53,9 @@ def functional(model) -> keras.Model:
                 "has no graph; start it with `keras.Input(shape)` or call "
                 "`model.build(input_shape)` first."
             ) from None
-        return keras.Model(inputs, outputs, name=model.name)
+        # A Sequential has one input and one output; a tensor, not a list of one, as its own
+        # graph has it (a list would make Keras warn at every plain-array call).
+        return keras.Model(inputs[0], outputs[0], name=model.name)
     if not isinstance(model, keras.Model) or _nodes_by_depth(model) is None:
         raise ValueError(
             "Expected `model` to be a functional or built Sequential Keras model. Received: "

@@ -2,10 +2,10 @@
 
 Everything here reads the model and never changes it: no layer is called on
 symbolic tensors (which would add inbound nodes, after which ``layer.input``
-raises for "multiple inbound nodes"), no attribute is set. The few private Keras
-attributes used (``Functional._nodes_by_depth``, ``_run_through_graph``,
-``_standardize_inputs`` and ``Sequential._functional``) are read in this module
-only, so a Keras change is fixed in one place.
+raises for "multiple inbound nodes"), no attribute is set. The graph itself (a
+model's nodes, a run with substituted calls) comes from :mod:`senet.graph`, senet's
+one functional-graph walker; this module adds what explain needs on top: attention
+layers, ``"outer/inner"`` paths into nested models, and batching.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 
 import keras
 import numpy as np
+
+from senet import graph as _walker
 
 # A substitute for one layer call: ``fn(layer, *args, **kwargs) -> output``.
 Replacement = Callable[..., object]
@@ -25,30 +27,13 @@ def is_attention(layer) -> bool:
 
 
 def graph_of(model: keras.Model) -> keras.Model:
-    """The functional graph that runs ``model``: itself, or a built Sequential's inner one."""
-    if isinstance(model, keras.Sequential):
-        # A built Sequential keeps its layer graph in a Functional (Keras 3).
-        graph = getattr(model, "_functional", None)
-        if graph is None:
-            raise ValueError(
-                f"Expected `model` to be a built Sequential model (start it with keras.Input or "
-                f"call it once). Received: model={model.name!r} with no input shape"
-            )
-        return graph
-    if not hasattr(model, "_nodes_by_depth"):
-        raise ValueError(
-            "Expected `model` to be a functional or Sequential Keras model (its layer graph is "
-            f"needed). Received: model={model.name!r} of type {type(model).__name__}"
-        )
-    return model
+    """The functional graph that runs ``model``: itself, or a built Sequential's graph."""
+    return _walker.functional(model)
 
 
 def nodes_of(graph: keras.Model, layer) -> list:
     """The calls (nodes) of ``layer`` inside ``graph``, earliest first."""
-    nodes = []
-    for depth in sorted(graph._nodes_by_depth, reverse=True):
-        nodes.extend(node for node in graph._nodes_by_depth[depth] if node.operation is layer)
-    return nodes
+    return [node for node in _walker.nodes(graph) if node.operation is layer]
 
 
 def attention_paths(model: keras.Model, prefix: str = "") -> list[str]:
@@ -103,9 +88,7 @@ def forward(model: keras.Model, inputs, replace: dict[str, Replacement]):
             own[id(layer)] = _bind(fn, layer)
     for key, (sub_model, sub_replace) in nested.items():
         own[key] = _bind_model(sub_model, sub_replace)
-    graph = graph_of(model)
-    flat_inputs = graph._standardize_inputs(inputs)
-    outputs = graph._run_through_graph(flat_inputs, operation_fn=lambda op: own.get(id(op), op))
+    outputs = _walker.run(model, inputs, operation_fn=lambda op: own.get(id(op), op))
     if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
         return outputs[0]
     return outputs
@@ -144,7 +127,8 @@ def batches(x, batch_size: int | None) -> Iterator:
 
 def output_layer(model: keras.Model):
     """The layer that produces the model's (first) output."""
-    return graph_of(model).outputs[0]._keras_history.operation
+    graph = _walker.Graph(model)
+    return graph.layer_of(graph.outputs[0])
 
 
 def output_shape(model: keras.Model, layer) -> tuple | None:
