@@ -15,7 +15,11 @@ call_function=...)``, public Keras API, plus the four things model surgery needs
   (:func:`senet.graph.functional`); the result is functional either way;
 * model inputs: ``clone_model`` calls nothing for an input, so ``inputs=`` (what to
   feed onward instead of an input) is substituted into the arguments of every call that
-  reads that input.
+  reads that input;
+* compilation: ``clone_model`` compiles its copy of a compiled model again from the
+  compile config, which fails for a loss or metric that is a plain Python function; the
+  copy is made from an uncompiled view of the graph, ``keras.Model(model.input,
+  model.output)`` over the same tensors (no layer is called), and comes back uncompiled.
 
 What ``call`` returns stands for the call's outputs. A call that returns one of its own
 arguments instead of calling its clone (a layer being fused away) leaves no trace:
@@ -100,14 +104,13 @@ def rewrite(
         graph.model.input,
     )
     substitutes = _substitutes(graph, new_inputs, inputs) if inputs is not None else {}
-    copy = keras.models.clone_model(
-        graph.model,
+    view = keras.Model(graph.model.input, graph.model.output, name=name or model.name)
+    result = keras.models.clone_model(
+        view,
         input_tensors=new_inputs,
         clone_function=clone_function,
         call_function=call_function,
     )
-    # Not `copy` itself: it is compiled if `model` was, and of `model`'s class.
-    result = keras.Model(copy.input, copy.output, name=name or model.name)
     for layer in result.layers:
         original = originals.get(id(layer))
         if original is not None and original is not layer and getattr(original, "weights", None):
