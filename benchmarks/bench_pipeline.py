@@ -184,7 +184,7 @@ def bench_levers(frame, truth, model, rounds: int, number: int, recall: list) ->
     import tensorflow as tf
 
     from senet.bench import time_interleaved
-    from senet.predict import _crop_inputs, _predictor, detect_faces
+    from senet.predict import _predictor, crop_inputs, detect_faces
 
     options = {
         "default (max_side=320, scale_factor=1.15, min_size=0.1)": {},
@@ -225,7 +225,7 @@ def bench_levers(frame, truth, model, rounds: int, number: int, recall: list) ->
     detection[single]["found"] = _found(one_thread(), truth)
     detection[single]["recall"] = detection[next(iter(options))]["recall"]
 
-    crop = _crop_inputs(frame, [truth], 48, 1)
+    crop = crop_inputs(frame, [truth], 48, 1)
     spec = tf.TensorSpec((None, 48, 48, 1), tf.float32)
     xla = tf.function(lambda t: model(t, training=False), input_signature=[spec], jit_compile=True)
     predictor = _predictor(model)
@@ -235,7 +235,8 @@ def bench_levers(frame, truth, model, rounds: int, number: int, recall: list) ->
         "model.predict_on_batch": lambda: model.predict_on_batch(crop),
         "eager model(x)": lambda: keras.ops.convert_to_numpy(model(crop, training=False)),
         "model.predict": lambda: model.predict(crop, verbose=0),
-        "crop + resize only (_crop_inputs)": lambda: _crop_inputs(frame, [truth], 48, 1),
+        "crop + resize only (crop_inputs)": lambda: crop_inputs(frame, [truth], 48, 1),
+
     }
     model_ways = time_interleaved(ways, rounds=rounds, number=number, warmup=2)
     return {"detection": detection, "model": model_ways, "recall_frames": len(recall)}

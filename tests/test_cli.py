@@ -147,11 +147,11 @@ def test_explain_bad_class_lists_the_class_names(files, capsys):
 
 
 def _crops(files):
-    from senet.predict import _crop_inputs, detect_faces
+    from senet.predict import crop_inputs, detect_faces
 
     photo = cv2.imread(str(files["root"] / "faces.png"))
     boxes = detect_faces(photo)
-    return boxes, _crop_inputs(photo, boxes, 48, 1)
+    return boxes, crop_inputs(photo, boxes, 48, 1)
 
 
 def test_explain_writes_one_overlay_per_face_and_an_index(files, tmp_path, capsys):

@@ -79,7 +79,7 @@ def test_crop_probabilities_match_reference_and_model_predict(files):
         (48, 48),
         interpolation=cv2.INTER_AREA,
     )
-    crops = predict._crop_inputs(photo, [box], 48, 1)
+    crops = predict.crop_inputs(photo, [box], 48, 1)
     assert crops.shape == (1, 48, 48, 1)
     # OpenCV rounds grey to uint8 before resizing: half a grey level at most after averaging
     np.testing.assert_allclose(crops[0, ..., 0], reference, atol=1 / 255)
@@ -184,3 +184,87 @@ def test_video_every_n_frames(files, tmp_path, capsys):
         frames.append(frame)
     capture.release()
     assert len(frames) == 4 and frames[0].shape == (480, 640, 3)
+
+
+def test_truncated_video_warns_with_the_frames_read(files, tmp_path, capsys):
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    for _ in range(20):
+        writer.write(_face_photo())
+    writer.release()
+    capture = cv2.VideoCapture(str(video))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 20
+    capture.release()
+    # cut the file in half: the header still says 20 frames, half of them are gone
+    video.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
+
+    with pytest.warns(UserWarning, match=r"clip.avi: read \d+ of the 20 frames") as caught:
+        results = predict.predict_paths(files["path"], [video])
+    assert 0 < len(results) < 20
+    assert f"read {len(results)} of the 20 frames" in str(caught[0].message)
+
+    status = main(["predict", str(files["path"]), str(video), "--json"])
+    captured = capsys.readouterr()
+    assert status == 0
+    assert len(captured.out.strip().splitlines()) == len(results)
+    (line,) = captured.err.strip().splitlines()
+    assert line == (
+        f"senet predict: warning: {video}: read {len(results)} of the 20 frames the file says "
+        "it has; the rest could not be decoded (a truncated or damaged file?)"
+    )
+
+
+def test_whole_video_gives_no_warning(files, tmp_path, recwarn):
+    video = tmp_path / "whole.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    for _ in range(5):
+        writer.write(_face_photo())
+    writer.release()
+    assert len(predict.predict_paths(files["path"], [video], every=2)) == 3
+    assert not [w for w in recwarn if "frames" in str(w.message)]
+
+
+def test_annotate_names_are_unique_across_folders(files, tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cv2.imwrite(str(tmp_path / "a" / "x.png"), _face_photo())
+    cv2.imwrite(str(tmp_path / "b" / "x.png"), np.full((480, 640, 3), 128, np.uint8))
+    out = tmp_path / "out"
+    argv = ["predict", str(files["path"]), str(tmp_path / "a" / "x.png")]
+    status = main([*argv, str(tmp_path / "b" / "x.png"), "--annotate", str(out)])
+    assert status == 0, capsys.readouterr().err
+    assert sorted(path.name for path in out.iterdir()) == ["x_2_annotated.png", "x_annotated.png"]
+    # the first is the face photo with its box drawn, the second the blank image untouched
+    first = cv2.imread(str(out / "x_annotated.png"))
+    x, y, w, h = predict.detect_faces(_face_photo())[0]
+    assert tuple(first[y + h // 2, x]) == (0, 220, 0)
+    second = cv2.imread(str(out / "x_2_annotated.png"))
+    np.testing.assert_array_equal(second, np.full((480, 640, 3), 128, np.uint8))
+    assert predict.annotated_names(["a/x.jpg", "b/X.jpg", "c.mp4", "d/c.mov", "x_2.jpg"]) == [
+        "x_annotated.jpg",
+        "X_2_annotated.jpg",
+        "c_annotated.avi",
+        "c_2_annotated.avi",
+        "x_2_2_annotated.jpg",
+    ]
+
+
+def test_annotate_refuses_to_overwrite_without_the_flag(files, tmp_path, capsys):
+    root, out = files["root"], tmp_path / "out"
+    out.mkdir()
+    existing = out / "photo_annotated.png"
+    existing.write_bytes(b"mine")
+    argv = ["predict", str(files["path"]), str(root / "photo.png"), "--annotate", str(out)]
+    status = main(argv)
+    captured = capsys.readouterr()
+    assert status == 2 and captured.out == ""
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("senet predict: error: ") and str(existing) in line
+    assert "--overwrite" in line and "Traceback" not in captured.err
+    assert existing.read_bytes() == b"mine"
+    with pytest.raises(FileExistsError, match="photo_annotated.png already exists"):
+        predict.predict_paths(files["path"], [root / "photo.png"], annotate_dir=out)
+
+    assert main([*argv, "--overwrite"]) == 0
+    assert "1 face" in capsys.readouterr().out
+    assert cv2.imread(str(existing)).shape == (480, 640, 3)

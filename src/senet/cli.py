@@ -273,7 +273,17 @@ def _add_predict(subparsers) -> None:
         action="store_true",
         help="print one JSON object per image / video frame (JSON Lines)",
     )
-    parser.add_argument("--annotate", metavar="DIR", help="write annotated images/videos here")
+    parser.add_argument(
+        "--annotate",
+        metavar="DIR",
+        help="write annotated copies here: STEM_annotated.png|jpg|avi (STEM_2_annotated... "
+        "for a second input of the same name)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace annotated copies that already exist in --annotate DIR (default: refuse)",
+    )
     parser.add_argument(
         "--every", type=_positive_int, default=1, help="look at every N-th video frame"
     )
@@ -281,16 +291,33 @@ def _add_predict(subparsers) -> None:
 
 
 def _run_predict(args) -> int:
+    import warnings
+
     from senet.predict import iter_predictions
 
-    for result in iter_predictions(
-        args.model, args.paths, every=args.every, annotate_dir=args.annotate
-    ):
-        if args.json:
-            print(json.dumps(result.to_dict()), flush=True)
-        else:
-            print(_format_prediction(result), flush=True)
+    # library warnings (a truncated video's missing frames) as one line each, in order
+    with warnings.catch_warnings(record=True) as caught:
+        for result in iter_predictions(
+            args.model,
+            args.paths,
+            every=args.every,
+            annotate_dir=args.annotate,
+            overwrite=args.overwrite,
+        ):
+            _print_warnings(args.command, caught)
+            if args.json:
+                print(json.dumps(result.to_dict()), flush=True)
+            else:
+                print(_format_prediction(result), flush=True)
+        _print_warnings(args.command, caught)
     return 0
+
+
+def _print_warnings(command: str, caught: list) -> None:
+    """Print and forget the warnings recorded so far, one line each on stderr."""
+    for warning in caught:
+        print(f"senet {command}: warning: {_one_line(warning.message)}", file=sys.stderr)
+    caught.clear()
 
 
 def _format_prediction(result) -> str:

@@ -6,8 +6,9 @@ and the same class probabilities as ``senet predict``); each face crop is then e
 :func:`senet.explain.attention_map` (``"attention"``). The output folder gets one overlay PNG
 per face (the heatmap over the face crop, titled with the explained class and its
 probability) and an ``index.html`` that lists every photo, its faces, their overlays and
-predictions, with relative links. ``index.html`` is rewritten after each photo, so when a
-later photo fails, the overlays and the index of the photos before it are kept.
+predictions, with relative links (written by :func:`senet.report.write_report`, the one
+report writer, with ``index.md`` beside it). The index is rewritten after each photo, so
+when a later photo fails, the overlays and the index of the photos before it are kept.
 
 This module sits beside :mod:`senet.predict` (it uses predict and explain), not inside
 ``senet.explain``, which lies below predict.
@@ -15,30 +16,28 @@ This module sits beside :mod:`senet.predict` (it uses predict and explain), not 
 
 from __future__ import annotations
 
-import html
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import cv2
 import numpy as np
 
-from senet._files import atomic_write_text
+from senet.data.images import load_image, to_bgr8
 from senet.predict import (
     VIDEO_EXTENSIONS,
     Box,
-    _crop_inputs,
-    _model_input_size,
-    _read_image_bgr,
     class_names_for,
+    crop_inputs,
     detect_faces,
     load_classifier,
+    model_input_size,
     predict_faces,
 )
+from senet.report import Image, Section, Table, write_report
 
 __all__ = [
     "EXPLAIN_METHODS",
@@ -162,44 +161,35 @@ def _check_method(method: str, class_name: str | None) -> None:
         )
 
 
-def _write_index(out_dir: Path, photos: Sequence[PhotoExplanation], method: str) -> None:
-    def link(path: str) -> str:
-        return quote(Path(path).name)
+def _photo_section(photo: PhotoExplanation) -> Section:
+    """One photo of the index: per face its overlay, captioned, and its probabilities."""
+    if not photo.faces:
+        return Section(photo.path, ["no face found"])
+    blocks: list[str | Table | Image] = []
+    for number, face in enumerate(photo.faces, 1):
+        explained = f"{face.target} {face.probability:.3f}"
+        if face.target != face.label:
+            explained += " (not the predicted class)"
+        box = ", ".join(str(v) for v in face.box)
+        caption = (
+            f"face {number}: box (x, y, w, h) = {box}; predicted "
+            f"{face.label} {face.probabilities[face.label]:.3f}; explained {explained}"
+        )
+        top = sorted(face.probabilities.items(), key=lambda item: item[1], reverse=True)
+        blocks.append(Image(face.overlay, caption))
+        blocks.append(Table(["class", "probability"], [[name, f"{p:.3f}"] for name, p in top]))
+    return Section(photo.path, blocks)
 
-    rows = []
-    for photo in photos:
-        rows.append(f"<h2>{html.escape(photo.path)}</h2>")
-        if not photo.faces:
-            rows.append('<p class="none">no face found</p>')
-            continue
-        for number, face in enumerate(photo.faces, 1):
-            top = sorted(face.probabilities.items(), key=lambda item: item[1], reverse=True)
-            table = "".join(
-                f"<tr><td>{html.escape(name)}</td><td>{p:.3f}</td></tr>" for name, p in top
-            )
-            explained = (
-                f"{html.escape(face.target)} {face.probability:.3f}"
-                if face.target == face.label
-                else f"{html.escape(face.target)} {face.probability:.3f} (not the predicted class)"
-            )
-            rows.append(
-                '<div class="face">'
-                f'<img src="{link(face.overlay)}" alt="face {number} overlay">'
-                f"<div><p><b>face {number}</b> box (x, y, w, h) = "
-                f"{', '.join(str(v) for v in face.box)}</p>"
-                f"<p>predicted: <b>{html.escape(face.label)}</b> "
-                f"{face.probabilities[face.label]:.3f}<br>explained: {explained}</p>"
-                f"<table>{table}</table></div></div>"
-            )
-    page = (
-        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>senet explain</title>'
-        "<style>body{font-family:sans-serif;margin:2em}"
-        ".face{display:flex;gap:1.5em;margin:1em 0}td{padding:0 .8em 0 0}"
-        ".none{color:#a00}</style></head><body>"
-        f"<h1>senet explain ({html.escape(method)})</h1>" + "\n".join(rows) + "</body></html>\n"
+
+def _write_index(out_dir: Path, photos: Sequence[PhotoExplanation], method: str) -> None:
+    # linked, not embedded: the index is rewritten after every photo and lists them all
+    write_report(
+        out_dir,
+        f"senet explain ({method})",
+        [_photo_section(photo) for photo in photos],
+        name=Path(INDEX_FILE).stem,
+        embed_images=False,
     )
-    # a reader never sees a half-written page
-    atomic_write_text(out_dir / INDEX_FILE, page)
 
 
 def iter_explanations(
@@ -227,7 +217,7 @@ def iter_explanations(
                 f"Received: {path}"
             )
     model = load_classifier(model_path)
-    size, channels = _model_input_size(model)
+    size, channels = model_input_size(model)
     if class_names is None:
         class_names = class_names_for(model_path, int(model.output_shape[-1]))
     class_names = tuple(class_names)
@@ -247,7 +237,7 @@ def iter_explanations(
     photos: list[PhotoExplanation] = []
     used_stems: set[str] = set()
     for path in paths:
-        image = _read_image_bgr(path)
+        image = load_image(path)
         stem = _unique_stem(path, used_stems)
         boxes = detect_faces(image, **detect_options)
         predictions = predict_faces(model, image, class_names, boxes=boxes)
@@ -257,8 +247,9 @@ def iter_explanations(
                 targets = [class_names.index(face.label) for face in predictions]
             else:
                 targets = [class_names.index(class_name)] * len(predictions)
-            x = _crop_inputs(image, boxes, size, channels)
+            x = crop_inputs(image, boxes, size, channels)
             heatmaps = _heatmaps(model, x, method, layer, np.asarray(targets, np.int64))
+            display = to_bgr8(image)
             for number, (face, target, heatmap) in enumerate(
                 zip(predictions, targets, heatmaps, strict=True), 1
             ):
@@ -271,7 +262,7 @@ def iter_explanations(
                     predicted = face.probabilities[face.label]
                     title = [f"explained {target_name} {probability:.2f} ({method})"]
                     title.append(f"predicted {face.label} {predicted:.2f}")
-                picture = _face_picture(image[y0 : y0 + h, x0 : x0 + w], heatmap, title)
+                picture = _face_picture(display[y0 : y0 + h, x0 : x0 + w], heatmap, title)
                 if not cv2.imwrite(str(file), picture):
                     raise OSError(f"cannot write {file}")
                 photo.faces.append(
@@ -310,8 +301,11 @@ def explain_photos(
     ``OUT/<stem>_face<k>_<method>_<class>.png`` (224 pixels wide): the heatmap over the face
     crop, titled with the explained class and its probability (and the predicted one when
     they differ).
-    ``OUT/index.html`` lists every photo with its faces' overlays and probabilities, or
-    "no face found".
+    ``OUT/index.html`` (and ``OUT/index.md``, the same content) lists every photo with its
+    faces' overlays, linked by relative path, and probabilities, or "no face found".
+    Photos are decoded by :func:`senet.data.images.load_image` (the pixel cap
+    ``SENET_MAX_IMAGE_PIXELS`` applies).
+
 
     Args:
         model_path: A ``.keras`` classifier (e.g. ``RUN_DIR/model.keras``).

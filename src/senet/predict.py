@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,15 +26,21 @@ from typing import Any
 import cv2
 import numpy as np
 
+from senet.data.images import load_image, pixel_scale, to_bgr8, to_model_input
+
 __all__ = [
     "VIDEO_EXTENSIONS",
+    "Box",
     "FacePrediction",
     "FramePrediction",
     "annotate",
+    "annotated_names",
     "class_names_for",
+    "crop_inputs",
     "detect_faces",
     "iter_predictions",
     "load_classifier",
+    "model_input_size",
     "predict_faces",
     "predict_paths",
 ]
@@ -43,6 +50,7 @@ VIDEO_EXTENSIONS = frozenset(
 )
 _CASCADE_FILE = "haarcascade_frontalface_default.xml"
 
+#: A face's box in pixels: ``(x, y, w, h)``.
 Box = tuple[int, int, int, int]
 
 
@@ -100,7 +108,8 @@ def detect_faces(
     """Frontal faces in an image with OpenCV's Haar cascade.
 
     Args:
-        image_bgr: ``(H, W, 3)`` BGR (OpenCV's order) or ``(H, W)`` grey, uint8.
+        image_bgr: ``(H, W, 3)`` BGR (OpenCV's order), ``(H, W, 4)`` BGRA or ``(H, W)``
+            grey; uint8, or any type :func:`senet.data.images.to_bgr8` brings to 8 bits.
         scale_factor: Step between the detector's scales (smaller finds more, slower).
         min_neighbors: Overlapping detections needed to keep a face (higher: fewer false).
         min_size: Smallest face, as a fraction of the image's shorter side.
@@ -111,6 +120,9 @@ def detect_faces(
         ``(x, y, w, h)`` boxes in the input's pixels, largest first.
     """
     image = np.asarray(image_bgr)
+    if image.dtype != np.uint8 and (image.ndim == 2 or image.shape[-1] in (1, 3, 4)):
+        # 16-bit and float photos are scaled to 8 bits, not clipped at 255
+        image = to_bgr8(image)
     if image.ndim == 3 and image.shape[2] == 3:
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     elif image.ndim == 3 and image.shape[2] == 4:
@@ -121,8 +133,6 @@ def detect_faces(
         raise ValueError(
             f"Expected `image_bgr` of shape (H, W), (H, W, 3) or (H, W, 4). Received {image.shape}"
         )
-    if gray.dtype != np.uint8:
-        gray = np.clip(gray, 0, 255).astype(np.uint8)
     height, width = gray.shape
     scale = 1.0
     if max_side is not None and max(height, width) > max_side:
@@ -206,7 +216,12 @@ def _predictor(model) -> Callable[[np.ndarray], np.ndarray]:
     return predictor
 
 
-def _model_input_size(model) -> tuple[int, int]:
+def model_input_size(model) -> tuple[int, int]:
+    """``(side, channels)`` of a classifier's square image input ``(B, side, side, 1 or 3)``.
+
+    Raises:
+        ValueError: The model takes something else, or its input side is not fixed.
+    """
     shape = model.input_shape
     if len(shape) != 4 or shape[1] is None or shape[3] not in (1, 3):
         raise ValueError(
@@ -216,35 +231,32 @@ def _model_input_size(model) -> tuple[int, int]:
     return int(shape[1]), int(shape[3])
 
 
-def _prepare_crop(crop: np.ndarray, size: int, channels: int) -> np.ndarray:
-    """A BGR(A) or grey face crop -> float32 ``(size, size, channels)`` in [0, 1].
+def crop_inputs(
+    image_bgr: np.ndarray, boxes: Sequence[Box], size: int, channels: int
+) -> np.ndarray:
+    """The model inputs of the faces in ``boxes``: float32 ``(len(boxes), size, size, channels)``.
 
-    The same conversions as :func:`senet.data.read_image` (OpenCV's luma weights for grey,
-    RGB order for colour, area interpolation when shrinking), so the model sees faces as
-    it saw them in training.
+    Each crop goes through :func:`senet.data.images.to_model_input`, the function every
+    training and evaluation image goes through (alpha dropped, OpenCV's luma weights for
+    grey, RGB order for colour, resized in its own bit depth, then scaled to [0, 1]), with
+    the brightness scale of the whole image; so a face reaches the model exactly as the
+    same pixels in a training image file would.
+
+    Args:
+        image_bgr: A decoded image or video frame in OpenCV's order (as
+            :func:`senet.data.images.load_image` returns it): grey, BGR or BGRA.
+        boxes: ``(x, y, w, h)`` boxes inside the image.
+        size: The model's input side.
+        channels: The model's input channels, 1 or 3.
     """
-    if crop.ndim == 3 and crop.shape[2] == 1:
-        crop = crop[..., 0]
-    if crop.ndim == 3:
-        if crop.shape[2] == 4:
-            crop = cv2.cvtColor(crop, cv2.COLOR_BGRA2BGR)
-        crop = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY if channels == 1 else cv2.COLOR_BGR2RGB)
-    elif channels == 3:
-        crop = cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB)
-    shrink = crop.shape[0] > size or crop.shape[1] > size
-    crop = cv2.resize(
-        crop, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    image = np.asarray(image_bgr)
+    scale = pixel_scale(image, source="image")
+    crops = [image[y : y + h, x : x + w] for x, y, w, h in boxes]
+    if not crops:
+        return np.zeros((0, size, size, channels), np.float32)
+    return np.stack(
+        [to_model_input(crop, size, channels, order="bgr", scale=scale) for crop in crops]
     )
-    if crop.ndim == 2:
-        crop = crop[..., None]
-    # integer pixels span their type's range; float images are taken to be in [0, 1]
-    top = np.iinfo(crop.dtype).max if np.issubdtype(crop.dtype, np.integer) else 1.0
-    return np.clip(crop.astype(np.float32) / np.float32(top), 0.0, 1.0)
-
-
-def _crop_inputs(image_bgr: np.ndarray, boxes: Sequence[Box], size: int, channels: int):
-    crops = [image_bgr[y : y + h, x : x + w] for x, y, w, h in boxes]
-    return np.stack([_prepare_crop(crop, size, channels) for crop in crops]).astype(np.float32)
 
 
 def predict_faces(
@@ -259,7 +271,9 @@ def predict_faces(
 
     Args:
         model: A Keras classifier taking ``(B, H, W, C)`` images in [0, 1], C 1 or 3.
-        image: A BGR uint8 array (as ``cv2.imread`` gives) or a path to an image file.
+        image: A decoded image in OpenCV's order (a BGR uint8 array as ``cv2.imread``
+            gives, or :func:`senet.data.images.load_image`'s grey/BGR of any depth), or a
+            path to an image file (read with ``load_image``).
         class_names: One name per model output; default ``class_names_for``'s fallback.
         boxes: Faces already found (``(x, y, w, h)``), to skip detection.
         **detect_options: Passed to :func:`detect_faces`.
@@ -268,13 +282,13 @@ def predict_faces(
         One :class:`FacePrediction` per face, largest face first; empty if none.
     """
     if isinstance(image, (str, os.PathLike)):
-        image = _read_image_bgr(Path(image))
-    size, channels = _model_input_size(model)
+        image = load_image(image)
+    size, channels = model_input_size(model)
     if boxes is None:
         boxes = detect_faces(image, **detect_options)
     if not boxes:
         return []
-    probabilities = _predictor(model)(_crop_inputs(image, boxes, size, channels))
+    probabilities = _predictor(model)(crop_inputs(image, boxes, size, channels))
     if class_names is None:
         class_names = class_names_for("", probabilities.shape[-1])
     if len(class_names) != probabilities.shape[-1]:
@@ -295,22 +309,9 @@ def predict_faces(
 # --------------------------------------------------------------------------- files
 
 
-def _read_image_bgr(path: Path) -> np.ndarray:
-    from senet.data import DataError
-
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"cannot read {path}: not an image (or video) format OpenCV can decode")
-    return image
-
-
 def annotate(image_bgr: np.ndarray, faces: Sequence[FacePrediction]) -> np.ndarray:
-    """A copy of the image with each face's box and ``label probability`` drawn on it."""
-    canvas = np.ascontiguousarray(image_bgr).copy()
-    if canvas.ndim == 2:
-        canvas = cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR)
+    """An 8-bit BGR copy of the image with each face's box and ``label probability`` on it."""
+    canvas = np.array(to_bgr8(image_bgr), copy=True, order="C")
     thickness = max(1, round(max(canvas.shape[:2]) / 300))
     for face in faces:
         x, y, w, h = face.box
@@ -345,6 +346,8 @@ def _video_frames(path: Path, every: int) -> Iterator[tuple[int, np.ndarray, flo
         if not capture.isOpened():
             raise DataError(f"cannot read {path}: not a video OpenCV can decode")
         fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+        # what the container says; 0 or less when it does not say
+        expected = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         index = 0
         while True:
             # grab() without decoding skips the frames we do not look at cheaply
@@ -358,6 +361,14 @@ def _video_frames(path: Path, every: int) -> Iterator[tuple[int, np.ndarray, flo
             index += 1
         if index == 0:
             raise DataError(f"cannot read {path}: the video has no frames OpenCV can decode")
+        if index < expected:
+            warnings.warn(
+                f"{path}: read {index} of the {expected} frames the file says it has; the "
+                "rest could not be decoded (a truncated or damaged file?)",
+                UserWarning,
+                stacklevel=2,
+            )
+
     finally:
         capture.release()
 
@@ -374,12 +385,81 @@ def load_classifier(model_path: str | os.PathLike) -> Any:
         raise DataError(f"cannot load model {model_path}: {message}") from error
 
 
+def annotated_names(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """File names of the annotated copies of ``paths``, one per path, all different.
+
+    ``<stem>_annotated.avi`` for a video (MJPG), ``<stem>_annotated.jpg|.jpeg`` for a JPEG,
+    ``<stem>_annotated.png`` for any other image. When a name is taken already (``a/x.jpg``
+    and ``b/x.jpg``; compared without regard to case, for case-insensitive file systems),
+    the later path gets ``<stem>_2_annotated...``, then ``_3``, and so on, in input order.
+
+    Example:
+        >>> annotated_names(["a/x.jpg", "b/x.jpg", "clip.mp4"])
+        ['x_annotated.jpg', 'x_2_annotated.jpg', 'clip_annotated.avi']
+    """
+    names: list[str] = []
+    taken: set[str] = set()
+    for path in map(Path, paths):
+        kind = path.suffix.lower()
+        suffix = ".avi" if kind in VIDEO_EXTENSIONS else kind if kind in (".jpg", ".jpeg") else ""
+        suffix = suffix or ".png"
+        name, number = f"{path.stem}_annotated{suffix}", 1
+        while name.lower() in taken:
+            number += 1
+            name = f"{path.stem}_{number}_annotated{suffix}"
+        taken.add(name.lower())
+        names.append(name)
+    return names
+
+
+def _annotation_targets(
+    paths: Sequence[Path], annotate_dir: str | os.PathLike | None, overwrite: bool
+) -> list[Path | None]:
+    """Where each path's annotated copy goes; refuses existing files unless ``overwrite``."""
+    if annotate_dir is None:
+        return [None] * len(paths)
+    out_dir = Path(annotate_dir)
+    targets = [out_dir / name for name in annotated_names(paths)]
+    if not overwrite:
+        for target in targets:
+            if target.exists():
+                raise FileExistsError(
+                    f"{target} already exists; pass overwrite=True (senet predict "
+                    "--overwrite) to replace it, or choose another folder"
+                )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return targets
+
+
+def _predict_video(
+    model, path: Path, target: Path | None, every: int, class_names, detect_options
+) -> Iterator[FramePrediction]:
+    writer = None
+    try:
+        for index, frame, fps in _video_frames(path, every):
+            faces = predict_faces(model, frame, class_names, **detect_options)
+            if target is not None:
+                if writer is None:
+                    writer = cv2.VideoWriter(
+                        str(target),
+                        cv2.VideoWriter_fourcc(*"MJPG"),
+                        max(fps / every, 1.0),
+                        (frame.shape[1], frame.shape[0]),
+                    )
+                writer.write(annotate(frame, faces))
+            yield FramePrediction(str(path), index, faces)
+    finally:
+        if writer is not None:
+            writer.release()
+
+
 def iter_predictions(
     model_path: str | os.PathLike,
     paths: Iterable[str | os.PathLike],
     *,
     every: int = 1,
     annotate_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
     class_names: Sequence[str] | None = None,
     **detect_options,
 ) -> Iterator[FramePrediction]:
@@ -391,41 +471,21 @@ def iter_predictions(
     for path in [Path(model_path), *paths]:
         if not path.is_file():
             raise FileNotFoundError(f"no such file: {path}")
+    # every input and output name is checked before the model loads or anything is written
+    targets = _annotation_targets(paths, annotate_dir, overwrite)
     model = load_classifier(model_path)
     outputs = int(model.output_shape[-1])
     if class_names is None:
         class_names = class_names_for(model_path, outputs)
-    out_dir = None if annotate_dir is None else Path(annotate_dir)
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
 
-    for path in paths:
+    for path, target in zip(paths, targets, strict=True):
         if path.suffix.lower() in VIDEO_EXTENSIONS:
-            writer = None
-            try:
-                for index, frame, fps in _video_frames(path, every):
-                    faces = predict_faces(model, frame, class_names, **detect_options)
-                    if out_dir is not None:
-                        if writer is None:
-                            writer = cv2.VideoWriter(
-                                str(out_dir / f"{path.stem}_annotated.avi"),
-                                cv2.VideoWriter_fourcc(*"MJPG"),
-                                max(fps / every, 1.0),
-                                (frame.shape[1], frame.shape[0]),
-                            )
-                        writer.write(annotate(frame, faces))
-                    yield FramePrediction(str(path), index, faces)
-            finally:
-                if writer is not None:
-                    writer.release()
+            yield from _predict_video(model, path, target, every, class_names, detect_options)
             continue
-        image = _read_image_bgr(path)
+        image = load_image(path)
         faces = predict_faces(model, image, class_names, **detect_options)
-        if out_dir is not None:
-            suffix = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg") else ".png"
-            target = out_dir / f"{path.stem}_annotated{suffix}"
-            if not cv2.imwrite(str(target), annotate(image, faces)):
-                raise OSError(f"cannot write {target}")
+        if target is not None and not cv2.imwrite(str(target), annotate(image, faces)):
+            raise OSError(f"cannot write {target}")
         yield FramePrediction(str(path), None, faces)
 
 
@@ -435,17 +495,28 @@ def predict_paths(
     *,
     every: int = 1,
     annotate_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
     class_names: Sequence[str] | None = None,
     **detect_options,
 ) -> list[FramePrediction]:
     """Faces and emotions in image files and videos.
 
+    Images are decoded by :func:`senet.data.images.load_image` (so the pixel cap
+    ``SENET_MAX_IMAGE_PIXELS`` applies) and every face goes to the model through
+    :func:`crop_inputs`, the conversion training images go through. A video that ends
+    before the frame count in its header (a truncated file) gives the frames it has and a
+    ``UserWarning`` that says how many were read.
+
     Args:
         model_path: A ``.keras`` classifier (e.g. ``RUN_DIR/model.keras``).
         paths: Image files, or videos (``VIDEO_EXTENSIONS``) read frame by frame.
         every: For videos, look at every ``every``-th frame (0, every, 2*every, ...).
-        annotate_dir: Write annotated copies here: ``<stem>_annotated.png|jpg`` for images,
-            ``<stem>_annotated.avi`` (MJPG, the frames looked at) for videos.
+        annotate_dir: Write annotated copies here, named by :func:`annotated_names`
+            (``<stem>_annotated.png|jpg`` for images, ``<stem>_annotated.avi``, MJPG with
+            the frames looked at, for videos; ``<stem>_2_annotated...`` for a second input
+            of the same name).
+        overwrite: Replace annotated copies that already exist; without it an existing
+            file is an error, raised before anything is written.
         class_names: Override the class names (default :func:`class_names_for`).
         **detect_options: Passed to :func:`detect_faces`.
 
@@ -454,7 +525,9 @@ def predict_paths(
 
     Raises:
         FileNotFoundError: A path (or the model) does not exist.
-        senet.data.DataError: A file OpenCV cannot decode, or a model that cannot be loaded.
+        FileExistsError: An annotated copy exists and ``overwrite`` is False.
+        senet.data.DataError: A file OpenCV cannot decode, one over the pixel cap, or a
+            model that cannot be loaded.
     """
     return list(
         iter_predictions(
@@ -462,6 +535,7 @@ def predict_paths(
             paths,
             every=every,
             annotate_dir=annotate_dir,
+            overwrite=overwrite,
             class_names=class_names,
             **detect_options,
         )

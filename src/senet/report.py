@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -297,10 +298,18 @@ def _table_html(table: Table) -> str:
     return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _image_html(image: Image) -> str:
+def _link(path: Path, root: Path) -> str:
+    """``path`` relative to the report's folder, with forward slashes."""
+    return Path(os.path.relpath(path.resolve(), root.resolve())).as_posix()
+
+
+def _image_html(image: Image, root: Path, embed: bool = True) -> str:
     path = _check_image(image)
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    source = f"data:{_MIME_TYPES[path.suffix.lower()]};base64,{data}"
+    if embed:
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        source = f"data:{_MIME_TYPES[path.suffix.lower()]};base64,{data}"
+    else:
+        source = html.escape(quote(_link(path, root)), quote=True)
     alt = html.escape(image.caption or path.stem, quote=True)
     caption = f"<figcaption>{_inline_html(image.caption)}</figcaption>" if image.caption else ""
     return f'<figure><img src="{source}" alt="{alt}">{caption}</figure>'
@@ -308,7 +317,7 @@ def _image_html(image: Image) -> str:
 
 def _image_markdown(image: Image, root: Path) -> str:
     path = _check_image(image)
-    link = Path(os.path.relpath(path.resolve(), root.resolve())).as_posix()
+    link = _link(path, root)
     # the caption follows as text, so the alt text stays short: the file's name
     text = f"![{path.stem}]({link})"
     return f"{text}\n\n*{image.caption}*" if image.caption else text
@@ -331,6 +340,7 @@ def write_report(
     sections: Sequence[Section | tuple[str, Sequence[str | Table | Image]]],
     *,
     name: str = "report",
+    embed_images: bool = True,
 ) -> dict[str, Path]:
     """Write one report as Markdown and as a self-contained HTML page, from the same content.
 
@@ -345,6 +355,9 @@ def write_report(
         sections: :class:`Section` objects or ``(title, blocks)`` pairs; blocks are
             paragraphs (``str``), :class:`Table` and :class:`Image`.
         name: File name stem of both files.
+        embed_images: False links the HTML's images by relative path too, as the
+            Markdown does: a page listing many images (``senet explain``'s index) stays
+            small and quick to rewrite, but needs its image files beside it.
 
     Returns:
         ``{"markdown": path, "html": path}``.
@@ -375,7 +388,8 @@ def write_report(
                 body.append(_table_html(block))
             elif isinstance(block, Image):
                 markdown.append(_image_markdown(block, root))
-                body.append(_image_html(block))
+                body.append(_image_html(block, root, embed_images))
+
             else:
                 raise ValueError(
                     f"Expected report blocks to be str, Table or Image. Received: "
