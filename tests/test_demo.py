@@ -82,28 +82,55 @@ def test_accuracies_match_a_reevaluation_on_the_regenerated_test_split(demo, spl
         assert metrics["models"][name]["test_accuracy"] == pytest.approx(accuracy, abs=1e-9)
 
 
+def _energy(heatmaps, masks):
+    """Mean over images of sum(heatmap * mask) / sum(heatmap); an all-zero map counts at
+    its mask's area share (chance)."""
+    heatmaps = np.broadcast_to(heatmaps, masks.shape).astype(np.float64)
+    inside = (heatmaps * masks).sum(axis=(1, 2))
+    total = heatmaps.sum(axis=(1, 2))
+    return float(
+        np.mean(np.where(total > 0, inside / np.maximum(total, 1e-30), masks.mean((1, 2))))
+    )
+
+
 def test_focus_scores_against_numpy(demo, splits):
     out, metrics = demo
-    test_parts = _parts(splits["test"].masks)
+    test = splits["test"]
+    test_parts = _parts(test.masks)
     area = float(test_parts.mean())
-    for name in ("baseline", "se", "image_blind"):
-        assert metrics["focus"][name]["area_fraction"] == pytest.approx(area, rel=1e-9)
     # image-blind: the training set's mean part mask as every test image's heatmap
     blind = _parts(splits["train"].masks).mean(axis=0)
-    expected = np.mean([(blind * mask).sum() / blind.sum() for mask in test_parts])
-    assert metrics["focus"]["image_blind"]["energy_in_parts"] == pytest.approx(expected, rel=1e-6)
-    # the models' heatmaps with the method and layer the report names
-    method, layer = metrics["explain"]["method"], metrics["explain"]["layer"]
+    # the models' heatmaps with the method, layer and steps the report names
+    explain = metrics["explain"]
+    assert explain["test_images"] == len(test)
+    heatmaps = {"image_blind": blind}
     for name in ("baseline", "se"):
         model = load_model(out / "runs" / name / "model.keras")
-        heatmaps = grad_cam(model, splits["test"].x, layer=layer, method=method)
-        inside = (heatmaps * test_parts).sum(axis=(1, 2))
-        total = heatmaps.sum(axis=(1, 2))
-        energy = np.mean(
-            np.where(total > 0, inside / np.maximum(total, 1e-30), test_parts.mean((1, 2)))
+        heatmaps[name] = grad_cam(
+            model, test.x, layer=explain["layer"], method=explain["method"], steps=explain["steps"]
         )
-        assert metrics["focus"][name]["energy_in_parts"] == pytest.approx(energy, rel=1e-4)
-    assert set(metrics["focus"]["se"]["energy_by_part"]) == set(PARTS)
+        assert heatmaps[name].max() > 0  # a real map, not an all-zero one scored at chance
+    for name, maps in heatmaps.items():
+        focus = metrics["focus"][name]
+        energy = _energy(maps, test_parts)
+        assert focus["area_fraction"] == pytest.approx(area, rel=1e-9)
+        assert focus["energy_in_parts"] == pytest.approx(energy, rel=1e-4), name
+        assert focus["ratio"] == pytest.approx(energy / area, rel=1e-4), name
+        # each part alone, against its own mask
+        assert set(focus["energy_by_part"]) == set(PARTS)
+        for part in PARTS:
+            expected = _energy(maps, test.masks[part])
+            assert focus["energy_by_part"][part] == pytest.approx(expected, rel=1e-4), (name, part)
+        # the union's energy is at most the sum of its parts' (heatmaps are non-negative)
+        assert focus["energy_in_parts"] <= sum(focus["energy_by_part"].values()) + 1e-9
+    # the one-step comparison method at the same layer
+    for name in ("baseline", "se"):
+        model = load_model(out / "runs" / name / "model.keras")
+        local = grad_cam(model, test.x, layer=explain["layer"], method="gradxact")
+        expected = _energy(local, test_parts)
+        assert metrics["focus_gradxact"][name]["energy_in_parts"] == pytest.approx(
+            expected, rel=1e-4
+        )
 
 
 def test_report_html_is_self_contained_and_embeds_every_figure(demo):

@@ -21,16 +21,34 @@ from its last finished epoch.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
+from senet import runs
 from senet._files import atomic_write_text
+from senet.bench import count_params, machine_info
+from senet.checks import check_number
+from senet.data import ImageSet
+from senet.explain import (
+    class_profiles,
+    class_specificity,
+    focus_score,
+    grad_cam,
+    heatmap_grid,
+    image_blind_map,
+    pick_depths,
+    profile_figure,
+)
+from senet.layers import load_model
+from senet.report import Image, Section, Table, plot_confusion, plot_curves, write_report
+from senet.train import TrainConfig, load_run_data, train
 
 __all__ = ["FOCUS_LAYER", "FOCUS_METHOD", "PARTS", "run_demo"]
 
@@ -66,83 +84,41 @@ class _Progress:
         return time.perf_counter() - self.start
 
 
-def _configs(quick: bool, seed: int) -> dict[str, Any]:
-    from senet.train import TrainConfig
+@dataclass
+class _Trained:
+    """One model of the demo and its run: metrics.json, history rows and how it was had."""
 
-    budget = _BUDGETS[quick]
-    return {
-        name: TrainConfig(
-            data="synthetic",
-            model="emotion_cnn",
-            attention="none" if kind is None else kind,
-            epochs=budget["epochs"],
-            batch_size=_BATCH_SIZE,
-            seed=seed,
-            split_seed=seed,
-            synthetic_size=budget["synthetic_size"],
-            augment=True,
-        )
-        for name, kind in _MODELS.items()
-    }
+    model: keras.Model
+    metrics: dict[str, Any]
+    history: list[dict[str, float]]
+    how: str
 
 
-def _read_history(path: Path) -> list[dict[str, float]]:
-    with open(path, newline="", encoding="utf-8") as file:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
+@dataclass
+class _Focus:
+    """The heatmaps of both models on the test split and their focus scores."""
+
+    heatmaps: dict[str, np.ndarray]  # baseline, se: (N, H, W)
+    parts: np.ndarray  # the test images' part masks, (N, H, W) bool
+    scores: dict[str, dict]  # baseline, se, image_blind: focus_score(...)
+    gradxact: dict[str, dict]  # baseline, se: focus_score of gradient x activation
+    per_part: dict[str, dict[str, float]]  # name -> part -> energy inside that part alone
 
 
-def _finished_run(run_dir: Path, config) -> bool:
-    """Whether ``run_dir`` holds a finished run of ``config`` with all its final files."""
-    from senet.train import TrainConfig
+@dataclass
+class _Gates:
+    """The SE model's mean gates per class at an early, a middle and the last SE block."""
 
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        return False
-    saved = TrainConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
-    if saved != config:
-        raise ValueError(
-            f"{run_dir} holds a run with another configuration than this demo's "
-            f"({saved.to_dict()} != {config.to_dict()}); choose another `out_dir` or remove it"
-        )
-    needed = ("model.keras", "metrics.json", "history.csv", "curves.png", "confusion.png")
-    if not all((run_dir / name).is_file() for name in needed):
-        return False
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    return metrics.get("epochs_run") == config.epochs
-
-
-def _train_or_reuse(name: str, config, run_dir: Path, progress: _Progress, verbose: bool):
-    """``(model, metrics, history, how)``: a finished run is loaded, any other (re)trained."""
-    from senet.layers import load_model
-    from senet.train import train
-
-    if _finished_run(run_dir, config):
-        progress(f"{name}: reusing the finished run in {run_dir}")
-        model = load_model(run_dir / "model.keras")
-        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-        return model, metrics, _read_history(run_dir / "history.csv"), "reused"
-    resume = (run_dir / "config.json").is_file()
-    progress(
-        f"{name}: {'resuming' if resume else 'training'} {_TITLES[name]} for "
-        f"{config.epochs} epoch{'s' if config.epochs > 1 else ''} in {run_dir}"
-    )
-    result = train(config, run_dir, resume=resume, verbose=2 if verbose else 0)
-    how = f"resumed after epoch {result.resumed_from}" if resume else "trained"
-    return result.model, result.metrics, result.history, how
-
-
-def _parts_mask(images) -> np.ndarray:
-    return np.logical_or.reduce([images.masks[part] for part in PARTS])
-
-
-def _grid_indices(labels: np.ndarray, count: int) -> np.ndarray:
-    """The first test image of each class, in class order, up to ``count`` images."""
-    picks = [int(np.flatnonzero(labels == k)[0]) for k in np.unique(labels)]
-    return np.asarray(picks[:count], dtype=np.int64)
+    depths: dict[str, str]  # depth -> SE layer
+    profiles: dict[str, np.ndarray]  # SE layer -> (classes, channels)
+    specificity: dict[str, float]  # SE layer -> class specificity
 
 
 def _fmt(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
+
+
+# --------------------------------------------------------------------------- the job
 
 
 def run_demo(
@@ -172,56 +148,137 @@ def run_demo(
         >>> sorted(metrics["focus"])  # doctest: +SKIP
         ['baseline', 'image_blind', 'se']
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"Expected `seed` to be a non-negative integer. Received: seed={seed!r}")
-    seed = int(seed)
+    seed = check_number("seed", seed, integer=True, minimum=0)
+    quick = bool(quick)
     progress = _Progress(verbose)
     root = Path(out_dir)
     figures = root / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    configs = _configs(bool(quick), seed)
-    budget = _BUDGETS[bool(quick)]
+    configs = _configs(quick, seed)
 
-    # 1. data: the images each run saw (both configs differ only in attention)
-    from senet.train import load_run_data
-
+    # the images each run saw (both configs differ only in attention)
     first = configs["baseline"]
     progress(f"data: drawing {first.synthetic_size} synthetic faces (seed {seed})")
     sets = load_run_data(first)
-    train_set, val_set, test_set = sets["train"], sets["val"], sets["test"]
-    class_names = list(test_set.class_names)
+    class_names = list(sets["test"].class_names)
 
-    # 2. training (or reuse)
-    from senet.bench import count_params
+    trained = _train_models(configs, root, progress, verbose)
+    models = {name: run.model for name, run in trained.items()}
+    focus = _explain_focus(models, sets, progress)
+    gates = _excitation_profiles(models["se"], sets["test"], len(class_names), progress)
 
-    models, run_metrics, histories, how = {}, {}, {}, {}
-    train_seconds = {}
+    progress("figures")
+    paths = _training_figures(trained, class_names, figures)
+    paths["heatmaps"] = _heatmap_figure(
+        models, sets["test"], focus, _BUDGETS[quick]["grid_images"], figures
+    )
+    paths["profiles"] = _profile_figure(gates, class_names, figures)
+
+    metrics = {
+        "models": _model_metrics(trained),
+        **_focus_metrics(focus, len(sets["test"])),
+        "excitation": {
+            depth: {"layer": layer, "class_specificity": float(gates.specificity[layer])}
+            for depth, layer in gates.depths.items()
+        },
+        "setup": _setup_metrics(first, sets, trained, quick, seed, progress.elapsed()),
+    }
+    write_report(
+        root, "senet demo: plain vs Squeeze-and-Excitation CNN", _report_sections(metrics, paths)
+    )
+    atomic_write_text(root / "metrics.json", json.dumps(metrics, indent=2))
+    progress(f"done: wrote {root / 'report.html'}, {root / 'report.md'}, {root / 'metrics.json'}")
+    return metrics
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _configs(quick: bool, seed: int) -> dict[str, TrainConfig]:
+    budget = _BUDGETS[quick]
+    return {
+        name: TrainConfig(
+            data="synthetic",
+            model="emotion_cnn",
+            attention="none" if kind is None else kind,
+            epochs=budget["epochs"],
+            batch_size=_BATCH_SIZE,
+            seed=seed,
+            split_seed=seed,
+            synthetic_size=budget["synthetic_size"],
+            augment=True,
+        )
+        for name, kind in _MODELS.items()
+    }
+
+
+def _finished_run(run_dir: Path, config: TrainConfig) -> bool:
+    """Whether ``run_dir`` holds a finished run of ``config`` with all its final files."""
+    if not (run_dir / runs.CONFIG_FILE).is_file():
+        return False
+    saved = TrainConfig.from_dict(runs.read_config(run_dir))
+    if saved != config:
+        raise ValueError(
+            f"{run_dir} holds a run with another configuration than this demo's "
+            f"({saved.to_dict()} != {config.to_dict()}); choose another `out_dir` or remove it"
+        )
+    if not runs.has_final_files(run_dir):
+        return False
+    return runs.read_metrics(run_dir).get("epochs_run") == config.epochs
+
+
+def _train_or_reuse(
+    name: str, config: TrainConfig, run_dir: Path, progress: _Progress, verbose: bool
+) -> _Trained:
+    """A finished run is loaded, any other (re)trained."""
+    if _finished_run(run_dir, config):
+        progress(f"{name}: reusing the finished run in {run_dir}")
+        return _Trained(
+            model=load_model(run_dir / runs.MODEL_FILE),
+            metrics=runs.read_metrics(run_dir),
+            history=runs.read_history_csv(run_dir / runs.HISTORY_FILE),
+            how="reused",
+        )
+    resume = (run_dir / runs.CONFIG_FILE).is_file()
+    progress(
+        f"{name}: {'resuming' if resume else 'training'} {_TITLES[name]} for "
+        f"{config.epochs} epoch{'s' if config.epochs > 1 else ''} in {run_dir}"
+    )
+    result = train(config, run_dir, resume=resume, verbose=2 if verbose else 0)
+    how = f"resumed after epoch {result.resumed_from}" if resume else "trained"
+    return _Trained(result.model, result.metrics, result.history, how)
+
+
+def _train_models(
+    configs: dict[str, TrainConfig], root: Path, progress: _Progress, verbose: bool
+) -> dict[str, _Trained]:
+    """Both models, trained (or reused) one after the other in ``root/runs/<name>``."""
+    trained = {}
     for name, config in configs.items():
         started = time.perf_counter()
-        models[name], run_metrics[name], histories[name], how[name] = _train_or_reuse(
-            name, config, root / "runs" / name, progress, verbose
-        )
-        train_seconds[name] = time.perf_counter() - started
+        trained[name] = _train_or_reuse(name, config, root / "runs" / name, progress, verbose)
         progress(
-            f"{name}: test accuracy {run_metrics[name]['test_accuracy']:.4f} "
-            f"({how[name]}, {train_seconds[name]:.1f}s)"
+            f"{name}: test accuracy {trained[name].metrics['test_accuracy']:.4f} "
+            f"({trained[name].how}, {time.perf_counter() - started:.1f}s)"
         )
+    return trained
 
-    # 3. explanations
-    from senet.explain import (
-        class_profiles,
-        class_specificity,
-        focus_score,
-        grad_cam,
-        heatmap_grid,
-        image_blind_map,
-        pick_depths,
-        profile_figure,
-    )
 
+# --------------------------------------------------------------------------- explanations
+
+
+def _parts_mask(images: ImageSet) -> np.ndarray:
+    return np.logical_or.reduce([images.masks[part] for part in PARTS])
+
+
+def _explain_focus(
+    models: dict[str, keras.Model], sets: dict[str, ImageSet], progress: _Progress
+) -> _Focus:
+    """Heatmaps of both models on the test split, and how much of them falls on the parts."""
+    test_set = sets["test"]
     progress(f"explain: {FOCUS_METHOD} heatmaps at {FOCUS_LAYER} on {len(test_set)} test faces")
-    test_parts = _parts_mask(test_set)
-    heatmaps, focus, focus_gradxact = {}, {}, {}
+    parts = _parts_mask(test_set)
+    heatmaps, scores, gradxact = {}, {}, {}
     for name, model in models.items():
         heatmaps[name] = grad_cam(
             model,
@@ -231,155 +288,186 @@ def run_demo(
             batch_size=128,
             steps=FOCUS_STEPS,
         )
-        focus[name] = focus_score(heatmaps[name], test_parts)
+        scores[name] = focus_score(heatmaps[name], parts)
         # the one-step method at the same layer, for comparison in the report
         local = grad_cam(model, test_set.x, layer=FOCUS_LAYER, method="gradxact", batch_size=128)
-        focus_gradxact[name] = focus_score(local, test_parts)
-    blind = image_blind_map(_parts_mask(train_set))
-    focus["image_blind"] = focus_score(blind, test_parts)
+        gradxact[name] = focus_score(local, parts)
+    blind = image_blind_map(_parts_mask(sets["train"]))
+    scores["image_blind"] = focus_score(blind, parts)
     sources = {**heatmaps, "image_blind": blind}
     per_part = {
         name: {part: focus_score(maps, test_set.masks[part])["energy_in_parts"] for part in PARTS}
         for name, maps in sources.items()
     }
+    return _Focus(heatmaps, parts, scores, gradxact, per_part)
 
+
+def _excitation_profiles(
+    se_model: keras.Model, test_set: ImageSet, num_classes: int, progress: _Progress
+) -> _Gates:
     progress("explain: SE excitation profiles per class")
-    se_model = models["se"]
-    profiles_all = class_profiles(
-        se_model, test_set.x, test_set.y, len(class_names), batch_size=256
-    )
+    profiles_all = class_profiles(se_model, test_set.x, test_set.y, num_classes, batch_size=256)
     depths = pick_depths(list(profiles_all))
     profiles = {layer: profiles_all[layer] for layer in depths.values()}
-    specificity = class_specificity(profiles)
+    return _Gates(depths, profiles, class_specificity(profiles))
 
-    # 4. figures
-    progress("figures")
-    from senet.report import Image, Section, Table, plot_confusion, plot_curves, write_report
 
+# --------------------------------------------------------------------------- figures
+
+
+def _training_figures(
+    trained: dict[str, _Trained], class_names: list[str], figures: Path
+) -> dict[str, Path]:
+    """Training curves and test confusion matrix of each model."""
     paths: dict[str, Path] = {}
-    for name in models:
+    for name, run in trained.items():
         paths[f"curves_{name}"] = figures / f"curves_{name}.png"
         plot_curves(
-            histories[name],
+            run.history,
             paths[f"curves_{name}"],
-            title=f"Training curves: {_TITLES[name]} ({len(histories[name])} epochs)",
+            title=f"Training curves: {_TITLES[name]} ({len(run.history)} epochs)",
         )
         paths[f"confusion_{name}"] = figures / f"confusion_{name}.png"
         plot_confusion(
-            run_metrics[name]["confusion_matrix"],
+            run.metrics["confusion_matrix"],
             class_names,
             paths[f"confusion_{name}"],
             title=(
                 f"{_TITLES[name]}: test confusion matrix "
-                f"(accuracy {run_metrics[name]['test_accuracy']:.3f})"
+                f"(accuracy {run.metrics['test_accuracy']:.3f})"
             ),
         )
-    picks = _grid_indices(test_set.y, budget["grid_images"])
-    import keras
+    return paths
 
+
+def _grid_indices(labels: np.ndarray, count: int) -> np.ndarray:
+    """The first test image of each class, in class order, up to ``count`` images."""
+    picks = [int(np.flatnonzero(labels == k)[0]) for k in np.unique(labels)]
+    return np.asarray(picks[:count], dtype=np.int64)
+
+
+def _heatmap_figure(
+    models: dict[str, keras.Model], test_set: ImageSet, focus: _Focus, count: int, figures: Path
+) -> Path:
+    """One test face per class with both models' heatmaps and the part masks."""
+    picks = _grid_indices(test_set.y, count)
     # a direct call: predict() would build a tf.data pipeline for a handful of images
     predictions = {
         name: keras.ops.convert_to_numpy(model(test_set.x[picks], training=False)).argmax(axis=1)
         for name, model in models.items()
     }
-    paths["heatmaps"] = figures / "heatmaps.png"
+    path = figures / "heatmaps.png"
     heatmap_grid(
         test_set.x[picks],
         {
-            "plain": heatmaps["baseline"][picks],
-            "SE": heatmaps["se"][picks],
-            "part masks": test_parts[picks].astype(np.float32),
+            "plain": focus.heatmaps["baseline"][picks],
+            "SE": focus.heatmaps["se"][picks],
+            "part masks": focus.parts[picks].astype(np.float32),
         },
         labels=test_set.y[picks],
         preds_by_model={"plain": predictions["baseline"], "SE": predictions["se"]},
-        class_names=class_names,
-        path=paths["heatmaps"],
+        class_names=list(test_set.class_names),
+        path=path,
         title=(
             f"Where each model's evidence lies: {FOCUS_METHOD} at {FOCUS_LAYER}, "
             "one test face per class"
         ),
     )
-    paths["profiles"] = figures / "se_profiles.png"
+    return path
+
+
+def _profile_figure(gates: _Gates, class_names: list[str], figures: Path) -> Path:
+    path = figures / "se_profiles.png"
     # panel titles: "early (block1_se): mean excitation per class (specificity ...)"
-    panels = {f"{depth} ({layer})": profiles[layer] for depth, layer in depths.items()}
-    profile_figure(panels, class_names, list(panels), paths["profiles"])
+    panels = {f"{depth} ({layer})": gates.profiles[layer] for depth, layer in gates.depths.items()}
+    profile_figure(panels, class_names, list(panels), path)
+    return path
 
-    # 5. metrics.json and the report
-    seconds = progress.elapsed()
-    from senet.bench import machine_info
 
-    machine = machine_info()
-    metrics: dict[str, Any] = {
-        "models": {
-            name: {
-                "test_accuracy": float(run_metrics[name]["test_accuracy"]),
-                "params": count_params(models[name]),
-                "macro_f1": float(run_metrics[name]["macro_f1"]),
-                "epochs": int(run_metrics[name]["epochs_run"]),
-                "train_seconds": float(run_metrics[name].get("train_seconds", 0.0)),
-                "run_dir": os.fspath(Path("runs") / name),
-            }
-            for name in models
-        },
+# --------------------------------------------------------------------------- metrics.json
+
+
+def _model_metrics(trained: dict[str, _Trained]) -> dict[str, dict]:
+    return {
+        name: {
+            "test_accuracy": float(run.metrics["test_accuracy"]),
+            "params": count_params(run.model),
+            "macro_f1": float(run.metrics["macro_f1"]),
+            "epochs": int(run.metrics["epochs_run"]),
+            "train_seconds": float(run.metrics.get("train_seconds", 0.0)),
+            "run_dir": os.fspath(Path("runs") / name),
+        }
+        for name, run in trained.items()
+    }
+
+
+def _focus_metrics(focus: _Focus, test_images: int) -> dict[str, dict]:
+    """metrics.json's ``focus``, ``focus_gradxact`` and ``explain`` entries."""
+    return {
         "focus": {
             name: {
                 "energy_in_parts": float(score["energy_in_parts"]),
                 "area_fraction": float(score["area_fraction"]),
                 "ratio": float(score["ratio"]),
-                "energy_by_part": {part: float(v) for part, v in per_part[name].items()},
+                "energy_by_part": {part: float(v) for part, v in focus.per_part[name].items()},
             }
-            for name, score in focus.items()
+            for name, score in focus.scores.items()
         },
         "focus_gradxact": {
             name: {key: float(score[key]) for key in ("energy_in_parts", "area_fraction", "ratio")}
-            for name, score in focus_gradxact.items()
+            for name, score in focus.gradxact.items()
         },
         "explain": {
             "method": FOCUS_METHOD,
             "layer": FOCUS_LAYER,
             "steps": FOCUS_STEPS,
             "parts": list(PARTS),
-            "test_images": len(test_set),
-        },
-        "excitation": {
-            depth: {"layer": layer, "class_specificity": float(specificity[layer])}
-            for depth, layer in depths.items()
-        },
-        "setup": {
-            "quick": bool(quick),
-            "seed": seed,
-            "synthetic_size": first.synthetic_size,
-            "splits": {"train": len(train_set), "val": len(val_set), "test": len(test_set)},
-            "epochs": first.epochs,
-            "batch_size": first.batch_size,
-            "learning_rate": first.learning_rate,
-            "optimizer": first.optimizer,
-            "augment": first.augment,
-            "runs": how,
-            "seconds": round(seconds, 1),
-            "machine": machine,
+            "test_images": test_images,
         },
     }
-    sections = _report_sections(metrics, class_names, paths, Image, Section, Table)
-    write_report(root, "senet demo: plain vs Squeeze-and-Excitation CNN", sections)
-    atomic_write_text(root / "metrics.json", json.dumps(metrics, indent=2))
-    progress(f"done: wrote {root / 'report.html'}, {root / 'report.md'}, {root / 'metrics.json'}")
-    return metrics
 
 
-def _report_sections(metrics, class_names, paths, Image, Section, Table) -> list:
+def _setup_metrics(
+    config: TrainConfig,
+    sets: dict[str, ImageSet],
+    trained: dict[str, _Trained],
+    quick: bool,
+    seed: int,
+    seconds: float,
+) -> dict[str, Any]:
+    return {
+        "quick": quick,
+        "seed": seed,
+        "synthetic_size": config.synthetic_size,
+        "splits": {split: len(sets[split]) for split in ("train", "val", "test")},
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "optimizer": config.optimizer,
+        "augment": config.augment,
+        "runs": {name: run.how for name, run in trained.items()},
+        "seconds": round(seconds, 1),
+        "machine": machine_info(),
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _report_sections(metrics: dict[str, Any], paths: dict[str, Path]) -> list[Section]:
     """The report's sections, from metrics.json's content and the figure paths."""
-    setup, models, focus = metrics["setup"], metrics["models"], metrics["focus"]
-    explain, excitation = metrics["explain"], metrics["excitation"]
-    machine = setup["machine"]
-    splits = setup["splits"]
-    runs = ", ".join(f"{name} {how}" for name, how in setup["runs"].items())
-    quick_note = (
-        "**Quick smoke run**: too little data and training for its numbers to mean anything."
-        if setup["quick"]
-        else ""
-    )
-    setup_blocks: list = [
+    return [
+        Section("Setup", _setup_blocks(metrics["setup"])),
+        Section("Accuracy and cost", _accuracy_blocks(metrics, paths)),
+        Section("Where the models look", _focus_blocks(metrics, paths)),
+        Section("SE gates per class", _excitation_blocks(metrics["excitation"], paths)),
+    ]
+
+
+def _setup_blocks(setup: dict[str, Any]) -> list:
+    machine, splits = setup["machine"], setup["splits"]
+    runs_done = ", ".join(f"{name} {how}" for name, how in setup["runs"].items())
+    blocks: list = [
         "Synthetic grey 48x48 cartoon faces in FER2013's seven classes; the class is drawn "
         "only into the eyes, brows and mouth, everything else (position, scale, tilt, skin, "
         "hair, clutter, lighting, noise) is random. A plain emotion CNN and the same CNN with "
@@ -397,7 +485,7 @@ def _report_sections(metrics, class_names, paths, Image, Section, Table) -> list
                 ["epochs, batch size", f"{setup['epochs']}, {setup['batch_size']}"],
                 ["optimizer, learning rate", f"{setup['optimizer']}, {setup['learning_rate']}"],
                 ["seed (data, split, weights, order)", str(setup["seed"])],
-                ["runs", runs],
+                ["runs", runs_done],
                 [
                     "machine",
                     f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores "
@@ -413,10 +501,15 @@ def _report_sections(metrics, class_names, paths, Image, Section, Table) -> list
             ],
         ),
     ]
-    if quick_note:
-        setup_blocks.insert(0, quick_note)
+    if setup["quick"]:
+        blocks.insert(
+            0,
+            "**Quick smoke run**: too little data and training for its numbers to mean anything.",
+        )
+    return blocks
 
-    base, se = models["baseline"], models["se"]
+
+def _accuracy_verdict(base: dict[str, Any], se: dict[str, Any], test_images: int) -> str:
     delta = se["test_accuracy"] - base["test_accuracy"]
     if delta > 0:
         verdict = (
@@ -430,44 +523,52 @@ def _report_sections(metrics, class_names, paths, Image, Section, Table) -> list
             f"The SE model is **not** more accurate than the plain one here: it scores "
             f"{-delta * 100:.1f} points lower."
         )
-    verdict += (
-        f" One seed and {splits['test']} test images: differences of a point or two are "
+    return verdict + (
+        f" One seed and {test_images} test images: differences of a point or two are "
         "within noise. The numbers are reported as measured, not tuned."
     )
-    results_blocks: list = [
+
+
+def _accuracy_blocks(metrics: dict[str, Any], paths: dict[str, Path]) -> list:
+    models = metrics["models"]
+    base, se = models["baseline"], models["se"]
+    rows = [
+        [
+            _TITLES[name],
+            _fmt(models[name]["test_accuracy"], 4),
+            _fmt(models[name]["macro_f1"], 4),
+            f"{models[name]['params']:,}",
+            f"{models[name]['train_seconds']:.0f} s",
+        ]
+        for name in ("baseline", "se")
+    ]
+    rows.append(
+        [
+            "SE - plain",
+            f"{se['test_accuracy'] - base['test_accuracy']:+.4f}",
+            f"{se['macro_f1'] - base['macro_f1']:+.4f}",
+            f"{se['params'] - base['params']:+,}",
+            "",
+        ]
+    )
+    return [
         Table(
             ["model", "test accuracy", "macro F1", "parameters", "training time (epochs)"],
-            [
-                [
-                    _TITLES[name],
-                    _fmt(models[name]["test_accuracy"], 4),
-                    _fmt(models[name]["macro_f1"], 4),
-                    f"{models[name]['params']:,}",
-                    f"{models[name]['train_seconds']:.0f} s",
-                ]
-                for name in ("baseline", "se")
-            ]
-            + [
-                [
-                    "SE - plain",
-                    f"{delta:+.4f}",
-                    f"{se['macro_f1'] - base['macro_f1']:+.4f}",
-                    f"{se['params'] - base['params']:+,}",
-                    "",
-                ]
-            ],
+            rows,
             caption=(
                 "Parameters count every weight (BatchNorm statistics included). Training "
                 "times are wall-clock on a CPU shared with other work: not a speed comparison."
             ),
         ),
-        verdict,
+        _accuracy_verdict(base, se, metrics["setup"]["splits"]["test"]),
         Image(paths["curves_baseline"], "Training curves of the plain CNN."),
         Image(paths["curves_se"], "Training curves of the SE CNN."),
         Image(paths["confusion_baseline"], "Test confusion matrix of the plain CNN."),
         Image(paths["confusion_se"], "Test confusion matrix of the SE CNN."),
     ]
 
+
+def _focus_rows(focus: dict[str, dict]) -> list[list[str]]:
     rows = []
     for name, label in (
         ("baseline", _TITLES["baseline"]),
@@ -484,44 +585,52 @@ def _report_sections(metrics, class_names, paths, Image, Section, Table) -> list
                 *(_fmt(score["energy_by_part"][part]) for part in PARTS),
             ]
         )
-    se_focus, blind = focus["se"], focus["image_blind"]
+    return rows
+
+
+def _focus_interpretation(focus: dict[str, dict]) -> str:
+    se_focus, blind, base = focus["se"], focus["image_blind"], focus["baseline"]
     blind_ratio = se_focus["energy_in_parts"] / blind["energy_in_parts"]
-    base_blind = focus["baseline"]["energy_in_parts"] / blind["energy_in_parts"]
-    interpretation = (
+    base_blind = base["energy_in_parts"] / blind["energy_in_parts"]
+    text = (
         f"The parts cover {se_focus['area_fraction']:.1%} of each image on average, so a map "
         f"spread evenly would put {se_focus['area_fraction']:.1%} of its energy on them. "
         f"The SE model puts {se_focus['energy_in_parts']:.1%} there, {se_focus['ratio']:.1f}x "
         f"chance and {blind_ratio:.2f}x the image-blind map, which knows where parts usually "
         f"are but not where they are in this image ({blind['energy_in_parts']:.1%}); the plain "
-        f"model puts {focus['baseline']['energy_in_parts']:.1%} ({base_blind:.2f}x the "
+        f"model puts {base['energy_in_parts']:.1%} ({base_blind:.2f}x the "
         "image-blind map). "
     )
-    gap = se_focus["energy_in_parts"] - focus["baseline"]["energy_in_parts"]
+    gap = se_focus["energy_in_parts"] - base["energy_in_parts"]
     if abs(gap) < 0.02:
-        interpretation += (
+        text += (
             f"SE and plain maps are about equally focused ({gap * 100:+.1f} points for SE): "
             "with one seed this is no evidence that SE looks better. "
         )
     else:
-        interpretation += (
+        text += (
             f"The SE model's maps put {abs(gap) * 100:.1f} points "
             f"{'more' if gap > 0 else 'less'} energy on the parts than the plain model's "
             "(one seed). "
         )
     if se_focus["ratio"] >= 3 and blind_ratio >= 2:
-        interpretation += (
+        return text + (
             "The SE model's evidence follows the parts of each face, not just the average face."
         )
-    else:
-        interpretation += (
-            "The SE model does **not** reach the acceptance bar here (3x chance and 2x the "
-            "image-blind map)."
-        )
-    focus_blocks: list = [
+    return text + (
+        "The SE model does **not** reach the acceptance bar here (3x chance and 2x the "
+        "image-blind map)."
+    )
+
+
+def _focus_blocks(metrics: dict[str, Any], paths: dict[str, Path]) -> list:
+    explain, gradxact = metrics["explain"], metrics["focus_gradxact"]
+    return [
         f"Heatmaps: `{explain['method']}`, integrated gradients of the predicted class's "
         f"logit with respect to the output of layer `{explain['layer']}` (the second conv "
         "block's 24x24 feature map, before the SE model's attention layer), from an all-zero "
-        f"activation in {explain['steps']} steps, summed over channels, positive part, upsampled to 48x48; "
+        f"activation in {explain['steps']} steps, summed over channels, positive part, "
+        "upsampled to 48x48; "
         "the same method and layer for both models. Grad-CAM on the last block (6x6) is too "
         "coarse for parts a few pixels wide; plain gradient x activation at the same layer "
         "is as sharp but noisier (its scores are in `metrics.json` under `focus_gradxact`). "
@@ -536,27 +645,29 @@ def _report_sections(metrics, class_names, paths, Image, Section, Table) -> list
         f"mouth as drawn), averaged over the {explain['test_images']} test images.",
         Table(
             ["heatmap", "energy in parts", "area fraction", "ratio", *PARTS],
-            rows,
+            _focus_rows(metrics["focus"]),
             caption=(
                 "energy in parts: mean of sum(heatmap x mask) / sum(heatmap); area fraction: "
                 "mean share of the image the parts cover (chance level); ratio: their quotient; "
                 "eyes / brows / mouth: energy inside each part alone."
             ),
         ),
-        interpretation,
+        _focus_interpretation(metrics["focus"]),
         (
             f"With plain gradient x activation at the same layer the shares are "
-            f"{metrics['focus_gradxact']['baseline']['energy_in_parts']:.1%} (plain) and "
-            f"{metrics['focus_gradxact']['se']['energy_in_parts']:.1%} (SE): the single-step "
+            f"{gradxact['baseline']['energy_in_parts']:.1%} (plain) and "
+            f"{gradxact['se']['energy_in_parts']:.1%} (SE): the single-step "
             "gradient is noisier (one slope at the image instead of the path's average)."
         ),
     ]
 
+
+def _excitation_blocks(excitation: dict[str, dict], paths: dict[str, Path]) -> list:
     depth_rows = [
         [depth, f"`{entry['layer']}`", _fmt(entry["class_specificity"])]
         for depth, entry in excitation.items()
     ]
-    excitation_blocks: list = [
+    blocks: list = [
         "The SE model's gates (excitations, one per channel) averaged over the test images "
         "of each class, at an early, a middle and the last SE block, as in figure 6 of the "
         "SENet paper. Class specificity: the root-mean-square gate difference between two "
@@ -566,18 +677,13 @@ def _report_sections(metrics, class_names, paths, Image, Section, Table) -> list
     ]
     specificities = [entry["class_specificity"] for entry in excitation.values()]
     if len(specificities) > 1 and specificities[-1] > specificities[0]:
-        excitation_blocks.append(
+        blocks.append(
             "As in the paper, the gates grow more class-specific with depth: early blocks "
             "recalibrate channels much the same way for every class."
         )
     elif len(specificities) > 1:
-        excitation_blocks.append(
+        blocks.append(
             "Unlike the paper's ImageNet models, the gates do not grow more class-specific "
             "with depth here."
         )
-    return [
-        Section("Setup", setup_blocks),
-        Section("Accuracy and cost", results_blocks),
-        Section("Where the models look", focus_blocks),
-        Section("SE gates per class", excitation_blocks),
-    ]
+    return blocks
