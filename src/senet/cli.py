@@ -215,7 +215,7 @@ def _add_evaluate(subparsers) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from senet.train import evaluate
+    from senet.metrics import evaluate
 
     metrics = evaluate(
         args.model,

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from senet.checks import check_positive
 from senet.data.base import ImageSet
 
 __all__ = ["augment_batch", "augmentation", "class_weights", "make_dataset"]
@@ -156,14 +157,7 @@ def make_dataset(
         >>> [tuple(x.shape) for x, _ in make_dataset(data, batch_size=2)]
         [(2, 8, 8, 1), (2, 8, 8, 1), (1, 8, 8, 1)]
     """
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size <= 0
-    ):
-        raise ValueError(
-            f"Expected `batch_size` to be a positive integer. Received: batch_size={batch_size!r}"
-        )
+    batch_size = check_positive("batch_size", batch_size, integer=True)
     x = np.asarray(images.x, np.float32)
     y = np.asarray(images.y).astype(np.int32)
     dataset = tf.data.Dataset.from_tensor_slices((x, y))
@@ -204,14 +198,7 @@ def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
         >>> class_weights([0, 0, 0, 1], 3)
         {0: 0.6666666666666666, 1: 2.0, 2: 0.0}
     """
-    if (
-        isinstance(num_classes, bool)
-        or not isinstance(num_classes, (int, np.integer))
-        or num_classes <= 0
-    ):
-        raise ValueError(
-            f"Expected `num_classes` to be a positive integer. Received: num_classes={num_classes!r}"
-        )
+    num_classes = check_positive("num_classes", num_classes, integer=True)
     labels = np.asarray(labels).reshape(-1)
     if labels.size == 0:
         raise ValueError("Expected `labels` to be non-empty. Received: labels with 0 entries")
