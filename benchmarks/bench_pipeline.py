@@ -236,7 +236,6 @@ def bench_levers(frame, truth, model, rounds: int, number: int, recall: list) ->
         "eager model(x)": lambda: keras.ops.convert_to_numpy(model(crop, training=False)),
         "model.predict": lambda: model.predict(crop, verbose=0),
         "crop + resize only (crop_inputs)": lambda: crop_inputs(frame, [truth], 48, 1),
-
     }
     model_ways = time_interleaved(ways, rounds=rounds, number=number, warmup=2)
     return {"detection": detection, "model": model_ways, "recall_frames": len(recall)}

@@ -306,7 +306,6 @@ def explain_photos(
     Photos are decoded by :func:`senet.data.images.load_image` (the pixel cap
     ``SENET_MAX_IMAGE_PIXELS`` applies).
 
-
     Args:
         model_path: A ``.keras`` classifier (e.g. ``RUN_DIR/model.keras``).
         paths: Image files.

@@ -368,7 +368,6 @@ def _video_frames(path: Path, every: int) -> Iterator[tuple[int, np.ndarray, flo
                 UserWarning,
                 stacklevel=2,
             )
-
     finally:
         capture.release()
 

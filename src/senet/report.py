@@ -389,7 +389,6 @@ def write_report(
             elif isinstance(block, Image):
                 markdown.append(_image_markdown(block, root))
                 body.append(_image_html(block, root, embed_images))
-
             else:
                 raise ValueError(
                     f"Expected report blocks to be str, Table or Image. Received: "

@@ -72,7 +72,6 @@ def test_fer_csv_resized_and_rgb(tmp_path, fer_rows):
     image = fer_rows[0][1].astype(np.float64) / 255
     blocks = image.reshape(24, 2, 24, 2).mean(axis=(1, 3))
     np.testing.assert_allclose(x[0, :, :, 0], blocks, atol=0.5 / 255 + 1e-6)
-
     np.testing.assert_array_equal(x[0, :, :, 1], x[0, :, :, 0])
     np.testing.assert_array_equal(x[0, :, :, 2], x[0, :, :, 0])
 
