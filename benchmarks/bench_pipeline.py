@@ -184,7 +184,7 @@ def bench_levers(frame, truth, model, rounds: int, number: int, recall: list) ->
     import tensorflow as tf
 
     from senet.bench import time_interleaved
-    from senet.predict import _predictor, crop_inputs, detect_faces
+    from senet.predict import crop_inputs, detect_faces, predictor
 
     options = {
         "default (max_side=320, scale_factor=1.15, min_size=0.1)": {},
@@ -228,9 +228,9 @@ def bench_levers(frame, truth, model, rounds: int, number: int, recall: list) ->
     crop = crop_inputs(frame, [truth], 48, 1)
     spec = tf.TensorSpec((None, 48, 48, 1), tf.float32)
     xla = tf.function(lambda t: model(t, training=False), input_signature=[spec], jit_compile=True)
-    predictor = _predictor(model)
+    predict_batch = predictor(model)
     ways = {
-        "predict.py: tf.function": lambda: predictor(crop),
+        "predict.py: tf.function": lambda: predict_batch(crop),
         "tf.function, jit_compile=True (XLA)": lambda: xla(crop).numpy(),
         "model.predict_on_batch": lambda: model.predict_on_batch(crop),
         "eager model(x)": lambda: keras.ops.convert_to_numpy(model(crop, training=False)),

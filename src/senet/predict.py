@@ -191,8 +191,12 @@ def class_names_for(model_path: str | os.PathLike, num_classes: int) -> tuple[st
 _PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _predictor(model) -> Callable[[np.ndarray], np.ndarray]:
-    """A fast ``(B, H, W, C) float32 -> (B, K)`` probabilities function for ``model``."""
+def predictor(model) -> Callable[[np.ndarray], np.ndarray]:
+    """A fast ``(B, H, W, C) float32 -> (B, K)`` probabilities function for ``model``.
+
+    On TensorFlow it is one ``tf.function`` with a fixed input signature (no retracing per
+    batch size); elsewhere ``predict_on_batch``. Cached per model (weakly).
+    """
     predictor = _PREDICTORS.get(model)
     if predictor is not None:
         return predictor
@@ -288,7 +292,7 @@ def predict_faces(
         boxes = detect_faces(image, **detect_options)
     if not boxes:
         return []
-    probabilities = _predictor(model)(crop_inputs(image, boxes, size, channels))
+    probabilities = predictor(model)(crop_inputs(image, boxes, size, channels))
     if class_names is None:
         class_names = class_names_for("", probabilities.shape[-1])
     if len(class_names) != probabilities.shape[-1]:

@@ -129,3 +129,18 @@ def warn_missing_classes(train: ImageSet, *, source: str) -> list[str]:
             stacklevel=3,
         )
     return missing
+
+
+def report_problems(problems: list[str], skip_bad: bool, *, what: str) -> None:
+    """Raise the first of a reader's ``problems`` as a DataError, or with ``skip_bad`` warn once.
+
+    ``what`` is the warning's text with ``{count}`` for the number of problems, e.g.
+    ``"FILE: skipped {count} bad row(s)"``; the first problem is appended to it.
+    """
+    if not problems:
+        return
+    if not skip_bad:
+        raise DataError(problems[0])
+    warnings.warn(
+        what.format(count=len(problems)) + f"; first: {problems[0]}", UserWarning, stacklevel=3
+    )

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from senet.data.base import EMOTIONS, DataError
-from senet.data.images import _report, class_folders, read_class_folders
+from senet.data.base import EMOTIONS, DataError, report_problems
+from senet.data.images import class_folders, read_class_folders
 
 __all__ = ["SPLIT_FOLDERS", "USAGE_SPLITS", "is_fer_folder", "read_fer2013_csv", "read_fer_folder"]
 
@@ -113,7 +113,7 @@ def read_fer2013_csv(
         else:
             kept.append((label, pixels, split))
     problems.sort()
-    _report(
+    report_problems(
         [f"{path}, line {line}: {reason}" for line, reason in problems],
         skip_bad,
         what=f"{path}: skipped {{count}} bad row(s)",

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from senet.checks import check_choice, check_positive, fail
-from senet.data.base import DataError, infer_class_names
+from senet.data.base import DataError, infer_class_names, report_problems
 
 __all__ = [
     "DEFAULT_MAX_ARRAY_BYTES",
@@ -497,7 +497,7 @@ def read_class_folders(
             problems.append(str(error))
             continue
         y.append(index[name])
-    _report(problems, skip_bad, what=f"{root}: skipped {{count}} bad item(s)")
+    report_problems(problems, skip_bad, what=f"{root}: skipped {{count}} bad item(s)")
     if not x:
         raise DataError(f"{root}: no readable images")
     return np.stack(x), np.asarray(y, np.int64), class_names
@@ -594,7 +594,7 @@ def read_npz(
         for i in np.flatnonzero(~finite):
             problems.append(f"{path}, index {i}: image has NaN or inf pixels")
             keep[i] = False
-    _report(
+    report_problems(
         sorted(problems, key=_index_of), skip_bad, what=f"{path}: skipped {{count}} bad item(s)"
     )
     if not keep.any():
@@ -642,14 +642,3 @@ def _npz_bytes_needed(shapes: dict, image_size: int | None, channels: int) -> in
 
 def _index_of(problem: str) -> int:
     return int(problem.split(", index ", 1)[1].split(":", 1)[0])
-
-
-def _report(problems: list[str], skip_bad: bool, *, what: str) -> None:
-    """Raise the first problem, or with ``skip_bad`` warn once with their count."""
-    if not problems:
-        return
-    if not skip_bad:
-        raise DataError(problems[0])
-    warnings.warn(
-        what.format(count=len(problems)) + f"; first: {problems[0]}", UserWarning, stacklevel=3
-    )
