@@ -447,6 +447,89 @@ def _format_demo(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- export
+
+# senet.export.FORMATS and QUANTIZATIONS (tests/test_export.py checks they agree)
+EXPORT_FORMAT_CHOICES = ("savedmodel", "tflite", "onnx")
+QUANTIZE_CHOICES = ("dynamic", "float16", "int8")
+
+
+def _add_export(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a model to SavedModel, TFLite or ONNX, checked against the Keras model",
+        description=(
+            "Export MODEL, run the exported file with its runtime (TensorFlow, LiteRT, "
+            "onnxruntime) on held-out inputs and compare it with the Keras model: max abs "
+            "difference and top-1 agreement. A file beyond tolerance (float: 1e-4; float16: "
+            "5e-3; dynamic and int8: 95%% top-1 agreement) is not written. ONNX needs the "
+            'optional dependencies: pip install "senet[export]".'
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="a .keras file (e.g. RUN_DIR/model.keras)")
+    parser.add_argument(
+        "--format", default="savedmodel", choices=EXPORT_FORMAT_CHOICES, help="default savedmodel"
+    )
+    parser.add_argument(
+        "--out", metavar="PATH", required=True, help="a directory (savedmodel), .tflite or .onnx"
+    )
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="TFLite only")
+    parser.add_argument(
+        "--calibration",
+        metavar="DATA",
+        help="int8 calibration data, any source train reads (default: synthetic faces); "
+        "its held-out part is what the check runs on",
+    )
+    parser.add_argument(
+        "--samples", type=_positive_int, default=100, help="held-out inputs checked (100)"
+    )
+    parser.add_argument("--no-check", action="store_true", help="skip the parity check")
+    parser.add_argument(
+        "--no-fuse", action="store_true", help="export SE ResNets unfused (default: fuse_se)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=_run_export)
+
+
+def _run_export(args) -> int:
+    from senet.export import export_model
+
+    result = export_model(
+        args.model,
+        args.out,
+        format=args.format,
+        quantize=args.quantize,
+        calibration=args.calibration,
+        check=not args.no_check,
+        samples=args.samples,
+        fuse=not args.no_fuse,
+        overwrite=args.overwrite,
+    )
+    print(json.dumps(result.to_dict(), indent=2) if args.json else _format_export(result))
+    return 0
+
+
+def _format_export(result) -> str:
+    """One line on the file, one on its parity with the Keras model."""
+    kind = result.format + (f" {result.quantize}" if result.quantize else "")
+    fused = ", fused" if result.fused else ""
+    lines = [f"wrote {result.path} ({kind}{fused}, {result.size_bytes / 1024:.1f} KiB)"]
+    if result.samples:
+        limits = ", ".join(
+            f"max abs diff <= {value:g}" if name == "max_abs_diff" else f"agreement >= {value:.0%}"
+            for name, value in result.tolerance.items()
+        )
+        lines.append(
+            f"parity on {result.samples} held-out inputs: max abs diff "
+            f"{result.max_abs_diff:.3g}, top-1 agreement {result.top1_agreement:.1%} "
+            f"(tolerance: {limits})"
+        )
+    else:
+        lines.append("parity not checked (--no-check)")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- main
 
 # One entry per subcommand; each adds its parser and sets `handler`.
@@ -456,6 +539,7 @@ _SUBCOMMANDS: list[Callable] = [
     _add_evaluate,
     _add_predict,
     _add_explain,
+    _add_export,
 ]
 
 
