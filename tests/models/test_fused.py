@@ -188,3 +188,110 @@ def test_fused_layer_numpy_reference(rng):
     inputs = [keras.Input((5, 5, c_in)), keras.Input((5, 5, c))]
     model = keras.Model(inputs, layer(inputs))
     assert count_flops(model, batch=2) == hand
+
+
+# A fresh process for each backend: Keras picks its backend once per process, and only a
+# fresh one shows whether `senet.load_model` alone registers FusedSEResidual.
+_LOAD_AND_RUN = """
+import json, sys
+import keras, numpy as np
+import senet
+arrays = np.load(sys.argv[2])
+try:
+    model = senet.load_model(sys.argv[1])
+except Exception as error:  # the message is what the test checks
+    print(json.dumps({"error": f"{type(error).__name__}: {error}"}))
+else:
+    y = keras.ops.convert_to_numpy(model(arrays["x"], training=False))
+    print(json.dumps({"max_abs_diff": float(np.max(np.abs(y - arrays["y"]))),
+                      "classes": sorted({type(layer).__name__ for layer in model.layers})}))
+"""
+
+
+def _load_in_fresh_processes(path, arrays, backends):
+    """Start one loader per backend (concurrently) and return {backend: its JSON report}."""
+    import importlib.util
+    import json
+    import os
+    import subprocess
+    import sys
+
+    running = {}
+    for backend in backends:
+        if backend != "tensorflow" and importlib.util.find_spec(backend) is None:
+            continue
+        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+        running[backend] = subprocess.Popen(
+            [sys.executable, "-c", _LOAD_AND_RUN, str(path), str(arrays)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    reports = {}
+    for backend, process in running.items():
+        out, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-3000:]
+        reports[backend] = json.loads(out.strip().splitlines()[-1])
+    return reports
+
+
+@pytest.fixture(scope="module")
+def saved_fused_resnet18(tmp_path_factory):
+    keras.utils.set_random_seed(2)
+    model = _randomize(resnet(18, input_shape=(32, 32, 3), num_classes=5, attention="se"))
+    directory = tmp_path_factory.mktemp("fused")
+    x = np.random.default_rng(3).normal(size=(2, 32, 32, 3)).astype("float32")
+    paths = {}
+    for implementation in ("auto", "tf"):
+        fused = fuse_se(model, implementation=implementation)
+        paths[implementation] = directory / f"fused_{implementation}.keras"
+        fused.save(paths[implementation])
+        y = keras.ops.convert_to_numpy(fused(x, training=False))
+        np.savez(directory / f"fused_{implementation}.npz", x=x, y=y)
+    return paths
+
+
+def test_fused_model_loads_with_senet_load_model_on_every_backend(saved_fused_resnet18):
+    path = saved_fused_resnet18["auto"]
+    reports = _load_in_fresh_processes(
+        path, path.with_suffix(".npz"), ("tensorflow", "jax", "torch")
+    )
+    assert "tensorflow" in reports
+    for backend, report in reports.items():
+        assert "error" not in report, (backend, report)
+        assert "FusedSEResidual" in report["classes"], backend
+        # Same TF kernels in the fresh process; other backends run other conv kernels.
+        tolerance = 1e-5 if backend == "tensorflow" else 1e-4
+        assert report["max_abs_diff"] < tolerance, (backend, report)
+
+
+def test_a_tensorflow_only_fused_model_says_so_on_other_backends(saved_fused_resnet18):
+    path = saved_fused_resnet18["tf"]
+    reports = _load_in_fresh_processes(path, path.with_suffix(".npz"), ("tensorflow", "jax"))
+    assert reports["tensorflow"]["max_abs_diff"] < 1e-5
+    if "jax" not in reports:
+        pytest.skip("jax is not installed")
+    error = reports["jax"]["error"]
+    assert "`implementation` must be 'auto' or 'ops' on the 'jax' backend" in error
+    assert "KERAS_BACKEND=tensorflow" in error
+
+
+def test_fused_layer_is_registered_by_senet_layers():
+    import senet.layers
+
+    assert senet.layers.FusedSEResidual is FusedSEResidual
+    assert FusedSEResidual.__module__ == "senet.layers.fused"
+    registered = keras.saving.get_registered_object("senet>FusedSEResidual")
+    assert registered is FusedSEResidual
+
+
+def test_fused_layer_checks_use_one_message_shape():
+    with pytest.raises(ValueError, match=r"`units` must be a positive integer, got 0$"):
+        FusedSEResidual(units=0)
+    with pytest.raises(ValueError, match=r"`kernel_size` must be .*, got \(1, 2, 3\)$"):
+        FusedSEResidual(kernel_size=(1, 2, 3))
+    with pytest.raises(ValueError, match=r"`squeeze_from` must be 'output' unless"):
+        FusedSEResidual(kernel_size=3, squeeze_from="input")
+    # One rule for case, as every other senet choice.
+    assert FusedSEResidual(squeeze="AVG", padding="SAME").get_config()["padding"] == "same"

@@ -1,51 +1,23 @@
-"""Helpers shared by the attention layers: argument checks, axes, squeeze."""
+"""What the attention layers share: the one squeeze, the one excitation, axes and checks.
+
+Every channel gate in senet (SqueezeExcite, the channel branch of scSE, CBAM's channel
+gate and the fused inference tail FusedSEResidual) is :func:`excite` on descriptors from
+:func:`squeeze`; the layers differ only in where the descriptors come from and where the
+gate is applied. Generic argument checks live in :mod:`senet.checks`; the layer-specific
+ones here use its message shape.
+"""
 
 from __future__ import annotations
 
-import math
-import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 from keras import ops
 
+from senet.checks import check_choice, fail
+
 SQUEEZE_MODES = ("avg", "max", "avgmax")
 _LOW_PRECISION = ("float16", "bfloat16")
-
-
-def check_choice(argument: str, value, allowed: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``allowed``, else raise a ValueError naming it."""
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(
-            f"Expected `{argument}` to be one of {tuple(allowed)}. Received: {argument}={value!r}"
-        )
-    return value
-
-
-def check_positive(argument: str, value, *, integer: bool = False, allow_none: bool = False):
-    """Return ``value`` if it is a positive number (an int when ``integer``)."""
-    if value is None and allow_none:
-        return None
-    kind = numbers.Integral if integer else numbers.Real
-    # bool is an int to Python, and NaN/inf pass `> 0` checks only to fail later in build().
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, kind)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        what = "a positive integer" if integer else "a positive number"
-        raise ValueError(f"Expected `{argument}` to be {what}. Received: {argument}={value!r}")
-    return int(value) if integer else value
-
-
-def check_number(argument: str, value):
-    """Return ``value`` if it is a finite real number (not a bool), else raise a ValueError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(
-            f"Expected `{argument}` to be a finite number. Received: {argument}={value!r}"
-        )
-    return value
 
 
 def check_activation(argument: str, value):
@@ -55,22 +27,27 @@ def check_activation(argument: str, value):
     try:
         return keras.activations.get(value)
     except (ValueError, TypeError):
-        raise ValueError(
-            f"Expected `{argument}` to be a Keras activation name (e.g. 'sigmoid', "
-            f"'hard_sigmoid', 'tanh', 'relu') or a callable. Received: {argument}={value!r}"
+        raise fail(
+            argument,
+            "a Keras activation name (e.g. 'sigmoid', 'hard_sigmoid', 'tanh', 'relu') "
+            "or a callable",
+            value,
         ) from None
 
 
 def resolve_data_format(data_format: str | None) -> str:
+    """``data_format``, or Keras' global image data format when it is ``None``."""
     data_format = keras.config.image_data_format() if data_format is None else data_format
     return check_choice("data_format", data_format, ("channels_last", "channels_first"))
 
 
 def channel_axis(data_format: str) -> int:
+    """The channel axis of a tensor in ``data_format`` (-1 or 1)."""
     return -1 if data_format == "channels_last" else 1
 
 
 def spatial_axes(rank: int, data_format: str) -> tuple[int, ...]:
+    """The spatial axes of a rank-``rank`` tensor in ``data_format``."""
     if data_format == "channels_last":
         return tuple(range(1, rank - 1))
     return tuple(range(2, rank))
@@ -80,27 +57,31 @@ def check_input_shape(layer_name: str, input_shape, data_format: str) -> int:
     """Check rank 3-5 and a known channel dimension; return the channel count."""
     input_shape = tuple(input_shape)
     if len(input_shape) not in (3, 4, 5):
-        raise ValueError(
-            f"{layer_name} expects a rank 3, 4 or 5 input (batch, spatial..., channels) for "
-            f"1-D, 2-D or 3-D data. Received: input_shape={input_shape}"
+        raise fail(
+            "input_shape",
+            f"rank 3, 4 or 5 for {layer_name} ((batch, spatial..., channels) for 1-D, 2-D "
+            "or 3-D data)",
+            input_shape,
         )
-    channels = input_shape[channel_axis(data_format)]
+    axis = channel_axis(data_format)
+    channels = input_shape[axis]
     if channels is None:
-        raise ValueError(
-            f"{layer_name} needs a known channel dimension (axis "
-            f"{channel_axis(data_format)} for data_format={data_format!r}). "
-            f"Received: input_shape={input_shape}"
+        raise fail(
+            "input_shape",
+            f"a shape with a known channel dimension for {layer_name} (axis {axis} for "
+            f"data_format={data_format!r})",
+            input_shape,
         )
     return int(channels)
 
 
 def squeeze(x, mode: str, data_format: str):
-    """Global pooling over every spatial axis -> ``(B, C)``.
+    """Global pooling over every spatial axis -> ``(B, C)``: the one squeeze.
 
-    Low-precision inputs (float16/bfloat16) are averaged in float32 so a large
-    feature map neither overflows nor loses the mean to rounding; the result is
-    float32 then, and the caller's sub-layers (built with the policy's variable
-    dtype) keep the excitation MLP in float32 too.
+    ``mode`` is ``"avg"``, ``"max"`` or ``"avgmax"`` (the mean of both). Low-precision
+    inputs (float16/bfloat16) are pooled in float32 so a large feature map neither
+    overflows nor loses the mean to rounding; the result is float32 then. On the
+    TensorFlow backend ``keras.ops.mean``/``max`` trace to one ``Mean``/``Max`` op each.
     """
     axes = spatial_axes(len(x.shape), data_format)
     if keras.backend.standardize_dtype(x.dtype) in _LOW_PRECISION:
@@ -110,6 +91,52 @@ def squeeze(x, mode: str, data_format: str):
     if mode == "max":
         return ops.max(x, axis=axes)
     return 0.5 * (ops.mean(x, axis=axes) + ops.max(x, axis=axes))
+
+
+def excite(descriptors, reduce: Callable, expand: Callable, gate: Callable):
+    """The one SE excitation: ``s = gate(sum_d expand(reduce(d)))``.
+
+    With ``reduce(z) = act(W1 · z + b1)`` and ``expand(t) = W2 · t + b2`` this is the
+    bottleneck MLP of SE, ``s = gate(W2 · act(W1 · z + b1) + b2)``.
+
+    Args:
+        descriptors: One pooled descriptor ``(B, C_in)`` (SE: ``squeeze(x)``), or a list
+            of them that share the MLP and whose logits are summed before the gate (CBAM:
+            ``[avg, max]``).
+        reduce: The MLP's first layer with its activation: a ``Dense(h, activation=act)``
+            (whose float32 dtype policy keeps the MLP in float32 under mixed precision),
+            or :func:`affine` of raw weights.
+        expand: The MLP's second layer, ``Dense(C)`` or :func:`affine`.
+        gate: The gate activation (callable).
+
+    Returns:
+        The gate ``s``, shape ``(B, C)``, in ``expand``'s dtype.
+    """
+    if not isinstance(descriptors, list | tuple):
+        descriptors = [descriptors]
+    logits = None
+    for descriptor in descriptors:
+        term = expand(reduce(descriptor))
+        logits = term if logits is None else logits + term
+    return gate(logits)
+
+
+def affine(kernel, bias=None, activation: Callable | None = None) -> Callable:
+    """``z -> activation(z @ kernel + bias)``: a Dense layer's arithmetic on given weights.
+
+    For :func:`excite` where the weights are not a Dense layer's (the fused inference tail,
+    whose first kernel has absorbed a convolution). On TensorFlow it traces to ``MatMul``
+    and ``BiasAdd`` (``keras.ops.add`` of a 1-D bias), which grappler fuses with the
+    activation into one ``_FusedMatMul``.
+    """
+
+    def layer(z):
+        out = ops.matmul(z, kernel)
+        if bias is not None:
+            out = ops.add(out, bias)
+        return out if activation is None else activation(out)
+
+    return layer
 
 
 def broadcast_channels(s, rank: int, data_format: str):

@@ -10,16 +10,17 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from senet.checks import check_positive
 from senet.layers._common import (
     channel_axis,
     check_activation,
     check_input_shape,
-    check_positive,
     deserialize_options,
+    excite,
     resolve_data_format,
     scale,
     serialize_option,
-    spatial_axes,
+    squeeze,
 )
 from senet.layers.squeeze_excite import bottleneck_units
 
@@ -96,19 +97,23 @@ class CBAM(keras.layers.Layer):
             shape=(self.kernel_size,) * spatial_dims + (2, 1),
             initializer="glorot_uniform",
             dtype=dtype,
+            autocast=False,  # the spatial gate is computed in float32 under mixed precision
         )
         self.spatial_bias = self.add_weight(
-            name="spatial_bias", shape=(), initializer="zeros", dtype=dtype
+            name="spatial_bias", shape=(), initializer="zeros", dtype=dtype, autocast=False
         )
 
     def excitation(self, inputs):
         """The channel gate ``Mc`` of shape ``(B, C)``."""
         if not self.built:
             self.build(tuple(inputs.shape))
-        axes = spatial_axes(len(inputs.shape), self.data_format)
-        x = ops.cast(inputs, self.reduce.compute_dtype)
-        mlp = lambda z: self.expand(self.reduce(z))  # noqa: E731
-        return self._gate_fn(mlp(ops.mean(x, axis=axes)) + mlp(ops.max(x, axis=axes)))
+        descriptors = [squeeze(inputs, mode, self.data_format) for mode in ("avg", "max")]
+        return excite(
+            descriptors,
+            self.reduce,
+            self.expand,
+            self._gate_fn,
+        )
 
     def spatial_excitation(self, inputs):
         """The spatial gate ``Ms``: the input's shape with one channel."""

@@ -13,13 +13,11 @@ import math
 import keras
 from keras import ops
 
+from senet.checks import check_choice, check_number, check_positive, fail
 from senet.layers._common import (
     SQUEEZE_MODES,
     check_activation,
-    check_choice,
     check_input_shape,
-    check_number,
-    check_positive,
     deserialize_options,
     resolve_data_format,
     scale,
@@ -81,10 +79,8 @@ class EfficientChannelAttention(keras.layers.Layer):
         super().__init__(**kwargs)
         self.kernel_size = check_positive("kernel_size", kernel_size, integer=True, allow_none=True)
         if self.kernel_size is not None and self.kernel_size % 2 == 0:
-            raise ValueError(
-                f"Expected `kernel_size` to be odd (the gate stays aligned with its channel). "
-                f"Received: kernel_size={kernel_size!r}"
-            )
+            # An even kernel would shift the gate off its channel.
+            raise fail("kernel_size", "an odd positive integer or None", kernel_size)
         self.gamma = check_positive("gamma", gamma)
         self.b = check_number("b", b)
         self.squeeze = check_choice("squeeze", squeeze, SQUEEZE_MODES)
@@ -103,6 +99,7 @@ class EfficientChannelAttention(keras.layers.Layer):
             shape=(self.kernel_size_, 1, 1),
             initializer=self.kernel_initializer,
             dtype=self.dtype_policy.variable_dtype,
+            autocast=False,  # the gate is computed in float32 under mixed precision
         )
 
     def excitation(self, inputs):

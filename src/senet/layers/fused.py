@@ -22,20 +22,24 @@ import math
 import keras
 from keras import ops
 
+from senet.checks import check_choice, check_positive, fail
 from senet.layers._common import (
     SQUEEZE_MODES,
+    affine,
     check_activation,
-    check_choice,
     deserialize_options,
+    excite,
     serialize_option,
+    squeeze,
 )
 
-__all__ = ["IMPLEMENTATIONS", "SQUEEZE_SOURCES", "FusedSEResidual"]
+__all__ = ["IMPLEMENTATIONS", "SQUEEZE_SOURCES", "FusedSEResidual", "fused_tail"]
 
-#: ``"ops"``: ``keras.ops`` (every backend). ``"tf"``: the same arithmetic in raw
-#: TensorFlow ops, arranged for grappler's oneDNN fusions (conv + bias, matmul + bias +
-#: activation). ``"xla"``: the tail compiled by XLA as one cluster (TensorFlow only).
-#: ``"auto"``: the fastest measured on the backend: ``"tf"`` on TensorFlow, ``"ops"`` else.
+#: ``"ops"``: :func:`fused_tail` on the layer's variables (every backend). ``"tf"``: the
+#: same function (TensorFlow only), which traces to the graph grappler's oneDNN fusions
+#: take (conv + bias, matmul + bias + activation). ``"xla"``: the tail compiled by XLA as
+#: one cluster (TensorFlow only). ``"auto"``: ``"tf"`` on TensorFlow, ``"ops"`` elsewhere;
+#: a model saved with ``"auto"`` loads on every backend.
 IMPLEMENTATIONS = ("auto", "ops", "tf", "xla")
 SQUEEZE_SOURCES = ("input", "output")
 _OBJECT_OPTIONS = ("gate", "activation")
@@ -110,20 +114,19 @@ class FusedSEResidual(keras.layers.Layer):
         self.kernel_size = _pair("kernel_size", kernel_size)
         self.strides = _pair("strides", strides)
         self.padding = check_choice("padding", padding, ("valid", "same"))
-        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-            raise ValueError(
-                f"Expected `units` to be a positive integer. Received: units={units!r}"
-            )
-        self.units = units
+        self.units = check_positive("units", units, integer=True)
         self.squeeze_from = check_choice("squeeze_from", squeeze_from, SQUEEZE_SOURCES)
         self.squeeze = check_choice("squeeze", squeeze, SQUEEZE_MODES)
-        if squeeze_from == "input" and (
-            squeeze != "avg" or self.kernel_size != (1, 1) or self.strides != (1, 1)
+        if self.squeeze_from == "input" and (
+            self.squeeze != "avg" or self.kernel_size != (1, 1) or self.strides != (1, 1)
         ):
-            raise ValueError(
-                "`squeeze_from='input'` needs a 1x1 stride-1 convolution and squeeze='avg' "
-                "(the mean is linear; other pools and strides are not). Received: "
-                f"kernel_size={self.kernel_size}, strides={self.strides}, squeeze={squeeze!r}"
+            # The mean is linear; other pools, kernels and strides do not commute with it.
+            raise fail(
+                "squeeze_from",
+                "'output' unless the convolution is 1x1 with stride 1 and squeeze='avg' "
+                f"(kernel_size={self.kernel_size}, strides={self.strides}, "
+                f"squeeze={self.squeeze!r})",
+                squeeze_from,
             )
         self.gate = gate
         self.activation = activation
@@ -131,18 +134,16 @@ class FusedSEResidual(keras.layers.Layer):
         self._activation_fn = check_activation("activation", activation)
         self.excite = bool(excite)
         self.implementation = check_choice("implementation", implementation, IMPLEMENTATIONS)
+        # Early, so loading a "tf"/"xla" model on JAX or PyTorch says why it cannot run.
+        _check_backend(self.implementation)
 
     def build(self, input_shape):
         if not isinstance(input_shape, list | tuple) or len(input_shape) != 2:
-            raise ValueError(
-                "FusedSEResidual takes two inputs [h, shortcut]. "
-                f"Received: input_shape={input_shape}"
-            )
+            raise fail("input_shape", "two shapes, of [h, shortcut]", input_shape)
         h_shape, shortcut_shape = (tuple(shape) for shape in input_shape)
         if len(h_shape) != 4 or h_shape[-1] is None or shortcut_shape[-1] is None:
-            raise ValueError(
-                "FusedSEResidual needs rank-4 channels_last inputs with known channels. "
-                f"Received: input_shape={input_shape}"
+            raise fail(
+                "input_shape", "rank-4 channels_last shapes with known channels", input_shape
             )
         in_channels, channels = int(h_shape[-1]), int(shortcut_shape[-1])
         zeros = keras.initializers.Zeros()
@@ -185,28 +186,17 @@ class FusedSEResidual(keras.layers.Layer):
                 "its weights). Train the unfused model and call fuse_se() again."
             )
         h, shortcut = inputs
-        implementation = self.implementation
-        if implementation == "auto":
-            implementation = "tf" if keras.backend.backend() == "tensorflow" else "ops"
-        if implementation in ("tf", "xla") and keras.backend.backend() != "tensorflow":
-            raise ValueError(
-                f"implementation={implementation!r} needs the TensorFlow backend; this is "
-                f"{keras.backend.backend()!r}. Use 'auto' or 'ops'."
-            )
-        if implementation == "ops":
-            return self._call_ops(h, shortcut)
-        import tensorflow as tf
-
-        # Plain tensors (variable reads), which the XLA function's tracing accepts.
-        weights = [tf.convert_to_tensor(w) for w in self._weight_tensors()]
+        implementation = _check_backend(self.implementation)
+        weights = self._weight_tensors()
         if implementation == "xla":
             return _xla_tail(self._static_options())(h, shortcut, *weights)
-        return _tf_tail(h, shortcut, *weights, **self._static_options())
+        return fused_tail(h, shortcut, *weights, **self._static_options())
 
     def _weight_tensors(self):
         names = ("kernel", "bias")
         if self.excite:
             names += ("reduce_kernel", "reduce_bias", "expand_kernel", "expand_bias")
+        # Plain tensors (variable reads), which the XLA function's tracing accepts.
         return [ops.convert_to_tensor(getattr(self, name)) for name in names]
 
     def _static_options(self):
@@ -214,20 +204,10 @@ class FusedSEResidual(keras.layers.Layer):
             strides=self.strides,
             padding=self.padding,
             squeeze_from=self.squeeze_from if self.excite else None,
-            squeeze=self.squeeze,
+            squeeze_mode=self.squeeze,
             gate=self._gate_fn,
             activation=self._activation_fn,
         )
-
-    def _call_ops(self, h, shortcut):
-        u = ops.conv(h, self.kernel, strides=self.strides, padding=self.padding) + self.bias
-        if not self.excite:
-            return ops.relu(shortcut + u)
-        # The mean of the narrow input, or SE's own pool of the output.
-        z = ops.mean(h, axis=(1, 2)) if self.squeeze_from == "input" else _pool(u, self.squeeze)
-        hidden = self._activation_fn(ops.matmul(z, self.reduce_kernel) + self.reduce_bias)
-        s = self._gate_fn(ops.matmul(hidden, self.expand_kernel) + self.expand_bias)
-        return ops.relu(shortcut + u * s[:, None, None, :])
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[1])
@@ -273,82 +253,86 @@ class FusedSEResidual(keras.layers.Layer):
         return cls(**deserialize_options(config, _OBJECT_OPTIONS))
 
 
-def _pair(argument, value) -> tuple[int, int]:
+def _pair(argument: str, value) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or not all(
         isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair
     ):
-        raise ValueError(
-            f"Expected `{argument}` to be a positive int or a pair of them. "
-            f"Received: {argument}={value!r}"
-        )
+        raise fail(argument, "a positive int or a pair of them", value)
     return pair
 
 
-def _pool(x, mode: str):
-    if mode == "avg":
-        return ops.mean(x, axis=(1, 2))
-    if mode == "max":
-        return ops.max(x, axis=(1, 2))
-    return 0.5 * (ops.mean(x, axis=(1, 2)) + ops.max(x, axis=(1, 2)))
+def _check_backend(implementation: str) -> str:
+    """The implementation to run on this backend (``"auto"`` resolved), or a clear error."""
+    backend = keras.backend.backend()
+    if implementation == "auto":
+        return "tf" if backend == "tensorflow" else "ops"
+    if implementation in ("tf", "xla") and backend != "tensorflow":
+        raise fail(
+            "implementation",
+            f"'auto' or 'ops' on the {backend!r} backend ({implementation!r} compiles "
+            "TensorFlow graphs and needs KERAS_BACKEND=tensorflow; re-fuse the model with "
+            "implementation='auto' to run it here)",
+            implementation,
+        )
+    return implementation
 
 
-# ------------------------------------------------------------------- TensorFlow paths
-
-
-def _tf_tail(
+def fused_tail(
     h,
     shortcut,
     kernel,
     bias,
     *excitation,
     strides,
-    padding,
-    squeeze_from,
-    squeeze,
+    padding: str,
+    squeeze_from: str | None,
+    squeeze_mode: str,
     gate,
     activation,
 ):
-    """The tail in raw TF ops, shaped for grappler's oneDNN fusions.
+    """``relu(shortcut + s * (conv(h, kernel) + bias))`` with the SE gate ``s``: the tail.
 
-    conv + bias becomes one ``_FusedConv2D``; each MLP layer one ``_FusedMatMul`` with its
-    bias and activation; the scale stays one broadcast multiply (no expand_dims/cast
-    chains). Folding ``s`` into a per-sample kernel was slower: a kernel computed at run
-    time loses the conv + bias fusion.
+    The SE part is the layers' own :func:`~senet.layers._common.squeeze` and
+    :func:`~senet.layers._common.excite`; what differs from ``SqueezeExcite`` is only where
+    the squeeze comes from (``h``, whose mean the reduce kernel turns into the mean of
+    the output, or the output ``u``) and where the scale is applied (on ``u``, with the
+    shortcut and the ReLU right behind it). ``squeeze_from=None``: no SE.
+
+    Written in ``keras.ops``, which on TensorFlow trace to exactly the graph grappler's
+    oneDNN remapper fuses: ``Conv2D`` + ``BiasAdd`` into one ``_FusedConv2D``, each MLP
+    layer's ``MatMul`` + ``BiasAdd`` + activation into one ``_FusedMatMul``, the scale one
+    broadcast ``Mul`` of a reshaped ``(B, 1, 1, C)`` gate. Folding ``s`` into a per-sample
+    kernel was slower: a kernel computed at run time loses the conv + bias fusion.
     """
-    import tensorflow as tf
-
-    u = tf.nn.bias_add(tf.nn.conv2d(h, kernel, strides=strides, padding=padding.upper()), bias)
+    u = ops.add(ops.conv(h, kernel, strides=strides, padding=padding), bias)
     if squeeze_from is None:
-        return tf.nn.relu(u + shortcut)
+        return ops.relu(u + shortcut)
     reduce_kernel, reduce_bias, expand_kernel, expand_bias = excitation
-    if squeeze_from == "input":
-        z = tf.reduce_mean(h, axis=(1, 2))
-    elif squeeze == "avg":
-        z = tf.reduce_mean(u, axis=(1, 2))
-    elif squeeze == "max":
-        z = tf.reduce_max(u, axis=(1, 2))
-    else:
-        z = 0.5 * (tf.reduce_mean(u, axis=(1, 2)) + tf.reduce_max(u, axis=(1, 2)))
-    hidden = activation(tf.nn.bias_add(tf.matmul(z, reduce_kernel), reduce_bias))
-    s = gate(tf.nn.bias_add(tf.matmul(hidden, expand_kernel), expand_bias))
-    s = tf.reshape(s, (-1, 1, 1, s.shape[-1]))
-    return tf.nn.relu(u * s + shortcut)
+    source = h if squeeze_from == "input" else u
+    s = excite(
+        squeeze(source, squeeze_mode, "channels_last"),
+        affine(reduce_kernel, reduce_bias, activation),
+        affine(expand_kernel, expand_bias),
+        gate,
+    )
+    s = ops.reshape(s, (-1, 1, 1, s.shape[-1]))
+    return ops.relu(u * s + shortcut)
 
 
 @functools.cache
-def _xla_tail_cached(strides, padding, squeeze_from, squeeze, gate, activation):
+def _xla_tail_cached(strides, padding, squeeze_from, squeeze_mode, gate, activation):
     import tensorflow as tf
 
     def tail(h, shortcut, *weights):
-        return _tf_tail(
+        return fused_tail(
             h,
             shortcut,
             *weights,
             strides=strides,
             padding=padding,
             squeeze_from=squeeze_from,
-            squeeze=squeeze,
+            squeeze_mode=squeeze_mode,
             gate=gate,
             activation=activation,
         )

@@ -8,15 +8,14 @@ squeeze operator (avg/max/avgmax), gate and hidden activation.
 from __future__ import annotations
 
 import keras
-from keras import ops
 
+from senet.checks import check_choice, check_positive
 from senet.layers._common import (
     SQUEEZE_MODES,
     check_activation,
-    check_choice,
     check_input_shape,
-    check_positive,
     deserialize_options,
+    excite,
     resolve_data_format,
     scale,
     serialize_option,
@@ -141,9 +140,12 @@ class SqueezeExcite(keras.layers.Layer):
         """The gate ``s`` of shape ``(B, C)`` for a batch (builds the layer if needed)."""
         if not self.built:
             self.build(tuple(inputs.shape))
-        z = squeeze(inputs, self.squeeze, self.data_format)
-        z = ops.cast(z, self.reduce.compute_dtype)
-        return self._gate_fn(self.expand(self.reduce(z)))
+        return excite(
+            squeeze(inputs, self.squeeze, self.data_format),
+            self.reduce,
+            self.expand,
+            self._gate_fn,
+        )
 
     def call(self, inputs):
         return scale(inputs, self.excitation(inputs), self.data_format)
