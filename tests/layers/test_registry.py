@@ -1,5 +1,7 @@
 """The name -> layer factory: attention(), kinds(), register()."""
 
+import re
+
 import keras
 import pytest
 
@@ -15,6 +17,7 @@ from senet.layers import (
     register,
     registry,
 )
+from senet.layers.registry import check_kind
 
 CLASSES = {
     "se": SqueezeExcite,
@@ -69,14 +72,33 @@ def test_none_means_no_attention(kind):
     assert attention(kind, reduction=16) is None
 
 
+@pytest.mark.parametrize("kind", [None, "none", "None", "NONE", " none "])
+def test_none_means_no_attention_in_the_network_builders_too(kind):
+    from senet.models import emotion_cnn
+    from senet.models._blocks import check_attention
+
+    assert check_kind("attention", kind) is None
+    assert check_attention(kind) is None
+    model = emotion_cnn(input_shape=(16, 16, 1), widths=(4, 4), attention=kind)
+    assert not [layer for layer in model.layers if isinstance(layer, SqueezeExcite)]
+
+
+@pytest.mark.parametrize("kind", ["SE", "Se", "se"])
+def test_kinds_are_case_insensitive_everywhere(kind):
+    from senet.models._blocks import check_attention
+
+    assert check_kind("attention", kind) == check_attention(kind) == "se"
+    assert type(attention(kind)) is SqueezeExcite
+
+
 @pytest.mark.parametrize("kind", ["transformer", "", 3])
 def test_unknown_kind(kind):
-    with pytest.raises(ValueError, match=rf"`kind`.*'se'.*Received: kind={kind!r}"):
+    with pytest.raises(ValueError, match=rf"`kind` must be .*'se'.*, got {re.escape(repr(kind))}"):
         attention(kind)
 
 
 def test_bad_reduction_is_reported_by_the_layer():
-    with pytest.raises(ValueError, match=r"`reduction`.*Received: reduction=0"):
+    with pytest.raises(ValueError, match=r"`reduction` must be .*, got 0$"):
         attention("se", reduction=0)
 
 
@@ -122,11 +144,11 @@ def test_register_leaves_the_stock_registry_alone_here():
 @pytest.mark.parametrize(
     "kind,factory,match",
     [
-        ("none", SqueezeExcite, "kind='none'"),
-        ("NONE", SqueezeExcite, "kind='NONE'"),
-        ("", SqueezeExcite, "kind=''"),
-        (None, SqueezeExcite, "kind=None"),
-        ("fine", 3, "factory=3"),
+        ("none", SqueezeExcite, "`kind` must be .*, got 'none'"),
+        ("NONE", SqueezeExcite, "`kind` must be .*, got 'NONE'"),
+        ("", SqueezeExcite, "`kind` must be .*, got ''"),
+        (None, SqueezeExcite, "`kind` must be .*, got None"),
+        ("fine", 3, "`factory` must be .*, got 3"),
     ],
 )
 def test_register_rejects(kind, factory, match, scratch_registry):

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 
 import keras
 
-from senet.layers import attention, kinds
+from senet.checks import fail
+from senet.layers import attention
+from senet.layers.registry import check_kind
 
 # PyTorch's BatchNorm defaults (momentum 0.1 there is 0.9 here): the same numbers as
 # torchvision's networks, and moving statistics that settle within a short training run.
@@ -21,15 +23,8 @@ BN_MOMENTUM = 0.9
 
 
 def check_attention(kind) -> str | None:
-    """Return the lower-cased kind, or ``None`` for no attention; raise a ValueError otherwise."""
-    if kind is None or kind == "none":
-        return None
-    if not isinstance(kind, str) or kind.lower() not in kinds():
-        raise ValueError(
-            f"Expected `attention` to be one of {kinds() + ('none',)} or None. "
-            f"Received: attention={kind!r}"
-        )
-    return kind.lower()
+    """Return the lower-cased kind, or ``None`` for no attention (``None``/``"none"``, any case)."""
+    return check_kind("attention", kind)
 
 
 def check_attention_options(options: dict | None) -> dict:
@@ -37,26 +32,16 @@ def check_attention_options(options: dict | None) -> dict:
     if options is None:
         return {}
     if not isinstance(options, dict):
-        raise ValueError(
-            "Expected `attention_options` to be a dict of attention layer arguments or None. "
-            f"Received: attention_options={options!r}"
-        )
+        raise fail("attention_options", "a dict of attention layer arguments or None", options)
     for reserved in ("name", "reduction"):
         if reserved in options:
-            raise ValueError(
-                f"`attention_options` may not contain {reserved!r}: the builder sets it "
-                f"(use the builder's `{reserved}` argument for the reduction ratio). "
-                f"Received: attention_options={options!r}"
+            raise fail(
+                "attention_options",
+                f"a dict without {reserved!r} (the builder sets it; use the builder's "
+                "`reduction` argument for the reduction ratio)",
+                options,
             )
     return dict(options)
-
-
-def check_positive_int(argument: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(
-            f"Expected `{argument}` to be a positive integer. Received: {argument}={value!r}"
-        )
-    return int(value)
 
 
 def check_input_shape(argument: str, value, ranks: Sequence[int]) -> tuple:
@@ -73,9 +58,11 @@ def check_input_shape(argument: str, value, ranks: Sequence[int]) -> tuple:
     )
     if not ok or shape[-1] is None:
         wanted = " or ".join(str(rank) for rank in ranks)
-        raise ValueError(
-            f"Expected `{argument}` to be a tuple of {wanted} positive sizes, channels last and "
-            f"known (spatial sizes may be None). Received: {argument}={value!r}"
+        raise fail(
+            argument,
+            f"a tuple of {wanted} positive sizes, channels last and known (spatial sizes "
+            "may be None)",
+            value,
         )
     return tuple(None if size is None else int(size) for size in shape)
 

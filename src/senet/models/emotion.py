@@ -7,16 +7,17 @@ at any block (``block3_conv2``, ``block3_se``, ``block3_pool``, ...).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import keras
 
+from senet.checks import check_positive, fail
 from senet.models._blocks import (
     apply_attention,
     check_attention,
     check_attention_options,
     check_input_shape,
-    check_positive_int,
     conv_bn_relu,
 )
 
@@ -68,28 +69,26 @@ def emotion_cnn(
         ['block1_se', 'block2_se', 'block3_se', 'block4_se']
     """
     input_shape = check_input_shape("input_shape", input_shape, (3,))
-    num_classes = check_positive_int("num_classes", num_classes)
+    num_classes = check_positive("num_classes", num_classes, integer=True)
     kind = check_attention(attention)
     options = check_attention_options(attention_options)
     try:
-        checked = tuple(check_positive_int("widths", width) for width in widths)
+        checked = tuple(check_positive("widths", width, integer=True) for width in widths)
     except (TypeError, ValueError):
         checked = ()
     if not checked:
-        raise ValueError(
-            "Expected `widths` to be a non-empty sequence of positive integers. "
-            f"Received: widths={widths!r}"
-        )
+        raise fail("widths", "a non-empty sequence of positive integers", widths)
     widths = checked
     smallest = 2 ** len(widths)
     if any(size is not None and size < smallest for size in input_shape[:2]):
-        raise ValueError(
-            f"Expected `input_shape` to have height and width of at least {smallest} "
-            f"(one 2x2 pooling per block, {len(widths)} blocks). Received: "
-            f"input_shape={input_shape}"
+        raise fail(
+            "input_shape",
+            f"a shape with height and width of at least {smallest} (one 2x2 pooling per "
+            f"block, {len(widths)} blocks)",
+            input_shape,
         )
-    if not 0 <= dropout < 1:
-        raise ValueError(f"Expected `dropout` to be in [0, 1). Received: dropout={dropout!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+        raise fail("dropout", "a number >= 0 and < 1", dropout)
 
     inputs = keras.Input(input_shape, name="image")
     x = inputs

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import keras
 
-from senet.layers._common import check_choice
+from senet.checks import check_choice, check_positive, fail
 from senet.models._blocks import (
     BN_EPSILON,
     BN_MOMENTUM,
@@ -27,7 +27,6 @@ from senet.models._blocks import (
     check_attention,
     check_attention_options,
     check_input_shape,
-    check_positive_int,
 )
 
 PLACEMENTS = ("standard", "pre", "post", "identity")
@@ -141,15 +140,13 @@ def _attention_stages(stages, stage_numbers: tuple[int, ...]) -> frozenset[int]:
     try:
         stages = tuple(stages)
     except TypeError:
-        raise ValueError(
-            f"Expected `stages` to be {allowed}. Received: stages={stages!r}"
-        ) from None
+        raise fail("stages", allowed, stages) from None
     if stages and all(isinstance(stage, bool) for stage in stages):
         if len(stages) != len(stage_numbers):
-            raise ValueError(f"Expected `stages` to be {allowed}. Received: stages={stages!r}")
+            raise fail("stages", allowed, stages)
         return frozenset(number for number, on in zip(stage_numbers, stages, strict=True) if on)
     if not all(not isinstance(stage, bool) and stage in stage_numbers for stage in stages):
-        raise ValueError(f"Expected `stages` to be {allowed}. Received: stages={stages!r}")
+        raise fail("stages", allowed, stages)
     return frozenset(int(stage) for stage in stages)
 
 
@@ -208,20 +205,19 @@ def resnet(
         >>> resnet_stage_outputs(model)
         ['conv2_block3_out', 'conv3_block3_out', 'conv4_block3_out']
     """
-    if isinstance(depth, bool) or depth not in DEPTHS:
-        raise ValueError(f"Expected `depth` to be one of {DEPTHS}. Received: depth={depth!r}")
-    check_choice("placement", placement, PLACEMENTS)
+    depth = int(check_choice("depth", depth, DEPTHS))
+    placement = check_choice("placement", placement, PLACEMENTS)
     kind = check_attention(attention)
     options = check_attention_options(attention_options)
     if pooling is not None:
-        check_choice("pooling", pooling, ("avg", "max"))
+        pooling = check_choice("pooling", pooling, ("avg", "max"))
     cifar = depth in _CIFAR_DEPTHS
     if input_shape is None:
         input_shape = (32, 32, 3) if cifar else (224, 224, 3)
     input_shape = check_input_shape("input_shape", input_shape, (3,))
     if num_classes is None:
         num_classes = 10 if cifar else 1000
-    num_classes = check_positive_int("num_classes", num_classes)
+    num_classes = check_positive("num_classes", num_classes, integer=True)
 
     if cifar:
         block_type, blocks, widths = "basic", (_CIFAR_DEPTHS[depth],) * 3, _CIFAR_WIDTHS

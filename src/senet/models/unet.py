@@ -11,12 +11,12 @@ from collections.abc import Sequence
 
 import keras
 
+from senet.checks import check_positive, fail
 from senet.models._blocks import (
     apply_attention,
     check_attention,
     check_attention_options,
     check_input_shape,
-    check_positive_int,
     conv_bn_relu,
 )
 
@@ -78,18 +78,19 @@ def unet(
         (None, 64, 64, 16)
     """
     input_shape = check_input_shape("input_shape", input_shape, (3, 4))
-    num_classes = check_positive_int("num_classes", num_classes)
-    depth = check_positive_int("depth", depth)
-    base_filters = check_positive_int("base_filters", base_filters)
+    num_classes = check_positive("num_classes", num_classes, integer=True)
+    depth = check_positive("depth", depth, integer=True)
+    base_filters = check_positive("base_filters", base_filters, integer=True)
     kind = check_attention(attention)
     options = check_attention_options(attention_options)
     rank = len(input_shape) - 1
     factor = 2**depth
     if any(size is not None and size % factor for size in input_shape[:-1]):
-        raise ValueError(
-            f"Expected every spatial size of `input_shape` to be divisible by 2**depth = "
-            f"{factor} (depth={depth} poolings, each halving it). Received: "
-            f"input_shape={input_shape}"
+        raise fail(
+            "input_shape",
+            f"a shape whose every spatial size is divisible by 2**depth = {factor} "
+            f"(depth={depth} poolings, each halving it)",
+            input_shape,
         )
 
     inputs = keras.Input(input_shape, name="image")
