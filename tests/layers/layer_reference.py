@@ -15,7 +15,8 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-# Keras 3 definitions: hard_sigmoid = clip(x / 6 + 1/2, 0, 1); swish = x * sigmoid(x).
+# Keras 3 definitions: hard_sigmoid = clip(x / 6 + 1/2, 0, 1); swish = x * sigmoid(x);
+# softsign = x / (1 + |x|).
 ACTIVATIONS = {
     "sigmoid": sigmoid,
     "hard_sigmoid": lambda x: np.clip(x / 6.0 + 0.5, 0.0, 1.0),
@@ -23,6 +24,7 @@ ACTIVATIONS = {
     "relu": lambda x: np.maximum(x, 0.0),
     "swish": lambda x: x * sigmoid(x),
     "linear": lambda x: x,
+    "softsign": lambda x: x / (1.0 + np.abs(x)),
 }
 
 

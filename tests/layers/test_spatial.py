@@ -96,3 +96,45 @@ def test_scse_parameter_count(reduction, hidden):
     assert layer.count_params() == se + channels + 1
     assert layer.channel.count_params() == se
     assert (layer.channel.reduce.units, layer.channel.expand.units) == (hidden, channels)
+
+
+def _large_float16_case(kind, rng):
+    """Activations of 2e4-6e4 whose spatial logits (|x . w| > 1e5) overflow float16.
+
+    The gate is softsign, which saturates slowly: the float16 logits' inf gave
+    softsign(inf) = inf/inf = NaN, and a large bias would have been lost in the inf too.
+    scSE adds two gated copies of ``x``, so its activations stay below 65504 / 2.
+    """
+    top = 6e4 if kind == "sse" else 3e4
+    signs = rng.choice([-1.0, 1.0], size=(2, 3, 4, 8))
+    x = (signs * rng.uniform(top / 3, top, size=signs.shape)).astype("float16")
+    kernel = rng.choice([-3.0, 3.0], size=8)
+    x64 = x.astype("float64")
+    with np.errstate(over="ignore"):
+        logits = (x.astype("float16") @ kernel.astype("float16")).astype("float64")
+    assert np.isinf(logits).any()  # float16 logits overflow here
+    return x, x64, kernel
+
+
+@pytest.mark.parametrize("kind", ["sse", "scse"])
+def test_float16_gates_of_large_activations_are_computed_in_float32(kind, rng):
+    x, x64, kernel = _large_float16_case(kind, rng)
+    keras.config.set_dtype_policy("mixed_float16")
+    if kind == "sse":
+        layer, spatial = SpatialSqueezeExcite(gate="softsign"), None
+    else:
+        layer = ChannelSpatialSqueezeExcite(reduction=2, gate="softsign")
+    layer.build(x.shape)
+    spatial = layer if kind == "sse" else layer.spatial
+    spatial.set_weights([kernel.astype("float32"), np.float32(-50.0)])
+    output = layer(x)
+    keras.config.set_dtype_policy("float32")
+
+    assert keras.backend.standardize_dtype(output.dtype) == "float16"
+    got = keras.ops.convert_to_numpy(keras.ops.cast(output, "float32"))
+    expected = spatial_squeeze_excite(x64, kernel, -50.0, gate="softsign")
+    if kind == "scse":
+        channel_weights = layer.channel.get_weights()
+        expected = expected + squeeze_excite(x64, channel_weights, gate="softsign")
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, expected, rtol=2e-3, atol=1e-3 * np.abs(x64).max())

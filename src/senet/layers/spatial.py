@@ -69,28 +69,33 @@ class SpatialSqueezeExcite(keras.layers.Layer):
     def build(self, input_shape):
         channels = check_input_shape(type(self).__name__, input_shape, self.data_format)
         self.channels = channels
+        # autocast=False: the gate is computed in the variable dtype (see spatial_excitation).
         self.kernel = self.add_weight(
             name="kernel",
             shape=(channels,),
             initializer=self.kernel_initializer,
             dtype=self.dtype_policy.variable_dtype,
+            autocast=False,
         )
         self.bias = self.add_weight(
             name="bias",
             shape=(),
             initializer=self.bias_initializer,
             dtype=self.dtype_policy.variable_dtype,
+            autocast=False,
         )
 
     def spatial_excitation(self, inputs):
-        """The spatial gate: shape of the input with a channel dimension of 1."""
+        """The spatial gate (in the variable dtype): the input's shape with one channel."""
         if not self.built:
             self.build(tuple(inputs.shape))
-        kernel = ops.cast(self.kernel, inputs.dtype)
         axis = channel_axis(self.data_format) % len(inputs.shape)
+        # The gate is computed in the variable dtype (float32 under mixed precision), as
+        # SE's: in float16 the logits of activations above ~3e4 overflow to inf, which a
+        # bias or a gate other than sigmoid (softsign: inf/inf) turns into a wrong gate.
+        x = ops.cast(inputs, self.kernel.dtype)
         # A 1x1 convolution to one channel is a contraction over the channel axis.
-        logits = ops.tensordot(inputs, kernel, axes=[[axis], [0]])
-        logits = ops.cast(logits, "float32") + ops.cast(self.bias, "float32")
+        logits = ops.tensordot(x, self.kernel, axes=[[axis], [0]]) + self.bias
         return ops.expand_dims(self._gate_fn(logits), axis)
 
     def call(self, inputs):
