@@ -279,8 +279,10 @@ def test_a_tensorflow_only_fused_model_says_so_on_other_backends(saved_fused_res
 
 def test_fused_layer_is_registered_by_senet_layers():
     import senet.layers
+    import senet.models
 
     assert senet.layers.FusedSEResidual is FusedSEResidual
+    assert senet.models.FusedSEResidual is FusedSEResidual and senet.models.fuse_se is fuse_se
     assert FusedSEResidual.__module__ == "senet.layers.fused"
     registered = keras.saving.get_registered_object("senet>FusedSEResidual")
     assert registered is FusedSEResidual

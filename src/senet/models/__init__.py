@@ -7,8 +7,17 @@ stable (keras.applications style), attention layers are named ``<block>_<kind>``
 """
 
 from senet.models.emotion import emotion_cnn
+from senet.models.fused import FusedSEResidual, fuse_se
 from senet.models.resnet import resnet, resnet_stage_outputs
 from senet.models.surgery import insert_attention
 from senet.models.unet import unet
 
-__all__ = ["emotion_cnn", "insert_attention", "resnet", "resnet_stage_outputs", "unet"]
+__all__ = [
+    "FusedSEResidual",
+    "emotion_cnn",
+    "fuse_se",
+    "insert_attention",
+    "resnet",
+    "resnet_stage_outputs",
+    "unet",
+]
