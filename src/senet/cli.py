@@ -207,24 +207,52 @@ def _add_evaluate(subparsers) -> None:
     parser.add_argument("model", metavar="MODEL", help="a .keras file (e.g. RUN_DIR/model.keras)")
     parser.add_argument("--data", required=True, help="data source (as for train)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
-    parser.add_argument("--out", metavar="DIR", help="write metrics.json and confusion.png here")
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write metrics.json and confusion.png here (never into a run directory)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace metrics.json / confusion.png already in --out DIR (default: refuse)",
+    )
     parser.add_argument("--batch-size", type=_positive_int, default=64)
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable samples")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _add_allow_h5(parser)
     parser.set_defaults(handler=_run_evaluate)
 
 
+def _add_allow_h5(parser) -> None:
+    parser.add_argument(
+        "--allow-h5",
+        action="store_true",
+        help="accept a legacy .h5 model; Keras's safe mode does not apply to .h5 files "
+        "(CVE-2025-9905), so only for files you trust",
+    )
+
+
 def _run_evaluate(args) -> int:
+    import warnings
+
     from senet.metrics import evaluate
 
-    metrics = evaluate(
-        args.model,
-        args.data,
-        split=args.split,
-        out_dir=args.out,
-        batch_size=args.batch_size,
-        skip_bad=args.skip_bad,
-    )
+    # library warnings (an .h5 model's safe-mode notice) as one line each
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            metrics = evaluate(
+                args.model,
+                args.data,
+                split=args.split,
+                out_dir=args.out,
+                batch_size=args.batch_size,
+                skip_bad=args.skip_bad,
+                overwrite=args.overwrite,
+                allow_h5=args.allow_h5,
+            )
+        finally:
+            _print_warnings(args.command, caught)
     print(json.dumps(metrics, indent=2) if args.json else _format_metrics(metrics))
     return 0
 
@@ -287,6 +315,7 @@ def _add_predict(subparsers) -> None:
     parser.add_argument(
         "--every", type=_positive_int, default=1, help="look at every N-th video frame"
     )
+    _add_allow_h5(parser)
     parser.set_defaults(handler=_run_predict)
 
 
@@ -303,6 +332,7 @@ def _run_predict(args) -> int:
             every=args.every,
             annotate_dir=args.annotate,
             overwrite=args.overwrite,
+            allow_h5=args.allow_h5,
         ):
             _print_warnings(args.command, caught)
             if args.json:
@@ -370,32 +400,46 @@ def _add_explain(subparsers) -> None:
     parser.add_argument(
         "--layer", metavar="NAME", help="layer to explain (default: the last feature map)"
     )
+    _add_allow_h5(parser)
     parser.set_defaults(handler=_run_explain)
 
 
 def _run_explain(args) -> int:
+    import warnings
+
     from senet.explain_photos import INDEX_FILE, iter_explanations
 
-    for photo in iter_explanations(
-        args.model,
-        args.paths,
-        args.out,
-        method=args.method,
-        class_name=args.class_name,
-        layer=args.layer,
-    ):
-        if not photo.faces:
-            print(f"{photo.path}: no face found", flush=True)
-            continue
-        count = len(photo.faces)
-        print(f"{photo.path}: {count} face{'s' if count > 1 else ''}", flush=True)
-        for number, face in enumerate(photo.faces, 1):
-            predicted = f"{face.label} {face.probabilities[face.label]:.3f}"
-            if face.target != face.label:
-                predicted += f", explained {face.target} {face.probability:.3f}"
-            print(f"  face {number}: {predicted} -> {face.overlay}", flush=True)
+    # library warnings (an .h5 model's safe-mode notice) as one line each, in order
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            for photo in iter_explanations(
+                args.model,
+                args.paths,
+                args.out,
+                method=args.method,
+                class_name=args.class_name,
+                layer=args.layer,
+                allow_h5=args.allow_h5,
+            ):
+                _print_warnings(args.command, caught)
+                _print_explanation(photo)
+        finally:
+            _print_warnings(args.command, caught)
     print(f"index: {os.path.join(args.out, INDEX_FILE)}")
     return 0
+
+
+def _print_explanation(photo) -> None:
+    if not photo.faces:
+        print(f"{photo.path}: no face found", flush=True)
+        return
+    count = len(photo.faces)
+    print(f"{photo.path}: {count} face{'s' if count > 1 else ''}", flush=True)
+    for number, face in enumerate(photo.faces, 1):
+        predicted = f"{face.label} {face.probabilities[face.label]:.3f}"
+        if face.target != face.label:
+            predicted += f", explained {face.target} {face.probability:.3f}"
+        print(f"  face {number}: {predicted} -> {face.overlay}", flush=True)
 
 
 # --------------------------------------------------------------------------- demo

@@ -201,6 +201,7 @@ def iter_explanations(
     class_name: str | None = None,
     layer: str | None = None,
     class_names: Sequence[str] | None = None,
+    allow_h5: bool = False,
     **detect_options,
 ) -> Iterator[PhotoExplanation]:
     """:func:`explain_photos`, one photo at a time (results as they come)."""
@@ -216,7 +217,7 @@ def iter_explanations(
                 f"Expected photos (explain takes no videos; `senet predict` reads them). "
                 f"Received: {path}"
             )
-    model = load_classifier(model_path)
+    model = load_classifier(model_path, allow_h5=allow_h5)
     size, channels = model_input_size(model)
     if class_names is None:
         class_names = class_names_for(model_path, int(model.output_shape[-1]))
@@ -292,6 +293,7 @@ def explain_photos(
     class_name: str | None = None,
     layer: str | None = None,
     class_names: Sequence[str] | None = None,
+    allow_h5: bool = False,
     **detect_options,
 ) -> list[PhotoExplanation]:
     """Explain a saved classifier on the faces in photos: overlays and an ``index.html``.
@@ -318,6 +320,8 @@ def explain_photos(
         layer: The layer to explain (default: the final feature map for the gradient
             methods, the last attention layer for ``"attention"``).
         class_names: Override the class names (default :func:`senet.predict.class_names_for`).
+        allow_h5: Accept a legacy ``.h5`` model (trusted files only: Keras's safe mode
+            does not apply to them); see :func:`senet.layers.load_model`.
         **detect_options: Passed to :func:`senet.predict.detect_faces`.
 
     Returns:
@@ -325,7 +329,8 @@ def explain_photos(
 
     Raises:
         FileNotFoundError: The model or a photo does not exist.
-        senet.data.DataError: A photo OpenCV cannot decode, or a model that cannot be loaded.
+        senet.data.DataError: A photo OpenCV cannot decode.
+        senet.layers.ModelLoadError: A model that cannot be loaded (a ``ValueError``).
         ValueError: An unknown method, class name or layer, ``"attention"`` on a model
             without an attention layer, or a video file.
 
@@ -345,6 +350,7 @@ def explain_photos(
             class_name=class_name,
             layer=layer,
             class_names=class_names,
+            allow_h5=allow_h5,
             **detect_options,
         )
     )

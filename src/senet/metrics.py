@@ -22,9 +22,9 @@ from senet.checks import check_choice, check_number
 from senet.data import ImageSet, load_dataset
 from senet.layers import load_model
 from senet.report import plot_confusion
-from senet.runs import find_run_config
+from senet.runs import METRICS_FILE, STATE_FILE, find_run_config, holds_run
 
-__all__ = ["classification_metrics", "evaluate", "evaluate_model"]
+__all__ = ["classification_metrics", "evaluate", "evaluate_model", "run_class_names"]
 
 # load_dataset's split settings when no run config sits beside the model (TrainConfig's)
 _DEFAULT_SPLIT = {"val_fraction": 0.1, "test_fraction": 0.1, "seed": 0, "synthetic_size": 7000}
@@ -123,29 +123,41 @@ def evaluate(
     out_dir: str | os.PathLike | None = None,
     batch_size: int = 64,
     skip_bad: bool = False,
+    overwrite: bool = False,
+    allow_h5: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a saved model on one split of a data source.
 
     Image size and channels come from the model's input. When ``config.json`` of the run
     sits beside the model (or one level up, for a checkpoint), its split settings are used,
-    so ``split="test"`` is the same held-out set the run was tested on.
+    so ``split="test"`` is the same held-out set the run was tested on, and the class names
+    the run was trained on (its ``metrics.json`` or ``state.json``) must be the data's.
 
     Args:
-        model_path: A ``.keras`` file.
+        model_path: A ``.keras`` file (loaded by :func:`senet.layers.load_model`: safe mode).
         data: Any source :func:`senet.data.load_dataset` reads.
         split: ``"train"``, ``"val"``, ``"test"`` or ``"all"`` (every image).
-        out_dir: Where to write ``metrics.json`` and ``confusion.png`` (None: nothing).
+        out_dir: Where to write ``metrics.json`` and ``confusion.png`` (None: nothing). Never
+            a run directory (its own metrics stay as training wrote them); files already
+            there are replaced only with ``overwrite``.
         batch_size: Inference batch size.
         skip_bad: Skip unreadable samples instead of failing.
+        overwrite: Replace ``metrics.json``/``confusion.png`` already in ``out_dir``.
+        allow_h5: Accept a legacy ``.h5`` model (trusted files only: no safe mode there).
 
     Returns:
         The metrics dict (as in training's ``metrics.json``), plus ``split`` and ``model``.
+
+    Raises:
+        FileNotFoundError: No model file.
+        FileExistsError: ``out_dir`` is a run directory or a file, or its outputs exist.
+        ValueError: A model that cannot be loaded (:class:`senet.layers.ModelLoadError`), or
+            whose classes are not the data's.
     """
     split = check_choice("split", split, ("train", "val", "test", "all"))
     model_path = Path(model_path)
-    if not model_path.is_file():
-        raise FileNotFoundError(f"model file not found: {model_path}")
-    model = load_model(model_path)
+    out_files = _out_files(out_dir, overwrite)
+    model = load_model(model_path, allow_h5=allow_h5, compile=False)
     _, height, width, channels = model.input_shape
     if height != width or height is None:
         raise ValueError(
@@ -159,25 +171,89 @@ def evaluate(
         images = _concatenate([sets["train"], sets["val"], sets["test"]])
     else:
         images = sets[split]
-    outputs = model.output_shape[-1]
-    if outputs != images.num_classes:
-        raise ValueError(
-            f"The model has {outputs} outputs but the data has {images.num_classes} classes "
-            f"{list(images.class_names)}."
-        )
+    _check_classes(model_path, int(model.output_shape[-1]), images.class_names, data)
     metrics = evaluate_model(model, images, batch_size=batch_size)
     metrics.update(split=split, model=str(model_path), params=int(model.count_params()))
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    if out_files is not None:
+        metrics_file, confusion_file = out_files
+        metrics_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(metrics_file, json.dumps(metrics, indent=2))
         plot_confusion(
             metrics["confusion_matrix"],
             metrics["class_names"],
-            out_dir / "confusion.png",
+            confusion_file,
             title=f"Confusion matrix ({split}, accuracy {metrics['accuracy']:.3f})",
         )
     return metrics
+
+
+def _out_files(out_dir: str | os.PathLike | None, overwrite: bool) -> tuple[Path, Path] | None:
+    """``(metrics.json, confusion.png)`` in ``out_dir``, checked before anything runs.
+
+    A run directory is refused even with ``overwrite``: its ``metrics.json`` is what
+    training measured, and evaluate did not write it.
+    """
+    if out_dir is None:
+        return None
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} is a file; the evaluate output (`out_dir`) is a folder")
+    if holds_run(out_dir):
+        raise FileExistsError(
+            f"{out_dir} is a training run directory; evaluate never writes over a run's own "
+            "metrics (choose another folder)"
+        )
+    files = (out_dir / METRICS_FILE, out_dir / "confusion.png")
+    if not overwrite:
+        for path in files:
+            if path.exists():
+                raise FileExistsError(
+                    f"{path} already exists; pass overwrite=True (senet evaluate --overwrite) "
+                    "to replace it, or choose another folder"
+                )
+    return files
+
+
+def run_class_names(model_path: str | os.PathLike) -> list[str] | None:
+    """The class names the run a model file belongs to was trained on, or None.
+
+    Read from the run directory beside the model (``RUN_DIR/model.keras``) or one level up
+    (a checkpoint): its ``metrics.json``, else its ``state.json``; None when neither is a
+    run directory or neither file names the classes.
+    """
+    model_path = Path(model_path)
+    for directory in (model_path.parent, model_path.parent.parent):
+        if not holds_run(directory):
+            continue
+        for name in (METRICS_FILE, STATE_FILE):
+            try:
+                names = json.loads((directory / name).read_text(encoding="utf-8"))["class_names"]
+            except (OSError, ValueError, TypeError, KeyError):
+                continue
+            if isinstance(names, list) and all(isinstance(item, str) for item in names):
+                return names
+        return None
+    return None
+
+
+def _check_classes(
+    model_path: Path, outputs: int, class_names: Sequence[str], data: str | os.PathLike
+) -> None:
+    """The model's output width, and its run's class names, must be the data's."""
+    class_names = list(class_names)
+    if outputs != len(class_names):
+        raise ValueError(
+            f"{model_path} has {outputs} outputs but the data {os.fspath(data)} has "
+            f"{len(class_names)} classes {class_names}"
+        )
+    trained_on = run_class_names(model_path)
+    if trained_on is None or len(trained_on) != outputs:
+        return
+    if [name.casefold() for name in trained_on] != [name.casefold() for name in class_names]:
+        raise ValueError(
+            f"{model_path} was trained on the classes {trained_on} (its run's files) but the "
+            f"data {os.fspath(data)} has the classes {class_names}; the labels would not line up"
+        )
 
 
 def _concatenate(sets: list[ImageSet]) -> ImageSet:

@@ -376,16 +376,15 @@ def _video_frames(path: Path, every: int) -> Iterator[tuple[int, np.ndarray, flo
         capture.release()
 
 
-def load_classifier(model_path: str | os.PathLike) -> Any:
-    """Load a saved ``.keras`` model; any failure is a one-line ``DataError`` naming the file."""
-    from senet.data import DataError
+def load_classifier(model_path: str | os.PathLike, *, allow_h5: bool = False) -> Any:
+    """A saved model for inference: :func:`senet.layers.load_model` without the training state.
+
+    Safe mode on, ``.keras`` only unless ``allow_h5``; a file that cannot be loaded is a
+    one-line :class:`senet.layers.ModelLoadError` (a ``ValueError``) naming it.
+    """
     from senet.layers import load_model
 
-    try:
-        return load_model(model_path)
-    except Exception as error:  # noqa: BLE001 - any load failure means: not a usable model
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DataError(f"cannot load model {model_path}: {message}") from error
+    return load_model(model_path, allow_h5=allow_h5, compile=False)
 
 
 def annotated_names(paths: Sequence[str | os.PathLike]) -> list[str]:
@@ -464,6 +463,7 @@ def iter_predictions(
     annotate_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
     class_names: Sequence[str] | None = None,
+    allow_h5: bool = False,
     **detect_options,
 ) -> Iterator[FramePrediction]:
     """:func:`predict_paths`, one image or video frame at a time (results as they come)."""
@@ -476,7 +476,7 @@ def iter_predictions(
             raise FileNotFoundError(f"no such file: {path}")
     # every input and output name is checked before the model loads or anything is written
     targets = _annotation_targets(paths, annotate_dir, overwrite)
-    model = load_classifier(model_path)
+    model = load_classifier(model_path, allow_h5=allow_h5)
     outputs = int(model.output_shape[-1])
     if class_names is None:
         class_names = class_names_for(model_path, outputs)
@@ -500,6 +500,7 @@ def predict_paths(
     annotate_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
     class_names: Sequence[str] | None = None,
+    allow_h5: bool = False,
     **detect_options,
 ) -> list[FramePrediction]:
     """Faces and emotions in image files and videos.
@@ -521,6 +522,8 @@ def predict_paths(
         overwrite: Replace annotated copies that already exist; without it an existing
             file is an error, raised before anything is written.
         class_names: Override the class names (default :func:`class_names_for`).
+        allow_h5: Accept a legacy ``.h5`` model (trusted files only: Keras's safe mode
+            does not apply to them); see :func:`senet.layers.load_model`.
         **detect_options: Passed to :func:`detect_faces`.
 
     Returns:
@@ -529,8 +532,8 @@ def predict_paths(
     Raises:
         FileNotFoundError: A path (or the model) does not exist.
         FileExistsError: An annotated copy exists and ``overwrite`` is False.
-        senet.data.DataError: A file OpenCV cannot decode, one over the pixel cap, or a
-            model that cannot be loaded.
+        senet.data.DataError: A file OpenCV cannot decode, or one over the pixel cap.
+        senet.layers.ModelLoadError: A model that cannot be loaded (a ``ValueError``).
     """
     return list(
         iter_predictions(
@@ -540,6 +543,7 @@ def predict_paths(
             annotate_dir=annotate_dir,
             overwrite=overwrite,
             class_names=class_names,
+            allow_h5=allow_h5,
             **detect_options,
         )
     )

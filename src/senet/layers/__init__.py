@@ -7,7 +7,7 @@ models that contain them can be saved and loaded.
 from senet.layers.cbam import CBAM
 from senet.layers.eca import ECA, EfficientChannelAttention
 from senet.layers.fused import FusedSEResidual
-from senet.layers.registry import attention, kinds, load_model, register
+from senet.layers.registry import ModelLoadError, attention, kinds, load_model, register
 from senet.layers.spatial import ChannelSpatialSqueezeExcite, SpatialSqueezeExcite
 from senet.layers.squeeze_excite import SEModule, SqueezeExcite, bottleneck_units
 
@@ -17,6 +17,7 @@ __all__ = [
     "ChannelSpatialSqueezeExcite",
     "EfficientChannelAttention",
     "FusedSEResidual",
+    "ModelLoadError",
     "SEModule",
     "SpatialSqueezeExcite",
     "SqueezeExcite",
