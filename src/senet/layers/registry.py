@@ -136,6 +136,9 @@ def load_model(
     Every senet layer is registered (importing :mod:`senet.layers` does it). Keras's safe
     mode is always on: a config that asks to run Python code (a ``Lambda`` layer's
     bytecode) is refused, never executed. There is deliberately no ``safe_mode`` argument.
+    (Keras lets a process-wide ``keras.config.enable_unsafe_deserialization()`` override
+    the ``safe_mode=True`` passed here; senet never calls it.) Only local files are read:
+    no URLs or ``hf://`` paths.
 
     Only ``.keras`` archives load by default. ``.h5``/``.hdf5`` files load only with
     ``allow_h5=True``, and then with a warning: Keras's safe mode does not apply to them
