@@ -8,6 +8,7 @@ Reference outputs are the Keras models' own, computed here; the exported files a
 
 import importlib.util
 import os
+import re
 import sys
 
 import keras
@@ -300,11 +301,13 @@ def test_tflite_runs_with_tf_lite_when_litert_is_missing(se_cnn, faces, tmp_path
 def test_a_file_that_is_not_a_model(tmp_path, name):
     path = tmp_path / name
     path.write_text("this is not a model")
-    with pytest.raises(ExportError, match=rf"cannot load {path}") as caught:
+    with pytest.raises(
+        ExportError, match=rf"cannot load (model )?{re.escape(str(path))}"
+    ) as caught:
         load_exported(path)
     assert "\n" not in str(caught.value)
     if name.endswith(".keras"):
-        with pytest.raises(ExportError, match=rf"cannot load model {path}"):
+        with pytest.raises(ExportError, match=rf"cannot load model {re.escape(str(path))}"):
             export_model(path, tmp_path / "out.tflite", format="tflite")
 
 

@@ -48,6 +48,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -245,10 +246,18 @@ def load_exported(path: str | os.PathLike) -> ExportedModel:
         raise ExportError(f"cannot load {path}: {_first_line(error)}") from error
 
 
-def _open_keras(path: str) -> ExportedModel:
-    from senet.layers import load_model
+def _read_keras(path) -> Any:
+    """The model in a ``.keras`` file, through senet's one loader (safe mode, no compile)."""
+    from senet.layers import ModelLoadError, load_model
 
-    model = load_model(path)
+    try:
+        return load_model(path, compile=False)
+    except ModelLoadError as error:  # already one line naming the file and the fault
+        raise ExportError(str(error)) from error
+
+
+def _open_keras(path: str) -> ExportedModel:
+    model = _read_keras(path)
     _check_single_io(model, path)
 
     def run(x):
@@ -555,17 +564,7 @@ def _load_model(model):
         return model
     if not isinstance(model, (str, os.PathLike)):
         raise fail("model", "a keras.Model or the path of a .keras file", model)
-    path = Path(model)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such model file: {path}")
-    if path.suffix.lower() != ".keras":
-        raise ExportError(f"cannot load model {path}: expected a .keras file")
-    from senet.layers import load_model
-
-    try:
-        return load_model(path)
-    except Exception as error:  # noqa: BLE001 - any load failure means: not a usable model
-        raise ExportError(f"cannot load model {path}: {_first_line(error)}") from error
+    return _read_keras(Path(model))
 
 
 def _check_single_io(model, name) -> None:
