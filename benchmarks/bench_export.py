@@ -58,6 +58,9 @@ def run(model_path: str | None, rounds: int, workdir: Path) -> dict:
     from senet.models import emotion_cnn
 
     if model_path is None:
+        import keras
+
+        keras.utils.set_random_seed(0)
         model = emotion_cnn()
         model_path = str(workdir / "model.keras")
         model.save(model_path)
