@@ -506,7 +506,7 @@ def _add_export(subparsers) -> None:
             "Export MODEL, run the exported file with its runtime (TensorFlow, LiteRT, "
             "onnxruntime) on held-out inputs and compare it with the Keras model: max abs "
             "difference and top-1 agreement. A file beyond tolerance (float: 1e-4; float16: "
-            "5e-3; dynamic and int8: 95%% top-1 agreement) is not written. ONNX needs the "
+            "5e-3; dynamic and int8: 95% top-1 agreement) is not written. ONNX needs the "
             'optional dependencies: pip install "senet[export]".'
         ),
     )
