@@ -5,6 +5,10 @@
 - :func:`grad_cam` (Grad-CAM, gradient x activation, Grad-CAM++, integrated gradients) and
   :func:`attention_map`: heatmaps ``(B, H, W)`` in [0, 1] at the input's resolution.
 - :func:`focus_score`, :func:`image_blind_map`: how much heatmap energy falls on the parts.
+- :func:`randomize_model`, :func:`sanity_check`: the model-randomisation sanity check
+  (Adebayo et al. 2018): a method whose focus survives random weights measures the image.
+- :func:`deletion_curve`, :func:`deletion_auc`: faithfulness by deleting the top pixels;
+  :func:`choose_explanation`: the written-down rule that picks a method and layer.
 - :func:`overlay`, :func:`heatmap_grid`, :func:`profile_figure`: pictures of the above.
 
 Works on the TensorFlow, JAX and PyTorch Keras backends.
@@ -12,15 +16,28 @@ Works on the TensorFlow, JAX and PyTorch Keras backends.
 
 from senet.explain.cam import METHODS, attention_map, default_layer, grad_cam
 from senet.explain.excitation import class_profiles, class_specificity, excitations, pick_depths
+from senet.explain.faithfulness import choose_explanation, deletion_auc, deletion_curve
 from senet.explain.focus import focus_score, image_blind_map
 from senet.explain.overlay import heatmap_grid, overlay, profile_figure
+from senet.explain.sanity import (
+    SANITY_MARGIN,
+    cascade_layers,
+    probabilities,
+    randomize_model,
+    sanity_check,
+)
 
 __all__ = [
     "METHODS",
+    "SANITY_MARGIN",
     "attention_map",
+    "cascade_layers",
+    "choose_explanation",
     "class_profiles",
     "class_specificity",
     "default_layer",
+    "deletion_auc",
+    "deletion_curve",
     "excitations",
     "focus_score",
     "grad_cam",
@@ -28,5 +45,8 @@ __all__ = [
     "image_blind_map",
     "overlay",
     "pick_depths",
+    "probabilities",
     "profile_figure",
+    "randomize_model",
+    "sanity_check",
 ]
