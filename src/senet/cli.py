@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 
 from senet import __version__
@@ -116,11 +117,27 @@ def _add_train(subparsers) -> None:
         choices=("constant", "cosine"),
         help="constant (default) or cosine decay to 0 over the run",
     )
-    parser.add_argument("--out", metavar="RUN_DIR", help="run directory to create")
+    parser.add_argument(
+        "--out",
+        metavar="RUN_DIR",
+        help="run directory for a new run: a new or empty directory (see --overwrite)",
+    )
     parser.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue the run in RUN_DIR with its saved config.json (other options ignored)",
+        help="continue the run in RUN_DIR from its last finished epoch with its saved "
+        "config.json; --epochs N continues it to N epochs in all (not with --lr-schedule "
+        "cosine), --tensorboard adds logs; any other option must equal the run's or is "
+        "refused",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --out: start a new run even if RUN_DIR holds a senet run. The old run's "
+        "files are deleted first (config.json, state.json, checkpoints/epoch-NNNN.keras, "
+        "history.csv, model.keras, metrics.json, curves.png, confusion.png, TensorBoard "
+        "event files in logs/); any other file stays. A directory with files but no senet "
+        "run is refused all the same",
     )
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="default 0")
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable samples")
@@ -153,7 +170,41 @@ def _add_train(subparsers) -> None:
         help="images drawn for --data synthetic (default 7000)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(handler=_run_train)
+    # None marks an option not given: a new run takes TrainConfig's default (the one the
+    # help names), a resume keeps the run's value
+    parser.set_defaults(handler=_run_train, **dict.fromkeys(_TRAIN_OPTIONS))
+
+
+# `senet train` options that set a TrainConfig field: {argparse dest: (field, flag)}.
+_TRAIN_OPTIONS = {
+    "data": ("data", "--data"),
+    "model": ("model", "--model"),
+    "attention": ("attention", "--attention"),
+    "reduction": ("reduction", "--reduction"),
+    "epochs": ("epochs", "--epochs"),
+    "batch_size": ("batch_size", "--batch-size"),
+    "lr": ("learning_rate", "--lr"),
+    "optimizer": ("optimizer", "--optimizer"),
+    "lr_schedule": ("lr_schedule", "--lr-schedule"),
+    "seed": ("seed", "--seed"),
+    "skip_bad": ("skip_bad", "--skip-bad"),
+    "augment": ("augment", "--augment"),
+    "class_weights": ("class_weights", "--class-weights"),
+    "tensorboard": ("tensorboard", "--tensorboard"),
+    "distribute": ("distribute", "--distribute"),
+    "mixed_precision": ("mixed_precision", "--mixed-precision"),
+    "image_size": ("image_size", "--image-size"),
+    "channels": ("channels", "--channels"),
+    "synthetic_size": ("synthetic_size", "--synthetic-size"),
+}
+
+
+def _train_flag(field: str, value) -> str:
+    """The option that asks for ``field=value``, as typed: ``--lr 0.5``, ``--no-augment``."""
+    flag = next(flag for name, flag in _TRAIN_OPTIONS.values() if name == field)
+    if isinstance(value, bool):
+        return flag if value else flag.replace("--", "--no-", 1)
+    return f"{flag} {value}"
 
 
 def _run_train(args) -> int:
@@ -161,34 +212,39 @@ def _run_train(args) -> int:
         raise CLIError("give either --out RUN_DIR (new run) or --resume RUN_DIR, not both")
     if not args.resume and not args.out:
         raise CLIError("--out RUN_DIR is required (or --resume RUN_DIR)")
-    from senet.train import TrainConfig, train
-
-    if args.resume:
-        config, run_dir = None, args.resume
-    else:
-        run_dir = args.out
-        config = TrainConfig(
-            data=args.data,
-            model=args.model,
-            attention=args.attention,
-            reduction=args.reduction,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.lr,
-            lr_schedule=args.lr_schedule,
-            optimizer=args.optimizer,
-            seed=args.seed,
-            image_size=args.image_size,
-            channels=args.channels,
-            synthetic_size=args.synthetic_size,
-            skip_bad=args.skip_bad,
-            augment=args.augment,
-            class_weights=args.class_weights,
-            tensorboard=args.tensorboard,
-            distribute=args.distribute,
-            mixed_precision=args.mixed_precision,
+    if args.resume and args.overwrite:
+        raise CLIError(
+            "--overwrite starts a new run with --out RUN_DIR; it does not go with --resume"
         )
-    result = train(config, run_dir, resume=bool(args.resume), verbose=0 if args.quiet else 1)
+    from senet.train import ResumeConflict, TrainConfig, train
+
+    # only the options given: a resume refuses those it cannot apply
+    given = {
+        field: getattr(args, dest)
+        for dest, (field, _) in _TRAIN_OPTIONS.items()
+        if getattr(args, dest) is not None
+    }
+    if args.resume:
+        config, run_dir = given or None, args.resume
+    else:
+        run_dir, config = args.out, TrainConfig(**given)
+    try:
+        result = train(
+            config,
+            run_dir,
+            resume=bool(args.resume),
+            overwrite=args.overwrite,
+            verbose=0 if args.quiet else 1,
+        )
+    except ResumeConflict as error:
+        asked = ", ".join(
+            f"{_train_flag(field, new)} (the run has {old!r})"
+            for field, (old, new) in error.conflicts.items()
+        )
+        reason = error.reason
+        if "epochs" not in error.conflicts:
+            reason = "a resumed run keeps its settings; only --epochs and --tensorboard may change"
+        raise CLIError(f"cannot resume {run_dir} with {asked}: {reason}") from None
     if result.resumed_from:
         print(f"resumed after epoch {result.resumed_from}")
     print(_format_metrics(result.metrics))
@@ -634,6 +690,12 @@ def _import_tensorflow_quietly() -> None:
         os.close(saved)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Print a Python warning as one line: ``senet: warning: MESSAGE``."""
+    text = " ".join(str(message).split())
+    print(f"senet: warning: {text}", file=file if file is not None else sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -642,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     debug = os.environ.get("SENET_DEBUG", "") not in ("", "0")
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning  # one line, not file:line plus the source line
     try:
         if not debug:
             _import_tensorflow_quietly()
@@ -667,6 +731,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"senet {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return status
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Layout::
     RUN_DIR/history.csv          one row per finished epoch
     RUN_DIR/model.keras          the final model (with its optimizer state)
     RUN_DIR/metrics.json         the final test metrics
+    RUN_DIR/run.lock             while a process uses the run: its PID and host
 
 Every file is written atomically (:mod:`senet._files`): a run killed at any moment leaves
 the old file or the new one, never half of either, and at worst a temporary file that
@@ -15,6 +16,14 @@ the old file or the new one, never half of either, and at worst a temporary file
 ``state.json`` names it, and deleted only after ``state.json`` no longer does, so the state
 always names readable files. ``.keras`` files do not hold the model's random seed
 generators (dropout); their states travel in ``state.json`` beside each checkpoint.
+
+What a run trusts: nothing it did not write itself, and only by name. Every checkpoint a
+run's own files name must be ``checkpoints/epoch-NNNN.keras`` inside the run
+(:func:`checkpoint_path`); anything else is a :class:`RunError` before a file is touched. An
+unreadable ``state.json`` is not a reason to start over: :func:`resume_point` recovers from
+the newest checkpoint that loads, or stops. One process at a time uses a run
+(:func:`lock_run`), and only files with the names senet writes are ever deleted
+(:func:`remove_temporary_files`, :func:`clear_run`).
 
 This module knows files and Keras models, not training settings: it imports nothing from
 :mod:`senet.train`.
@@ -26,9 +35,12 @@ import contextlib
 import csv
 import io
 import json
+import os
+import re
+import socket
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,23 +57,35 @@ __all__ = [
     "FINAL_FILES",
     "HISTORY_FILE",
     "HISTORY_KEYS",
+    "LOCK_FILE",
     "METRICS_FILE",
     "MODEL_FILE",
     "STATE_FILE",
     "Restored",
     "RunCheckpoint",
+    "RunError",
+    "RunInUse",
+    "check_state",
+    "check_unlocked",
     "checkpoint_name",
+    "checkpoint_path",
+    "clear_run",
     "find_run_config",
     "get_seed_states",
     "has_final_files",
     "holds_run",
+    "inspect_state",
+    "is_unused",
+    "lock_run",
     "make_run_dir",
     "read_config",
     "read_history_csv",
     "read_metrics",
     "read_state",
+    "recover",
     "remove_temporary_files",
     "restore",
+    "resume_point",
     "set_seed_states",
     "write_config",
     "write_history_csv",
@@ -76,6 +100,7 @@ HISTORY_FILE = "history.csv"
 MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
+LOCK_FILE = "run.lock"
 #: The files a finished run has (the figures come from senet.train's last step).
 FINAL_FILES = (MODEL_FILE, METRICS_FILE, HISTORY_FILE, "curves.png", "confusion.png")
 #: history.csv's leading columns, in this order; any other logged key follows, sorted.
@@ -90,7 +115,24 @@ HISTORY_KEYS = (
 )
 
 
+class RunError(ValueError):
+    """A run directory that cannot be used as asked; nothing in it was changed."""
+
+
+class RunInUse(RunError):
+    """Another process holds the run directory's lock."""
+
+
 # --------------------------------------------------------------------------- directory
+
+#: A checkpoint file name senet writes (see :func:`checkpoint_name`).
+_CHECKPOINT_RE = re.compile(r"epoch-(\d{4,})\.keras")
+#: The files senet writes at the top of a run directory (figures come from senet.train).
+_OWN_FILES = (CONFIG_FILE, STATE_FILE, HISTORY_FILE, MODEL_FILE, METRICS_FILE)
+_OWN_FILES += tuple(name for name in FINAL_FILES if name not in _OWN_FILES)
+#: The folders TensorBoard logs go to (``RUN_DIR/logs/<split>``) and their files' prefix.
+_LOG_SPLITS = ("train", "validation")
+_LOG_PREFIX = "events.out.tfevents."
 
 
 def make_run_dir(run_dir: Path) -> None:
@@ -104,14 +146,81 @@ def holds_run(run_dir: Path) -> bool:
     return (run_dir / CONFIG_FILE).exists() or (run_dir / STATE_FILE).exists()
 
 
-def remove_temporary_files(run_dir: Path) -> None:
-    """Delete leftovers of writes killed half-way; nothing ever reads them."""
+def is_unused(run_dir: Path) -> bool:
+    """Whether a new run may start in ``run_dir`` without touching anything in it.
+
+    True when it does not exist or holds nothing but what a run killed before its first
+    write leaves: a lock file and an empty ``checkpoints/``.
+    """
     run_dir = Path(run_dir)
-    for directory in (run_dir, run_dir / CHECKPOINT_DIR):
-        if directory.is_dir():
+    if not run_dir.exists():
+        return not run_dir.is_symlink()  # a dangling link is not a place to write
+    if not run_dir.is_dir():
+        return False
+    for path in run_dir.iterdir():
+        if path.name == LOCK_FILE and path.is_file() and not path.is_symlink():
+            continue
+        is_folder = path.name == CHECKPOINT_DIR and path.is_dir() and not path.is_symlink()
+        if is_folder and not any(path.iterdir()):
+            continue
+        return False
+    return True
+
+
+def _is_temporary(name: str, top: bool) -> bool:
+    """Whether ``name`` is a temporary file senet's atomic writes make (``.tmp-PID-NAME``)."""
+    match = re.fullmatch(re.escape(TEMP_PREFIX) + r"\d+-(.+)", name)
+    if match is None:
+        return False
+    final = match.group(1)
+    return final in _OWN_FILES if top else _CHECKPOINT_RE.fullmatch(final) is not None
+
+
+def remove_temporary_files(run_dir: Path) -> None:
+    """Delete leftovers of writes killed half-way; nothing ever reads them.
+
+    Only names senet's atomic writes use (``.tmp-PID-<a run file>``) are deleted. Call it
+    only while holding the run's lock (:func:`lock_run`): another process's writes in
+    progress have these names too.
+    """
+    run_dir = Path(run_dir)
+    for directory, top in ((run_dir, True), (run_dir / CHECKPOINT_DIR, False)):
+        if directory.is_dir() and not directory.is_symlink():
             for path in directory.glob(f"{TEMP_PREFIX}*"):
-                with contextlib.suppress(OSError):
-                    path.unlink()
+                if _is_temporary(path.name, top):
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+
+
+def clear_run(run_dir: Path) -> list[str]:
+    """Delete the files senet writes in ``run_dir``, to start a new run there.
+
+    Deleted: ``state.json`` first (so a run killed half-way is not resumed from
+    checkpoints that are gone), then ``checkpoints/epoch-NNNN.keras``, ``config.json``,
+    ``history.csv``, ``model.keras``, ``metrics.json``, the figures, TensorBoard event
+    files in ``logs/train`` and ``logs/validation`` and temporary files. Nothing else, so
+    files senet did not write stay where they are. Call it holding the run's lock.
+
+    Returns:
+        The deleted paths, relative to ``run_dir``.
+    """
+    run_dir = Path(run_dir)
+    doomed = [run_dir / STATE_FILE]
+    checkpoints = run_dir / CHECKPOINT_DIR
+    if checkpoints.is_dir() and not checkpoints.is_symlink():
+        doomed += sorted(p for p in checkpoints.iterdir() if _CHECKPOINT_RE.fullmatch(p.name))
+    doomed += [run_dir / name for name in _OWN_FILES if name != STATE_FILE]
+    for split in _LOG_SPLITS:
+        logs = run_dir / "logs" / split
+        if logs.is_dir() and not logs.is_symlink() and not logs.parent.is_symlink():
+            doomed += sorted(logs.glob(f"{_LOG_PREFIX}*"))
+    removed = []
+    for path in doomed:
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+            removed.append(str(path.relative_to(run_dir)))
+    remove_temporary_files(run_dir)
+    return removed
 
 
 def has_final_files(run_dir: Path) -> bool:
@@ -198,20 +307,110 @@ def checkpoint_name(epoch: int) -> str:
     return f"epoch-{epoch:04d}.keras"
 
 
-def read_state(run_dir: Path) -> dict[str, Any] | None:
-    """``run_dir/state.json``, or None when it is missing, unreadable or malformed (warns)."""
+def _checkpoint_epoch(name: Any) -> int | None:
+    """The epoch in a checkpoint name senet writes (exactly ``checkpoint_name(epoch)``)."""
+    match = _CHECKPOINT_RE.fullmatch(name) if isinstance(name, str) else None
+    if match is None or checkpoint_name(int(match.group(1))) != name:
+        return None
+    return int(match.group(1))
+
+
+def checkpoint_path(run_dir: Path, name: Any, *, source: str | None = None) -> Path:
+    """``run_dir/checkpoints/name``, for a ``name`` read from a run's own files.
+
+    ``name`` must be a name senet writes (``epoch-0003.keras``: no folder, no ``..``) and
+    the path must resolve inside ``run_dir/checkpoints/`` (a symlink to elsewhere does not).
+
+    Args:
+        run_dir: The run directory.
+        name: The name as read (any JSON value).
+        source: Where the name was read, for the message (default ``state.json``).
+
+    Raises:
+        RunError: Anything else; the message names the file and the value.
+    """
+    run_dir = Path(run_dir)
+    folder = run_dir / CHECKPOINT_DIR
+    source = source or str(run_dir / STATE_FILE)
+    ok = _checkpoint_epoch(name) is not None
+    if ok:
+        path = folder / name
+        with contextlib.suppress(OSError, RuntimeError):  # RuntimeError: a symlink loop
+            inside = folder.resolve() == run_dir.resolve() / CHECKPOINT_DIR
+            ok = inside and path.resolve().parent == folder.resolve()
+    if not ok:
+        raise RunError(
+            f"{source} names {name!r}, which is not a checkpoint senet writes "
+            f"({CHECKPOINT_DIR}/epoch-NNNN.keras inside {run_dir}); nothing was changed"
+        )
+    return path
+
+
+def inspect_state(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """``(state, None)`` for a well-formed ``state.json``, else ``(None, what is wrong)``.
+
+    What is wrong is None for a missing file, else "unreadable (...)" or "malformed (...)".
+    Well-formed: a JSON object whose ``checkpoints`` is a list of objects, ``history`` a
+    list of objects with a numeric ``epoch`` and ``class_names`` a list of strings. The
+    checkpoint names are not checked here (:func:`check_state` does).
+    """
     path = Path(run_dir) / STATE_FILE
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return None
+        return None, None
     except (OSError, ValueError) as error:
-        warnings.warn(f"Ignoring unreadable {path}: {error}", stacklevel=3)
-        return None
+        return None, f"unreadable ({' '.join(str(error).split())})"
+    problem = None
     if not isinstance(state, dict) or not isinstance(state.get("checkpoints"), list):
-        warnings.warn(f"Ignoring malformed {path}", stacklevel=3)
-        return None
+        problem = "no list of checkpoints"
+    elif not all(isinstance(entry, dict) for entry in state["checkpoints"]):
+        problem = "a checkpoint entry is not an object"
+    elif not isinstance(state.get("history", []), list) or not all(
+        isinstance(row, dict) and isinstance(row.get("epoch"), (int, float))
+        for row in state.get("history", [])
+    ):
+        problem = "history rows without epochs"
+    elif not isinstance(state.get("class_names", []), list) or not all(
+        isinstance(name, str) for name in state.get("class_names", [])
+    ):
+        problem = "class_names is not a list of names"
+    if problem is not None:
+        return None, f"malformed ({problem})"
+    return state, None
+
+
+def read_state(run_dir: Path) -> dict[str, Any] | None:
+    """``run_dir/state.json``, or None when it is missing, unreadable or malformed (warns)."""
+    path = Path(run_dir) / STATE_FILE
+    state, problem = inspect_state(run_dir)
+    if problem is not None:
+        what = "unreadable" if problem.startswith("unreadable") else "malformed"
+        warnings.warn(f"Ignoring {what} {path}: {problem}", stacklevel=3)
     return state
+
+
+def check_state(run_dir: Path, state: dict[str, Any]) -> None:
+    """Raise :class:`RunError` unless every checkpoint entry of ``state`` is one senet wrote.
+
+    Each entry's ``file`` must pass :func:`checkpoint_path` and its ``epoch`` must be the
+    one in that name, so nothing outside ``run_dir/checkpoints/`` is ever loaded or deleted
+    because a (crafted or hand-edited) state named it.
+    """
+    source = str(Path(run_dir) / STATE_FILE)
+    for entry in state["checkpoints"]:
+        name = entry.get("file")
+        checkpoint_path(run_dir, name, source=source)
+        epoch = entry.get("epoch")
+        if (
+            isinstance(epoch, bool)
+            or not isinstance(epoch, int)
+            or epoch != _checkpoint_epoch(name)
+        ):
+            raise RunError(
+                f"{source} gives epoch {epoch!r} for {name!r}, which holds epoch "
+                f"{_checkpoint_epoch(name)}; nothing was changed"
+            )
 
 
 def write_state(
@@ -280,39 +479,288 @@ class Restored:
         epochs_done: The epoch the checkpoint was written after.
         rows: The history rows up to that epoch.
         entries: The checkpoint entries up to that epoch (for ``state.json``).
+        class_names: The class names the run was trained on (None when unknown).
     """
 
     model: keras.Model
     epochs_done: int
     rows: list[dict[str, float]]
     entries: list[dict[str, Any]]
+    class_names: list[str] | None = None
+
+
+def _load_checkpoint(path: Path) -> keras.Model | str:
+    """The model in ``path``, or why it does not load (one line)."""
+    try:
+        return load_model(path)
+    except Exception as error:  # noqa: BLE001 - any unreadable file means: try an older one
+        return " ".join(str(error).split()) or type(error).__name__
 
 
 def restore(run_dir: Path, state: dict[str, Any] | None) -> Restored | None:
     """Load the newest readable checkpoint ``state`` names; None if there is none.
 
-    An unreadable checkpoint (cut short, corrupt) is skipped with a warning for the next
-    older one; history and checkpoint entries after the one loaded are dropped.
+    Every entry is checked first (:func:`check_state`: a name that is not a checkpoint
+    senet writes raises :class:`RunError`). An unreadable checkpoint (cut short, corrupt)
+    is skipped with a warning for the next older one; history and checkpoint entries after
+    the one loaded are dropped.
     """
     if state is None:
         return None
     run_dir = Path(run_dir)
-    for entry in sorted(state["checkpoints"], key=lambda e: e.get("epoch", -1), reverse=True):
-        path = run_dir / CHECKPOINT_DIR / str(entry.get("file", ""))
-        try:
-            model = load_model(path)
-        except Exception as error:  # noqa: BLE001 - any unreadable file means: try an older one
-            warnings.warn(f"Skipping unreadable checkpoint {path}: {error}", stacklevel=3)
+    check_state(run_dir, state)
+    for entry in sorted(state["checkpoints"], key=lambda e: e["epoch"], reverse=True):
+        path = checkpoint_path(run_dir, entry["file"])
+        model = _load_checkpoint(path)
+        if isinstance(model, str):
+            warnings.warn(f"Skipping unreadable checkpoint {path}: {model}", stacklevel=3)
             continue
         set_seed_states(model, entry.get("rng", []))
-        epochs_done = int(entry["epoch"])
+        epochs_done = entry["epoch"]
         return Restored(
             model=model,
             epochs_done=epochs_done,
-            rows=[row for row in state.get("history", []) if row.get("epoch", 0) <= epochs_done],
+            rows=[row for row in state.get("history", []) if row["epoch"] <= epochs_done],
             entries=[e for e in state["checkpoints"] if e["epoch"] <= epochs_done],
+            class_names=list(state["class_names"]) if "class_names" in state else None,
         )
     return None
+
+
+def _history_up_to(run_dir: Path, epoch: int) -> list[dict[str, float]] | None:
+    """``history.csv``'s rows for epochs 1..``epoch`` (exactly those), or None."""
+    try:
+        rows = read_history_csv(Path(run_dir) / HISTORY_FILE)
+    except (OSError, ValueError, TypeError, csv.Error):
+        return None
+    rows = [{**row, "epoch": int(row["epoch"])} for row in rows if row.get("epoch", 0) <= epoch]
+    if [row["epoch"] for row in rows] != list(range(1, epoch + 1)):
+        return None
+    return rows
+
+
+def recover(run_dir: Path, *, skip: Sequence[str] = ()) -> Restored | None:
+    """The newest checkpoint in ``run_dir/checkpoints/`` that loads, without ``state.json``.
+
+    Only files with the names senet writes are tried (newest epoch first, ``skip`` left
+    out), and only those whose epochs ``history.csv`` covers row by row, so the recovered
+    history is the one the checkpoint was trained with. The seed states of dropout were in
+    ``state.json``: they start afresh. Entries for the older checkpoints on disk are kept,
+    so they are deleted only once newer ones replace them.
+
+    Returns:
+        The restored run, or None when no checkpoint qualifies.
+    """
+    run_dir = Path(run_dir)
+    folder = run_dir / CHECKPOINT_DIR
+    if not folder.is_dir() or folder.is_symlink():
+        return None
+    found = {}
+    for path in folder.iterdir():
+        epoch = _checkpoint_epoch(path.name)
+        if epoch is not None:
+            with contextlib.suppress(RunError):
+                checkpoint_path(run_dir, path.name, source=str(folder))
+                found[epoch] = path.name
+    for epoch in sorted(found, reverse=True):
+        if found[epoch] in skip:
+            continue
+        rows = _history_up_to(run_dir, epoch)
+        if rows is None:
+            continue
+        model = _load_checkpoint(folder / found[epoch])
+        if isinstance(model, str):
+            continue
+        entries = [{"epoch": e, "file": found[e], "rng": []} for e in sorted(found) if e <= epoch]
+        return Restored(model=model, epochs_done=epoch, rows=rows, entries=entries)
+    return None
+
+
+def _has_checkpoint_files(run_dir: Path) -> bool:
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    return folder.is_dir() and any(_checkpoint_epoch(p.name) for p in folder.iterdir())
+
+
+def resume_point(run_dir: Path) -> Restored | None:
+    """Where a resumed run continues: its newest good checkpoint, or None for epoch 0.
+
+    With a well-formed ``state.json``: the newest checkpoint it names that loads
+    (:func:`restore`; a name that is not senet's raises :class:`RunError`). Without one
+    (unreadable, malformed, missing) or when none of its checkpoints loads: the newest
+    checkpoint on disk that loads and that ``history.csv`` covers (:func:`recover`),
+    announced by one warning. None only when there is no state and no checkpoint at all
+    (a run killed before its first epoch ended).
+
+    Raises:
+        RunError: A checkpoint name that is not senet's, or checkpoints of which none can
+            be recovered; nothing in the run was changed.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / STATE_FILE
+    state, problem = inspect_state(run_dir)
+    tried: list[str] = []
+    if state is not None:
+        restored = restore(run_dir, state)
+        if restored is not None:
+            return restored
+        tried = [entry["file"] for entry in state["checkpoints"]]
+        problem = "naming no checkpoint that loads"
+    elif problem is None and not _has_checkpoint_files(run_dir):
+        return None  # killed before its first epoch ended: start at epoch 0
+    problem = problem or "missing"
+    restored = recover(run_dir, skip=tried)
+    if restored is None:
+        raise RunError(
+            f"cannot resume {run_dir}: {path} is {problem} and no checkpoint in "
+            f"{run_dir / CHECKPOINT_DIR} loads with its rows in {HISTORY_FILE}; nothing was "
+            "changed (start the run afresh with overwrite=True, `--overwrite`)"
+        )
+    warnings.warn(
+        f"{path} is {problem}: recovered from "
+        f"{run_dir / CHECKPOINT_DIR / restored.entries[-1]['file']} (epoch "
+        f"{restored.epochs_done}) and {HISTORY_FILE}; dropout's random state starts afresh",
+        stacklevel=2,
+    )
+    return restored
+
+
+# --------------------------------------------------------------------------- lock
+
+
+def _lock_holder(path: Path) -> dict[str, Any] | None:
+    """The lock file's ``{"pid", "host"}``; None when the file is gone.
+
+    Raises:
+        RunInUse: The file exists but cannot be read as a lock.
+    """
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        holder = None
+    if (
+        not isinstance(holder, dict)
+        or isinstance(holder.get("pid"), bool)
+        or not isinstance(holder.get("pid"), int)
+        or not isinstance(holder.get("host"), str)
+    ):
+        raise RunInUse(
+            f"run {path.parent} is locked by {path}, which is not a lock senet reads; "
+            "remove it if no senet process uses the run"
+        )
+    return holder
+
+
+def _is_alive(holder: dict[str, Any]) -> bool:
+    """Whether the lock's holder may still run (another host's PID: yes, unknowable)."""
+    if holder["host"] != socket.gethostname() or os.name == "nt":
+        return True
+    if holder["pid"] == os.getpid():
+        return True  # this process: a run inside a run
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by another user
+    return True
+
+
+def _in_use(run_dir: Path, holder: dict[str, Any]) -> RunInUse:
+    where = "" if holder["host"] == socket.gethostname() else f" on host {holder['host']}"
+    return RunInUse(f"run {run_dir} is in use by PID {holder['pid']}{where}")
+
+
+def check_unlocked(run_dir: Path) -> None:
+    """Raise :class:`RunInUse` if a live process holds ``run_dir``'s lock (reads only).
+
+    A quick refusal before slow work; :func:`lock_run` is what actually takes the lock.
+    """
+    holder = _lock_holder(Path(run_dir) / LOCK_FILE)
+    if holder is not None and _is_alive(holder):
+        raise _in_use(Path(run_dir), holder)
+
+
+def _create_exclusive(path: Path, text: str) -> bool:
+    """Create ``path`` holding ``text`` if it does not exist (atomic); False if it does."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    return True
+
+
+def _remove_if_holds(path: Path, text: str) -> None:
+    with contextlib.suppress(OSError):
+        if path.read_text(encoding="utf-8") == text:
+            path.unlink()
+
+
+def _take_over(run_dir: Path, path: Path, stale: dict[str, Any], mine: str) -> bool:
+    """Replace the stale lock ``stale`` by ``mine``; False if another process got there.
+
+    A second lock file (``run.lock.takeover``, also made with O_EXCL) makes "check that it
+    is still the stale one, delete it, create mine" one step among processes doing the same.
+    """
+    guard = path.with_name(path.name + ".takeover")
+    if not _create_exclusive(guard, mine):
+        with contextlib.suppress(RunInUse):  # a guard left by a process killed mid-takeover
+            holder = _lock_holder(guard)
+            if holder is not None and not _is_alive(holder):
+                guard.unlink(missing_ok=True)
+        return False
+    try:
+        if _lock_holder(path) != stale:
+            return False
+        path.unlink(missing_ok=True)
+        return _create_exclusive(path, mine)
+    finally:
+        _remove_if_holds(guard, mine)
+
+
+@contextlib.contextmanager
+def lock_run(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/run.lock`` for the ``with`` block: one process uses a run at a time.
+
+    The lock file is created atomically (``O_CREAT | O_EXCL``) and holds this process's
+    PID and host; it is removed when the block ends, on exceptions too. A lock left by a
+    process that no longer runs (same host, PID gone: ``kill -9``, a crash) is taken over
+    with a one-line warning. ``run_dir`` must exist.
+
+    Raises:
+        RunInUse: A live process (or one on another host, which cannot be checked) holds
+            the lock: "run DIR is in use by PID n".
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / LOCK_FILE
+    mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
+    for _ in range(5):
+        if _create_exclusive(path, mine):
+            break
+        holder = _lock_holder(path)
+        if holder is None:
+            continue  # released meanwhile: try again
+        if _is_alive(holder):
+            raise _in_use(run_dir, holder)
+        if _take_over(run_dir, path, holder, mine):
+            warnings.warn(
+                f"run {run_dir}: took over the stale lock of PID {holder['pid']}, which no "
+                "longer runs",
+                stacklevel=3,
+            )
+            break
+    else:
+        holder = _lock_holder(path) or {"pid": "unknown", "host": socket.gethostname()}
+        raise _in_use(run_dir, holder)
+    try:
+        yield
+    finally:
+        _remove_if_holds(path, mine)
 
 
 class RunCheckpoint(keras.callbacks.Callback):
@@ -356,7 +804,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         """The newest checkpoint recorded in ``state.json``, or None."""
         if not self.entries:
             return None
-        return self.run_dir / CHECKPOINT_DIR / self.entries[-1]["file"]
+        return checkpoint_path(self.run_dir, self.entries[-1]["file"])
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
@@ -399,7 +847,8 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.entries[:] = kept
         write_state(self.run_dir, self.rows, self.entries, self.class_names)
         write_history_csv(self.run_dir / HISTORY_FILE, self.rows)
-        # delete only after the state no longer names them
+        # delete only after the state no longer names them, and only senet's own names
         for entry in dropped:
+            path = checkpoint_path(self.run_dir, entry["file"])
             with contextlib.suppress(OSError):
-                (self.run_dir / CHECKPOINT_DIR / entry["file"]).unlink()
+                path.unlink()

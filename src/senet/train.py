@@ -22,6 +22,14 @@ augmentation of epoch ``e`` are functions of ``(seed, e)`` alone. So a run kille
 epoch and ends with the same weights as an uninterrupted run (exactly, on the TensorFlow CPU
 backend with ``deterministic=True``, the default).
 
+Safety: a run directory is used by one process at a time (``RUN_DIR/run.lock``; a second
+one stops with "run DIR is in use by PID n"); a new run refuses a directory that holds
+anything but a senet run, and a run only with ``overwrite=True``, which deletes only the
+files senet writes (:func:`senet.runs.clear_run`). A resume reads nothing but checkpoints
+named as senet names them, recovers from the newest one that loads when ``state.json`` is
+broken, changes only ``epochs`` (and ``tensorboard``, ``keep_checkpoints``) of the saved
+config and refuses data that no longer matches the run.
+
 The run directory's files and their recovery live in :mod:`senet.runs`, the metrics and
 :func:`evaluate` in :mod:`senet.metrics` (re-exported here: ``from senet.train import
 evaluate, classification_metrics`` keeps working).
@@ -52,6 +60,7 @@ from senet.report import plot_confusion, plot_curves
 
 __all__ = [
     "MODEL_NAMES",
+    "ResumeConflict",
     "RunResult",
     "TrainConfig",
     "TrainingDiverged",
@@ -69,6 +78,27 @@ MODEL_NAMES = ("emotion_cnn", *(f"resnet{depth}" for depth in _RESNET_DEPTHS))
 _OPTIMIZERS = ("adam", "adamw", "sgd")
 _DISTRIBUTE = ("none", "mirrored", "multiworker")
 LR_SCHEDULES = ("constant", "cosine")
+#: TrainConfig fields a resume may change; every other field must equal the saved one.
+RESUME_CHANGEABLE = ("epochs", "tensorboard", "keep_checkpoints")
+
+
+class ResumeConflict(ValueError):
+    """A resume was asked with settings the run cannot take; nothing was changed.
+
+    Attributes:
+        run_dir: The run directory.
+        conflicts: ``{field: (the run's value, the value asked)}``.
+        reason: Why, in a few words.
+    """
+
+    def __init__(self, run_dir: Path, conflicts: dict[str, tuple[Any, Any]], reason: str):
+        asked = ", ".join(
+            f"{name}={new!r} (the run has {old!r})" for name, (old, new) in conflicts.items()
+        )
+        super().__init__(f"cannot resume {run_dir} with {asked}: {reason}")
+        self.run_dir = Path(run_dir)
+        self.conflicts = dict(conflicts)
+        self.reason = reason
 
 
 class TrainingDiverged(RuntimeError):
@@ -509,48 +539,144 @@ def _as_config(config: TrainConfig | dict[str, Any]) -> TrainConfig:
     return config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
 
 
-def _resolve_config(config, run_dir: Path, resume: bool) -> TrainConfig:
-    """The run's config: the saved one on resume (``config`` must then match it or be None),
-    else ``config``, for a directory that holds no run yet."""
-    if resume:
-        saved = _saved_config(run_dir)
-        if config is None:
-            return saved
-        differ = sorted(
-            key
-            for key, value in _as_config(config).to_dict().items()
-            if value != getattr(saved, key) and key not in ("tensorboard",)
+def _same_value(name: str, saved: Any, given: Any) -> bool:
+    if name == "data" and saved != given:
+        # the same file by another spelling of its path
+        with contextlib.suppress(OSError, TypeError, ValueError):
+            return os.path.samefile(saved, given)
+        return False
+    return saved == given
+
+
+def _resume_config(config, run_dir: Path) -> tuple[TrainConfig, dict[str, tuple[Any, Any]]]:
+    """The saved config with what ``config`` changes, and those changes.
+
+    ``config`` None: the saved one. A dict: the fields asked (the others stay as saved). A
+    TrainConfig: every field asked. Only ``RESUME_CHANGEABLE`` fields may differ.
+    """
+    saved = _saved_config(run_dir)
+    if config is None:
+        return saved, {}
+    asked = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
+    TrainConfig.from_dict({**saved.to_dict(), **asked})  # unknown fields and bad values
+    conflicts = {
+        name: (getattr(saved, name), value)
+        for name, value in asked.items()
+        if name not in RESUME_CHANGEABLE and not _same_value(name, getattr(saved, name), value)
+    }
+    if conflicts:
+        raise ResumeConflict(
+            run_dir,
+            conflicts,
+            f"a resumed run keeps its settings (only {', '.join(RESUME_CHANGEABLE)} may "
+            "change); start a new run to train with others",
         )
-        if differ:
+    changes = {
+        name: (getattr(saved, name), asked[name])
+        for name in RESUME_CHANGEABLE
+        if name in asked and asked[name] != getattr(saved, name)
+    }
+    if "epochs" in changes and saved.lr_schedule == "cosine":
+        raise ResumeConflict(
+            run_dir,
+            {"epochs": changes["epochs"]},
+            f"its cosine learning-rate schedule is laid out for {saved.epochs} epochs",
+        )
+    return TrainConfig.from_dict({**saved.to_dict(), **asked}), changes
+
+
+def _check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuse a directory a new run must not write into (see :func:`train`)."""
+    if runs.is_unused(run_dir):
+        return
+    if not overwrite:
+        if runs.holds_run(run_dir):
             raise ValueError(
-                f"cannot resume {run_dir} with a different config: {differ} differ from "
-                f"{run_dir / runs.CONFIG_FILE}; resume with config=None to use the saved one"
+                f"{run_dir} already holds a run; resume it (resume=True, `--resume`), start "
+                "it afresh (overwrite=True, `--overwrite`) or choose another output directory"
             )
-        return saved
+        raise ValueError(
+            f"{run_dir} is not empty and is not a senet run; choose a new or empty directory"
+        )
+    try:
+        _saved_config(run_dir)
+    except (OSError, ValueError):
+        raise ValueError(
+            f"{run_dir} is not a senet run (no valid {runs.CONFIG_FILE}), and overwrite only "
+            "starts a senet run afresh; choose a new or empty directory"
+        ) from None
+
+
+def _resolve_config(
+    config, run_dir: Path, resume: bool, overwrite: bool = False
+) -> tuple[TrainConfig, dict[str, tuple[Any, Any]]]:
+    """The run's config and the saved fields a resume changes (reads only).
+
+    On resume: the saved config, with ``config``'s changes (:func:`_resume_config`). Else
+    ``config``, for a directory a new run may use (:func:`_check_new_run_dir`).
+    """
+    if resume and overwrite:
+        raise ValueError(
+            "give resume=True (`--resume`) or overwrite=True (`--overwrite`), not both"
+        )
+    if resume:
+        return _resume_config(config, run_dir)
     if config is None:
         raise ValueError("Expected a TrainConfig or dict for `config` (None only with resume=True)")
     config = _as_config(config)
-    if runs.holds_run(run_dir):
+    _check_new_run_dir(run_dir, overwrite)
+    return config, {}
+
+
+def _check_run_matches(
+    restored: runs.Restored, config: TrainConfig, run_dir: Path, class_names: Sequence[str]
+) -> None:
+    """Raise ValueError if the data (or config) no longer fits the run's checkpoint."""
+    where = f"the data of {run_dir} ({config.data!r}) no longer matches the run"
+    if restored.class_names is not None and list(restored.class_names) != list(class_names):
         raise ValueError(
-            f"{run_dir} already holds a run; resume it (resume=True, `--resume`) or choose "
-            "another output directory"
+            f"{where}: its class names are {list(class_names)}, the run was trained on "
+            f"{list(restored.class_names)}"
         )
-    return config
+    shape, classes = None, None
+    with contextlib.suppress(AttributeError, ValueError, TypeError, IndexError):
+        shape = tuple(restored.model.inputs[0].shape[1:])
+        classes = int(restored.model.outputs[0].shape[-1])
+    expected = (config.image_size, config.image_size, config.channels)
+    if shape is not None and shape != expected:
+        raise ValueError(
+            f"{where}: images are {'x'.join(map(str, expected))} (image_size "
+            f"{config.image_size}, channels {config.channels}), the run's model takes "
+            f"{'x'.join(map(str, shape))}"
+        )
+    if classes is not None and classes != len(class_names):
+        raise ValueError(
+            f"{where}: it has {len(class_names)} classes {list(class_names)}, the run's "
+            f"model predicts {classes}"
+        )
+    if restored.epochs_done > config.epochs:
+        raise ResumeConflict(
+            run_dir,
+            {"epochs": (restored.epochs_done, config.epochs)},
+            f"the run has already finished {restored.epochs_done} epochs",
+        )
 
 
 def _model_for_run(
-    config: TrainConfig, run_dir: Path, state, *, num_classes: int, steps_per_epoch: int
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool,
+    class_names: Sequence[str],
+    steps_per_epoch: int,
 ) -> runs.Restored:
-    """The resumed run (newest readable checkpoint) or a new compiled model at epoch 0."""
+    """The resumed run (newest good checkpoint) or a new compiled model at epoch 0."""
+    num_classes = len(class_names)
     with _dtype_policy(config.mixed_precision):
-        restored = runs.restore(run_dir, state)
+        restored = runs.resume_point(run_dir) if resume else None
         if restored is not None:
+            _check_run_matches(restored, config, run_dir, class_names)
             return restored
-        if state is not None and state["checkpoints"]:
-            warnings.warn(
-                f"No readable checkpoint in {run_dir / runs.CHECKPOINT_DIR}; starting over.",
-                stacklevel=3,
-            )
         model = build_model(
             config.model,
             input_shape=(config.image_size, config.image_size, config.channels),
@@ -576,6 +702,7 @@ def train(
     out_dir: str | os.PathLike,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     callbacks: Iterable[keras.callbacks.Callback] | None = None,
     verbose: int | str = "auto",
 ) -> RunResult:
@@ -583,11 +710,20 @@ def train(
 
     Args:
         config: A :class:`TrainConfig` or a dict of its fields. With ``resume=True`` it may
-            be None (the run's ``config.json`` is used); otherwise it must match it.
-        out_dir: The run directory (created). A new run refuses a directory that already
-            holds one, so nothing written before is overwritten.
+            be None (the run's ``config.json`` is used); otherwise the fields it gives (a
+            dict: those present; a TrainConfig: all) must equal the saved ones, except
+            ``RESUME_CHANGEABLE``: more ``epochs`` continue the run to the new total (with
+            a one-line warning; refused under a cosine schedule, which is laid out for the
+            old total), and ``config.json`` records them.
+        out_dir: The run directory (created). A new run refuses a directory that holds
+            anything (a run, or files senet did not write), so nothing is overwritten.
         resume: Continue the run in ``out_dir`` from its last finished epoch (or start it
             if it never finished one). A finished run just rewrites its final artefacts.
+            A broken ``state.json`` is recovered from (:func:`senet.runs.resume_point`).
+        overwrite: Start a new run in ``out_dir`` even if it holds a senet run: the old
+            run's files (those senet writes, :func:`senet.runs.clear_run`) are deleted
+            first, any other file is left alone. A directory with files but no senet run
+            is still refused. Not with ``resume``.
         callbacks: Extra Keras callbacks (run after the checkpoint callback).
         verbose: Keras ``fit`` verbosity (1: a progress bar per epoch).
 
@@ -596,7 +732,12 @@ def train(
 
     Raises:
         TrainingDiverged: The loss became NaN/inf; the last good checkpoint is kept.
-        ValueError: Bad config values (the message names the field), or a data error
+        senet.runs.RunInUse: Another process uses the run ("run DIR is in use by PID n").
+        senet.runs.RunError: The run's files name something that is not senet's, or
+            nothing can be recovered; nothing was changed.
+        ResumeConflict: A resume asked for settings the run cannot take.
+        ValueError: Bad config values (the message names the field), a directory a new
+            run may not use, data that no longer matches a resumed run, or a data error
             (``senet.data.DataError``).
 
     Example:
@@ -606,30 +747,36 @@ def train(
         ['accuracy', 'attention', 'class_names']
     """
     run_dir = Path(out_dir)
-    config = _resolve_config(config, run_dir, resume)
+    # every check that only reads comes first: a refused run changes nothing
+    config, changes = _resolve_config(config, run_dir, resume, overwrite)
+    if run_dir.is_dir():
+        runs.check_unlocked(run_dir)
     sets = load_run_data(config)
     if len(sets["train"]) == 0:
         raise ValueError(f"No training images in {config.data!r} after the split.")
     class_names = sets["train"].class_names
-    # only now, so bad data leaves no half-made run behind
-    _open_run_dir(run_dir, config, resume)
 
     _seed_everything(config.seed, config.deterministic)
     scope, is_chief, replicas = _distribution_scope(config.distribute)
-    state = runs.read_state(run_dir) if resume else None
     if replicas > 1 and config.batch_size % replicas:
         raise fail("batch_size", f"a multiple of the {replicas} replicas", config.batch_size)
     # the batches _train_dataset makes per epoch (a distributed run drops < replicas images)
     steps_per_epoch = math.ceil(_replica_multiple(len(sets["train"]), replicas) / config.batch_size)
-    # JAX's DataParallel shards the batches fit() sees, so fit runs inside the scope too
-    with scope:
+    # only the chief writes the run directory, so only the chief locks it; the directory is
+    # made only now, so bad data leaves no half-made run behind
+    with _locked(run_dir, is_chief), scope:
+        if is_chief and not resume:
+            _check_new_run_dir(run_dir, overwrite)  # again: another process may have been here
+        # JAX's DataParallel shards the batches fit() sees, so fit runs inside the scope too
         restored = _model_for_run(
             config,
             run_dir,
-            state,
-            num_classes=len(class_names),
+            resume=resume,
+            class_names=class_names,
             steps_per_epoch=steps_per_epoch,
         )
+        if is_chief:
+            _open_run_dir(run_dir, config, resume=resume, overwrite=overwrite, changes=changes)
         checkpoint = runs.RunCheckpoint(
             run_dir,
             restored.rows,
@@ -662,10 +809,39 @@ def train(
     )
 
 
-def _open_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
-    """Create the run directory, write its config (new runs) and clear killed writes."""
+@contextlib.contextmanager
+def _locked(run_dir: Path, is_chief: bool):
+    """Hold the run directory's lock (made if needed) on the chief; nothing elsewhere."""
+    if not is_chief:
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with runs.lock_run(run_dir):
+        yield
+
+
+def _open_run_dir(
+    run_dir: Path,
+    config: TrainConfig,
+    *,
+    resume: bool,
+    overwrite: bool,
+    changes: dict[str, tuple[Any, Any]],
+) -> None:
+    """Prepare the locked run directory: clear an old run (``overwrite``), write the config
+    (new runs, or a resume's changes, announced in one line) and remove killed writes."""
+    if overwrite and runs.holds_run(run_dir):
+        runs.clear_run(run_dir)
     runs.make_run_dir(run_dir)
-    if not resume or not (run_dir / runs.CONFIG_FILE).exists():
+    if changes:
+        said = ", ".join(f"{name} {old!r} -> {new!r}" for name, (old, new) in changes.items())
+        extra = ""
+        if "epochs" in changes:
+            extra = f": training continues to epoch {config.epochs}"
+        warnings.warn(
+            f"resuming {run_dir} with {said}{extra} ({runs.CONFIG_FILE} updated)", stacklevel=4
+        )
+    if not resume or changes or not (run_dir / runs.CONFIG_FILE).exists():
         runs.write_config(run_dir, config.to_dict())
     runs.remove_temporary_files(run_dir)
 
