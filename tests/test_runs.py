@@ -139,3 +139,84 @@ def test_run_checkpoint_keeps_the_newest_and_records_them(tmp_path):
     assert checkpoint.last_checkpoint == tmp_path / "checkpoints" / "epoch-0003.keras"
     assert [row["epoch"] for row in runs.read_history_csv(tmp_path / "history.csv")] == [1, 2, 3]
     assert checkpoint.diverged is None
+
+
+def test_remove_temporary_files_deletes_only_names_senet_writes(tmp_path):
+    runs.make_run_dir(tmp_path)
+    theirs = [
+        tmp_path / ".tmp-notes.txt",
+        tmp_path / ".tmp-12-notes.txt",
+        tmp_path / ".tmp-12-epoch-0001.keras",  # a checkpoint name, but not in checkpoints/
+        tmp_path / "checkpoints" / ".tmp-3-model.keras",
+        tmp_path / "checkpoints" / ".tmp-x-epoch-0001.keras",
+    ]
+    ours = [tmp_path / ".tmp-12-history.csv", tmp_path / ".tmp-5-curves.png"]
+    for path in theirs + ours:
+        path.write_text("x")
+    runs.remove_temporary_files(tmp_path)
+    assert all(path.exists() for path in theirs)
+    assert not any(path.exists() for path in ours)
+
+
+def test_clear_run_deletes_only_senets_own_files(tmp_path):
+    runs.make_run_dir(tmp_path)
+    senets = [
+        "state.json",
+        "config.json",
+        "history.csv",
+        "model.keras",
+        "metrics.json",
+        "curves.png",
+        "confusion.png",
+        "checkpoints/epoch-0001.keras",
+        "checkpoints/epoch-0012.keras",
+        "checkpoints/.tmp-4-epoch-0013.keras",
+        "logs/train/events.out.tfevents.1.host",
+        "logs/validation/events.out.tfevents.2.host",
+    ]
+    others = [
+        "notes.txt",
+        "checkpoints/best.keras",
+        "checkpoints/epoch-1.keras",
+        "logs/train/readme.txt",
+        "logs/mine/events.out.tfevents.3.host",
+    ]
+    for name in senets + others:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    removed = runs.clear_run(tmp_path)
+    assert removed[0] == "state.json"  # first: no state may name checkpoints that are gone
+    assert sorted(removed) == sorted(name for name in senets if ".tmp-" not in name)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == (
+        sorted(others)
+    )
+
+
+def test_is_unused_allows_only_nothing_or_a_killed_start(tmp_path):
+    assert runs.is_unused(tmp_path / "new")
+    assert runs.is_unused(tmp_path)
+    runs.make_run_dir(tmp_path)
+    (tmp_path / runs.LOCK_FILE).write_text("{}")
+    assert runs.is_unused(tmp_path)  # a lock and an empty checkpoints/: killed at the start
+    (tmp_path / "checkpoints" / "x").write_text("x")
+    assert not runs.is_unused(tmp_path)
+    (tmp_path / "file").write_text("x")
+    assert not runs.is_unused(tmp_path / "file")
+
+
+def test_resume_point_without_state(tmp_path):
+    runs.make_run_dir(tmp_path)
+    assert runs.resume_point(tmp_path) is None  # killed before its first epoch ended
+    model = _model()
+    model.compile("sgd", "mse")
+    for epoch in (1, 2, 3):
+        model.save(tmp_path / "checkpoints" / runs.checkpoint_name(epoch))
+    rows = [{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5}]
+    runs.write_history_csv(tmp_path / "history.csv", rows)  # epoch 3 has no row: skipped
+    with pytest.warns(UserWarning, match=r"state.json is missing: recovered from .*epoch-0002"):
+        restored = runs.resume_point(tmp_path)
+    assert restored.epochs_done == 2 and restored.rows == rows
+    assert [entry["file"] for entry in restored.entries] == ["epoch-0001.keras", "epoch-0002.keras"]
+    (tmp_path / "history.csv").unlink()
+    with pytest.raises(runs.RunError, match="no checkpoint .* loads"):
+        runs.resume_point(tmp_path)
