@@ -45,6 +45,7 @@ _SUBMODULES = {
     "explain_photos",
     "demo",
     "bench",
+    "export",
     "report",
     "cli",
 }

@@ -255,12 +255,18 @@ def _run_train(args) -> int:
 # --------------------------------------------------------------------------- evaluate
 
 
+_MODEL_HELP = (
+    "a .keras file (e.g. RUN_DIR/model.keras), or one exported by `senet export`: a .tflite "
+    "or .onnx file or a SavedModel directory (the .onnx runtime needs senet[export])"
+)
+
+
 def _add_evaluate(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="accuracy, per-class precision/recall/F1 and confusion matrix of a saved model",
     )
-    parser.add_argument("model", metavar="MODEL", help="a .keras file (e.g. RUN_DIR/model.keras)")
+    parser.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
     parser.add_argument("--data", required=True, help="data source (as for train)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
     parser.add_argument(
@@ -350,7 +356,7 @@ def _add_predict(subparsers) -> None:
             "class probabilities. Video files (.mp4, .avi, ...) are read frame by frame."
         ),
     )
-    parser.add_argument("model", metavar="MODEL", help="a .keras file (e.g. RUN_DIR/model.keras)")
+    parser.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
     parser.add_argument("paths", metavar="IMAGE_OR_VIDEO", nargs="+")
     parser.add_argument(
         "--json",

@@ -206,6 +206,13 @@ def iter_explanations(
 ) -> Iterator[PhotoExplanation]:
     """:func:`explain_photos`, one photo at a time (results as they come)."""
     _check_method(method, class_name)
+    from senet.export import is_exported
+
+    if is_exported(model_path):
+        raise ValueError(
+            f"senet explain needs a .keras model (explanations need gradients); {model_path} "
+            "is an exported model: explain the .keras file it was exported from"
+        )
     paths = [Path(path) for path in paths]
     # every input is checked before anything is written
     for path in [Path(model_path), *paths]:
@@ -309,7 +316,8 @@ def explain_photos(
     ``SENET_MAX_IMAGE_PIXELS`` applies).
 
     Args:
-        model_path: A ``.keras`` classifier (e.g. ``RUN_DIR/model.keras``).
+        model_path: A ``.keras`` classifier (e.g. ``RUN_DIR/model.keras``); an exported
+            one (``.tflite``, ``.onnx``, SavedModel) is refused: it has no gradients.
         paths: Image files.
         out_dir: Folder for the overlays and ``index.html`` (created if missing).
         method: ``"gradcam"`` (default), ``"gradxact"``, ``"gradcam++"``, ``"intgrad"`` (see

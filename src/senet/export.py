@@ -67,6 +67,7 @@ __all__ = [
     "ParityError",
     "Tolerance",
     "export_model",
+    "is_exported",
     "load_exported",
     "parity",
     "sample_inputs",
@@ -197,6 +198,21 @@ class ExportedModel:
 
     def __repr__(self) -> str:
         return f"ExportedModel({self.path!r}, format={self.format!r}, input={self.input_shape})"
+
+
+def is_exported(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names an exported model rather than a Keras one.
+
+    True for a ``.tflite`` or ``.onnx`` path (existing or not) and for a directory holding
+    ``saved_model.pb``: what ``senet predict`` and ``senet evaluate`` open with
+    :func:`load_exported` instead of senet's Keras loader.
+
+    Example:
+        >>> is_exported("face.tflite"), is_exported("run/model.keras")
+        (True, False)
+    """
+    path = Path(path)
+    return path.suffix.lower() in _SUFFIXES.values() or (path / "saved_model.pb").is_file()
 
 
 def load_exported(path: str | os.PathLike) -> ExportedModel:

@@ -3,7 +3,9 @@
 :func:`classification_metrics` turns labels and predicted probabilities into accuracy,
 loss, per-class precision/recall/F1 and the confusion matrix; :func:`evaluate_model` runs a
 model on an :class:`~senet.data.ImageSet` and returns them; :func:`evaluate` does it for a
-saved model on one split of a data source (``senet evaluate``).
+saved model on one split of a data source (``senet evaluate``): a ``.keras`` file, or one
+exported by ``senet export`` (``.tflite``, ``.onnx``, a SavedModel directory), so an exported
+file is checked with the same command and the same metrics as the model it came from.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from senet._files import atomic_write_text
 from senet.checks import check_choice, check_number
 from senet.data import ImageSet, load_dataset
+from senet.export import ExportedModel, is_exported, load_exported
 from senet.layers import load_model
 from senet.report import plot_confusion
 from senet.runs import METRICS_FILE, STATE_FILE, find_run_config, holds_run
@@ -92,10 +95,24 @@ def classification_metrics(
     }
 
 
-def evaluate_model(model: keras.Model, images: ImageSet, *, batch_size: int = 64) -> dict[str, Any]:
-    """:func:`classification_metrics` of ``model`` on ``images`` (the one metrics path)."""
+def evaluate_model(
+    model: keras.Model | ExportedModel, images: ImageSet, *, batch_size: int = 64
+) -> dict[str, Any]:
+    """:func:`classification_metrics` of ``model`` on ``images`` (the one metrics path).
+
+    ``model`` is a Keras model or an exported one (:func:`senet.export.load_exported`), which
+    runs batch by batch with its own runtime.
+    """
     if len(images) == 0:
         raise ValueError("Cannot evaluate on an empty split (0 images).")
+    if isinstance(model, ExportedModel):
+        probabilities = np.concatenate(
+            [
+                model(images.x[start : start + batch_size])
+                for start in range(0, len(images), batch_size)
+            ]
+        )
+        return classification_metrics(images.y, probabilities, images.class_names)
     import tensorflow as tf
 
     if _replicas_of(model) > 1:
@@ -129,12 +146,15 @@ def evaluate(
     """Evaluate a saved model on one split of a data source.
 
     Image size and channels come from the model's input. When ``config.json`` of the run
-    sits beside the model (or one level up, for a checkpoint), its split settings are used,
+    sits beside the model (an exported file or SavedModel directory written into the run
+    directory counts as beside it) (or one level up, for a checkpoint), its split settings are used,
     so ``split="test"`` is the same held-out set the run was tested on, and the class names
     the run was trained on (its ``metrics.json`` or ``state.json``) must be the data's.
 
     Args:
-        model_path: A ``.keras`` file (loaded by :func:`senet.layers.load_model`: safe mode).
+        model_path: A ``.keras`` file (loaded by :func:`senet.layers.load_model`: safe mode),
+            or an exported model: a ``.tflite`` or ``.onnx`` file or a SavedModel directory
+            (run by :func:`senet.export.load_exported`).
         data: Any source :func:`senet.data.load_dataset` reads.
         split: ``"train"``, ``"val"``, ``"test"`` or ``"all"`` (every image).
         out_dir: Where to write ``metrics.json`` and ``confusion.png`` (None: nothing). Never
@@ -146,18 +166,29 @@ def evaluate(
         allow_h5: Accept a legacy ``.h5`` model (trusted files only: no safe mode there).
 
     Returns:
-        The metrics dict (as in training's ``metrics.json``), plus ``split`` and ``model``.
+        The metrics dict (as in training's ``metrics.json``), plus ``split``, ``model``,
+        ``format`` (``"keras"``, ``"tflite"``, ``"onnx"`` or ``"savedmodel"``) and, for a
+        Keras model, ``params``.
 
     Raises:
         FileNotFoundError: No model file.
         FileExistsError: ``out_dir`` is a run directory or a file, or its outputs exist.
-        ValueError: A model that cannot be loaded (:class:`senet.layers.ModelLoadError`), or
-            whose classes are not the data's.
+        ValueError: A model that cannot be loaded (:class:`senet.layers.ModelLoadError`,
+            :class:`senet.export.ExportError`), or whose classes are not the data's.
+        senet.export.MissingDependencyError: An ``.onnx`` model without ``onnxruntime``; the
+            message names ``pip install "senet[export]"``.
     """
     split = check_choice("split", split, ("train", "val", "test", "all"))
     model_path = Path(model_path)
     out_files = _out_files(out_dir, overwrite)
-    model = load_model(model_path, allow_h5=allow_h5, compile=False)
+    if is_exported(model_path) or model_path.is_dir():
+        model = load_exported(model_path)
+    else:
+        model = load_model(model_path, allow_h5=allow_h5, compile=False)
+    if len(model.input_shape) != 4:
+        raise ValueError(
+            f"Expected a model taking (B, H, W, C) images. Received {model.input_shape}"
+        )
     _, height, width, channels = model.input_shape
     if height != width or height is None:
         raise ValueError(
@@ -173,7 +204,11 @@ def evaluate(
         images = sets[split]
     _check_classes(model_path, int(model.output_shape[-1]), images.class_names, data)
     metrics = evaluate_model(model, images, batch_size=batch_size)
-    metrics.update(split=split, model=str(model_path), params=int(model.count_params()))
+    metrics.update(split=split, model=str(model_path))
+    if isinstance(model, ExportedModel):
+        metrics["format"] = model.format
+    else:
+        metrics.update(format="keras", params=int(model.count_params()))
     if out_files is not None:
         metrics_file, confusion_file = out_files
         metrics_file.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,13 @@
 Class names: a model trained by :func:`senet.train.train` has ``metrics.json`` (key
 ``class_names``) next to ``model.keras``; :func:`class_names_for` reads it there (or one
 level up, for a file in ``checkpoints/``). Without it a 7-output model gets FER2013's
-``EMOTIONS`` and any other ``class_0, class_1, ...``.
+``EMOTIONS`` and any other ``class_0, class_1, ...``. The same holds for a model exported
+with ``senet export`` (``.tflite``, ``.onnx``, a SavedModel directory): it has no run config
+of its own, so written into its run directory it gets that run's class names.
+
+Models: ``.keras`` files (``.h5`` when asked) load with senet's one Keras loader; exported
+models open with :func:`senet.export.load_exported` and run with their own runtime, so an
+exported file is checked with the same command as the model it came from.
 
 The per-frame path is kept short for video: the cascade is loaded once, detection runs on a
 copy scaled to at most ``max_side`` pixels, and all faces of a frame go through the model in
@@ -195,8 +201,13 @@ def predictor(model) -> Callable[[np.ndarray], np.ndarray]:
     """A fast ``(B, H, W, C) float32 -> (B, K)`` probabilities function for ``model``.
 
     On TensorFlow it is one ``tf.function`` with a fixed input signature (no retracing per
-    batch size); elsewhere ``predict_on_batch``. Cached per model (weakly).
+    batch size); elsewhere ``predict_on_batch``. Cached per model (weakly). An exported model
+    (:class:`senet.export.ExportedModel`) is such a function already and is returned as is.
     """
+    from senet.export import ExportedModel
+
+    if isinstance(model, ExportedModel):
+        return model
     predictor = _PREDICTORS.get(model)
     if predictor is not None:
         return predictor
@@ -274,7 +285,8 @@ def predict_faces(
     """Detect the faces in ``image`` and classify each.
 
     Args:
-        model: A Keras classifier taking ``(B, H, W, C)`` images in [0, 1], C 1 or 3.
+        model: A Keras classifier taking ``(B, H, W, C)`` images in [0, 1], C 1 or 3, or
+            an exported one (:func:`load_classifier`).
         image: A decoded image in OpenCV's order (a BGR uint8 array as ``cv2.imread``
             gives, or :func:`senet.data.images.load_image`'s grey/BGR of any depth), or a
             path to an image file (read with ``load_image``).
@@ -377,11 +389,21 @@ def _video_frames(path: Path, every: int) -> Iterator[tuple[int, np.ndarray, flo
 
 
 def load_classifier(model_path: str | os.PathLike, *, allow_h5: bool = False) -> Any:
-    """A saved model for inference: :func:`senet.layers.load_model` without the training state.
+    """A saved model for inference, Keras or exported.
 
-    Safe mode on, ``.keras`` only unless ``allow_h5``; a file that cannot be loaded is a
-    one-line :class:`senet.layers.ModelLoadError` (a ``ValueError``) naming it.
+    A ``.tflite`` or ``.onnx`` file or a directory (a SavedModel) opens with
+    :func:`senet.export.load_exported` as an :class:`senet.export.ExportedModel` (callable on
+    a float32 batch, with ``input_shape`` and ``output_shape``); anything else loads with
+    :func:`senet.layers.load_model` without the training state (safe mode, ``.keras`` only
+    unless ``allow_h5``). A model that cannot be loaded is a one-line ``ValueError`` naming
+    it (:class:`senet.layers.ModelLoadError`, :class:`senet.export.ExportError`); a missing
+    runtime (``onnxruntime``) is a :class:`senet.export.MissingDependencyError` that names
+    ``pip install "senet[export]"``.
     """
+    from senet.export import is_exported, load_exported
+
+    if is_exported(model_path) or Path(model_path).is_dir():
+        return load_exported(model_path)
     from senet.layers import load_model
 
     return load_model(model_path, allow_h5=allow_h5, compile=False)
@@ -471,7 +493,9 @@ def iter_predictions(
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"Expected `every` to be a positive integer. Received: every={every!r}")
     paths = [Path(path) for path in paths]
-    for path in [Path(model_path), *paths]:
+    if not Path(model_path).exists():  # a SavedModel is a directory
+        raise FileNotFoundError(f"no such file: {model_path}")
+    for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"no such file: {path}")
     # every input and output name is checked before the model loads or anything is written
@@ -512,7 +536,9 @@ def predict_paths(
     ``UserWarning`` that says how many were read.
 
     Args:
-        model_path: A ``.keras`` classifier (e.g. ``RUN_DIR/model.keras``).
+        model_path: A ``.keras`` classifier (e.g. ``RUN_DIR/model.keras``), or one exported
+            by ``senet export``: a ``.tflite`` or ``.onnx`` file or a SavedModel directory
+            (see :func:`load_classifier`).
         paths: Image files, or videos (``VIDEO_EXTENSIONS``) read frame by frame.
         every: For videos, look at every ``every``-th frame (0, every, 2*every, ...).
         annotate_dir: Write annotated copies here, named by :func:`annotated_names`
@@ -533,7 +559,10 @@ def predict_paths(
         FileNotFoundError: A path (or the model) does not exist.
         FileExistsError: An annotated copy exists and ``overwrite`` is False.
         senet.data.DataError: A file OpenCV cannot decode, or one over the pixel cap.
-        senet.layers.ModelLoadError: A model that cannot be loaded (a ``ValueError``).
+        senet.layers.ModelLoadError: A model that cannot be loaded (a ``ValueError``;
+            :class:`senet.export.ExportError` for an exported one).
+        senet.export.MissingDependencyError: An ``.onnx`` model without ``onnxruntime``
+            installed; the message names ``pip install "senet[export]"``.
     """
     return list(
         iter_predictions(
