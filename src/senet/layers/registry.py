@@ -201,9 +201,16 @@ def _check_format(path: Path, allow_h5: bool) -> str:
                 "(CVE-2025-9905); load only .h5 files you trust, or save the model as .keras"
             )
         return "h5"
-    what = "an exported model" if suffix in EXPORTED_SUFFIXES else "a file"
+    if suffix in EXPORTED_SUFFIXES:
+        # Exported files are not Keras models: senet.export.load_exported runs them, and
+        # predict/evaluate dispatch there before calling this loader.
+        raise ModelLoadError(
+            f"cannot load model {path}: an exported model ({suffix}) is not a model format "
+            "senet loads as Keras; senet predict and senet evaluate run it (in Python: "
+            "senet.export.load_exported)"
+        )
     raise ModelLoadError(
-        f"cannot load model {path}: {what} named {suffix or 'without a suffix'!r} is not a "
+        f"cannot load model {path}: a file named {suffix or 'without a suffix'!r} is not a "
         "model format senet loads (.keras; .h5 with allow_h5=True / --allow-h5)"
     )
 
