@@ -10,6 +10,13 @@ PyTorch-style symmetric padding), so parameter counts match torchvision exactly.
 (20, 32, 44, 56, 110, 1202 = 6n+2) are He et al.'s three stages of n basic blocks with 16/32/64
 filters; where a shortcut changes shape it is a 1x1 projection with BN (the paper's option B,
 not option A's zero padding), so ResNet-20 has 272,474 trainable parameters, option A 269,722.
+
+The ImageNet layout also builds the variants timm's SE networks use (Xie et al., "Aggregated
+Residual Transformations", CVPR 2017; He et al., "Bag of Tricks", CVPR 2019): ResNeXt
+bottlenecks (``cardinality`` groups of ``base_width`` channels in the 3x3 convolution), the
+deep 3x3 stems of ResNet-C/D/T (``stem="deep"``: 32, 32, 64 channels; ``"tiered"``: 24, 32, 64)
+and ResNet-D's average-pooled projection shortcuts (``downsample="avg"``); depth 26 is timm's
+(2, 2, 2, 2) bottleneck network.
 """
 
 from __future__ import annotations
@@ -30,10 +37,15 @@ from senet.models._blocks import (
 )
 
 PLACEMENTS = ("standard", "pre", "post", "identity")
+STEMS = ("standard", "deep", "tiered")
+DOWNSAMPLES = ("conv", "avg")
+# The three 3x3 convolutions of each deep stem (the last one is followed by conv1_bn).
+_DEEP_STEMS = {"deep": (32, 32, 64), "tiered": (24, 32, 64)}
 
 # depth -> (block type, blocks per stage); stages are named conv2 ... conv5.
 _IMAGENET_DEPTHS = {
     18: ("basic", (2, 2, 2, 2)),
+    26: ("bottleneck", (2, 2, 2, 2)),
     34: ("basic", (3, 4, 6, 3)),
     50: ("bottleneck", (3, 4, 6, 3)),
     101: ("bottleneck", (3, 4, 23, 3)),
@@ -55,7 +67,16 @@ def _conv_initializer():
     )
 
 
-def _conv(x, filters: int, kernel_size: int, name: str, *, strides: int = 1):
+def make_divisible(value: float, divisor: int) -> int:
+    """``value`` rounded to the nearest multiple of ``divisor``, at least ``divisor``.
+
+    timm's ``make_divisible(value, divisor, round_limit=0)``, the rounding of its SE
+    bottleneck widths: ``make_divisible(64 / 16, 8) == 8`` where ``64 // 16 == 4``.
+    """
+    return max(divisor, int(value + divisor / 2) // divisor * divisor)
+
+
+def _conv(x, filters: int, kernel_size: int, name: str, *, strides: int = 1, groups: int = 1):
     """A bias-free conv (BN follows). Strided 3x3/7x7 convs pad like PyTorch: symmetric."""
     padding = "same"
     if strides > 1 and kernel_size > 1:
@@ -71,6 +92,7 @@ def _conv(x, filters: int, kernel_size: int, name: str, *, strides: int = 1):
         kernel_size,
         strides=strides,
         padding=padding,
+        groups=groups,
         use_bias=False,
         kernel_initializer=_conv_initializer(),
         data_format="channels_last",
@@ -86,36 +108,69 @@ def _relu(x, name: str):
     return keras.layers.Activation("relu", name=name)(x)
 
 
-def _residual_branch(x, block_type: str, filters: int, strides: int, name: str):
+def _residual_branch(
+    x, block_type: str, filters: int, strides: int, name: str, *, cardinality: int, base_width: int
+):
     """The residual function F(x), up to its last BN (no ReLU)."""
     if block_type == "basic":
         x = _conv(x, filters, 3, f"{name}_1_conv", strides=strides)
         x = _relu(_bn(x, f"{name}_1_bn"), f"{name}_1_relu")
         x = _conv(x, filters, 3, f"{name}_2_conv")
         return _bn(x, f"{name}_2_bn")
-    x = _conv(x, filters, 1, f"{name}_1_conv")
+    # ResNeXt: `cardinality` groups of `base_width` channels per 64 (1 x 64 is ResNet's width).
+    width = (filters * base_width // 64) * cardinality
+    x = _conv(x, width, 1, f"{name}_1_conv")
     x = _relu(_bn(x, f"{name}_1_bn"), f"{name}_1_relu")
-    x = _conv(x, filters, 3, f"{name}_2_conv", strides=strides)
+    x = _conv(x, width, 3, f"{name}_2_conv", strides=strides, groups=cardinality)
     x = _relu(_bn(x, f"{name}_2_bn"), f"{name}_2_relu")
     x = _conv(x, 4 * filters, 1, f"{name}_3_conv")
     return _bn(x, f"{name}_3_bn")
 
 
+def _shortcut(x, out_channels: int, strides: int, name: str, downsample: str):
+    """The identity, or a projection (1x1 conv + BN) where the unit changes shape."""
+    if strides == 1 and x.shape[-1] == out_channels:
+        return x
+    if downsample == "avg" and strides > 1:
+        # ResNet-D: average, then project. "same" pooling averages only the real inputs of a
+        # window cut by the border: PyTorch's AvgPool2d(ceil_mode=True, count_include_pad=False).
+        x = keras.layers.AveragePooling2D(
+            strides, strides, padding="same", data_format="channels_last", name=f"{name}_0_pool"
+        )(x)
+        strides = 1
+    return _bn(_conv(x, out_channels, 1, f"{name}_0_conv", strides=strides), f"{name}_0_bn")
+
+
 def _residual_unit(
-    x, block_type: str, filters: int, strides: int, name: str, *, attend, placement: str
+    x,
+    block_type: str,
+    filters: int,
+    strides: int,
+    name: str,
+    *,
+    attend,
+    placement: str,
+    cardinality: int = 1,
+    base_width: int = 64,
+    downsample: str = "conv",
 ):
-    """One residual unit; ``attend(block_name)`` makes its attention layer (or None)."""
+    """One residual unit; ``attend(block_name, channels)`` makes its attention layer (or None)."""
     out_channels = filters * (4 if block_type == "bottleneck" else 1)
-    layer = attend(name)
-    if strides != 1 or x.shape[-1] != out_channels:
-        shortcut = _bn(_conv(x, out_channels, 1, f"{name}_0_conv", strides=strides), f"{name}_0_bn")
-    else:
-        shortcut = x
+    layer = attend(name, x.shape[-1] if placement == "pre" else out_channels)
+    shortcut = _shortcut(x, out_channels, strides, name, downsample)
     branch_input = x
     if layer is not None and placement == "pre":
         # SE-PRE: recalibrate the unit's input on the residual branch; the identity stays plain.
         branch_input = layer(x)
-    residual = _residual_branch(branch_input, block_type, filters, strides, name)
+    residual = _residual_branch(
+        branch_input,
+        block_type,
+        filters,
+        strides,
+        name,
+        cardinality=cardinality,
+        base_width=base_width,
+    )
     if layer is not None and placement == "standard":
         residual = layer(residual)
     elif layer is not None and placement == "identity":
@@ -162,6 +217,13 @@ def resnet(
     pooling: str | None = None,
     attention_options: dict | None = None,
     name: str | None = None,
+    *,
+    cardinality: int = 1,
+    base_width: int = 64,
+    stem: str = "standard",
+    downsample: str = "conv",
+    units_divisor: int | None = None,
+    classifier_activation: str | None = "softmax",
 ) -> keras.Model:
     """A ResNet (ImageNet or CIFAR layout) with optional attention in its residual units.
 
@@ -169,10 +231,12 @@ def resnet(
     ``conv2_block1_0_conv`` (projection shortcut), ``conv2_block1_add``; each unit ends in
     ``<block>_out`` (``conv5_block3_out`` is the last feature map of ResNet-50, see
     :func:`resnet_stage_outputs`) and its attention layer is ``<block>_<kind>``, e.g.
-    ``conv2_block1_se``. Top: ``avg_pool`` and ``predictions`` (softmax).
+    ``conv2_block1_se``. Top: ``avg_pool`` and ``predictions`` (softmax). A deep stem is
+    ``conv1_1_conv`` ... ``conv1_3_conv`` before ``conv1_bn``; an average-pooled shortcut
+    starts with ``<block>_0_pool``.
 
     Args:
-        depth: 18, 34 (basic blocks), 50, 101, 152 (bottlenecks; ImageNet layout, stages
+        depth: 18, 34 (basic blocks), 26, 50, 101, 152 (bottlenecks; ImageNet layout, stages
             conv2-conv5) or 20, 32, 44, 56, 110, 1202 (CIFAR layout, stages conv2-conv4).
         input_shape: ``(H, W, C)``; default ``(224, 224, 3)`` for ImageNet depths and
             ``(32, 32, 3)`` for CIFAR depths. Spatial sizes may be None.
@@ -191,12 +255,26 @@ def resnet(
         attention_options: Further arguments for the attention layers (``squeeze``,
             ``gate``, ...).
         name: Model name; default ``resnet50``, ``se_resnet50``, ``cbam_resnet20``, ...
+        cardinality: Groups of the bottleneck's 3x3 convolution (ResNeXt; 1 = ResNet).
+            Bottleneck depths only.
+        base_width: Channels per group for 64 filters: the bottleneck is
+            ``filters * base_width // 64 * cardinality`` wide (ResNeXt-50 32x4d: 32 and 4).
+        stem: ``"standard"`` (one 7x7 convolution), ``"deep"`` (three 3x3 convolutions of
+            32, 32, 64 channels, ResNet-C/D) or ``"tiered"`` (24, 32, 64, timm's ``t``
+            variants). ImageNet depths only.
+        downsample: Projection shortcuts that stride: ``"conv"`` (strided 1x1 convolution)
+            or ``"avg"`` (2x2 average pooling, then a 1x1 convolution; ResNet-D).
+        units_divisor: With ``attention="se"``, round each bottleneck width ``C / reduction``
+            to a multiple of this (:func:`make_divisible`, as timm does with 8); None keeps
+            ``C // reduction``.
+        classifier_activation: Activation of ``predictions``: ``"softmax"`` or None (logits).
 
     Returns:
         A functional ``keras.Model``.
 
     Raises:
-        ValueError: For an unknown depth, placement, attention kind, stages or pooling.
+        ValueError: For an unknown depth, placement, attention kind, stages, pooling, stem or
+            downsample, or a variant the depth cannot take.
 
     Example:
         >>> model = resnet(20, input_shape=(32, 32, 3), attention="se")
@@ -212,6 +290,19 @@ def resnet(
     if pooling is not None:
         pooling = check_choice("pooling", pooling, ("avg", "max"))
     cifar = depth in _CIFAR_DEPTHS
+    stem = check_choice("stem", stem, STEMS)
+    downsample = check_choice("downsample", downsample, DOWNSAMPLES)
+    cardinality = check_positive("cardinality", cardinality, integer=True)
+    base_width = check_positive("base_width", base_width, integer=True)
+    bottleneck = not cifar and _IMAGENET_DEPTHS[depth][0] == "bottleneck"
+    if (cardinality, base_width) != (1, 64) and not bottleneck:
+        raise fail("cardinality", "1 (and base_width 64) for basic-block depths", cardinality)
+    if stem != "standard" and cifar:
+        raise fail("stem", "'standard' for CIFAR depths", stem)
+    if units_divisor is not None:
+        units_divisor = check_positive("units_divisor", units_divisor, integer=True)
+        if kind != "se":
+            raise fail("units_divisor", "None unless attention is 'se'", units_divisor)
     if input_shape is None:
         input_shape = (32, 32, 3) if cifar else (224, 224, 3)
     input_shape = check_input_shape("input_shape", input_shape, (3,))
@@ -231,21 +322,19 @@ def resnet(
         x = _conv(inputs, widths[0], 3, "conv1_conv")
         x = _relu(_bn(x, "conv1_bn"), "conv1_relu")
     else:
-        x = _conv(inputs, widths[0], 7, "conv1_conv", strides=2)
-        x = _relu(_bn(x, "conv1_bn"), "conv1_relu")
-        # Zero padding equals PyTorch's -inf padding here: the input is a ReLU output.
-        x = keras.layers.ZeroPadding2D(1, data_format="channels_last", name="pool1_pad")(x)
-        x = keras.layers.MaxPooling2D(3, strides=2, data_format="channels_last", name="pool1_pool")(
-            x
-        )
+        x = _stem(inputs, stem)
 
     for stage, (count, filters) in enumerate(zip(blocks, widths, strict=True)):
         number = stage_numbers[stage]
 
-        def attend(block, _on=number in attended):
+        def attend(block, channels, _on=number in attended):
             if not _on:
                 return None
-            return attention_layer(kind, block, reduction=reduction, options=options)
+            layer_options = options
+            if units_divisor is not None:
+                units = make_divisible(channels / reduction, units_divisor)
+                layer_options = {**options, "units": units}
+            return attention_layer(kind, block, reduction=reduction, options=layer_options)
 
         for index in range(count):
             strides = 2 if index == 0 and stage > 0 else 1
@@ -257,13 +346,16 @@ def resnet(
                 f"conv{number}_block{index + 1}",
                 attend=attend,
                 placement=placement,
+                cardinality=cardinality,
+                base_width=base_width,
+                downsample=downsample,
             )
 
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(data_format="channels_last", name="avg_pool")(x)
         # float32 output, so a mixed-precision model still gives exact probabilities.
         x = keras.layers.Dense(
-            num_classes, activation="softmax", dtype="float32", name="predictions"
+            num_classes, activation=classifier_activation, dtype="float32", name="predictions"
         )(x)
     elif pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(data_format="channels_last", name="avg_pool")(x)
@@ -271,8 +363,32 @@ def resnet(
         x = keras.layers.GlobalMaxPooling2D(data_format="channels_last", name="max_pool")(x)
 
     if name is None:
-        name = f"{kind}_resnet{depth}" if kind else f"resnet{depth}"
+        name = f"resnet{depth}" if cardinality == 1 else f"resnext{depth}"
+        if stem != "standard" or downsample != "conv":
+            name += {"standard": "", "deep": "d", "tiered": "t"}[stem] or "d"
+        if cardinality != 1:
+            name += f"_{cardinality}x{base_width}d"
+        name = f"{kind}_{name}" if kind else name
     return keras.Model(inputs, x, name=name)
+
+
+def _stem(inputs, stem: str):
+    """The ImageNet stem: 7x7/2 conv (or three 3x3 convs, the first strided), BN, ReLU, 3x3/2 max pool."""
+    if stem == "standard":
+        x = _conv(inputs, _IMAGENET_WIDTHS[0], 7, "conv1_conv", strides=2)
+    else:
+        x = inputs
+        widths = _DEEP_STEMS[stem]
+        for index, filters in enumerate(widths, start=1):
+            x = _conv(x, filters, 3, f"conv1_{index}_conv", strides=2 if index == 1 else 1)
+            if index < len(widths):
+                x = _relu(_bn(x, f"conv1_{index}_bn"), f"conv1_{index}_relu")
+    x = _relu(_bn(x, "conv1_bn"), "conv1_relu")
+    # Zero padding equals PyTorch's -inf padding here: the input is a ReLU output.
+    x = keras.layers.ZeroPadding2D(1, data_format="channels_last", name="pool1_pad")(x)
+    return keras.layers.MaxPooling2D(3, strides=2, data_format="channels_last", name="pool1_pool")(
+        x
+    )
 
 
 def resnet_stage_outputs(model: keras.Model) -> list[str]:
