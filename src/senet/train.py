@@ -146,6 +146,9 @@ class TrainConfig:
         mixed_precision: ``mixed_float16`` on a GPU, else ``mixed_bfloat16``.
         deterministic: TensorFlow op determinism (turns XLA off), so a seed repeats a run.
         keep_checkpoints: How many epoch checkpoints to keep (at least 1).
+        model_options: Further keyword arguments of the model builder, as JSON values:
+            ``attention_options`` (``{"squeeze": "max", "gate": "tanh"}``) for any model,
+            ``placement`` and ``stages`` for ResNets (see :func:`senet.models.resnet`).
     """
 
     data: str = "synthetic"
@@ -172,6 +175,7 @@ class TrainConfig:
     mixed_precision: bool = False
     deterministic: bool = True
     keep_checkpoints: int = 2
+    model_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         self.data = os.fspath(self.data)
@@ -188,6 +192,10 @@ class TrainConfig:
         check_number("reduction", self.reduction, minimum=1)
         check_number("learning_rate", self.learning_rate, minimum=0, open_minimum=True)
         self.channels = check_choice("channels", self.channels, (1, 3))
+        try:  # as config.json holds it (tuples become lists), so a resume compares alike
+            self.model_options = json.loads(json.dumps(dict(self.model_options)))
+        except (TypeError, ValueError):
+            raise fail("model_options", "a dict of JSON values", self.model_options) from None
         for name in ("val_fraction", "test_fraction"):
             check_number(name, getattr(self, name), minimum=0, maximum=0.9)
         if self.val_fraction + self.test_fraction >= 1:
@@ -245,8 +253,12 @@ def build_model(
     num_classes: int,
     attention: str | None = "se",
     reduction: float = 8,
+    **options: Any,
 ) -> keras.Model:
-    """Build a network by name: ``"emotion_cnn"`` or ``"resnet<depth>"`` (``MODEL_NAMES``)."""
+    """Build a network by name: ``"emotion_cnn"`` or ``"resnet<depth>"`` (``MODEL_NAMES``).
+
+    ``options`` go to the builder (``senet.models.emotion_cnn`` or ``senet.models.resnet``).
+    """
     from senet import models
 
     name = check_choice("model", name, MODEL_NAMES)
@@ -254,7 +266,7 @@ def build_model(
         from senet.models.emotion import emotion_cnn
 
         return emotion_cnn(
-            tuple(input_shape), num_classes, attention=attention, reduction=reduction
+            tuple(input_shape), num_classes, attention=attention, reduction=reduction, **options
         )
     return models.resnet(
         int(name.removeprefix("resnet")),
@@ -262,6 +274,7 @@ def build_model(
         num_classes=num_classes,
         attention=attention,
         reduction=reduction,
+        **options,
     )
 
 
@@ -683,6 +696,7 @@ def _model_for_run(
             num_classes=num_classes,
             attention=config.attention,
             reduction=config.reduction,
+            **config.model_options,
         )
         _compile(model, config, steps_per_epoch)
     return runs.Restored(model=model, epochs_done=0, rows=[], entries=[])
