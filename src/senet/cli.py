@@ -636,6 +636,83 @@ def _format_export(result) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- convert
+
+
+def _add_convert(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="import timm's pretrained SE/ECA ResNet weights into a Keras model",
+        description=(
+            "Build the senet network matching a timm model (seresnet18/34/50/101/152, "
+            "seresnet152d, seresnext26d_32x4d, seresnext26t_32x4d, seresnext50_32x4d, "
+            "seresnext101_32x4d/32x8d/64x4d, seresnext101d_32x8d, ecaresnet26t, ecaresnet50d, "
+            "ecaresnet50t, ecaresnet101d), load WEIGHTS into it and save it as .keras. Every "
+            "tensor of the file must fit (--non-strict allows unused ones). Prints timm's "
+            "preprocessing (input size, crop, mean/std) for the model. .safetensors files "
+            'need pip install "senet[pretrained]", .pth/.bin files "senet[torch]" (read '
+            "with torch.load(weights_only=True))."
+        ),
+    )
+    parser.add_argument("weights", metavar="WEIGHTS", help=".safetensors, .pth or .bin file")
+    parser.add_argument(
+        "--arch", default="seresnet50", help="timm model name[.tag] (default seresnet50)"
+    )
+    parser.add_argument("--out", metavar="PATH", required=True, help="the .keras file to write")
+    parser.add_argument(
+        "--no-top", action="store_true", help="drop the classifier (a backbone, avg pooled)"
+    )
+    parser.add_argument(
+        "--input-size",
+        type=_positive_int,
+        metavar="PIXELS",
+        help="square input size (default: the variant's evaluation size)",
+    )
+    parser.add_argument(
+        "--logits", action="store_true", help="output timm's logits, not softmax probabilities"
+    )
+    parser.add_argument(
+        "--non-strict", action="store_true", help="report unused tensors instead of failing"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=_run_convert)
+
+
+def _run_convert(args) -> int:
+    from senet.models.timm import convert_timm
+
+    size = args.input_size
+    result = convert_timm(
+        args.weights,
+        args.arch,
+        include_top=not args.no_top,
+        pooling="avg" if args.no_top else None,
+        input_shape=None if size is None else (size, size, 3),
+        classifier_activation=None if args.logits else "softmax",
+        strict=not args.non_strict,
+        out=args.out,
+        overwrite=args.overwrite,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    config = result.config
+    print(
+        f"wrote {result.path} ({config.arch}.{config.tag}, {result.params:,} parameters, "
+        f"{len(result.used)} tensors in {result.seconds:.1f} s)"
+    )
+    if result.unused:
+        print(f"unused tensors: {', '.join(result.unused)}")
+    height, width, _ = config.input_size
+    print(
+        f"preprocessing: RGB in [0, 1], resize to {height}x{width} / {config.crop_pct:g} "
+        f"({config.interpolation}), centre crop {height}x{width}, "
+        f"mean {list(config.mean)}, std {list(config.std)}"
+    )
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 # One entry per subcommand; each adds its parser and sets `handler`.
@@ -646,6 +723,7 @@ _SUBCOMMANDS: list[Callable] = [
     _add_predict,
     _add_explain,
     _add_export,
+    _add_convert,
 ]
 
 
