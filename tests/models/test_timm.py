@@ -501,3 +501,25 @@ def test_resnet_variant_layers_and_default_name():
     assert model.get_layer("conv3_block1_0_pool").strides == (2, 2)
     assert model.get_layer("conv2_block1_se").reduce.units == 16  # make_divisible(256 / 16, 8)
     assert model.get_layer("conv5_block2_out").output.shape == (None, 2, 2, 2048)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_senet_convert_writes_a_model_with_timms_logits(tmp_path, capsys):
+    import senet
+    from senet import cli
+
+    model = reference("seresnet18", num_classes=4)
+    weights = save_safetensors(model, tmp_path / "seresnet18.safetensors")
+    out = tmp_path / "model.keras"
+    argv = ["convert", str(weights), "--arch", "seresnet18", "--out", str(out)]
+    argv += ["--input-size", "32", "--logits"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "seresnet18.untrained" in printed and "mean [0.485, 0.456, 0.406]" in printed
+    actual, expected = logits_pair(model, senet.load_model(out), 32)
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-4)
+
+    assert cli.main(argv) == 2  # an existing file is not replaced without --overwrite
+    assert "--overwrite" in capsys.readouterr().err
