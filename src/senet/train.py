@@ -137,6 +137,8 @@ class TrainConfig:
         val_fraction: Fraction of the data held out for validation.
         test_fraction: Fraction held out for the final test metrics.
         synthetic_size: Number of images when ``data="synthetic"``.
+        synthetic_difficulty: ``"easy"`` or ``"hard"`` synthetic faces
+            (:func:`senet.data.synthetic_expressions`).
         skip_bad: Skip unreadable samples instead of failing (with a warning).
         augment: Random flips, shifts and brightness/contrast changes of training images.
         class_weights: Weight the loss by inverse class frequency (FER2013 is imbalanced).
@@ -167,6 +169,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     synthetic_size: int = 7000
+    synthetic_difficulty: str = "easy"
     skip_bad: bool = False
     augment: bool = True
     class_weights: bool = False
@@ -185,6 +188,9 @@ class TrainConfig:
         self.optimizer = check_choice("optimizer", self.optimizer, _OPTIMIZERS)
         self.lr_schedule = check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         self.distribute = check_choice("distribute", self.distribute, _DISTRIBUTE)
+        self.synthetic_difficulty = check_choice(
+            "synthetic_difficulty", self.synthetic_difficulty, ("easy", "hard")
+        )
         for name in ("epochs", "batch_size", "image_size", "synthetic_size", "keep_checkpoints"):
             setattr(self, name, check_number(name, getattr(self, name), integer=True, minimum=1))
         for name in ("seed", "split_seed"):
@@ -293,6 +299,7 @@ def load_run_data(config: TrainConfig) -> dict[str, ImageSet]:
         seed=config.split_seed,
         skip_bad=config.skip_bad,
         synthetic_size=config.synthetic_size,
+        synthetic_difficulty=config.synthetic_difficulty,
     )
 
 

@@ -1,15 +1,19 @@
 """Synthetic expressions: outputs, determinism, balance, masks, geometry spread, and the
 proof that the label lives only in the drawn parts."""
 
+import dataclasses
+import hashlib
+
 import numpy as np
 import pytest
 
-from senet.data import EMOTIONS, synthetic_expressions
+from senet.data import EMOTIONS, load_dataset, synthetic_expressions
 from senet.data.synthetic import (
     ASPECT_RANGE,
     CENTER_SHIFT,
     MAX_TILT_DEGREES,
     NOMINAL_SCALE,
+    PRESETS,
     SCALE_RANGE,
     draw_faces,
     sample_geometry,
@@ -91,15 +95,15 @@ def test_regions_depend_on_geometry_not_label():
     assert not np.array_equal(other_masks["regions"][0], masks["regions"][0])
 
 
-def test_label_changes_pixels_only_inside_regions():
+@pytest.mark.parametrize("difficulty", ["easy", "hard"])
+def test_label_changes_pixels_only_inside_regions(difficulty):
     """Same geometry and nuisance randomness, different labels: images differ only in
     the label-free regions, so nothing outside them carries the class."""
-    geometry = sample_geometry(14, np.random.default_rng(0))
+    geometry = sample_geometry(14, np.random.default_rng(0), difficulty=difficulty)
     labels = np.arange(14) % 7
-    images_a, masks_a = draw_faces(geometry, labels, np.random.default_rng(9), image_size=40)
-    images_b, masks_b = draw_faces(
-        geometry, (labels + 3) % 7, np.random.default_rng(9), image_size=40
-    )
+    options = {"image_size": 40, "difficulty": difficulty}
+    images_a, masks_a = draw_faces(geometry, labels, np.random.default_rng(9), **options)
+    images_b, masks_b = draw_faces(geometry, (labels + 3) % 7, np.random.default_rng(9), **options)
     np.testing.assert_array_equal(masks_a["regions"], masks_b["regions"])
     outside = ~masks_a["regions"]
     np.testing.assert_array_equal(images_a[..., 0][outside], images_b[..., 0][outside])
@@ -196,3 +200,105 @@ def test_label_lives_only_in_the_parts():
     full_accuracy = _held_out_accuracy(images, labels, epochs, size, n_train)
     assert blank_accuracy < 1 / 7 + 0.12, (blank_accuracy, full_accuracy)
     assert full_accuracy > blank_accuracy + 0.25, (blank_accuracy, full_accuracy)
+
+
+# sha256 over images, labels and masks (sorted keys) of the easy set, computed with the
+# code before the `difficulty` option existed: "easy" must stay the same, bit for bit.
+_EASY_HASHES = {
+    (21, 48, 0): "9df661433681115972b68f7c1a896e81967492b935719d7efa27d35e46d5f7d4",
+    (50, 32, 7): "e626b93ea54fd04bf27a472c179b2d348df12d949e2437039880fd073bec86ee",
+    (9, 16, 3): "8c36edce34b03d0026a4c1803545c44e1abb76e79a7bbf76608d6a00033d19e8",
+}
+
+
+def _digest(images, labels, masks):
+    digest = hashlib.sha256()
+    digest.update(images.tobytes())
+    digest.update(labels.tobytes())
+    for name in sorted(masks):
+        digest.update(masks[name].tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("n, size, seed", sorted(_EASY_HASHES))
+def test_easy_is_unchanged_bit_for_bit(n, size, seed):
+    easy = synthetic_expressions(n, image_size=size, seed=seed, difficulty="easy")
+    assert _digest(*easy) == _EASY_HASHES[(n, size, seed)]
+    assert _digest(*synthetic_expressions(n, image_size=size, seed=seed)) == _digest(*easy)
+
+
+@pytest.fixture(scope="module")
+def hard():
+    return synthetic_expressions(140, image_size=40, seed=3, difficulty="hard")
+
+
+def test_hard_outputs_determinism_and_masks(hard, sample):
+    images, labels, masks = hard
+    assert images.shape == (140, 40, 40, 1) and images.dtype == np.float32
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    assert np.bincount(labels, minlength=7).tolist() == [20] * 7
+    again = synthetic_expressions(140, image_size=40, seed=3, difficulty="HARD")
+    np.testing.assert_array_equal(again[0], images)
+    for name in masks:
+        np.testing.assert_array_equal(again[2][name], masks[name])
+        assert masks[name].shape == (140, 40, 40) and masks[name].dtype == bool
+    for part in PARTS:
+        assert not (masks[part] & ~masks["regions"]).any(), part
+        assert (masks[part].sum(axis=(1, 2)) > 0).mean() > 0.9, part
+    easy = synthetic_expressions(140, image_size=40, seed=3)
+    assert np.abs(easy[0] - images).mean() > 0.05
+
+
+def test_hard_is_harder_by_construction():
+    """Subtler classes (parameters nearer neutral's), wider pose, stronger nuisances."""
+    easy, hard = PRESETS["easy"], PRESETS["hard"]
+    assert hard.expression < easy.expression == 1.0
+    assert hard.max_tilt > easy.max_tilt and hard.center_shift >= easy.center_shift
+    assert hard.noise > easy.noise and hard.light_slope > easy.light_slope
+    assert hard.contrast[0] < easy.contrast[0]
+    assert easy.occluders == 0 < hard.occluders and hard.occluder_rate > 0
+    geometry = sample_geometry(4000, np.random.default_rng(0), difficulty="hard")
+    assert np.abs(geometry.tilt).max() > 0.95 * hard.max_tilt > MAX_TILT_DEGREES
+
+
+def test_occluders_hide_parts_and_masks_keep_only_visible_pixels():
+    """The same faces with and without occluders (no pixel noise): the part masks with
+    occluders are the unoccluded ones minus pixels the occluders painted over."""
+    base = dataclasses.replace(PRESETS["hard"], noise=0.0)
+    clear = dataclasses.replace(base, occluders=0)
+    covered = dataclasses.replace(base, occluders=2, occluder_rate=1.0, on_part_rate=1.0)
+    geometry = sample_geometry(30, np.random.default_rng(0), difficulty="hard")
+    labels = np.arange(30) % 7
+    images_clear, masks_clear = draw_faces(
+        geometry, labels, np.random.default_rng(4), image_size=48, difficulty=clear
+    )
+    images_covered, masks_covered = draw_faces(
+        geometry, labels, np.random.default_rng(4), image_size=48, difficulty=covered
+    )
+    np.testing.assert_array_equal(masks_clear["regions"], masks_covered["regions"])
+    hidden_total = 0
+    for part in PARTS:
+        assert not (masks_covered[part] & ~masks_clear[part]).any(), part
+        hidden = masks_clear[part] & ~masks_covered[part]
+        hidden_total += hidden.sum()
+        # where a part pixel was hidden, the occluder changed the image
+        change = np.abs(images_clear - images_covered)[..., 0][hidden]
+        assert change.size == 0 or np.median(change) > 0.02, part
+    assert hidden_total > 0.05 * sum(masks_clear[part].sum() for part in PARTS)
+    # wherever the images are equal nothing was painted, so every mask is unchanged there
+    same = images_clear[..., 0] == images_covered[..., 0]
+    for part in PARTS:
+        np.testing.assert_array_equal(masks_clear[part][same], masks_covered[part][same])
+
+
+def test_load_dataset_passes_the_difficulty_through():
+    splits = load_dataset(
+        "synthetic", synthetic_size=70, image_size=32, synthetic_difficulty="hard"
+    )
+    images, _, _ = synthetic_expressions(70, image_size=32, difficulty="hard")
+    drawn = np.concatenate([splits[k].x for k in ("train", "val", "test")])
+    assert sorted(map(bytes, drawn)) == sorted(map(bytes, images))
+    with pytest.raises(ValueError, match="`synthetic_difficulty` must be one of"):
+        load_dataset("synthetic", synthetic_size=70, synthetic_difficulty="medium")
+    with pytest.raises(ValueError, match="`difficulty` must be one of"):
+        synthetic_expressions(7, difficulty="extreme")

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from senet.checks import check_choice
 from senet.data.base import EMOTIONS, DataError, ImageSet, check_labels, warn_missing_classes
 from senet.data.fer2013 import is_fer_folder, read_fer2013_csv, read_fer_folder
 from senet.data.images import fit_images, read_class_folders, read_npz
-from senet.data.synthetic import synthetic_expressions
+from senet.data.synthetic import DIFFICULTIES, synthetic_expressions
 
 __all__ = ["load_dataset", "split_stratified"]
 
@@ -28,13 +29,14 @@ def load_dataset(
     seed: int = 0,
     skip_bad: bool = False,
     synthetic_size: int = 7000,
+    synthetic_difficulty: str = "easy",
 ) -> dict[str, ImageSet]:
     """Load a data source and split it into ``{"train", "val", "test"}`` ImageSets.
 
     Sources:
 
     - ``"synthetic"``: :func:`~senet.data.synthetic_expressions` with ``synthetic_size``
-      images and ``seed``; class names :data:`EMOTIONS`; masks kept (``ImageSet.masks``).
+      images, ``seed`` and ``synthetic_difficulty``; class names :data:`EMOTIONS`; masks kept (``ImageSet.masks``).
     - a FER2013 ``.csv`` (``emotion,pixels,Usage``): ``Training`` -> train,
       ``PublicTest`` -> val, ``PrivateTest`` -> test; class names :data:`EMOTIONS`.
     - a FER-style folder (``train/<class>/*``, ``test/<class>/*``, optional
@@ -63,6 +65,8 @@ def load_dataset(
         seed: Seed of the splits (and of the synthetic images).
         skip_bad: Skip bad rows/images (one warning with their count) instead of raising.
         synthetic_size: Number of synthetic images in total.
+        synthetic_difficulty: ``"easy"`` or ``"hard"`` synthetic faces (see
+            :func:`~senet.data.synthetic_expressions`); only for ``"synthetic"``.
 
     Returns:
         ``{"train": ImageSet, "val": ImageSet, "test": ImageSet}`` sharing class names;
@@ -78,8 +82,10 @@ def load_dataset(
         ([56, 7, 7], (32, 32, 1))
     """
     _check_args(image_size, channels, val_fraction, test_fraction, synthetic_size)
+    difficulty = check_choice("synthetic_difficulty", synthetic_difficulty, DIFFICULTIES)
+    synthetic = {"size": synthetic_size, "difficulty": difficulty}
     splits = _read_splits(
-        source, image_size, channels, val_fraction, test_fraction, seed, skip_bad, synthetic_size
+        source, image_size, channels, val_fraction, test_fraction, seed, skip_bad, synthetic
     )
     name = os.fspath(source)
     for part in splits.values():
@@ -89,11 +95,16 @@ def load_dataset(
 
 
 def _read_splits(
-    source, image_size, channels, val_fraction, test_fraction, seed, skip_bad, synthetic_size
+    source, image_size, channels, val_fraction, test_fraction, seed, skip_bad, synthetic
 ) -> dict[str, ImageSet]:
     """The splits of :func:`load_dataset`, before the label checks."""
     if isinstance(source, str) and source == "synthetic":
-        x, y, masks = synthetic_expressions(synthetic_size, image_size=image_size, seed=seed)
+        x, y, masks = synthetic_expressions(
+            synthetic["size"],
+            image_size=image_size,
+            seed=seed,
+            difficulty=synthetic["difficulty"],
+        )
         if channels == 3:
             x = np.repeat(x, 3, axis=-1)
         data = ImageSet(x, y, EMOTIONS, masks)
