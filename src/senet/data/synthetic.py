@@ -171,7 +171,7 @@ PRESETS: dict[str, Preset] = {
     "easy": Preset("easy"),
     "hard": Preset(
         "hard",
-        expression=0.75,
+        expression=0.8,
         jitter=1.0,
         center_shift=0.17,
         scale_range=(0.75, 1.2),
@@ -183,7 +183,7 @@ PRESETS: dict[str, Preset] = {
         brightness=0.12,
         noise=0.07,
         occluders=2,
-        occluder_rate=0.35,
+        occluder_rate=0.3,
         on_part_rate=0.5,
     ),
 }
@@ -268,13 +268,13 @@ def synthetic_expressions(
     ``(n, image_size, seed, difficulty)``.
 
     ``difficulty="easy"`` (the default) is the original set, unchanged bit for bit: a
-    plain emotion CNN reaches about 98% test accuracy on it. ``"hard"`` leaves headroom
-    (a plain emotion CNN reaches about 70-85% in the demo's budget) by making
+    plain emotion CNN reaches about 98% test accuracy on it. ``"hard"`` leaves headroom by
+    making
 
-    - expressions subtler: each class's part parameters are pulled to 75% of their
+    - expressions subtler: each class's part parameters are pulled to 80% of their
       distance from neutral's (the per-sample part jitter stays), so neighbouring
       classes overlap;
-    - occluders: up to two bars or blobs (each present with p=0.35) over the face, half
+    - occluders: up to two bars or blobs (each present with p=0.3) over the face, half
       of them centred on a random part (an eye, a brow or the mouth), so a part is
       sometimes partly hidden; the part masks hold only the visible pixels;
     - pose, lighting and background stronger: tilt up to 18 degrees (easy 10), centre
@@ -282,7 +282,10 @@ def synthetic_expressions(
       contrast down to 0.55 (0.75), noise up to 0.07 (0.05), a background gradient up
       to 0.45 (0.3) and six clutter shapes (four).
 
-    No label noise: every label is the expression drawn.
+    No label noise: every label is the expression drawn. Measured (2 busy CPU cores, the
+    demo's budget: 5,000 faces, 8 epochs, seed 0): the plain emotion CNN scores 86.2% on
+    the test split with this preset, and 66.7% with expressions at 75% and occluders at
+    p=0.35: the last epochs still move a lot, so expect roughly 65-87% across seeds.
 
     Args:
         n: Number of images (positive).
