@@ -1,5 +1,7 @@
-"""senet.bench: analytic FLOPs against hand counts, parameter counts, latency result structure."""
+"""senet.bench: analytic FLOPs against hand counts, parameter counts, latency result structure,
+and the JSON schema of `senet bench`."""
 
+import json
 import math
 
 import keras
@@ -167,3 +169,89 @@ def test_machine_info_fields():
     info = machine_info()
     assert {"cpu", "cores", "date", "keras", "backend", "tensorflow"} <= set(info)
     assert info["cores"] >= 1
+
+
+# --------------------------------------------------------------------------- senet bench
+
+
+def _check_timing(timing, batch):
+    assert set(timing) == {"batch", "plain", "attention", "ratio", "paired_ratio", "overhead_pct"}
+    assert timing["batch"] == batch
+    for side in ("plain", "attention"):
+        t = timing[side]
+        assert set(t) == {"median_ms", "min_ms", "max_ms", "iqr_ms"}
+        assert 0 < t["min_ms"] <= t["median_ms"] <= t["max_ms"] and len(t["iqr_ms"]) == 2
+    ratio = timing["attention"]["median_ms"] / timing["plain"]["median_ms"]
+    assert timing["ratio"] == pytest.approx(ratio)
+    assert timing["overhead_pct"] == pytest.approx(100 * (ratio - 1))
+    assert timing["paired_ratio"] > 0
+
+
+def _check_bench_schema(result, batch_sizes, train_batch):
+    """The documented schema of run_bench / `senet bench --json` (senet.bench/1)."""
+    assert set(result) == {
+        "schema", "model", "attention", "reduction", "input_shape", "settings", "machine",
+        "params", "flops", "inference", "train_step",
+    }  # fmt: skip
+    assert result["schema"] == "senet.bench/1"
+    assert set(result["settings"]) == {"rounds", "warmup", "batch_sizes", "train_batch_size"}
+    assert result["settings"]["batch_sizes"] == list(batch_sizes)
+    assert {"cpu", "cores", "date", "backend"} <= set(result["machine"])
+    for key in ("params", "flops"):
+        part = result[key]
+        assert set(part) == {"plain", "attention", "overhead_pct"}
+        assert isinstance(part["plain"], int) and isinstance(part["attention"], int)
+        assert part["overhead_pct"] == pytest.approx(100 * (part["attention"] / part["plain"] - 1))
+    assert [t["batch"] for t in result["inference"]] == list(batch_sizes)
+    for timing, batch in zip(result["inference"], batch_sizes, strict=True):
+        _check_timing(timing, batch)
+    if train_batch is None:
+        assert result["train_step"] is None
+    else:
+        _check_timing(result["train_step"], train_batch)
+
+
+def _tiny_cnn_file(tmp_path, attention):
+    from senet.models import emotion_cnn
+
+    path = tmp_path / f"tiny_{attention}.keras"
+    emotion_cnn((16, 16, 1), 3, attention=attention, widths=(4, 8)).save(path)
+    return path
+
+
+def test_senet_bench_json_schema_plain_file_gets_attention_inserted(tmp_path, capsys):
+    from senet import cli
+
+    model = _tiny_cnn_file(tmp_path, None)
+    out = tmp_path / "bench.json"
+    args = ["bench", str(model), "--batch-sizes", "1", "2", "--train-batch", "2"]
+    args += ["--rounds", "2", "--warmup", "1", "--quiet", "--json", str(out)]
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "parameters" in printed and "inference b=2" in printed and "train step b=2" in printed
+    result = json.loads(out.read_text())
+    _check_bench_schema(result, (1, 2), 2)
+    plain = keras.saving.load_model(model)
+    assert result["params"]["plain"] == count_params(plain)
+    assert result["flops"]["plain"] == count_flops(plain)
+    assert result["params"]["attention"] > result["params"]["plain"]
+    assert result["input_shape"] == [16, 16, 1]
+    # an existing file is refused in one line unless --overwrite
+    assert cli.main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_run_bench_file_with_attention_is_compared_without_it(tmp_path):
+    from senet.bench import format_bench, run_bench
+    from senet.models import emotion_cnn
+
+    model = _tiny_cnn_file(tmp_path, "se")
+    result = run_bench(model, batch_sizes=(1,), train_batch_size=None, rounds=1, warmup=0)
+    _check_bench_schema(result, (1,), None)
+    plain = emotion_cnn((16, 16, 1), 3, attention=None, widths=(4, 8))
+    assert result["params"]["plain"] == count_params(plain)
+    assert result["flops"]["plain"] == count_flops(plain)
+    assert result["attention"] == "SqueezeExcite"
+    assert "train step" not in format_bench(result)
+    with pytest.raises(ValueError, match="`model` must be"):
+        run_bench(str(tmp_path / "missing.keras"))
