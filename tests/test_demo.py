@@ -3,6 +3,7 @@ report's self-containment and links, and the reuse of finished runs."""
 
 import base64
 import json
+import math
 import re
 from pathlib import Path
 
@@ -131,6 +132,56 @@ def test_focus_scores_against_numpy(demo, splits):
         assert metrics["focus_gradxact"][name]["energy_in_parts"] == pytest.approx(
             expected, rel=1e-4
         )
+
+
+def test_intervals_and_the_noise_verdict_against_recomputation(demo, splits):
+    out, metrics = demo
+    test = splits["test"]
+    correct = {}
+    for name in ("baseline", "se"):
+        model = load_model(out / "runs" / name / "model.keras")
+        predicted = keras.ops.convert_to_numpy(model(test.x, training=False)).argmax(axis=1)
+        correct[name] = predicted == test.y
+        # Wilson 95% interval of the accuracy on the test images, by hand
+        n, p, z = len(test), correct[name].mean(), 1.959963984540054
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        low, high = metrics["models"][name]["test_accuracy_ci95"]
+        assert low == pytest.approx(max(0.0, centre - half), abs=1e-9)
+        assert high == pytest.approx(min(1.0, centre + half), abs=1e-9)
+        assert metrics["models"][name]["test_images"] == n
+    comparison = metrics["comparison"]
+    only_base = int(np.sum(correct["baseline"] & ~correct["se"]))
+    only_se = int(np.sum(~correct["baseline"] & correct["se"]))
+    assert (comparison["only_baseline"], comparison["only_se"]) == (only_base, only_se)
+    discordant = only_base + only_se
+    tail = sum(math.comb(discordant, k) for k in range(min(only_base, only_se) + 1))
+    p_value = min(1.0, 2 * tail / 2**discordant) if discordant else 1.0
+    assert comparison["p_value"] == pytest.approx(p_value)
+    assert comparison["within_noise"] is (p_value >= 0.05)
+    assert comparison["se_minus_baseline"] == pytest.approx(
+        metrics["models"]["se"]["test_accuracy"] - metrics["models"]["baseline"]["test_accuracy"]
+    )
+    assert comparison["verdict"] in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_method_and_layer_follow_the_selection_rule(demo):
+    _, metrics = demo
+    explain = metrics["explain"]
+    selection = explain["selection"]
+    candidates = selection["candidates"]
+    assert len(candidates) == 4 * 3  # every method x every candidate layer
+    passing = [c for c in candidates if c["passes"]]
+    assert selection["passed"] is bool(passing)
+    best = min(passing or candidates, key=lambda c: c["deletion_auc"])
+    assert (explain["method"], explain["layer"]) == (best["method"], best["layer"])
+    for candidate in candidates:
+        assert set(candidate["models"]) == {"baseline", "se"}
+        assert candidate["passes"] is all(m["passes"] for m in candidate["models"].values())
+        assert candidate["deletion_auc"] == pytest.approx(
+            np.mean([m["deletion_auc"] for m in candidate["models"].values()])
+        )
+    assert 0 < selection["validation_images"] <= metrics["setup"]["splits"]["val"]
 
 
 def test_report_html_is_self_contained_and_embeds_every_figure(demo):

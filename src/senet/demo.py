@@ -34,9 +34,12 @@ import numpy as np
 from senet import runs
 from senet._files import atomic_write_text
 from senet.bench import count_params, machine_info
-from senet.checks import check_number
+from senet.checks import check_choice, check_number
 from senet.data import ImageSet
+from senet.data.synthetic import DIFFICULTIES
 from senet.explain import (
+    METHODS,
+    choose_explanation,
     class_profiles,
     class_specificity,
     focus_score,
@@ -46,23 +49,36 @@ from senet.explain import (
     pick_depths,
     profile_figure,
 )
+from senet.explain.faithfulness import probabilities
 from senet.layers import load_model
 from senet.report import Image, Section, Table, plot_confusion, plot_curves, write_report
+from senet.stats import NOISE_ALPHA, mcnemar_test, wilson_interval
 from senet.train import TrainConfig, load_run_data, train
 
-__all__ = ["FOCUS_LAYER", "FOCUS_METHOD", "PARTS", "run_demo"]
+__all__ = [
+    "CANDIDATE_LAYERS",
+    "CANDIDATE_METHODS",
+    "FOCUS_STEPS",
+    "PARTS",
+    "accuracy_comparison",
+    "run_demo",
+]
 
 #: The masks whose union is "the parts" in the focus score.
 PARTS = ("eyes", "brows", "mouth")
-#: Heatmap method and layer for both models (see the module docstring of senet.explain.cam).
-FOCUS_METHOD = "intgrad"
-FOCUS_LAYER = "block2_relu2"
+#: The heatmap methods and layers the demo chooses from (senet.explain.choose_explanation,
+#: on validation images): every method senet has, at the last ReLU of blocks 2-4 (24x24,
+#: 12x12 and 6x6 maps; block 1's 48x48 map is left out for time).
+CANDIDATE_METHODS = METHODS
+CANDIDATE_LAYERS = ("block2_relu2", "block3_relu2", "block4_relu2")
+#: Integration steps of "intgrad" and deletion steps of the faithfulness curve.
 FOCUS_STEPS = 8
 
 # Budgets: the full demo must finish in under 5 minutes on 2 CPU cores; quick is a smoke run.
+# selection_images: validation faces the method and layer are chosen on.
 _BUDGETS = {
-    False: {"synthetic_size": 5000, "epochs": 8, "grid_images": 7},
-    True: {"synthetic_size": 280, "epochs": 1, "grid_images": 3},
+    False: {"synthetic_size": 5000, "epochs": 8, "grid_images": 7, "selection_images": 48},
+    True: {"synthetic_size": 280, "epochs": 1, "grid_images": 3, "selection_images": 7},
 }
 _BATCH_SIZE = 64
 _MODELS = {"baseline": None, "se": "se"}
@@ -122,7 +138,12 @@ def _fmt(value: float, digits: int = 3) -> str:
 
 
 def run_demo(
-    out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, verbose: bool = True
+    out_dir: str | os.PathLike,
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    difficulty: str = "easy",
+    verbose: bool = True,
 ) -> dict[str, Any]:
     """Train a plain and an SE emotion CNN on synthetic faces, explain both, write a report.
 
@@ -133,12 +154,16 @@ def run_demo(
             nothing.
         seed: Seeds the synthetic data, the split, the weights and the data order (the
             same for both models).
+        difficulty: ``"easy"`` (default; both models near 98%) or ``"hard"`` synthetic
+            faces (:func:`senet.data.synthetic_expressions`), which leave headroom.
         verbose: Print one line per stage and Keras' progress per epoch.
 
     Returns:
         The contents of ``out_dir/metrics.json``::
 
-            {"models": {"baseline": {"test_accuracy", "params", ...}, "se": {...}},
+            {"models": {"baseline": {"test_accuracy", "params", "test_accuracy_ci95",
+                                     ...}, "se": {...}},
+             "comparison": {"test": "mcnemar_exact", "p_value", "within_noise", ...},
              "focus": {"baseline": {"energy_in_parts", "area_fraction", "ratio", ...},
                        "se": {...}, "image_blind": {...}},
              "explain": {...}, "excitation": {...}, "setup": {...}}
@@ -149,39 +174,47 @@ def run_demo(
         ['baseline', 'image_blind', 'se']
     """
     seed = check_number("seed", seed, integer=True, minimum=0)
+    difficulty = check_choice("difficulty", difficulty, DIFFICULTIES)
     quick = bool(quick)
     progress = _Progress(verbose)
     root = Path(out_dir)
     figures = root / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    configs = _configs(quick, seed)
+    configs = _configs(quick, seed, difficulty)
 
     # the images each run saw (both configs differ only in attention)
     first = configs["baseline"]
-    progress(f"data: drawing {first.synthetic_size} synthetic faces (seed {seed})")
+    progress(f"data: drawing {first.synthetic_size} {difficulty} synthetic faces (seed {seed})")
     sets = load_run_data(first)
     class_names = list(sets["test"].class_names)
 
     trained = _train_models(configs, root, progress, verbose)
     models = {name: run.model for name, run in trained.items()}
-    focus = _explain_focus(models, sets, progress)
+    selection = _choose_explanation(models, sets["val"], _BUDGETS[quick], seed, progress)
+    focus = _explain_focus(models, sets, selection, progress)
     gates = _excitation_profiles(models["se"], sets["test"], len(class_names), progress)
 
     progress("figures")
     paths = _training_figures(trained, class_names, figures)
     paths["heatmaps"] = _heatmap_figure(
-        models, sets["test"], focus, _BUDGETS[quick]["grid_images"], figures
+        models, sets["test"], focus, selection, _BUDGETS[quick]["grid_images"], figures
     )
     paths["profiles"] = _profile_figure(gates, class_names, figures)
 
+    test_set = sets["test"]
+    correct = {
+        name: probabilities(model, test_set.x).argmax(axis=1) == test_set.y
+        for name, model in models.items()
+    }
     metrics = {
-        "models": _model_metrics(trained),
-        **_focus_metrics(focus, len(sets["test"])),
+        "models": _model_metrics(trained, correct),
+        "comparison": accuracy_comparison(correct["baseline"], correct["se"]),
+        **_focus_metrics(focus, selection, len(test_set)),
         "excitation": {
             depth: {"layer": layer, "class_specificity": float(gates.specificity[layer])}
             for depth, layer in gates.depths.items()
         },
-        "setup": _setup_metrics(first, sets, trained, quick, seed, progress.elapsed()),
+        "setup": _setup_metrics(first, sets, trained, quick, seed, difficulty, progress.elapsed()),
     }
     write_report(
         root, "senet demo: plain vs Squeeze-and-Excitation CNN", _report_sections(metrics, paths)
@@ -194,7 +227,7 @@ def run_demo(
 # --------------------------------------------------------------------------- training
 
 
-def _configs(quick: bool, seed: int) -> dict[str, TrainConfig]:
+def _configs(quick: bool, seed: int, difficulty: str = "easy") -> dict[str, TrainConfig]:
     budget = _BUDGETS[quick]
     return {
         name: TrainConfig(
@@ -206,6 +239,7 @@ def _configs(quick: bool, seed: int) -> dict[str, TrainConfig]:
             seed=seed,
             split_seed=seed,
             synthetic_size=budget["synthetic_size"],
+            synthetic_difficulty=difficulty,
             augment=True,
         )
         for name, kind in _MODELS.items()
@@ -271,26 +305,64 @@ def _parts_mask(images: ImageSet) -> np.ndarray:
     return np.logical_or.reduce([images.masks[part] for part in PARTS])
 
 
+def _choose_explanation(
+    models: dict[str, keras.Model],
+    val_set: ImageSet,
+    budget: dict[str, int],
+    seed: int,
+    progress: _Progress,
+) -> dict[str, Any]:
+    """The method and layer, by :func:`senet.explain.choose_explanation`'s rule.
+
+    The rule (fixed before any number is seen): on the first ``selection_images``
+    VALIDATION faces, drop every (method, layer) of :data:`CANDIDATE_METHODS` x
+    :data:`CANDIDATE_LAYERS` whose focus on the parts does not clearly drop on a copy of
+    either model with re-initialised weights (the sanity check), then take the one with
+    the lowest deletion AUC (the class probability falls fastest as its top pixels are
+    removed), averaged over both models. The test split is not looked at.
+    """
+    count = min(budget["selection_images"], len(val_set))
+    progress(
+        f"explain: choosing method and layer on {count} validation faces "
+        f"({len(CANDIDATE_METHODS)} methods x {len(CANDIDATE_LAYERS)} layers)"
+    )
+    chosen = val_set.subset(np.arange(count))
+    selection = choose_explanation(
+        models,
+        chosen.x,
+        _parts_mask(chosen),
+        methods=CANDIDATE_METHODS,
+        layers=CANDIDATE_LAYERS,
+        steps=FOCUS_STEPS,
+        seed=seed,
+    )
+    selection["validation_images"] = count
+    progress(
+        f"explain: chose {selection['method']} at {selection['layer']}"
+        + ("" if selection["passed"] else " (no candidate passed the sanity check)")
+    )
+    return selection
+
+
 def _explain_focus(
-    models: dict[str, keras.Model], sets: dict[str, ImageSet], progress: _Progress
+    models: dict[str, keras.Model],
+    sets: dict[str, ImageSet],
+    selection: dict[str, Any],
+    progress: _Progress,
 ) -> _Focus:
     """Heatmaps of both models on the test split, and how much of them falls on the parts."""
     test_set = sets["test"]
-    progress(f"explain: {FOCUS_METHOD} heatmaps at {FOCUS_LAYER} on {len(test_set)} test faces")
+    method, layer = selection["method"], selection["layer"]
+    progress(f"explain: {method} heatmaps at {layer} on {len(test_set)} test faces")
     parts = _parts_mask(test_set)
     heatmaps, scores, gradxact = {}, {}, {}
     for name, model in models.items():
         heatmaps[name] = grad_cam(
-            model,
-            test_set.x,
-            layer=FOCUS_LAYER,
-            method=FOCUS_METHOD,
-            batch_size=128,
-            steps=FOCUS_STEPS,
+            model, test_set.x, layer=layer, method=method, batch_size=128, steps=FOCUS_STEPS
         )
         scores[name] = focus_score(heatmaps[name], parts)
         # the one-step method at the same layer, for comparison in the report
-        local = grad_cam(model, test_set.x, layer=FOCUS_LAYER, method="gradxact", batch_size=128)
+        local = grad_cam(model, test_set.x, layer=layer, method="gradxact", batch_size=128)
         gradxact[name] = focus_score(local, parts)
     blind = image_blind_map(_parts_mask(sets["train"]))
     scores["image_blind"] = focus_score(blind, parts)
@@ -347,7 +419,12 @@ def _grid_indices(labels: np.ndarray, count: int) -> np.ndarray:
 
 
 def _heatmap_figure(
-    models: dict[str, keras.Model], test_set: ImageSet, focus: _Focus, count: int, figures: Path
+    models: dict[str, keras.Model],
+    test_set: ImageSet,
+    focus: _Focus,
+    selection: dict[str, Any],
+    count: int,
+    figures: Path,
 ) -> Path:
     """One test face per class with both models' heatmaps and the part masks."""
     picks = _grid_indices(test_set.y, count)
@@ -369,7 +446,7 @@ def _heatmap_figure(
         class_names=list(test_set.class_names),
         path=path,
         title=(
-            f"Where each model's evidence lies: {FOCUS_METHOD} at {FOCUS_LAYER}, "
+            f"Where each model's evidence lies: {selection['method']} at {selection['layer']}, "
             "one test face per class"
         ),
     )
@@ -387,10 +464,57 @@ def _profile_figure(gates: _Gates, class_names: list[str], figures: Path) -> Pat
 # --------------------------------------------------------------------------- metrics.json
 
 
-def _model_metrics(trained: dict[str, _Trained]) -> dict[str, dict]:
+def accuracy_comparison(correct_baseline, correct_se, *, alpha: float = NOISE_ALPHA) -> dict:
+    """Is the SE model's test accuracy different from the plain one's beyond noise?
+
+    The rule: the exact McNemar test on the same test images (only the images exactly
+    one model gets right count; see :func:`senet.stats.mcnemar_test`). The difference is
+    "within noise" when its two-sided p-value is at least ``alpha`` (0.05).
+
+    Args:
+        correct_baseline: One boolean per test image: the plain model is right.
+        correct_se: The same for the SE model.
+        alpha: Significance level.
+
+    Returns:
+        ``{"test": "mcnemar_exact", "alpha", "se_minus_baseline", "only_baseline",
+        "only_se", "p_value", "within_noise", "verdict"}``.
+    """
+    test = mcnemar_test(correct_baseline, correct_se)
+    delta = (test["only_b"] - test["only_a"]) / test["n"]
+    within = test["p_value"] >= alpha
+    direction = "more" if delta > 0 else "less"
+    if within:
+        verdict = (
+            f"SE - plain = {delta * 100:+.1f} points: within noise (exact McNemar test on "
+            f"the same {test['n']} test images, p = {test['p_value']:.3g} >= {alpha})."
+        )
+    else:
+        verdict = (
+            f"The SE model is {abs(delta) * 100:.1f} points {direction} accurate than the "
+            f"plain one, beyond noise (exact McNemar test on the same {test['n']} test "
+            f"images, p = {test['p_value']:.3g} < {alpha})."
+        )
+    return {
+        "test": "mcnemar_exact",
+        "alpha": float(alpha),
+        "se_minus_baseline": float(delta),
+        "only_baseline": test["only_a"],
+        "only_se": test["only_b"],
+        "p_value": test["p_value"],
+        "within_noise": bool(within),
+        "verdict": verdict,
+    }
+
+
+def _model_metrics(trained: dict[str, _Trained], correct: dict[str, np.ndarray]) -> dict:
     return {
         name: {
             "test_accuracy": float(run.metrics["test_accuracy"]),
+            "test_accuracy_ci95": list(
+                wilson_interval(int(correct[name].sum()), len(correct[name]))
+            ),
+            "test_images": len(correct[name]),
             "params": count_params(run.model),
             "macro_f1": float(run.metrics["macro_f1"]),
             "epochs": int(run.metrics["epochs_run"]),
@@ -401,7 +525,7 @@ def _model_metrics(trained: dict[str, _Trained]) -> dict[str, dict]:
     }
 
 
-def _focus_metrics(focus: _Focus, test_images: int) -> dict[str, dict]:
+def _focus_metrics(focus: _Focus, selection: dict[str, Any], test_images: int) -> dict:
     """metrics.json's ``focus``, ``focus_gradxact`` and ``explain`` entries."""
     return {
         "focus": {
@@ -418,9 +542,10 @@ def _focus_metrics(focus: _Focus, test_images: int) -> dict[str, dict]:
             for name, score in focus.gradxact.items()
         },
         "explain": {
-            "method": FOCUS_METHOD,
-            "layer": FOCUS_LAYER,
+            "method": selection["method"],
+            "layer": selection["layer"],
             "steps": FOCUS_STEPS,
+            "selection": selection,
             "parts": list(PARTS),
             "test_images": test_images,
         },
@@ -433,11 +558,13 @@ def _setup_metrics(
     trained: dict[str, _Trained],
     quick: bool,
     seed: int,
+    difficulty: str,
     seconds: float,
 ) -> dict[str, Any]:
     return {
         "quick": quick,
         "seed": seed,
+        "difficulty": difficulty,
         "synthetic_size": config.synthetic_size,
         "splits": {split: len(sets[split]) for split in ("train", "val", "test")},
         "epochs": config.epochs,
@@ -468,9 +595,12 @@ def _setup_blocks(setup: dict[str, Any]) -> list:
     machine, splits = setup["machine"], setup["splits"]
     runs_done = ", ".join(f"{name} {how}" for name, how in setup["runs"].items())
     blocks: list = [
-        "Synthetic grey 48x48 cartoon faces in FER2013's seven classes; the class is drawn "
+        f"Synthetic grey 48x48 cartoon faces ({setup.get('difficulty', 'easy')} setting) in "
+        "FER2013's seven classes; the class is drawn "
         "only into the eyes, brows and mouth, everything else (position, scale, tilt, skin, "
-        "hair, clutter, lighting, noise) is random. A plain emotion CNN and the same CNN with "
+        "hair, clutter, lighting, noise"
+        + (", occluders" if setup.get("difficulty") == "hard" else "")
+        + ") is random. A plain emotion CNN and the same CNN with "
         "an SE block after each of its four conv blocks were trained with the same seed, "
         "data, order and budget (Adam, constant learning rate, random flips, shifts and "
         "brightness/contrast changes), each as a "
@@ -509,23 +639,23 @@ def _setup_blocks(setup: dict[str, Any]) -> list:
     return blocks
 
 
-def _accuracy_verdict(base: dict[str, Any], se: dict[str, Any], test_images: int) -> str:
-    delta = se["test_accuracy"] - base["test_accuracy"]
-    if delta > 0:
-        verdict = (
-            f"The SE model is {delta * 100:.1f} points more accurate on the test split, "
-            f"for {se['params'] - base['params']:,} more parameters."
-        )
-    elif delta == 0:
-        verdict = "The SE model is **not** more accurate than the plain one: both score the same."
-    else:
-        verdict = (
-            f"The SE model is **not** more accurate than the plain one here: it scores "
-            f"{-delta * 100:.1f} points lower."
-        )
-    return verdict + (
-        f" One seed and {test_images} test images: differences of a point or two are "
-        "within noise. The numbers are reported as measured, not tuned."
+def _accuracy_verdict(metrics: dict[str, Any]) -> str:
+    models, comparison = metrics["models"], metrics["comparison"]
+    base, se = models["baseline"], models["se"]
+    intervals = " and ".join(
+        f"{_TITLES[name]} {models[name]['test_accuracy']:.3f} "
+        f"(95% CI {models[name]['test_accuracy_ci95'][0]:.3f}-"
+        f"{models[name]['test_accuracy_ci95'][1]:.3f})"
+        for name in ("baseline", "se")
+    )
+    return (
+        f"Test accuracy: {intervals}, Wilson intervals over the {base['test_images']} test "
+        f"images. {comparison['verdict']} Rule: a difference counts only when the exact "
+        f"McNemar test on the images exactly one model gets right ({comparison['only_baseline']}"
+        f" only plain, {comparison['only_se']} only SE) gives p < {comparison['alpha']}. "
+        f"The SE model has {se['params'] - base['params']:,} more parameters. One seed: the "
+        "interval covers test-set sampling, not training randomness. The numbers are "
+        "reported as measured, not tuned."
     )
 
 
@@ -536,6 +666,7 @@ def _accuracy_blocks(metrics: dict[str, Any], paths: dict[str, Path]) -> list:
         [
             _TITLES[name],
             _fmt(models[name]["test_accuracy"], 4),
+            "{:.3f}-{:.3f}".format(*models[name]["test_accuracy_ci95"]),
             _fmt(models[name]["macro_f1"], 4),
             f"{models[name]['params']:,}",
             f"{models[name]['train_seconds']:.0f} s",
@@ -546,6 +677,7 @@ def _accuracy_blocks(metrics: dict[str, Any], paths: dict[str, Path]) -> list:
         [
             "SE - plain",
             f"{se['test_accuracy'] - base['test_accuracy']:+.4f}",
+            f"McNemar p = {metrics['comparison']['p_value']:.3g}",
             f"{se['macro_f1'] - base['macro_f1']:+.4f}",
             f"{se['params'] - base['params']:+,}",
             "",
@@ -553,14 +685,21 @@ def _accuracy_blocks(metrics: dict[str, Any], paths: dict[str, Path]) -> list:
     )
     return [
         Table(
-            ["model", "test accuracy", "macro F1", "parameters", "training time (epochs)"],
+            [
+                "model",
+                "test accuracy",
+                "95% CI",
+                "macro F1",
+                "parameters",
+                "training time (epochs)",
+            ],
             rows,
             caption=(
                 "Parameters count every weight (BatchNorm statistics included). Training "
                 "times are wall-clock on a CPU shared with other work: not a speed comparison."
             ),
         ),
-        _accuracy_verdict(base, se, metrics["setup"]["splits"]["test"]),
+        _accuracy_verdict(metrics),
         Image(paths["curves_baseline"], "Training curves of the plain CNN."),
         Image(paths["curves_se"], "Training curves of the SE CNN."),
         Image(paths["confusion_baseline"], "Test confusion matrix of the plain CNN."),
@@ -623,18 +762,62 @@ def _focus_interpretation(focus: dict[str, dict]) -> str:
     )
 
 
+def _selection_rows(selection: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for candidate in selection["candidates"]:
+        scores = candidate["models"]
+        chosen = (candidate["method"], candidate["layer"]) == (
+            selection["method"],
+            selection["layer"],
+        )
+        rows.append(
+            [
+                f"**{candidate['method']}**" if chosen else candidate["method"],
+                candidate["layer"],
+                *(
+                    f"{scores[name]['trained']:.3f} ({scores[name]['randomized']:.3f})"
+                    for name in ("baseline", "se")
+                ),
+                "pass" if candidate["passes"] else "fail",
+                f"{candidate['deletion_auc']:.3f}",
+            ]
+        )
+    return rows
+
+
 def _focus_blocks(metrics: dict[str, Any], paths: dict[str, Path]) -> list:
     explain, gradxact = metrics["explain"], metrics["focus_gradxact"]
+    selection = explain["selection"]
     return [
-        f"Heatmaps: `{explain['method']}`, integrated gradients of the predicted class's "
-        f"logit with respect to the output of layer `{explain['layer']}` (the second conv "
-        "block's 24x24 feature map, before the SE model's attention layer), from an all-zero "
-        f"activation in {explain['steps']} steps, summed over channels, positive part, "
-        "upsampled to 48x48; "
-        "the same method and layer for both models. Grad-CAM on the last block (6x6) is too "
-        "coarse for parts a few pixels wide; plain gradient x activation at the same layer "
-        "is as sharp but noisier (its scores are in `metrics.json` under `focus_gradxact`). "
-        "Method and layer were chosen on validation images, not on the test split.",
+        f"Heatmaps: `{explain['method']}` at layer `{explain['layer']}`, the same method and "
+        "layer for both models, chosen by a rule fixed before any number was seen "
+        "(`senet.explain.choose_explanation`), on "
+        f"{selection['validation_images']} validation faces, never the test split: "
+        f"{selection['rule']}. "
+        + (
+            "Every candidate is in the table below."
+            if selection["passed"]
+            else "**No candidate passed the sanity check**: the chosen maps may measure the "
+            "image rather than the model."
+        ),
+        Table(
+            [
+                "method",
+                "layer",
+                "focus plain (random)",
+                "focus SE (random)",
+                "sanity",
+                "deletion AUC",
+            ],
+            _selection_rows(selection),
+            caption=(
+                "focus: share of heatmap energy on the parts on validation faces, trained "
+                "model and (in brackets) the same model with re-initialised weights; a "
+                "method whose focus survives random weights measures the image, not the "
+                "model (Adebayo et al., 2018). Deletion AUC: mean class probability as the "
+                "most-attributed pixels are removed, lower is more faithful."
+            ),
+        ),
         Image(
             paths["heatmaps"],
             "One test face per class: the image with its true class, then per model the "
