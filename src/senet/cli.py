@@ -733,6 +733,192 @@ def _run_convert(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- ablate
+
+
+def _add_ablate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "ablate",
+        help="train a grid of attention settings over seeds; tables beside the paper's",
+        description=(
+            "Train every cell of a grid (each option takes several values; every model's "
+            "no-attention baseline is added) once per seed, and write DIR/results.csv, "
+            "DIR/seeds.csv, DIR/ablation.md, DIR/ablation.html and plots. Accuracy is shown "
+            "as mean +- std over seeds, with the difference to no attention paired by seed "
+            "and its 95% interval. Rerun the same command to resume: finished cells are "
+            "kept in DIR/cells/ and skipped."
+        ),
+    )
+    parser.add_argument("--out", metavar="DIR", required=True, help="output directory")
+    parser.add_argument("--model", nargs="+", default=["emotion_cnn"], choices=MODEL_CHOICES)
+    parser.add_argument(
+        "--attention", nargs="+", default=["se"], choices=ATTENTION_CHOICES, help="default se"
+    )
+    parser.add_argument("--reduction", nargs="+", type=_positive_float, default=[8])
+    parser.add_argument("--squeeze", nargs="+", default=["avg"], choices=("avg", "max", "avgmax"))
+    parser.add_argument(
+        "--gate", nargs="+", default=["sigmoid"], help="sigmoid (default), hard_sigmoid, tanh, relu"
+    )
+    parser.add_argument(
+        "--placement",
+        nargs="+",
+        default=["standard"],
+        choices=("standard", "pre", "post", "identity"),
+        help="ResNets only",
+    )
+    parser.add_argument(
+        "--stages", nargs="+", default=["all"], help="ResNets only: all, 2, 3, 4 or 3,4 ..."
+    )
+    parser.add_argument("--seeds", type=_positive_int, default=3, help="seeds per cell (3)")
+    parser.add_argument("--data", default="synthetic", help="any source train reads")
+    parser.add_argument(
+        "--difficulty", default="easy", choices=("easy", "hard"), help="synthetic faces' preset"
+    )
+    parser.add_argument("--synthetic-size", type=_positive_int, default=7000)
+    parser.add_argument("--image-size", type=_positive_int, default=48)
+    parser.add_argument("--channels", type=int, default=1, choices=(1, 3))
+    parser.add_argument("--epochs", type=_positive_int, default=10)
+    parser.add_argument("--batch-size", type=_positive_int, default=64)
+    parser.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate")
+    parser.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
+    parser.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
+    parser.add_argument(
+        "--augment", action=argparse.BooleanOptionalAction, default=True, help="default on"
+    )
+    parser.add_argument("--latency-rounds", type=_positive_int, default=10)
+    parser.add_argument(
+        "--jobs", type=_positive_int, default=1, help="cells trained at once (processes)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.set_defaults(handler=_run_ablate)
+
+
+def _run_ablate(args) -> int:
+    from senet.ablate import run_ablation
+
+    result = run_ablation(
+        args.out,
+        models=args.model,
+        attentions=args.attention,
+        reductions=args.reduction,
+        squeezes=args.squeeze,
+        gates=args.gate,
+        placements=args.placement,
+        stages=args.stages,
+        seeds=args.seeds,
+        data=args.data,
+        difficulty=args.difficulty,
+        synthetic_size=args.synthetic_size,
+        image_size=args.image_size,
+        channels=args.channels,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        optimizer=args.optimizer,
+        lr_schedule=args.lr_schedule,
+        augment=args.augment,
+        latency_rounds=args.latency_rounds,
+        jobs=args.jobs,
+        command=_ablate_command(args),
+        progress=not args.quiet,
+    )
+    for row in result.rows:
+        std = "" if row["accuracy_std"] is None else f" +- {row['accuracy_std']:.4f}"
+        diff = ""
+        if row["verdict"] != "baseline" and row["diff_mean"] is not None:
+            diff = f"  diff {row['diff_mean']:+.4f}"
+            if row["diff_low"] is not None:
+                diff += f" [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]"
+        print(f"{row['name']}: accuracy {row['accuracy_mean']:.4f}{std}{diff}  {row['verdict']}")
+    print(f"trained {result.trained}, kept {result.skipped} finished before")
+    for key in ("csv", "markdown", "html"):
+        print(f"wrote {result.paths[key]}")
+    return 0
+
+
+def _ablate_command(args) -> str:
+    """The command line that repeats this ablation, every setting spelled out."""
+    words = ["senet ablate", f"--out {args.out}"]
+    for flag in ("model", "attention", "reduction", "squeeze", "gate", "placement", "stages"):
+        values = [f"{v:g}" if isinstance(v, float) else str(v) for v in getattr(args, flag)]
+        words.append(f"--{flag} {' '.join(values)}")
+    settings = "seeds data difficulty synthetic_size image_size channels epochs batch_size lr"
+    for flag in (*settings.split(), "optimizer", "lr_schedule"):
+        words.append(f"--{flag.replace('_', '-')} {getattr(args, flag)}")
+    words.append("--augment" if args.augment else "--no-augment")
+    return " ".join(words)
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def _add_bench(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="parameters, FLOPs, inference and training-step time with and without attention",
+        description=(
+            "Build MODEL with and without attention (a .keras file: its attention layers "
+            "dropped, or inserted if it has none) and time both interleaved in one process "
+            "(A B, B A, ..., after warm-up calls): medians, min-max and their ratio. --json "
+            "FILE writes the result (schema senet.bench/1, see senet.bench.run_bench)."
+        ),
+    )
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        nargs="?",
+        default="emotion_cnn",
+        help="emotion_cnn (48x48, default), resnet50 (224x224) or any resnet<depth>, or a "
+        ".keras file",
+    )
+    parser.add_argument(
+        "--attention", default="se", choices=ATTENTION_CHOICES[:-1], help="default se"
+    )
+    parser.add_argument(
+        "--reduction", type=_positive_float, help="default: the builder's (8 CNN, 16 ResNet)"
+    )
+    parser.add_argument(
+        "--batch-sizes", nargs="+", type=_positive_int, default=[1, 16], help="default 1 16"
+    )
+    parser.add_argument(
+        "--train-batch",
+        type=_non_negative_int,
+        default=16,
+        help="batch of the timed training step (default 16; 0 skips it)",
+    )
+    parser.add_argument("--rounds", type=_positive_int, default=30, help="default 30")
+    parser.add_argument("--warmup", type=_non_negative_int, default=3, help="default 3")
+    parser.add_argument("--json", metavar="FILE", help="also write the result as JSON here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json FILE")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_allow_h5(parser)
+    parser.set_defaults(handler=_run_bench)
+
+
+def _run_bench(args) -> int:
+    if args.json and os.path.exists(args.json) and not args.overwrite:
+        raise CLIError(f"{args.json} exists; give --overwrite to replace it")
+    from senet._files import atomic_write_text
+    from senet.bench import format_bench, run_bench
+
+    result = run_bench(
+        args.model,
+        attention=args.attention,
+        reduction=args.reduction,
+        batch_sizes=tuple(args.batch_sizes),
+        train_batch_size=args.train_batch or None,
+        rounds=args.rounds,
+        warmup=args.warmup,
+        allow_h5=args.allow_h5,
+        progress=not args.quiet,
+    )
+    print(format_bench(result))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 # One entry per subcommand; each adds its parser and sets `handler`.
@@ -743,6 +929,8 @@ _SUBCOMMANDS: list[Callable] = [
     _add_predict,
     _add_explain,
     _add_export,
+    _add_ablate,
+    _add_bench,
     _add_convert,
 ]
 
