@@ -103,6 +103,12 @@ _AXIS_TITLES = {
     "attention": "Attention kind",
     "model": "Model",
 }
+_AXIS_NOTES = {
+    "stages": "Stages are numbered as in the layer names (conv2, conv3, ...). The paper's are "
+    "ResNet-50's conv2-conv5; the CIFAR ResNets (resnet20/32/56) have conv2-conv4 only, so "
+    "their stage 4 is the last stage, where ResNet-50's last is stage 5.",
+    "reduction": "The paper's r = 16 is its default; senet's emotion CNN defaults to r = 8.",
+}
 # a two-sided 95% interval: t(0.975, df) for df = 1..30
 _T975 = (
     12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
@@ -722,6 +728,8 @@ def _sections(rows, cells, settings: Settings, plots: dict[str, Path], command: 
             ],
         )
         blocks: list = [table]
+        if axis in _AXIS_NOTES:
+            blocks.append(_AXIS_NOTES[axis])
         if axis in plots:
             blocks.append(Image(plots[axis], f"{_AXIS_TITLES[axis]}: accuracy ± std over seeds"))
         sections.append(Section(_AXIS_TITLES[axis], blocks))
