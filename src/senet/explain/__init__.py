@@ -25,6 +25,7 @@ from senet.explain.sanity import (
     probabilities,
     randomize_model,
     sanity_check,
+    sanity_passes,
 )
 
 __all__ = [
@@ -49,4 +50,5 @@ __all__ = [
     "profile_figure",
     "randomize_model",
     "sanity_check",
+    "sanity_passes",
 ]

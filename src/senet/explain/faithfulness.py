@@ -18,7 +18,8 @@ import numpy as np
 
 from senet.checks import check_number
 from senet.explain.cam import grad_cam
-from senet.explain.sanity import SANITY_MARGIN, probabilities, randomize_model, sanity_check
+from senet.explain.focus import focus_score
+from senet.explain.sanity import SANITY_MARGIN, probabilities, randomize_model, sanity_passes
 
 __all__ = ["choose_explanation", "deletion_auc", "deletion_curve"]
 
@@ -133,45 +134,37 @@ def choose_explanation(
     """
     if not methods or not layers:
         raise ValueError("`methods` and `layers` must each name at least one candidate, got none")
-    randoms = {name: randomize_model(model, seed=seed) for name, model in models.items()}
-    candidates = []
-    for method in methods:
-        for layer in layers:
-            per_model = {}
-            for name, model in models.items():
-                check = sanity_check(
-                    model,
-                    x,
-                    masks,
-                    method=method,
-                    layer=layer,
-                    steps=steps,
-                    batch_size=batch_size,
-                    random_model=randoms[name],
-                    margin=margin,
-                )
-                heatmaps = grad_cam(
-                    model, x, layer=layer, method=method, batch_size=batch_size, steps=steps
-                )
-                auc = deletion_auc(model, x, heatmaps, steps=steps, seed=seed)
-                per_model[name] = {
-                    "trained": check["trained"]["energy_in_parts"],
-                    "randomized": check["randomized"]["energy_in_parts"],
-                    "area_fraction": check["trained"]["area_fraction"],
-                    "passes": check["passes"],
+    margin = check_number("margin", margin, minimum=0, maximum=1)
+    scores = {}  # (method, layer) -> model name -> entry
+    for name, model in models.items():
+        random_model = randomize_model(model, seed=seed)
+        # both models explain the trained model's predicted class: only the weights differ
+        classes = probabilities(model, x, batch_size).argmax(axis=1)
+        for method in methods:
+            for layer in layers:
+                options = {"layer": layer, "method": method, "steps": steps}
+                options.update(class_index=classes, batch_size=batch_size)
+                heatmaps = grad_cam(model, x, **options)
+                trained = focus_score(heatmaps, masks)
+                randomized = focus_score(grad_cam(random_model, x, **options), masks)
+                auc = deletion_auc(model, x, heatmaps, class_index=classes, steps=steps, seed=seed)
+                scores.setdefault((method, layer), {})[name] = {
+                    "trained": trained["energy_in_parts"],
+                    "randomized": randomized["energy_in_parts"],
+                    "area_fraction": trained["area_fraction"],
+                    "passes": sanity_passes(trained, randomized, margin=margin),
                     "deletion_auc": auc,
                 }
-            candidates.append(
-                {
-                    "method": method,
-                    "layer": layer,
-                    "passes": all(entry["passes"] for entry in per_model.values()),
-                    "deletion_auc": float(
-                        np.mean([entry["deletion_auc"] for entry in per_model.values()])
-                    ),
-                    "models": per_model,
-                }
-            )
+    candidates = [
+        {
+            "method": method,
+            "layer": layer,
+            "passes": all(entry["passes"] for entry in per_model.values()),
+            "deletion_auc": float(np.mean([entry["deletion_auc"] for entry in per_model.values()])),
+            "models": per_model,
+        }
+        for (method, layer), per_model in scores.items()
+    ]
     passing = [candidate for candidate in candidates if candidate["passes"]]
     pool = passing or candidates
     best = min(pool, key=lambda candidate: candidate["deletion_auc"])  # first of equals

@@ -22,7 +22,14 @@ from senet.checks import check_number
 from senet.explain.cam import grad_cam
 from senet.explain.focus import focus_score
 
-__all__ = ["SANITY_MARGIN", "cascade_layers", "probabilities", "randomize_model", "sanity_check"]
+__all__ = [
+    "SANITY_MARGIN",
+    "cascade_layers",
+    "probabilities",
+    "randomize_model",
+    "sanity_check",
+    "sanity_passes",
+]
 
 #: A method passes when the randomised model's energy in the parts is below the trained
 #: model's by at least this share of the trained model's excess over chance.
@@ -150,11 +157,20 @@ def sanity_check(
     options = {"layer": layer, "method": method, "batch_size": batch_size, "steps": steps}
     trained = focus_score(grad_cam(model, x, class_index=classes, **options), masks)
     randomized = focus_score(grad_cam(random_model, x, class_index=classes, **options), masks)
-    excess = trained["energy_in_parts"] - trained["area_fraction"]
-    drop = trained["energy_in_parts"] - randomized["energy_in_parts"]
     return {
         "trained": trained,
         "randomized": randomized,
-        "drop": float(drop),
-        "passes": bool(excess > 0 and drop >= margin * excess),
+        "drop": float(trained["energy_in_parts"] - randomized["energy_in_parts"]),
+        "passes": sanity_passes(trained, randomized, margin=margin),
     }
+
+
+def sanity_passes(trained: dict, randomized: dict, *, margin: float = SANITY_MARGIN) -> bool:
+    """The verdict of :func:`sanity_check` from two :func:`focus_score` results.
+
+    ``trained > area and random <= trained - margin * (trained - area)`` on
+    ``energy_in_parts``, with ``area`` the trained score's ``area_fraction``.
+    """
+    excess = trained["energy_in_parts"] - trained["area_fraction"]
+    drop = trained["energy_in_parts"] - randomized["energy_in_parts"]
+    return bool(excess > 0 and drop >= margin * excess)
