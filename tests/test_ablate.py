@@ -12,7 +12,8 @@ import pytest
 
 from senet import ablate, cli
 from senet import train as training
-from senet.ablate import Cell, make_grid, paired_interval, run_ablation, summarize, t_quantile
+from senet.ablate import Cell, make_grid, run_ablation, summarize
+from senet.stats import paired_interval, t_quantile
 
 TINY = dict(
     seeds=2,

@@ -36,7 +36,6 @@ import dataclasses
 import io
 import itertools
 import json
-import math
 import os
 import time
 import warnings
@@ -47,6 +46,7 @@ from typing import Any
 
 from senet._files import atomic_write_text
 from senet.checks import check_choice, check_number, check_positive, fail, is_none
+from senet.stats import mean_std, paired_interval
 
 # senet.ablate imports Keras/TensorFlow lazily (inside functions): a worker process of
 # `jobs > 1` must limit TensorFlow's threads before TensorFlow starts.
@@ -59,11 +59,9 @@ __all__ = [
     "cell_config",
     "load_records",
     "make_grid",
-    "paired_interval",
     "run_ablation",
     "run_cell",
     "summarize",
-    "t_quantile",
 ]
 
 #: The grid's axes, in the order of a cell's name and of the tables.
@@ -109,71 +107,7 @@ _AXIS_NOTES = {
     "their stage 4 is the last stage, where ResNet-50's last is stage 5.",
     "reduction": "The paper's r = 16 is its default; senet's emotion CNN defaults to r = 8.",
 }
-# a two-sided 95% interval: t(0.975, df) for df = 1..30
-_T975 = (
-    12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
-    2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
-    2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423,
-)  # fmt: skip
 _SCHEMA = 1
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def t_quantile(df: int) -> float:
-    """``t(0.975, df)``, the factor of a two-sided 95% Student-t interval.
-
-    Exact to 4 decimals for ``df <= 30`` (a table); above, the Cornish-Fisher expansion
-    around the normal quantile (error below 1e-4).
-
-    >>> t_quantile(1)
-    12.7062
-    """
-    df = check_number("df", df, integer=True, minimum=1)
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959964
-    return (
-        z
-        + (z**3 + z) / (4 * df)
-        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
-    )
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
-def paired_interval(
-    values: dict[int, float], reference: dict[int, float]
-) -> tuple[float | None, float | None, float | None, int]:
-    """Mean difference ``values - reference`` over the seeds both have, with its 95% interval.
-
-    Args:
-        values: ``{seed: value}`` of the cell.
-        reference: ``{seed: value}`` of the baseline.
-
-    Returns:
-        ``(mean, low, high, n)``; ``low`` and ``high`` are None when ``n < 2``, all three
-        when ``n == 0``.
-
-    >>> paired_interval({0: 0.8, 1: 0.9}, {0: 0.7, 1: 0.7})[0]
-    0.15000000000000002
-    """
-    seeds = sorted(set(values) & set(reference))
-    if not seeds:
-        return None, None, None, 0
-    differences = [values[s] - reference[s] for s in seeds]
-    mean, sd = _mean_std(differences)
-    if sd is None:
-        return mean, None, None, 1
-    half = t_quantile(len(seeds) - 1) * sd / math.sqrt(len(seeds))
-    return mean, mean - half, mean + half, len(seeds)
 
 
 # --------------------------------------------------------------------------- the grid
@@ -536,7 +470,7 @@ def summarize(records: Sequence[dict], cells: Sequence[Cell] | None = None) -> l
         accuracy = {s: r["accuracy"] for s, r in seeds.items()}
         base = by_cell.get(Cell(cell.model, "none").name, {})
         base_accuracy = {s: r["accuracy"] for s, r in base.items()}
-        mean, std = _mean_std(list(accuracy.values()))
+        mean, std = mean_std(list(accuracy.values()))
         row: dict[str, Any] = {**cell.to_dict(), "seeds": len(seeds)}
         row["accuracy_mean"], row["accuracy_std"] = mean, std
         if cell.attention == "none":
