@@ -174,6 +174,13 @@ def _add_train(subparsers) -> None:
         choices=("easy", "hard"),
         help="synthetic faces for --data synthetic: easy (default) or hard",
     )
+    parser.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="start from this saved classifier (.keras; .h5 with --allow-h5), architecture "
+        "and weights, instead of building --model; the run records it",
+    )
+    _add_allow_h5(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     # None marks an option not given: a new run takes TrainConfig's default (the one the
     # help names), a resume keeps the run's value
@@ -202,6 +209,8 @@ _TRAIN_OPTIONS = {
     "channels": ("channels", "--channels"),
     "synthetic_size": ("synthetic_size", "--synthetic-size"),
     "synthetic_difficulty": ("synthetic_difficulty", "--synthetic-difficulty"),
+    "init_from": ("init_from", "--init-from"),
+    "allow_h5": ("allow_h5", "--allow-h5"),
 }
 
 
@@ -289,6 +298,7 @@ def _add_evaluate(subparsers) -> None:
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable samples")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     _add_allow_h5(parser)
+    _add_model_inputs(parser)
     parser.set_defaults(handler=_run_evaluate)
 
 
@@ -299,6 +309,47 @@ def _add_allow_h5(parser) -> None:
         help="accept a legacy .h5 model; Keras's safe mode does not apply to .h5 files "
         "(CVE-2025-9905), so only for files you trust",
     )
+
+
+def _add_model_inputs(parser) -> None:
+    """What senet cannot read from a foreign classifier: class names, value range, colour."""
+    parser.add_argument(
+        "--class-names",
+        metavar="A,B,C",
+        type=_class_names,
+        help="the model's output names, comma separated (default: its run's, else FER2013's "
+        "seven for a 7-output model)",
+    )
+    parser.add_argument(
+        "--input-range",
+        choices=("0,1", "-1,1"),
+        help="the values the model takes: 0,1 (default, senet's) or -1,1 (the mini-Xception's; "
+        "write --input-range=-1,1)",
+    )
+    colour = parser.add_mutually_exclusive_group()
+    colour.add_argument(
+        "--grey",
+        dest="colour",
+        action="store_const",
+        const="grey",
+        help="feed grey images (repeated over a 3-channel input); default for 1-channel models",
+    )
+    colour.add_argument(
+        "--rgb",
+        dest="colour",
+        action="store_const",
+        const="rgb",
+        help="feed colour images; default for 3-channel models",
+    )
+
+
+def _class_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct, non-empty names separated by commas, got {text!r}"
+        )
+    return names
 
 
 def _run_evaluate(args) -> int:
@@ -318,6 +369,9 @@ def _run_evaluate(args) -> int:
                 skip_bad=args.skip_bad,
                 overwrite=args.overwrite,
                 allow_h5=args.allow_h5,
+                class_names=args.class_names,
+                input_range=args.input_range,
+                colour=args.colour,
             )
         finally:
             _print_warnings(args.command, caught)
@@ -384,6 +438,7 @@ def _add_predict(subparsers) -> None:
         "--every", type=_positive_int, default=1, help="look at every N-th video frame"
     )
     _add_allow_h5(parser)
+    _add_model_inputs(parser)
     parser.set_defaults(handler=_run_predict)
 
 
@@ -401,6 +456,9 @@ def _run_predict(args) -> int:
             annotate_dir=args.annotate,
             overwrite=args.overwrite,
             allow_h5=args.allow_h5,
+            class_names=args.class_names,
+            input_range=args.input_range,
+            colour=args.colour,
         ):
             _print_warnings(args.command, caught)
             if args.json:
@@ -469,6 +527,7 @@ def _add_explain(subparsers) -> None:
         "--layer", metavar="NAME", help="layer to explain (default: the last feature map)"
     )
     _add_allow_h5(parser)
+    _add_model_inputs(parser)
     parser.set_defaults(handler=_run_explain)
 
 
@@ -488,6 +547,9 @@ def _run_explain(args) -> int:
                 class_name=args.class_name,
                 layer=args.layer,
                 allow_h5=args.allow_h5,
+                class_names=args.class_names,
+                input_range=args.input_range,
+                colour=args.colour,
             ):
                 _print_warnings(args.command, caught)
                 _print_explanation(photo)

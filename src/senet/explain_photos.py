@@ -10,6 +10,10 @@ predictions, with relative links (written by :func:`senet.report.write_report`, 
 report writer, with ``index.md`` beside it). The index is rewritten after each photo, so
 when a later photo fails, the overlays and the index of the photos before it are kept.
 
+A foreign classifier's class names, input range and grey/colour come from options as for
+``senet predict`` (:func:`senet.predict.input_format`), and a model trained on synthetic
+faces gets the same one-line warning.
+
 This module sits beside :mod:`senet.predict` (it uses predict and explain), not inside
 ``senet.explain``, which lies below predict.
 """
@@ -33,9 +37,11 @@ from senet.predict import (
     class_names_for,
     crop_inputs,
     detect_faces,
+    input_format,
     load_classifier,
-    model_input_size,
+    model_record,
     predict_faces,
+    warn_if_synthetic,
 )
 from senet.report import Image, Section, Table, write_report
 
@@ -202,6 +208,8 @@ def iter_explanations(
     layer: str | None = None,
     class_names: Sequence[str] | None = None,
     allow_h5: bool = False,
+    input_range: str | Sequence[float] | None = None,
+    colour: str | None = None,
     **detect_options,
 ) -> Iterator[PhotoExplanation]:
     """:func:`explain_photos`, one photo at a time (results as they come)."""
@@ -225,10 +233,13 @@ def iter_explanations(
                 f"Received: {path}"
             )
     model = load_classifier(model_path, allow_h5=allow_h5)
-    size, channels = model_input_size(model)
+    record = model_record(model, model_path)
+    inputs = input_format(model, record=record, input_range=input_range, colour=colour)
+    size, channels = inputs.size, inputs.channels
     if class_names is None:
-        class_names = class_names_for(model_path, int(model.output_shape[-1]))
+        class_names = class_names_for(model_path, int(model.output_shape[-1]), record)
     class_names = tuple(class_names)
+    warn_if_synthetic(record, model_path)
     if class_name is not None and class_name not in class_names:
         raise ValueError(
             f"Expected `class_name` to be one of the model's classes {class_names}. "
@@ -248,14 +259,16 @@ def iter_explanations(
         image = load_image(path)
         stem = _unique_stem(path, used_stems)
         boxes = detect_faces(image, **detect_options)
-        predictions = predict_faces(model, image, class_names, boxes=boxes)
+        predictions = predict_faces(model, image, class_names, boxes=boxes, inputs=inputs)
         photo = PhotoExplanation(str(path))
         if predictions:
             if class_name is None:
                 targets = [class_names.index(face.label) for face in predictions]
             else:
                 targets = [class_names.index(class_name)] * len(predictions)
-            x = crop_inputs(image, boxes, size, channels)
+            x = crop_inputs(
+                image, boxes, size, channels, input_range=inputs.input_range, grey=inputs.grey
+            )
             heatmaps = _heatmaps(model, x, method, layer, np.asarray(targets, np.int64))
             display = to_bgr8(image)
             for number, (face, target, heatmap) in enumerate(
@@ -301,6 +314,8 @@ def explain_photos(
     layer: str | None = None,
     class_names: Sequence[str] | None = None,
     allow_h5: bool = False,
+    input_range: str | Sequence[float] | None = None,
+    colour: str | None = None,
     **detect_options,
 ) -> list[PhotoExplanation]:
     """Explain a saved classifier on the faces in photos: overlays and an ``index.html``.
@@ -329,7 +344,11 @@ def explain_photos(
             methods, the last attention layer for ``"attention"``).
         class_names: Override the class names (default :func:`senet.predict.class_names_for`).
         allow_h5: Accept a legacy ``.h5`` model (trusted files only: Keras's safe mode
-            does not apply to them); see :func:`senet.layers.load_model`.
+            does not apply to them); see :func:`senet.layers.load_model`. Loaded for
+            inference only: its training configuration is not read.
+        input_range: The values the model expects, ``"0,1"`` or ``"-1,1"`` (default: the
+            model's record, else ``"0,1"``); see :func:`senet.predict.input_format`.
+        colour: ``"grey"`` or ``"rgb"`` (default: from the model's input channels).
         **detect_options: Passed to :func:`senet.predict.detect_faces`.
 
     Returns:
@@ -359,6 +378,8 @@ def explain_photos(
             layer=layer,
             class_names=class_names,
             allow_h5=allow_h5,
+            input_range=input_range,
+            colour=colour,
             **detect_options,
         )
     )

@@ -142,6 +142,9 @@ def evaluate(
     skip_bad: bool = False,
     overwrite: bool = False,
     allow_h5: bool = False,
+    class_names: Sequence[str] | None = None,
+    input_range: str | Sequence[float] | None = None,
+    colour: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a saved model on one split of a data source.
 
@@ -163,7 +166,14 @@ def evaluate(
         batch_size: Inference batch size.
         skip_bad: Skip unreadable samples instead of failing.
         overwrite: Replace ``metrics.json``/``confusion.png`` already in ``out_dir``.
-        allow_h5: Accept a legacy ``.h5`` model (trusted files only: no safe mode there).
+        allow_h5: Accept a legacy ``.h5`` model (trusted files only: no safe mode there),
+            loaded for inference only (its training configuration is not read).
+        class_names: The model's output names, for a model without a run: they must be
+            the data's classes, in the data's order (compared without regard to case).
+        input_range: The values the model takes, ``"0,1"`` or ``"-1,1"`` (default: the
+            model's record, else ``"0,1"``); see :func:`senet.predict.input_format`.
+        colour: ``"grey"`` (repeated over a 3-channel input) or ``"rgb"``; default from
+            the model's input channels.
 
     Returns:
         The metrics dict (as in training's ``metrics.json``), plus ``split``, ``model``,
@@ -194,15 +204,28 @@ def evaluate(
         raise ValueError(
             f"Expected a model with a square, known input size. Received {model.input_shape}"
         )
+    from senet.predict import input_format, model_record, to_input_range
+
+    inputs = input_format(
+        model, record=model_record(model, model_path), input_range=input_range, colour=colour
+    )
     split_options = _split_options(find_run_config(model_path))
     sets = load_dataset(
-        data, image_size=int(height), channels=int(channels), skip_bad=skip_bad, **split_options
+        data,
+        image_size=int(height),
+        channels=1 if inputs.grey else int(channels),
+        skip_bad=skip_bad,
+        **split_options,
     )
     if split == "all":
         images = _concatenate([sets["train"], sets["val"], sets["test"]])
     else:
         images = sets[split]
     _check_classes(model_path, int(model.output_shape[-1]), images.class_names, data)
+    if class_names is not None:
+        _check_given_classes(class_names, images.class_names, data)
+    x = images.x if images.x.shape[-1] == channels else np.repeat(images.x, channels, axis=-1)
+    images = ImageSet(to_input_range(x, inputs.input_range), images.y, images.class_names)
     metrics = evaluate_model(model, images, batch_size=batch_size)
     metrics.update(split=split, model=str(model_path))
     if isinstance(model, ExportedModel):
@@ -288,6 +311,18 @@ def _check_classes(
         raise ValueError(
             f"{model_path} was trained on the classes {trained_on} (its run's files) but the "
             f"data {os.fspath(data)} has the classes {class_names}; the labels would not line up"
+        )
+
+
+def _check_given_classes(
+    given: Sequence[str], class_names: Sequence[str], data: str | os.PathLike
+) -> None:
+    """``--class-names`` must be the data's classes, in its order (labels line up)."""
+    if [str(name).casefold() for name in given] != [name.casefold() for name in class_names]:
+        raise ValueError(
+            f"the model's classes {list(given)} (class_names) are not the classes of the data "
+            f"{os.fspath(data)}, {list(class_names)}, in that order; the labels would not "
+            "line up"
         )
 
 

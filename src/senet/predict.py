@@ -7,9 +7,20 @@ level up, for a file in ``checkpoints/``). Without it a 7-output model gets FER2
 with ``senet export`` (``.tflite``, ``.onnx``, a SavedModel directory): it has no run config
 of its own, so written into its run directory it gets that run's class names.
 
-Models: ``.keras`` files (``.h5`` when asked) load with senet's one Keras loader; exported
-models open with :func:`senet.export.load_exported` and run with their own runtime, so an
-exported file is checked with the same command as the model it came from.
+Models: ``.keras`` files (``.h5`` when asked) load with senet's one Keras loader, for
+inference (``compile=False``: a Keras 2 file's training configuration, with arguments such
+as ``lr`` that Keras 3 refuses, is never read); exported models open with
+:func:`senet.export.load_exported` and run with their own runtime, so an exported file is
+checked with the same command as the model it came from.
+
+Foreign classifiers: what senet cannot read from a model file it takes from options, with
+FER2013's conventions as defaults (:func:`input_format`): the class names (above), the
+value range of the inputs (``input_range``: ``(0, 1)``, senet's, or ``(-1, 1)``, the
+mini-Xception's), grey or colour (by default the model's input channels; ``colour="grey"``
+feeds a 3-channel model the grey image in all three), and the input size (always the
+model's). A model senet trained records what it was trained on
+(:func:`senet.layers.training_info`, else its run's ``config.json``: :func:`model_record`);
+one trained on synthetic faces gets a one-line warning when applied to photos.
 
 The per-frame path is kept short for video: the cascade is loaded once, detection runs on a
 copy scaled to at most ``max_side`` pixels, and all faces of a frame go through the model in
@@ -32,6 +43,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from senet.checks import check_choice, fail
 from senet.data.images import load_image, pixel_scale, to_bgr8, to_model_input
 
 __all__ = [
@@ -39,17 +51,26 @@ __all__ = [
     "Box",
     "FacePrediction",
     "FramePrediction",
+    "INPUT_RANGES",
+    "InputFormat",
     "annotate",
     "annotated_names",
     "class_names_for",
     "crop_inputs",
     "detect_faces",
+    "input_format",
     "iter_predictions",
     "load_classifier",
     "model_input_size",
+    "model_record",
     "predict_faces",
     "predict_paths",
+    "to_input_range",
+    "warn_if_synthetic",
 ]
+
+#: The input value ranges a classifier may expect, by the name ``--input-range`` takes.
+INPUT_RANGES = {"0,1": (0.0, 1.0), "-1,1": (-1.0, 1.0)}
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
@@ -175,8 +196,14 @@ def _clip_box(box: Box, width: int, height: int) -> Box:
 # --------------------------------------------------------------------------- classification
 
 
-def class_names_for(model_path: str | os.PathLike, num_classes: int) -> tuple[str, ...]:
-    """Class names of a saved model: its run's ``metrics.json``, else defaults (see module)."""
+def class_names_for(
+    model_path: str | os.PathLike, num_classes: int, record: dict | None = None
+) -> tuple[str, ...]:
+    """Class names of a saved model: its ``record`` (:func:`model_record`), its run's
+    ``metrics.json``, else defaults (see module)."""
+    names = (record or {}).get("class_names")
+    if isinstance(names, list) and len(names) == num_classes:
+        return tuple(str(name) for name in names)
     model_path = Path(model_path)
     for directory in (model_path.parent, model_path.parent.parent):
         path = directory / "metrics.json"
@@ -246,8 +273,119 @@ def model_input_size(model) -> tuple[int, int]:
     return int(shape[1]), int(shape[3])
 
 
+def model_record(model, model_path: str | os.PathLike) -> dict[str, Any] | None:
+    """What a classifier was trained on, or None when nothing says.
+
+    The record a senet-trained Keras model holds (:func:`senet.layers.training_info`, see
+    :func:`senet.train.training_record`); else, for an exported file or an older model,
+    the run directory beside it (or one level up): ``config.json``'s data source, image
+    size and channels, and ``metrics.json``'s class names. A foreign model has none.
+    """
+    from senet.layers import training_info
+    from senet.layers.info import dataset_kind
+
+    record = training_info(model)
+    if record is not None:
+        return record
+    model_path = Path(model_path)
+    for directory in (model_path.parent, model_path.parent.parent):
+        try:
+            config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+            record = {
+                "dataset": dataset_kind(config["data"]),
+                "image_size": config.get("image_size"),
+                "channels": config.get("channels"),
+                "input_range": [0, 1],
+            }
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        try:
+            metrics = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))
+            record["class_names"] = list(metrics["class_names"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+        return record
+    return None
+
+
+def warn_if_synthetic(record: dict | None, model_path: str | os.PathLike) -> None:
+    """One ``UserWarning`` line when the model was trained on senet's synthetic faces."""
+    if record and record.get("dataset") == "synthetic":
+        warnings.warn(
+            f"{model_path} was trained on synthetic cartoon faces; its answers on photos mean "
+            "little: train on FER2013 or start from an imported network (see README)",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    """How faces become a classifier's inputs.
+
+    Attributes:
+        size: The model's input side.
+        channels: The model's input channels (1 or 3).
+        input_range: ``(low, high)`` the model expects; crops in [0, 1] are mapped linearly.
+        grey: Feed the grey image (repeated over the channels of a 3-channel model).
+    """
+
+    size: int
+    channels: int
+    input_range: tuple[float, float] = (0.0, 1.0)
+    grey: bool = True
+
+
+def input_format(
+    model,
+    *,
+    record: dict | None = None,
+    input_range: str | Sequence[float] | None = None,
+    colour: str | None = None,
+) -> InputFormat:
+    """The :class:`InputFormat` of ``model``, from the options, its record and its input.
+
+    Args:
+        model: A loaded classifier (Keras or exported).
+        record: What it was trained on (:func:`model_record`), if known.
+        input_range: ``"0,1"`` or ``"-1,1"`` (or the pair); default the record's, else
+            ``(0, 1)``.
+        colour: ``"grey"`` or ``"rgb"``; default grey for a 1-channel input and RGB for a
+            3-channel one. ``"rgb"`` on a 1-channel model is an error.
+    """
+    size, channels = model_input_size(model)
+    if input_range is None:
+        input_range = (record or {}).get("input_range") or (0.0, 1.0)
+    if isinstance(input_range, str):
+        input_range = INPUT_RANGES[check_choice("input_range", input_range, tuple(INPUT_RANGES))]
+    low, high = (float(value) for value in input_range)
+    if (low, high) not in INPUT_RANGES.values():
+        raise fail("input_range", "0,1 or -1,1", input_range)
+    if colour is None:
+        colour = "grey" if channels == 1 else "rgb"
+    colour = check_choice("colour", colour, ("grey", "rgb"))
+    if colour == "rgb" and channels == 1:
+        raise fail("colour", "grey for a model taking 1-channel (grey) images", colour)
+    return InputFormat(size, channels, (low, high), colour == "grey")
+
+
+def to_input_range(batch: np.ndarray, input_range: Sequence[float]) -> np.ndarray:
+    """Images in [0, 1] mapped linearly to ``input_range`` (``(0, 1)``: unchanged), float32."""
+    low, high = (float(value) for value in input_range)
+    batch = np.asarray(batch, np.float32)
+    if (low, high) == (0.0, 1.0):
+        return batch
+    return (batch * np.float32(high - low) + np.float32(low)).astype(np.float32)
+
+
 def crop_inputs(
-    image_bgr: np.ndarray, boxes: Sequence[Box], size: int, channels: int
+    image_bgr: np.ndarray,
+    boxes: Sequence[Box],
+    size: int,
+    channels: int,
+    *,
+    input_range: Sequence[float] = (0.0, 1.0),
+    grey: bool | None = None,
 ) -> np.ndarray:
     """The model inputs of the faces in ``boxes``: float32 ``(len(boxes), size, size, channels)``.
 
@@ -263,15 +401,22 @@ def crop_inputs(
         boxes: ``(x, y, w, h)`` boxes inside the image.
         size: The model's input side.
         channels: The model's input channels, 1 or 3.
+        input_range: The values the model expects; [0, 1] crops are mapped linearly.
+        grey: Grey crops repeated over the channels (default: when ``channels`` is 1).
     """
     image = np.asarray(image_bgr)
     scale = pixel_scale(image, source="image")
     crops = [image[y : y + h, x : x + w] for x, y, w, h in boxes]
     if not crops:
         return np.zeros((0, size, size, channels), np.float32)
-    return np.stack(
-        [to_model_input(crop, size, channels, order="bgr", scale=scale) for crop in crops]
+    grey = channels == 1 if grey is None else grey
+    colours = 1 if grey else channels
+    batch = np.stack(
+        [to_model_input(crop, size, colours, order="bgr", scale=scale) for crop in crops]
     )
+    if colours != channels:
+        batch = np.repeat(batch, channels, axis=-1)
+    return to_input_range(batch, input_range)
 
 
 def predict_faces(
@@ -280,6 +425,7 @@ def predict_faces(
     class_names: Sequence[str] | None = None,
     *,
     boxes: Sequence[Box] | None = None,
+    inputs: InputFormat | None = None,
     **detect_options,
 ) -> list[FacePrediction]:
     """Detect the faces in ``image`` and classify each.
@@ -292,6 +438,8 @@ def predict_faces(
             path to an image file (read with ``load_image``).
         class_names: One name per model output; default ``class_names_for``'s fallback.
         boxes: Faces already found (``(x, y, w, h)``), to skip detection.
+        inputs: How faces become the model's inputs (default: [0, 1], grey for a
+            1-channel model, RGB for a 3-channel one; see :func:`input_format`).
         **detect_options: Passed to :func:`detect_faces`.
 
     Returns:
@@ -299,12 +447,21 @@ def predict_faces(
     """
     if isinstance(image, (str, os.PathLike)):
         image = load_image(image)
-    size, channels = model_input_size(model)
+    if inputs is None:
+        inputs = input_format(model)
     if boxes is None:
         boxes = detect_faces(image, **detect_options)
     if not boxes:
         return []
-    probabilities = predictor(model)(crop_inputs(image, boxes, size, channels))
+    batch = crop_inputs(
+        image,
+        boxes,
+        inputs.size,
+        inputs.channels,
+        input_range=inputs.input_range,
+        grey=inputs.grey,
+    )
+    probabilities = predictor(model)(batch)
     if class_names is None:
         class_names = class_names_for("", probabilities.shape[-1])
     if len(class_names) != probabilities.shape[-1]:
@@ -456,12 +613,12 @@ def _annotation_targets(
 
 
 def _predict_video(
-    model, path: Path, target: Path | None, every: int, class_names, detect_options
+    model, path: Path, target: Path | None, every: int, class_names, inputs, detect_options
 ) -> Iterator[FramePrediction]:
     writer = None
     try:
         for index, frame, fps in _video_frames(path, every):
-            faces = predict_faces(model, frame, class_names, **detect_options)
+            faces = predict_faces(model, frame, class_names, inputs=inputs, **detect_options)
             if target is not None:
                 if writer is None:
                     writer = cv2.VideoWriter(
@@ -486,6 +643,8 @@ def iter_predictions(
     overwrite: bool = False,
     class_names: Sequence[str] | None = None,
     allow_h5: bool = False,
+    input_range: str | Sequence[float] | None = None,
+    colour: str | None = None,
     **detect_options,
 ) -> Iterator[FramePrediction]:
     """:func:`predict_paths`, one image or video frame at a time (results as they come)."""
@@ -502,15 +661,20 @@ def iter_predictions(
     targets = _annotation_targets(paths, annotate_dir, overwrite)
     model = load_classifier(model_path, allow_h5=allow_h5)
     outputs = int(model.output_shape[-1])
+    record = model_record(model, model_path)
+    inputs = input_format(model, record=record, input_range=input_range, colour=colour)
     if class_names is None:
-        class_names = class_names_for(model_path, outputs)
+        class_names = class_names_for(model_path, outputs, record)
+    warn_if_synthetic(record, model_path)
 
     for path, target in zip(paths, targets, strict=True):
         if path.suffix.lower() in VIDEO_EXTENSIONS:
-            yield from _predict_video(model, path, target, every, class_names, detect_options)
+            yield from _predict_video(
+                model, path, target, every, class_names, inputs, detect_options
+            )
             continue
         image = load_image(path)
-        faces = predict_faces(model, image, class_names, **detect_options)
+        faces = predict_faces(model, image, class_names, inputs=inputs, **detect_options)
         if target is not None and not cv2.imwrite(str(target), annotate(image, faces)):
             raise OSError(f"cannot write {target}")
         yield FramePrediction(str(path), None, faces)
@@ -525,6 +689,8 @@ def predict_paths(
     overwrite: bool = False,
     class_names: Sequence[str] | None = None,
     allow_h5: bool = False,
+    input_range: str | Sequence[float] | None = None,
+    colour: str | None = None,
     **detect_options,
 ) -> list[FramePrediction]:
     """Faces and emotions in image files and videos.
@@ -549,7 +715,11 @@ def predict_paths(
             file is an error, raised before anything is written.
         class_names: Override the class names (default :func:`class_names_for`).
         allow_h5: Accept a legacy ``.h5`` model (trusted files only: Keras's safe mode
-            does not apply to them); see :func:`senet.layers.load_model`.
+            does not apply to them); see :func:`senet.layers.load_model`. Loaded for
+            inference only: its training configuration is not read.
+        input_range: The values the model expects, ``"0,1"`` or ``"-1,1"`` (default: the
+            model's record, else ``"0,1"``); see :func:`input_format`.
+        colour: ``"grey"`` or ``"rgb"`` (default: from the model's input channels).
         **detect_options: Passed to :func:`detect_faces`.
 
     Returns:
@@ -573,6 +743,8 @@ def predict_paths(
             overwrite=overwrite,
             class_names=class_names,
             allow_h5=allow_h5,
+            input_range=input_range,
+            colour=colour,
             **detect_options,
         )
     )

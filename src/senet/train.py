@@ -13,6 +13,10 @@ its distribution over devices.
     RUN_DIR/curves.png, confusion.png
     RUN_DIR/logs/                TensorBoard logs (``tensorboard=True``)
 
+Every model a run saves (checkpoints and ``model.keras``) ends in a
+:class:`senet.layers.TrainingInfo` layer that records what it was trained on
+(:func:`training_record`), so a model file copied out of its run still says it.
+
 Fault tolerance: at every epoch end the full model (weights and optimizer state) is written
 to a temporary file in ``checkpoints/``, fsynced and renamed over its final name, and only then
 ``state.json`` (written the same way) names it, together with the state of the model's random
@@ -54,7 +58,8 @@ import numpy as np
 from senet import runs
 from senet.checks import check_choice, check_number, fail
 from senet.data import ImageSet, load_dataset
-from senet.layers import kinds
+from senet.layers import kinds, with_training_info
+from senet.layers.info import dataset_kind
 from senet.metrics import classification_metrics, evaluate, evaluate_model
 from senet.report import plot_confusion, plot_curves
 
@@ -151,6 +156,13 @@ class TrainConfig:
         model_options: Further keyword arguments of the model builder, as JSON values:
             ``attention_options`` (``{"squeeze": "max", "gate": "tanh"}``) for any model,
             ``placement`` and ``stages`` for ResNets (see :func:`senet.models.resnet`).
+        init_from: Start from this saved Keras classifier (architecture and weights, e.g.
+            one :func:`senet.models.insert_attention` made) instead of building ``model``;
+            its input must be ``(image_size, image_size, channels)`` and its outputs one
+            per class. ``model``, ``attention``, ``reduction`` and ``model_options`` are
+            then not used. The model's record (:func:`training_record`) names the file.
+        allow_h5: Let ``init_from`` be a legacy ``.h5`` file (trusted files only: Keras's
+            safe mode does not apply to them).
     """
 
     data: str = "synthetic"
@@ -179,6 +191,8 @@ class TrainConfig:
     deterministic: bool = True
     keep_checkpoints: int = 2
     model_options: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
+    allow_h5: bool = False
 
     def __post_init__(self):
         self.data = os.fspath(self.data)
@@ -198,6 +212,8 @@ class TrainConfig:
         check_number("reduction", self.reduction, minimum=1)
         check_number("learning_rate", self.learning_rate, minimum=0, open_minimum=True)
         self.channels = check_choice("channels", self.channels, (1, 3))
+        if self.init_from is not None:
+            self.init_from = os.fspath(self.init_from)
         try:  # as config.json holds it (tuples become lists), so a resume compares alike
             self.model_options = json.loads(json.dumps(dict(self.model_options)))
         except (TypeError, ValueError):
@@ -697,16 +713,66 @@ def _model_for_run(
         if restored is not None:
             _check_run_matches(restored, config, run_dir, class_names)
             return restored
-        model = build_model(
-            config.model,
-            input_shape=(config.image_size, config.image_size, config.channels),
-            num_classes=num_classes,
-            attention=config.attention,
-            reduction=config.reduction,
-            **config.model_options,
-        )
+        if config.init_from is not None:
+            model = _initial_model(config, num_classes)
+        else:
+            model = build_model(
+                config.model,
+                input_shape=(config.image_size, config.image_size, config.channels),
+                num_classes=num_classes,
+                attention=config.attention,
+                reduction=config.reduction,
+                **config.model_options,
+            )
+        model = with_training_info(model, training_record(config, class_names))
         _compile(model, config, steps_per_epoch)
     return runs.Restored(model=model, epochs_done=0, rows=[], entries=[])
+
+
+def training_record(config: TrainConfig, class_names: Sequence[str]) -> dict[str, Any]:
+    """What a model trained with ``config`` was trained on, as its file records it.
+
+    Keys: ``dataset`` (:func:`dataset_kind`), ``data`` (the source's file or folder name,
+    no directories), ``image_size``, ``channels``, ``input_range`` (``[0, 1]``: every
+    image goes through :func:`senet.data.images.to_model_input`), ``class_names`` and
+    ``init_from`` (the file name training started from, or None).
+
+    The record is held by a :class:`senet.layers.TrainingInfo` layer at the model's output
+    (a weightless identity layer; its config is the record), chosen because it is public
+    Keras API and survives ``model.save``/``load_model``, checkpoints, resume and
+    :func:`senet.models.insert_attention`; :func:`senet.layers.training_info` reads it. A
+    run's ``config.json`` and ``metrics.json`` hold the same facts for exported models.
+    """
+    return {
+        "dataset": dataset_kind(config.data),
+        "data": Path(config.data).name if config.data != "synthetic" else "synthetic",
+        "synthetic_difficulty": (
+            config.synthetic_difficulty if config.data == "synthetic" else None
+        ),
+        "image_size": config.image_size,
+        "channels": config.channels,
+        "input_range": [0, 1],
+        "class_names": [str(name) for name in class_names],
+        "init_from": Path(config.init_from).name if config.init_from else None,
+    }
+
+
+def _initial_model(config: TrainConfig, num_classes: int) -> keras.Model:
+    """``config.init_from`` loaded (architecture and weights), checked against the run."""
+    from senet.layers import load_model
+    from senet.layers.info import without_training_info
+
+    model = without_training_info(
+        load_model(config.init_from, allow_h5=config.allow_h5, compile=False)
+    )
+    expected = (config.image_size, config.image_size, config.channels)
+    if tuple(model.input_shape[1:]) != expected or model.output_shape[-1] != num_classes:
+        raise ValueError(
+            f"cannot start from {config.init_from}: it takes {model.input_shape[1:]} and "
+            f"gives {model.output_shape[-1]} outputs; this run has {expected} images "
+            f"(image_size, channels) and {num_classes} classes"
+        )
+    return model
 
 
 def _sample_weights(images: ImageSet, balanced: bool) -> np.ndarray | None:
@@ -770,6 +836,8 @@ def train(
     run_dir = Path(out_dir)
     # every check that only reads comes first: a refused run changes nothing
     config, changes = _resolve_config(config, run_dir, resume, overwrite)
+    if config.init_from is not None and not resume and not Path(config.init_from).exists():
+        raise FileNotFoundError(f"cannot start from {config.init_from}: no such file")
     if run_dir.is_dir():
         runs.check_unlocked(run_dir)
     sets = load_run_data(config)

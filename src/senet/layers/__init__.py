@@ -7,6 +7,7 @@ models that contain them can be saved and loaded.
 from senet.layers.cbam import CBAM
 from senet.layers.eca import ECA, EfficientChannelAttention
 from senet.layers.fused import FusedSEResidual
+from senet.layers.info import TrainingInfo, training_info, with_training_info
 from senet.layers.registry import ModelLoadError, attention, kinds, load_model, register
 from senet.layers.spatial import ChannelSpatialSqueezeExcite, SpatialSqueezeExcite
 from senet.layers.squeeze_excite import SEModule, SqueezeExcite, bottleneck_units
@@ -21,9 +22,12 @@ __all__ = [
     "SEModule",
     "SpatialSqueezeExcite",
     "SqueezeExcite",
+    "TrainingInfo",
     "attention",
     "bottleneck_units",
     "kinds",
     "load_model",
     "register",
+    "training_info",
+    "with_training_info",
 ]

@@ -1,0 +1,115 @@
+"""TrainingInfo: what a model was trained on, saved inside the model file.
+
+A weightless pass-through layer whose config holds a small JSON-able dict (dataset kind,
+image size, channels, value range, class names, the model training started from). Keras
+saves a layer's ``get_config`` in ``config.json`` of the ``.keras`` archive, so the record
+travels with the file through every public save/load path (``model.save``, checkpoints,
+:func:`senet.models.insert_attention`'s rebuild, export's graph), and needs no archive
+member of senet's own or any private Keras API.
+
+Why a layer: a functional model's own config cannot be extended, and a ``keras.Model``
+subclass would make the file unreadable to plain loaders of any other graph; one registered
+layer at the output (identity, float32 so a mixed-precision model's probabilities are not
+cast) is the smallest public carrier.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import keras
+
+__all__ = [
+    "TrainingInfo",
+    "dataset_kind",
+    "training_info",
+    "with_training_info",
+    "without_training_info",
+]
+
+
+def dataset_kind(data: str | os.PathLike) -> str:
+    """``"synthetic"``, ``"fer2013"`` (a ``.csv``), ``"npz"`` or ``"folder"``: a data source's kind.
+
+    Example:
+        >>> dataset_kind("fer2013.csv"), dataset_kind("synthetic")
+        ('fer2013', 'synthetic')
+    """
+    data = os.fspath(data)
+    if data == "synthetic":
+        return "synthetic"
+    suffix = os.path.splitext(data)[1].lower()
+    return {".csv": "fer2013", ".npz": "npz"}.get(suffix, "folder")
+
+
+@keras.saving.register_keras_serializable(package="senet")
+class TrainingInfo(keras.layers.Layer):
+    """Identity layer that records what the model was trained on.
+
+    Args:
+        info: A dict of JSON values, e.g. ``{"dataset": "synthetic", "image_size": 48,
+            "channels": 1, "input_range": [0, 1], "class_names": [...]}``.
+        **kwargs: Base layer arguments (``name``, ``dtype``).
+
+    Input shape:
+        Any.
+
+    Output shape:
+        Same as the input; the values are returned unchanged.
+
+    Example:
+        >>> layer = TrainingInfo({"dataset": "synthetic"})
+        >>> layer.info["dataset"]
+        'synthetic'
+    """
+
+    def __init__(self, info: dict[str, Any] | None = None, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        try:  # JSON values only, as config.json will hold them
+            self.info = json.loads(json.dumps(dict(info or {})))
+        except (TypeError, ValueError):
+            raise ValueError(f"`info` must be a dict of JSON values, got {info!r}") from None
+
+    def call(self, inputs):
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "info": self.info}
+
+
+def _info_layers(model) -> list[TrainingInfo]:
+    return [layer for layer in getattr(model, "layers", []) if isinstance(layer, TrainingInfo)]
+
+
+def training_info(model) -> dict[str, Any] | None:
+    """The record of the model's last :class:`TrainingInfo` layer (a copy), or None."""
+    layers = _info_layers(model)
+    return json.loads(json.dumps(layers[-1].info)) if layers else None
+
+
+def without_training_info(model: keras.Model) -> keras.Model:
+    """``model`` with a :class:`TrainingInfo` at its single output removed (same layers)."""
+    if len(model.outputs) != 1:
+        return model
+    layer = model.layers[-1] if model.layers else None
+    if not isinstance(layer, TrainingInfo) or layer.output is not model.outputs[0]:
+        return model
+    return keras.Model(model.inputs, layer.input, name=model.name)
+
+
+def with_training_info(model: keras.Model, info: dict[str, Any]) -> keras.Model:
+    """A functional model sharing ``model``'s layers, with ``info`` recorded at its output.
+
+    An earlier record at the output is replaced (not stacked). The returned model has the
+    same weights (the same variables) and computes the same values.
+    """
+    base = without_training_info(model)
+    if len(base.outputs) != 1:
+        raise ValueError(f"`model` must have one output, got {len(base.outputs)}")
+    return keras.Model(base.inputs, TrainingInfo(info)(base.outputs[0]), name=base.name)
