@@ -273,6 +273,63 @@ def test_init_from_refuses_a_model_that_does_not_fit_the_run(files, tmp_path):
     config = {"data": "synthetic", "synthetic_size": 70, "epochs": 1, "init_from": str(wrong)}
     with pytest.raises(ValueError, match="3 outputs"):
         train(config, tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run").exists()
     with pytest.raises(FileNotFoundError, match="no such file"):
         train({**config, "init_from": str(tmp_path / "missing.keras")}, tmp_path / "r2")
     assert not (tmp_path / "r2").exists()
+
+
+def test_evaluate_options_scale_the_inputs_and_check_the_class_names(files, tmp_path, rng):
+    from senet.data import load_dataset
+    from senet.metrics import classification_metrics, evaluate
+
+    data = tmp_path / "faces.npz"
+    images, labels, _ = synthetic_expressions(28, image_size=48, seed=1)
+    np.savez(data, x=np.rint(images[..., 0] * 255).astype(np.uint8), y=labels)
+    with pytest.warns(UserWarning, match="safe mode"):
+        metrics = evaluate(files["h5"], data, split="all", allow_h5=True, input_range="-1,1")
+    sets = load_dataset(data, image_size=48, channels=1)
+    x = np.concatenate([sets[name].x for name in ("train", "val", "test")])
+    y = np.concatenate([sets[name].y for name in ("train", "val", "test")])
+    expected = classification_metrics(
+        y, files["model"].predict(2 * x - 1, verbose=0), sets["train"].class_names
+    )
+    assert metrics["accuracy"] == pytest.approx(expected["accuracy"])
+    assert metrics["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    names = list(sets["train"].class_names)
+    with pytest.warns(UserWarning, match="safe mode"):
+        same = evaluate(files["h5"], data, split="all", allow_h5=True, class_names=names)
+    assert same["class_names"] == names
+    with (
+        pytest.warns(UserWarning, match="safe mode"),
+        pytest.raises(ValueError, match="would not line up"),
+    ):
+        evaluate(files["h5"], data, allow_h5=True, class_names=names[::-1])
+
+
+def test_an_exported_or_older_model_reads_its_record_from_the_run(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"data": "synthetic", "channels": 1}))
+    (run_dir / "metrics.json").write_text(json.dumps({"class_names": ["a", "b", "c"]}))
+    model = small_classifier(classes=3)  # no TrainingInfo layer, as an exported model
+    record = predict.model_record(model, run_dir / "model.tflite")
+    assert record["dataset"] == "synthetic" and record["class_names"] == ["a", "b", "c"]
+    assert predict.model_record(model, tmp_path / "alone.keras") is None
+    with pytest.warns(UserWarning, match="synthetic cartoon faces"):
+        predict.warn_if_synthetic(record, "model.tflite")
+
+
+def test_train_init_from_an_h5_needs_allow_h5_and_records_it(files, tmp_path, capsys):
+    argv = ["train", "--data", "synthetic", "--synthetic-size", "70", "--epochs", "1"]
+    argv += ["--init-from", str(files["h5"]), "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "refused")]) != 0
+    assert "--allow-h5" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()  # refused before anything was made
+    assert main([*argv, "--allow-h5", "--out", str(tmp_path / "run")]) == 0
+    record = training_info(load_model(tmp_path / "run" / "model.keras"))
+    assert record["init_from"] == "fer_model.hdf5"
+    assert [layer.name for layer in load_model(tmp_path / "run" / "model.keras").layers][1:3] == [
+        "conv1",
+        "conv2",
+    ]
