@@ -333,3 +333,15 @@ def test_train_init_from_an_h5_needs_allow_h5_and_records_it(files, tmp_path, ca
         "conv1",
         "conv2",
     ]
+
+
+def test_explain_runs_a_keras2_h5_classifier_with_its_options(files, tmp_path, capsys):
+    out = tmp_path / "explained"
+    photo = str(files["root"] / "photo.png")
+    argv = ["explain", str(files["h5"]), photo, "--out", str(out), "--allow-h5"]
+    assert main([*argv, "--input-range=-1,1", "--class-names", ",".join(EMOTIONS)]) == 0
+    printed = capsys.readouterr()
+    assert "face 1:" in printed.out and "synthetic cartoon faces" not in printed.err
+    assert len(list(out.glob("photo_face1_gradcam_*.png"))) == 1
+    assert main([*argv, "--rgb"]) != 0  # a grey model cannot take colour
+    assert "colour" in capsys.readouterr().err
