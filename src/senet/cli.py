@@ -182,6 +182,21 @@ def _add_train(subparsers) -> None:
     )
     _add_allow_h5(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="train on N local worker processes (127.0.0.1, free ports, TF_CONFIG set for "
+        "each, --distribute multiworker): worker 0, the chief, writes the run and its output "
+        "is shown; if one fails every worker is stopped. On a cluster, start one `senet train "
+        "--distribute multiworker` per host with TF_CONFIG set instead",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="with --workers: stop every worker after SECONDS (default: no limit)",
+    )
     # None marks an option not given: a new run takes TrainConfig's default (the one the
     # help names), a resume keeps the run's value
     parser.set_defaults(handler=_run_train, **dict.fromkeys(_TRAIN_OPTIONS))
@@ -231,6 +246,10 @@ def _run_train(args) -> int:
         raise CLIError(
             "--overwrite starts a new run with --out RUN_DIR; it does not go with --resume"
         )
+    if args.workers is not None:
+        return _launch_train(args)
+    if args.timeout is not None:
+        raise CLIError("--timeout goes with --workers N")
     from senet.train import ResumeConflict, TrainConfig, train
 
     # only the options given: a resume refuses those it cannot apply
@@ -265,6 +284,37 @@ def _run_train(args) -> int:
     print(_format_metrics(result.metrics))
     print(f"run directory: {result.out_dir}")
     return 0
+
+
+def _train_argv(args) -> list[str]:
+    """The `senet train` arguments every launched worker gets: those given, as typed."""
+    argv = ["--resume", args.resume] if args.resume else ["--out", args.out]
+    for dest, (field, flag) in _TRAIN_OPTIONS.items():
+        value = getattr(args, dest)
+        if value is None or field == "distribute":
+            continue
+        if isinstance(value, bool):
+            argv.append(flag if value else flag.replace("--", "--no-", 1))
+        else:
+            argv += [flag, str(value)]
+    if args.overwrite:
+        argv.append("--overwrite")
+    if args.quiet:
+        argv.append("--quiet")
+    return argv
+
+
+def _launch_train(args) -> int:
+    if not args.resume and not args.out:
+        raise CLIError("--out RUN_DIR is required (or --resume RUN_DIR)")
+    if args.distribute not in (None, "multiworker"):
+        raise CLIError(
+            f"--workers trains with --distribute multiworker, not --distribute {args.distribute}"
+        )
+    from senet.launch import launch
+
+    env = {**os.environ, "SENET_DEBUG": "1"} if args.debug else None
+    return launch(_train_argv(args), args.workers, timeout=args.timeout, env=env)
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -1003,6 +1053,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Squeeze-and-Excitation channel attention for Keras 3.",
     )
     parser.add_argument("--version", action="version", version=f"senet {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error instead of one line (or SENET_DEBUG=1)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _SUBCOMMANDS:
         add(subparsers)
@@ -1010,10 +1065,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _one_line(error: BaseException) -> str:
+    """``error`` in one line of at most ~300 characters, arrays and tensors left out
+    (:func:`senet.errors.one_line`); says so when something was left out."""
+    from senet.errors import one_line
+
     text = str(error).strip() or type(error).__name__
     if isinstance(error, KeyError):
         text = f"missing key {text}"
-    return " ".join(text.split())
+    line = one_line(text)
+    if line != " ".join(text.split()):
+        line += " [shortened: --debug shows all]"
+    return line
 
 
 def _import_tensorflow_quietly() -> None:
@@ -1057,7 +1119,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    debug = os.environ.get("SENET_DEBUG", "") not in ("", "0")
+    debug = args.debug or os.environ.get("SENET_DEBUG", "") not in ("", "0")
     shown = warnings.showwarning
     warnings.showwarning = _show_warning  # one line, not file:line plus the source line
     try:

@@ -38,6 +38,7 @@ import json
 import os
 import re
 import socket
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -87,6 +88,7 @@ __all__ = [
     "restore",
     "resume_point",
     "set_seed_states",
+    "save_and_discard",
     "write_config",
     "write_history_csv",
     "write_metrics",
@@ -270,6 +272,17 @@ def find_run_config(model_path: Path) -> dict[str, Any] | None:
 def write_model(run_dir: Path, model: keras.Model) -> None:
     """Save ``model`` as ``run_dir/model.keras`` (atomically)."""
     atomic_write(Path(run_dir) / MODEL_FILE, model.save)
+
+
+def save_and_discard(model: keras.Model) -> None:
+    """Save ``model`` into a new temporary folder and delete it: a worker that is not the
+    chief of a multi-worker run does this wherever the chief saves.
+
+    TensorFlow's multi-worker guide asks every worker to save: reading a variable that is
+    synced on read (a metric's, for example) is an all-reduce, which waits for every worker.
+    """
+    with tempfile.TemporaryDirectory(prefix="senet-worker-") as folder:
+        model.save(Path(folder) / MODEL_FILE)
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
@@ -776,7 +789,9 @@ class RunCheckpoint(keras.callbacks.Callback):
         entries: Checkpoint entries so far (updated in place).
         keep: How many checkpoints to keep (at least 1).
         class_names: Written into ``state.json``.
-        write: False on a worker that is not the chief: rows are kept, nothing is written.
+        write: False on a worker that is not the chief: rows are kept and the run directory
+            is not touched; the model is saved to a temporary folder and deleted
+            (:func:`save_and_discard`), as the chief saves it.
     """
 
     def __init__(
@@ -828,6 +843,9 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.rows.append(self._history_row(epoch, logs))
         if self.write:
             self._save_checkpoint(epoch + 1)
+        else:
+            get_seed_states(self.model)  # the same reads as the chief's
+            save_and_discard(self.model)
 
     def _history_row(self, epoch: int, logs: dict[str, Any]) -> dict[str, float]:
         row = {"epoch": epoch + 1}

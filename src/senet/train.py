@@ -55,9 +55,10 @@ from typing import Any
 import keras
 import numpy as np
 
-from senet import runs
+from senet import distributed, runs
 from senet.checks import check_choice, check_number, fail
 from senet.data import ImageSet, load_dataset
+from senet.errors import one_line
 from senet.layers import kinds, with_training_info
 from senet.layers.info import dataset_kind
 from senet.metrics import classification_metrics, evaluate, evaluate_model
@@ -65,6 +66,7 @@ from senet.report import plot_confusion, plot_curves
 
 __all__ = [
     "MODEL_NAMES",
+    "ClusterError",
     "ResumeConflict",
     "RunResult",
     "TrainConfig",
@@ -519,8 +521,9 @@ def _distribution_scope(kind: str):
                 devices = [device.name for device in tf.config.list_logical_devices("CPU")]
             strategy = tf.distribute.MirroredStrategy(devices)
         else:
-            strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        return strategy.scope(), _is_chief(), int(strategy.num_replicas_in_sync)
+            # one worker (TF_CONFIG names no other task); a cluster runs _train_in_cluster
+            strategy = distributed.multi_worker_strategy()
+        return strategy.scope(), distributed.is_chief(), int(strategy.num_replicas_in_sync)
     if backend == "jax":
         if kind == "multiworker":
             keras.distribution.initialize()
@@ -532,19 +535,6 @@ def _distribution_scope(kind: str):
         f"Expected `distribute` to be 'none' on the {backend} backend (mirrored and "
         f"multiworker need tensorflow or jax). Received: distribute={kind!r}"
     )
-
-
-def _is_chief() -> bool:
-    """Whether this worker writes the run directory (TF_CONFIG's chief, else worker 0)."""
-    try:
-        tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
-    except ValueError:
-        return True
-    task = tf_config.get("task", {})
-    if task.get("type") in (None, "chief"):
-        return True
-    has_chief = "chief" in tf_config.get("cluster", {})
-    return task.get("type") == "worker" and task.get("index", 0) == 0 and not has_chief
 
 
 def _seed_everything(seed: int, deterministic: bool) -> None:
@@ -834,6 +824,15 @@ def train(
         ['accuracy', 'attention', 'class_names']
     """
     run_dir = Path(out_dir)
+    if _joins_cluster(config, run_dir, resume):
+        return _train_in_cluster(
+            config,
+            run_dir,
+            resume=resume,
+            overwrite=overwrite,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
     # every check that only reads comes first: a refused run changes nothing
     config, changes = _resolve_config(config, run_dir, resume, overwrite)
     if run_dir.is_dir():
@@ -1011,6 +1010,7 @@ def _finish(model, config, run_dir, rows, sets, is_chief):
         "train_seconds": round(sum(row.get("seconds", 0.0) for row in rows), 3),
     }
     if not is_chief:
+        runs.save_and_discard(model)  # the chief's save may read variables synced across workers
         return metrics
     runs.write_model(run_dir, model)
     runs.write_history_csv(run_dir / runs.HISTORY_FILE, rows)
@@ -1024,3 +1024,231 @@ def _finish(model, config, run_dir, rows, sets, is_chief):
         title=f"Confusion matrix ({split}): {title}, accuracy {metrics['accuracy']:.3f}",
     )
     return metrics
+
+
+# --------------------------------------------------------------------------- multi-worker
+
+
+class ClusterError(RuntimeError):
+    """A multi-worker run stopped because another worker (or the chief) could not go on."""
+
+    exit_status = 1  # the `senet` command's exit status for it
+
+
+def _asked(config, name: str) -> Any:
+    """The value ``config`` (a TrainConfig, a dict or None) gives ``name``, or None."""
+    if isinstance(config, TrainConfig):
+        return getattr(config, name)
+    return dict(config).get(name) if config is not None else None
+
+
+def _joins_cluster(config, run_dir: Path, resume: bool) -> bool:
+    """Whether this process is one of several TensorFlow workers (``TF_CONFIG``) of a run
+    with ``distribute="multiworker"``: then :func:`_train_in_cluster` trains it."""
+    if keras.backend.backend() != "tensorflow" or distributed.cluster_size() < 2:
+        return False
+    asked = _asked(config, "distribute")
+    if asked is not None:
+        return asked == "multiworker"
+    if not resume:
+        return False
+    if not distributed.is_chief():
+        raise ValueError(
+            f"{distributed.task_name()} of a multi-worker run takes the run's settings from "
+            "the chief and cannot read them itself: give distribute='multiworker' "
+            "(`--distribute multiworker`) to every worker"
+        )
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        return _saved_config(run_dir).distribute == "multiworker"
+    return False  # the single-process path reports what is wrong with the run
+
+
+def _chief_start(config, run_dir: Path, *, resume: bool, overwrite: bool, stack):
+    """The chief's part before training: the checks and files of :func:`train`, and what the
+    other workers need to start as it does (``start``, for :func:`distributed.broadcast_json`).
+
+    Returns ``(config, sets, restored, start)``; ``restored`` is the run's checkpoint loaded
+    outside the strategy (None for a new run). Takes the run's lock into ``stack``.
+    """
+    config, changes = _resolve_config(config, run_dir, resume, overwrite)
+    if run_dir.is_dir():
+        runs.check_unlocked(run_dir)
+    sets = load_run_data(config)
+    if len(sets["train"]) == 0:
+        raise ValueError(f"No training images in {config.data!r} after the split.")
+    stack.enter_context(_locked(run_dir, True))
+    if not resume:
+        _check_new_run_dir(run_dir, overwrite)
+    restored = None
+    if resume:
+        _seed_everything(config.seed, config.deterministic)
+        with _dtype_policy(config.mixed_precision):
+            restored = runs.resume_point(run_dir)
+        if restored is not None:
+            _check_run_matches(restored, config, run_dir, sets["train"].class_names)
+    _open_run_dir(run_dir, config, resume=resume, overwrite=overwrite, changes=changes)
+    start = {
+        "config": config.to_dict(),
+        "epochs_done": restored.epochs_done if restored else 0,
+        "rows": restored.rows if restored else [],
+    }
+    return config, sets, restored, start
+
+
+def _worker_start(config, start: dict[str, Any]) -> tuple[TrainConfig, dict[str, ImageSet]]:
+    """A worker's check of the chief's ``start`` against what it was asked, and its data."""
+    name = distributed.task_name()
+    if "error" in start:
+        raise ClusterError(f"{name}: the chief stopped the run: {start['error']}")
+    chosen = TrainConfig.from_dict(start["config"])
+    asked = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
+    differ = {
+        key: (getattr(chosen, key), value)
+        for key, value in asked.items()
+        if key not in RESUME_CHANGEABLE and not _same_value(key, getattr(chosen, key), value)
+    }
+    if differ:
+        said = ", ".join(
+            f"{key}={new!r} (the chief has {old!r})" for key, (old, new) in differ.items()
+        )
+        raise ClusterError(f"{name} was started with {said}: every worker must train alike")
+    sets = load_run_data(chosen)
+    return chosen, sets
+
+
+def _copy_state(source: keras.Model, target: keras.Model) -> None:
+    """Weights, seed states and optimizer state of ``source`` into ``target`` (same model)."""
+    sources = [*source.variables, *source.optimizer.variables]
+    targets = [*target.variables, *target.optimizer.variables]
+    if [tuple(v.shape) for v in sources] != [tuple(v.shape) for v in targets]:
+        raise ValueError(
+            f"the run's checkpoint ({len(sources)} variables) does not fit the model its "
+            f"config builds ({len(targets)} variables)"
+        )
+    for value, variable in zip(sources, targets, strict=True):
+        variable.assign(keras.ops.convert_to_numpy(value))
+
+
+@contextlib.contextmanager
+def _cluster_errors():
+    """TensorFlow's errors of a lost worker (``UnavailableError: ... tasks are unhealthy``)
+    as a one-line :class:`ClusterError`."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.OpError as error:
+        raise ClusterError(
+            f"{distributed.task_name()}: training stopped ({type(error).__name__}): "
+            f"{one_line(error, limit=200)}"
+        ) from error
+
+
+class _AverageNonTrainable(keras.callbacks.Callback):
+    """At every epoch end, the mean over the workers of the model's non-trainable weights
+    (:func:`senet.distributed.average_variables`), before anything saves the model."""
+
+    def __init__(self, strategy):
+        super().__init__()
+        self.strategy = strategy
+
+    def on_epoch_end(self, epoch, logs=None):
+        distributed.average_variables(self.strategy, self.model.non_trainable_weights)
+
+
+def _train_in_cluster(
+    config,
+    run_dir: Path,
+    *,
+    resume: bool,
+    overwrite: bool,
+    callbacks: Iterable[keras.callbacks.Callback] | None,
+    verbose: int | str,
+) -> RunResult:
+    """:func:`train` as one of several TensorFlow workers (``MultiWorkerMirroredStrategy``).
+
+    The chief does what a single process does to the run directory; the others never touch
+    it. The chief sends them the run's config and where it stands (epochs done, history),
+    and after every worker has built the same model, its weights and optimizer state, so
+    all continue from the chief's last finished epoch. Each worker reads its share of every
+    global batch (``AutoShardPolicy.DATA``: the in-memory images are split by element, so
+    replica ``i`` of ``n`` trains on the ``i``-th slice of each batch); gradients and
+    metrics are all-reduced every step.
+    """
+    strategy = distributed.multi_worker_strategy()  # joins the cluster: first
+    chief = distributed.is_chief()
+    replicas = int(strategy.num_replicas_in_sync)
+    with contextlib.ExitStack() as stack:
+        restored = None
+        if chief:
+            try:
+                config, sets, restored, start = _chief_start(
+                    config, run_dir, resume=resume, overwrite=overwrite, stack=stack
+                )
+                if config.batch_size % replicas:
+                    raise fail(
+                        "batch_size", f"a multiple of the {replicas} replicas", config.batch_size
+                    )
+            except BaseException as error:
+                distributed.broadcast_json(
+                    strategy, {"error": f"{type(error).__name__}: {one_line(error)}"}
+                )
+                raise
+            distributed.broadcast_json(strategy, start)
+        else:
+            start = distributed.broadcast_json(strategy, None)
+            config, sets = _worker_start(config, start)
+        class_names = sets["train"].class_names
+        steps_per_epoch = math.ceil(
+            _replica_multiple(len(sets["train"]), replicas) / config.batch_size
+        )
+        _seed_everything(config.seed, config.deterministic)
+        with strategy.scope():
+            model = _model_for_run(
+                config,
+                run_dir,
+                resume=False,
+                class_names=class_names,
+                steps_per_epoch=steps_per_epoch,
+            ).model
+            model.optimizer.build(model.trainable_variables)
+        if restored is not None:
+            _copy_state(restored.model, model)
+        distributed.broadcast_variables(strategy, [*model.variables, *model.optimizer.variables])
+        rows = [{**row, "epoch": int(row["epoch"])} for row in start["rows"]]
+        entries = restored.entries if restored is not None else []
+        run = runs.Restored(
+            model=model, epochs_done=int(start["epochs_done"]), rows=rows, entries=entries
+        )
+        checkpoint = runs.RunCheckpoint(
+            run_dir,
+            run.rows,
+            run.entries,
+            keep=config.keep_checkpoints,
+            class_names=class_names,
+            write=chief,
+        )
+        logs = _logging_callbacks(config, run_dir) if chief else []
+        with _cluster_errors():
+            if run.epochs_done < config.epochs:
+                _fit(
+                    run,
+                    config,
+                    sets,
+                    [_AverageNonTrainable(strategy), checkpoint, *logs, *(callbacks or ())],
+                    steps_per_epoch=steps_per_epoch,
+                    replicas=replicas,
+                    verbose=verbose if chief else 0,
+                )
+            _raise_if_diverged(checkpoint, config)
+            metrics = _finish(model, config, run_dir, run.rows, sets, chief)
+    return RunResult(
+        out_dir=run_dir,
+        model=model,
+        history=list(run.rows),
+        metrics=metrics,
+        epochs_run=len(run.rows),
+        resumed_from=run.epochs_done,
+        replicas=replicas,
+        config=config,
+    )

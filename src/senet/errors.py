@@ -1,0 +1,75 @@
+"""Error messages as one short line: what the ``senet`` command prints for an exception.
+
+Library exceptions sometimes carry a tensor or array in their message (TensorFlow's
+``Attempt to convert a value (PerReplica:{ 0: <tf.Tensor: ... numpy=array([[[[0.65...``
+prints a whole batch of pixels). :func:`one_line` shortens every such repr to its name and
+joins the message into one line of bounded length; the full text stays in the exception
+(the traceback ``--debug`` shows). Standard library only, so any module may use it.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["MESSAGE_LIMIT", "one_line"]
+
+#: The longest message :func:`one_line` returns (characters).
+MESSAGE_LIMIT = 300
+
+# the start of an array's or tensor's repr: NumPy `array([`, JAX `Array([`, torch
+# `tensor([`, TensorFlow's `PerReplica:{`/`Mirrored:{` and `<tf.Tensor: ...>`
+_REPR_START = re.compile(
+    r"\b(?:array|Array|tensor)\((?=\s*\[)|\b(?:PerReplica|Mirrored):(?=\{)|<tf\.Tensor\b"
+)
+_CLOSING = {"(": ")", "[": "]", "{": "}", "<": ">"}
+
+
+def _end_of_repr(text: str, start: int) -> int:
+    """The index after the bracket that closes the first one at or after ``start``."""
+    position = start
+    while position < len(text) and text[position] not in _CLOSING:
+        position += 1
+    stack = []
+    for index in range(position, len(text)):
+        char = text[index]
+        if char in "([{" or (char == "<" and not stack):
+            stack.append(_CLOSING[char])
+        elif stack and char == stack[-1]:
+            stack.pop()
+            if not stack:
+                return index + 1
+    return len(text)  # never closed: the repr runs to the end
+
+
+def _collapse_reprs(text: str) -> str:
+    parts, position = [], 0
+    while match := _REPR_START.search(text, position):
+        end = _end_of_repr(text, match.start())
+        name = match.group(0).rstrip("(:").lstrip("<")
+        parts.append(text[position : match.start()])
+        parts.append(f"<{name} ...>")
+        position = end
+    parts.append(text[position:])
+    return "".join(parts)
+
+
+def one_line(error: BaseException | str, limit: int = MESSAGE_LIMIT) -> str:
+    """``error``'s message in one line of at most ``limit`` characters, arrays left out.
+
+    Every array or tensor repr becomes ``<array ...>`` (``<PerReplica ...>``,
+    ``<tf.Tensor ...>``), whitespace runs (newlines included) become one space, and a
+    message still longer than ``limit`` is cut with ``...``. An empty message gives the
+    exception's type name.
+
+    Example:
+        >>> import numpy as np
+        >>> one_line(ValueError(f"bad value {np.zeros((40, 40))!r} in x"))
+        'bad value <array ...> in x'
+    """
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__ if isinstance(error, BaseException) else ""
+    text = " ".join(_collapse_reprs(text).split())
+    if len(text) > limit:
+        text = text[: limit - 3].rstrip() + "..."
+    return text

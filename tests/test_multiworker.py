@@ -1,0 +1,357 @@
+"""Multi-worker training across processes: `senet train --workers N`, the chief's run
+directory, a killed worker and `--resume`, the launcher, and one-line errors.
+
+The slow tests start real TensorFlow workers on 127.0.0.1 (MultiWorkerMirroredStrategy);
+every process is bounded by a timeout and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from senet import distributed
+from senet.cli import main
+from senet.errors import MESSAGE_LIMIT, one_line
+from senet.launch import WorkerFailed, free_ports, launch, tf_config
+
+# 700 faces (560 to train on: 18 global batches of 32 an epoch), small images, no augmentation
+# and a learning rate that leaves chance level within two epochs
+RUN_ARGS = [
+    "--data",
+    "synthetic",
+    "--synthetic-size",
+    "700",
+    "--image-size",
+    "32",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "32",
+    "--lr",
+    "0.003",
+    "--no-augment",
+    "--seed",
+    "0",
+    "--quiet",
+]
+RUN_FILES = {
+    "config.json",
+    "state.json",
+    "history.csv",
+    "model.keras",
+    "metrics.json",
+    "curves.png",
+    "confusion.png",
+}
+TIMEOUT = 240  # seconds, for any one `senet train`
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+
+
+def _senet(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "senet", "train", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+    )
+
+
+def _history(run_dir) -> list[dict[str, float]]:
+    with open(run_dir / "history.csv", newline="") as file:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
+
+
+def _worker_lines(stderr: str) -> dict[int, str]:
+    """The launcher's `worker i of n: pid P, ...` lines by worker."""
+    lines = {}
+    for line in stderr.splitlines():
+        if line.startswith("senet train: worker ") and " pid " in line:
+            lines[int(line.split()[3])] = line
+    return lines
+
+
+def _pid(line: str) -> int:
+    return int(line.split(" pid ")[1].split(",")[0])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    """A run of two local workers (`--workers 2`), two epochs: (run_dir, completed)."""
+    run_dir = tmp_path_factory.mktemp("multiworker") / "run"
+    completed = _senet(
+        "--workers", "2", "--timeout", str(TIMEOUT - 20), *RUN_ARGS, "--out", str(run_dir)
+    )
+    return run_dir, completed
+
+
+# --------------------------------------------------------------------------- acceptance
+
+
+@pytest.mark.slow
+def test_two_workers_train_one_model_like_one_process(two_workers, tmp_path):
+    run_dir, completed = two_workers
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    workers = _worker_lines(completed.stderr)
+    assert sorted(workers) == [0, 1] and "127.0.0.1:" in workers[1]
+    # the other worker's log folder is deleted after a run that succeeds
+    log = workers[1].split(" log ")[1]
+    assert not os.path.exists(os.path.dirname(log))
+    assert "run directory:" in completed.stdout
+    # the chief's run directory is complete
+    assert {path.name for path in run_dir.iterdir()} >= RUN_FILES
+    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {
+        "epoch-0001.keras",
+        "epoch-0002.keras",
+    }
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["distribute"] == "multiworker" and config["batch_size"] == 32
+    assert [row["epoch"] for row in _history(run_dir)] == [1, 2]
+    # the same global batches on one process
+    single_dir = tmp_path / "single"
+    single = _senet(*RUN_ARGS, "--out", str(single_dir))
+    assert single.returncode == 0, single.stderr[-3000:]
+    multi_metrics = json.loads((run_dir / "metrics.json").read_text())
+    single_metrics = json.loads((single_dir / "metrics.json").read_text())
+    assert multi_metrics["num_examples"] == single_metrics["num_examples"] == 70
+    # Not bit for bit: each replica normalizes its half batch (16 images) with its own batch
+    # statistics and draws its own dropout mask, where one process uses the whole 32. The
+    # gradients themselves are all-reduced exactly (a model without batch norm and dropout
+    # gives the same losses to 1e-7). So: training losses within 5% epoch by epoch, and
+    # test accuracy within 10 points (7 of the 70 test images; one accuracy's binomial
+    # standard deviation is about 5 points here).
+    for multi_row, single_row in zip(_history(run_dir), _history(single_dir), strict=True):
+        assert multi_row["loss"] == pytest.approx(single_row["loss"], rel=0.05)
+    assert abs(multi_metrics["test_accuracy"] - single_metrics["test_accuracy"]) <= 0.10
+
+
+@pytest.mark.slow
+def test_killed_worker_then_resume_loses_nothing(two_workers, tmp_path):
+    reference_dir, reference = two_workers
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "senet", "train", "--workers", "2"]
+    command += ["--timeout", str(TIMEOUT - 20), *RUN_ARGS, "--out", str(run_dir)]
+    launcher = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env()
+    )
+    try:
+        lines = {}
+        while len(lines) < 2:
+            line = launcher.stderr.readline()
+            assert line, "the launcher ended before starting its workers"
+            lines.update(_worker_lines(line))
+        chief, worker = _pid(lines[0]), _pid(lines[1])
+        # kill worker 1 as soon as the chief has recorded epoch 1: during epoch 2
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            state = run_dir / "state.json"
+            if state.exists() and '"epochs_done": 1' in state.read_text():
+                break
+            assert launcher.poll() is None, launcher.stderr.read()[-3000:]
+            time.sleep(0.05)
+        os.kill(worker, signal.SIGKILL)
+        error = launcher.communicate(timeout=60)[1]
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    assert launcher.returncode == 1
+    last = error.strip().splitlines()[-1]
+    assert last.startswith("senet train: error: worker 1 was killed by SIGKILL")
+    assert "every worker was stopped" in last and len(last) < 400
+    assert not _alive(chief) and not _alive(worker)
+    assert [row["epoch"] for row in _history(run_dir)] == [1]  # epoch 2 never finished
+
+    resumed = _senet("--workers", "2", "--timeout", str(TIMEOUT - 20), "--resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed after epoch 1" in resumed.stdout
+    history = _history(run_dir)
+    assert [row["epoch"] for row in history] == [1, 2]  # every epoch exactly once
+    # nothing lost: the same epochs as the run that was never interrupted
+    for row, expected in zip(history, _history(reference_dir), strict=True):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert row[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key
+    from senet.layers import load_model
+
+    model = load_model(run_dir / "model.keras")
+    assert model.output_shape == (None, 7)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    reference_metrics = json.loads((reference_dir / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2
+    assert metrics["test_accuracy"] == pytest.approx(reference_metrics["test_accuracy"])
+
+
+# --------------------------------------------------------------------------- launcher
+
+# a stand-in worker: reads its TF_CONFIG, says what it got, then acts as ACTIONS says
+_STAND_IN = textwrap.dedent(
+    """
+    import json, os, sys, time
+    config = json.loads(os.environ["TF_CONFIG"])
+    index = config["task"]["index"]
+    print(json.dumps({"index": index, "config": config, "argv": sys.argv[1:]}), flush=True)
+    action = json.loads(os.environ["ACTIONS"])[index]
+    if action == "fail":
+        time.sleep(0.3)
+        print("senet train: error: boom " + "0.123 " * 200, file=sys.stderr, flush=True)
+        sys.exit(3)
+    if action == "sleep":
+        time.sleep(120)
+    """
+)
+
+
+def _launch(tmp_path, actions, capsys, **kwargs):
+    script = tmp_path / "stand_in.py"
+    script.write_text(_STAND_IN)
+    env = {**os.environ, "ACTIONS": json.dumps(actions)}
+    return launch(
+        ["--out", "RUN"], len(actions), env=env, program=[sys.executable, str(script)], **kwargs
+    )
+
+
+def test_launcher_gives_each_worker_its_loopback_tf_config(tmp_path, capsys):
+    assert _launch(tmp_path, ["ok", "ok", "ok"], capsys, timeout=60) == 0
+    captured = capsys.readouterr()
+    said = json.loads(captured.out.strip().splitlines()[-1])  # only the chief's output shows
+    assert said["index"] == 0
+    assert said["argv"] == ["--out", "RUN", "--distribute", "multiworker"]
+    addresses = said["config"]["cluster"]["worker"]
+    assert len(addresses) == 3 and all(a.startswith("127.0.0.1:") for a in addresses)
+    assert len(set(addresses)) == 3
+    assert sorted(_worker_lines(captured.err)) == [0, 1, 2]
+
+
+def test_launcher_stops_every_worker_when_one_fails(tmp_path, capsys):
+    with pytest.raises(WorkerFailed) as caught:
+        _launch(tmp_path, ["sleep", "fail"], capsys, timeout=60)
+    error = caught.value
+    assert (error.index, error.status) == (1, 3)
+    message = str(error)
+    assert message.startswith("worker 1 exited with status 3; every worker was stopped")
+    assert "boom" in message and len(message) < 400 and "\n" not in message
+    chief = _pid(_worker_lines(capsys.readouterr().err)[0])
+    assert not _alive(chief)
+
+
+def test_launcher_timeout_stops_every_worker(tmp_path, capsys):
+    with pytest.raises(WorkerFailed, match="timeout") as caught:
+        _launch(tmp_path, ["sleep", "sleep"], capsys, timeout=1)
+    assert caught.value.index is None
+    for line in _worker_lines(capsys.readouterr().err).values():
+        assert not _alive(_pid(line))
+
+
+def test_free_ports_are_distinct():
+    ports = free_ports(4)
+    assert len(set(ports)) == 4 and all(0 < port < 65536 for port in ports)
+    assert json.loads(tf_config(ports, 2))["task"] == {"type": "worker", "index": 2}
+
+
+def test_cli_workers_passes_the_options_given(tmp_path, monkeypatch):
+    import senet.launch
+
+    seen = {}
+
+    def fake_launch(args, workers, *, timeout=None, env=None):
+        seen.update(args=args, workers=workers, timeout=timeout)
+        return 0
+
+    monkeypatch.setattr(senet.launch, "launch", fake_launch)
+    run = str(tmp_path / "run")
+    argv = ["train", "--workers", "3", "--timeout", "30", "--out", run, "--lr", "0.5"]
+    assert main([*argv, "--no-augment", "--quiet"]) == 0
+    assert seen["workers"] == 3 and seen["timeout"] == 30
+    assert seen["args"] == ["--out", run, "--lr", "0.5", "--no-augment", "--quiet"]
+
+
+def test_cli_workers_refuses_another_distribution(tmp_path, capsys):
+    argv = ["train", "--workers", "2", "--distribute", "mirrored", "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    assert "--distribute multiworker" in capsys.readouterr().err
+
+
+def test_worker_role_comes_from_tf_config(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert distributed.is_chief() and distributed.cluster_size() == 1
+    monkeypatch.setenv("TF_CONFIG", tf_config([1, 2], 1))
+    assert not distributed.is_chief() and distributed.cluster_size() == 2
+    assert distributed.task_name() == "worker 1"
+    chief = {
+        "cluster": {"chief": ["a:1"], "worker": ["b:1"]},
+        "task": {"type": "worker", "index": 0},
+    }
+    monkeypatch.setenv("TF_CONFIG", json.dumps(chief))
+    assert not distributed.is_chief() and distributed.cluster_size() == 2
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _array_error() -> ValueError:
+    # what TensorFlow said when two workers met Keras' fit: a batch of pixels in the message
+    pixels = np.random.default_rng(0).random((16, 24, 24, 1), dtype=np.float32)
+    return ValueError(
+        f"Attempt to convert a value (PerReplica:{{\n  0: {pixels!r}\n}}) with an unsupported "
+        "type (<class 'tensorflow.python.distribute.values.PerReplica'>) to a Tensor."
+    )
+
+
+def test_one_line_leaves_arrays_out():
+    error = _array_error()
+    assert len(str(error)) > 3000
+    line = one_line(error)
+    assert line == (
+        "Attempt to convert a value (<PerReplica ...>) with an unsupported type "
+        "(<class 'tensorflow.python.distribute.values.PerReplica'>) to a Tensor."
+    )
+    torch_like = "bad logits tensor([[0.1, 0.2],\n        [0.3, 0.4]]) for x"
+    assert one_line(torch_like) == "bad logits <tensor ...> for x"
+    long = one_line("word " * 500)
+    assert len(long) == MESSAGE_LIMIT and long.endswith("...")
+
+
+@pytest.mark.parametrize("debug", ["flag", "env"])
+def test_cli_error_is_one_short_line_and_debug_shows_the_traceback(
+    tmp_path, monkeypatch, capsys, debug
+):
+    import senet.train
+
+    def failing_train(*args, **kwargs):
+        raise _array_error()
+
+    monkeypatch.setattr(senet.train, "train", failing_train)
+    argv = ["train", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and len(err) < 400
+    assert err.startswith("senet train: error: Attempt to convert a value (<PerReplica ...>)")
+    assert "0." not in err.split("Tensor.")[0] and "--debug" in err
+    if debug == "flag":
+        argv = ["--debug", *argv]
+    else:
+        monkeypatch.setenv("SENET_DEBUG", "1")
+    with pytest.raises(ValueError, match="PerReplica"):
+        main(argv)
