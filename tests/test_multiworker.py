@@ -355,3 +355,34 @@ def test_cli_error_is_one_short_line_and_debug_shows_the_traceback(
         monkeypatch.setenv("SENET_DEBUG", "1")
     with pytest.raises(ValueError, match="PerReplica"):
         main(argv)
+
+
+# --------------------------------------------------------------------------- JAX
+
+
+def test_cli_workers_on_jax_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert main(["train", "--workers", "2", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "needs the tensorflow backend" in err and "KERAS_BACKEND" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_jax_worker_of_a_cluster_is_refused_before_writing(tmp_path):
+    pytest.importorskip("jax")
+    run_dir = tmp_path / "run"
+    env = {**_env(), "KERAS_BACKEND": "jax", "TF_CONFIG": tf_config(free_ports(2), 0)}
+    args = ["--data", "synthetic", "--synthetic-size", "70", "--image-size", "16"]
+    completed = subprocess.run(
+        [sys.executable, "-m", "senet", "train", *args, "--distribute", "multiworker"]
+        + ["--out", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=env,
+    )
+    assert completed.returncode == 2, completed.stderr[-3000:]
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last.startswith("senet train: error: training across processes (2 asked) needs")
+    assert not run_dir.exists()

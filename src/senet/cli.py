@@ -311,8 +311,10 @@ def _launch_train(args) -> int:
         raise CLIError(
             f"--workers trains with --distribute multiworker, not --distribute {args.distribute}"
         )
+    from senet.distributed import check_backend
     from senet.launch import launch
 
+    check_backend(os.environ.get("KERAS_BACKEND", "tensorflow"), args.workers)
     env = {**os.environ, "SENET_DEBUG": "1"} if args.debug else None
     return launch(_train_argv(args), args.workers, timeout=args.timeout, env=env)
 

@@ -34,6 +34,7 @@ __all__ = [
     "average_variables",
     "broadcast_json",
     "broadcast_variables",
+    "check_backend",
     "cluster_size",
     "is_chief",
     "multi_worker_strategy",
@@ -172,3 +173,21 @@ def average_variables(strategy, variables: Sequence[Any]) -> None:
     for variable, value in zip(variables, values, strict=True):
         variable.assign(mean[start : start + value.size].reshape(value.shape).astype(value.dtype))
         start += value.size
+
+
+def check_backend(backend: str, processes: int) -> None:
+    """Raise ValueError unless ``backend`` can train one run across ``processes`` processes.
+
+    Only TensorFlow does, in senet. JAX itself can (``keras.distribution.initialize`` with a
+    coordinator, gloo collectives on CPU: two local processes fit a small model in step),
+    but senet's run machinery is not built for JAX's multi-process arrays: the chief-only
+    run directory, the broadcast of a resumed run and the final evaluation.
+    """
+    if processes <= 1 or backend == "tensorflow":
+        return
+    raise ValueError(
+        f"training across processes ({processes} asked) needs the tensorflow backend; on "
+        f"{backend} senet trains in one process only (its run directory, --resume broadcast "
+        "and final evaluation are not built for multi-process arrays): set "
+        "KERAS_BACKEND=tensorflow, or use one process with --distribute mirrored"
+    )

@@ -526,6 +526,11 @@ def _distribution_scope(kind: str):
         return strategy.scope(), distributed.is_chief(), int(strategy.num_replicas_in_sync)
     if backend == "jax":
         if kind == "multiworker":
+            processes = os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")
+            processes = max(
+                distributed.cluster_size(), int(processes) if processes.isdigit() else 1
+            )
+            distributed.check_backend(backend, processes)
             keras.distribution.initialize()
         import jax
 
