@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -54,6 +55,13 @@ RUN_FILES = {
     "confusion.png",
 }
 TIMEOUT = 240  # seconds, for any one `senet train`
+
+
+@pytest.fixture(autouse=True)
+def _temporary_files_here(tmp_path, monkeypatch):
+    """Workers' logs (kept after a failure) and temporary saves go under tmp_path."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
 
 
 def _env() -> dict[str, str]:
