@@ -395,6 +395,17 @@ def _add_model_inputs(parser) -> None:
     )
 
 
+def _model_options(args) -> dict:
+    """The options :func:`_add_allow_h5` and :func:`_add_model_inputs` declare, as the
+    keyword arguments of ``evaluate``, ``iter_predictions`` and ``iter_explanations``."""
+    return {
+        "allow_h5": args.allow_h5,
+        "class_names": args.class_names,
+        "input_range": args.input_range,
+        "colour": args.colour,
+    }
+
+
 def _class_names(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",")]
     if not all(names) or len(set(names)) != len(names):
@@ -420,10 +431,7 @@ def _run_evaluate(args) -> int:
                 batch_size=args.batch_size,
                 skip_bad=args.skip_bad,
                 overwrite=args.overwrite,
-                allow_h5=args.allow_h5,
-                class_names=args.class_names,
-                input_range=args.input_range,
-                colour=args.colour,
+                **_model_options(args),
             )
         finally:
             _print_warnings(args.command, caught)
@@ -507,10 +515,7 @@ def _run_predict(args) -> int:
             every=args.every,
             annotate_dir=args.annotate,
             overwrite=args.overwrite,
-            allow_h5=args.allow_h5,
-            class_names=args.class_names,
-            input_range=args.input_range,
-            colour=args.colour,
+            **_model_options(args),
         ):
             _print_warnings(args.command, caught)
             if args.json:
@@ -598,10 +603,7 @@ def _run_explain(args) -> int:
                 method=args.method,
                 class_name=args.class_name,
                 layer=args.layer,
-                allow_h5=args.allow_h5,
-                class_names=args.class_names,
-                input_range=args.input_range,
-                colour=args.colour,
+                **_model_options(args),
             ):
                 _print_warnings(args.command, caught)
                 _print_explanation(photo)
