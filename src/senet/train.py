@@ -871,33 +871,71 @@ def train(
         )
         if is_chief:
             _open_run_dir(run_dir, config, resume=resume, overwrite=overwrite, changes=changes)
-        checkpoint = runs.RunCheckpoint(
+        return _fit_and_finish(
+            restored,
+            config,
+            sets,
             run_dir,
-            restored.rows,
-            restored.entries,
-            keep=config.keep_checkpoints,
             class_names=class_names,
-            write=is_chief,
+            chief=is_chief,
+            logs=True,
+            callbacks=callbacks,
+            steps_per_epoch=steps_per_epoch,
+            replicas=replicas,
+            verbose=verbose,
         )
-        if restored.epochs_done < config.epochs:
-            _fit(
-                restored,
-                config,
-                sets,
-                [checkpoint, *_logging_callbacks(config, run_dir), *(callbacks or ())],
-                steps_per_epoch=steps_per_epoch,
-                replicas=replicas,
-                verbose=verbose,
-            )
-        _raise_if_diverged(checkpoint, config)
-        metrics = _finish(restored.model, config, run_dir, restored.rows, sets, is_chief)
+
+
+def _fit_and_finish(
+    run: runs.Restored,
+    config: TrainConfig,
+    sets: dict[str, ImageSet],
+    run_dir: Path,
+    *,
+    class_names: Sequence[str],
+    chief: bool,
+    logs: bool,
+    callbacks: Iterable[keras.callbacks.Callback] | None,
+    steps_per_epoch: int,
+    replicas: int,
+    verbose: int | str,
+    first: Sequence[keras.callbacks.Callback] = (),
+) -> RunResult:
+    """Fit ``run`` up to ``config.epochs`` behind a :class:`senet.runs.RunCheckpoint`
+    (written by the ``chief`` only), then evaluate it and write the final artefacts: the
+    end of :func:`train`, in one process or as a cluster worker.
+
+    The fit's callbacks are ``first``, the checkpoint, the logging callbacks (when
+    ``logs``), then the user's ``callbacks``.
+    """
+    checkpoint = runs.RunCheckpoint(
+        run_dir,
+        run.rows,
+        run.entries,
+        keep=config.keep_checkpoints,
+        class_names=class_names,
+        write=chief,
+    )
+    log_callbacks = _logging_callbacks(config, run_dir) if logs else []
+    if run.epochs_done < config.epochs:
+        _fit(
+            run,
+            config,
+            sets,
+            [*first, checkpoint, *log_callbacks, *(callbacks or ())],
+            steps_per_epoch=steps_per_epoch,
+            replicas=replicas,
+            verbose=verbose,
+        )
+    _raise_if_diverged(checkpoint, config)
+    metrics = _finish(run.model, config, run_dir, run.rows, sets, chief)
     return RunResult(
         out_dir=run_dir,
-        model=restored.model,
-        history=list(restored.rows),
+        model=run.model,
+        history=list(run.rows),
         metrics=metrics,
-        epochs_run=len(restored.rows),
-        resumed_from=restored.epochs_done,
+        epochs_run=len(run.rows),
+        resumed_from=run.epochs_done,
         replicas=replicas,
         config=config,
     )
@@ -1225,35 +1263,18 @@ def _train_in_cluster(
         run = runs.Restored(
             model=model, epochs_done=int(start["epochs_done"]), rows=rows, entries=entries
         )
-        checkpoint = runs.RunCheckpoint(
-            run_dir,
-            run.rows,
-            run.entries,
-            keep=config.keep_checkpoints,
-            class_names=class_names,
-            write=chief,
-        )
-        logs = _logging_callbacks(config, run_dir) if chief else []
         with _cluster_errors():
-            if run.epochs_done < config.epochs:
-                _fit(
-                    run,
-                    config,
-                    sets,
-                    [_AverageNonTrainable(strategy), checkpoint, *logs, *(callbacks or ())],
-                    steps_per_epoch=steps_per_epoch,
-                    replicas=replicas,
-                    verbose=verbose if chief else 0,
-                )
-            _raise_if_diverged(checkpoint, config)
-            metrics = _finish(model, config, run_dir, run.rows, sets, chief)
-    return RunResult(
-        out_dir=run_dir,
-        model=model,
-        history=list(run.rows),
-        metrics=metrics,
-        epochs_run=len(run.rows),
-        resumed_from=run.epochs_done,
-        replicas=replicas,
-        config=config,
-    )
+            return _fit_and_finish(
+                run,
+                config,
+                sets,
+                run_dir,
+                class_names=class_names,
+                chief=chief,
+                logs=chief,
+                callbacks=callbacks,
+                steps_per_epoch=steps_per_epoch,
+                replicas=replicas,
+                verbose=verbose if chief else 0,
+                first=[_AverageNonTrainable(strategy)],
+            )
