@@ -255,7 +255,8 @@ def test_demo_calls_run_demo_and_prints_where_and_what(tmp_path, capsys, monkeyp
         },
     }
 
-    def run_demo(out_dir, *, quick=False, seed=0, verbose=False):
+    def run_demo(out_dir, *, quick=False, seed=0, verbose=False, difficulty="easy"):
+        assert difficulty == "easy"  # the default; --difficulty hard is passed through
         calls.append((str(out_dir), quick, seed, verbose))
         return metrics
 

@@ -1069,7 +1069,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _one_line(error: BaseException) -> str:
-    """``error`` in one line of at most ~300 characters, arrays and tensors left out
+    """``error`` in one line of at most ~600 characters, arrays and tensors left out
     (:func:`senet.errors.one_line`); says so when something was left out."""
     from senet.errors import one_line
 

@@ -14,7 +14,9 @@ import re
 __all__ = ["MESSAGE_LIMIT", "one_line"]
 
 #: The longest message :func:`one_line` returns (characters).
-MESSAGE_LIMIT = 300
+#: Long enough for senet's own messages that name two full paths (a run directory and a
+#: file in it), short enough that no tensor or traceback fits.
+MESSAGE_LIMIT = 600
 
 # the start of an array's or tensor's repr: NumPy `array([`, JAX `Array([`, torch
 # `tensor([`, TensorFlow's `PerReplica:{`/`Mirrored:{` and `<tf.Tensor: ...>`
