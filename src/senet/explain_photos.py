@@ -34,14 +34,10 @@ from senet.data.images import load_image, to_bgr8
 from senet.predict import (
     VIDEO_EXTENSIONS,
     Box,
-    class_names_for,
     crop_inputs,
     detect_faces,
-    input_format,
-    load_classifier,
-    model_record,
+    load_for_inference,
     predict_faces,
-    warn_if_synthetic,
 )
 from senet.report import Image, Section, Table, write_report
 
@@ -232,14 +228,15 @@ def iter_explanations(
                 f"Expected photos (explain takes no videos; `senet predict` reads them). "
                 f"Received: {path}"
             )
-    model = load_classifier(model_path, allow_h5=allow_h5)
-    record = model_record(model, model_path)
-    inputs = input_format(model, record=record, input_range=input_range, colour=colour)
+    model, inputs, class_names = load_for_inference(
+        model_path,
+        allow_h5=allow_h5,
+        class_names=class_names,
+        input_range=input_range,
+        colour=colour,
+    )
     size, channels = inputs.size, inputs.channels
-    if class_names is None:
-        class_names = class_names_for(model_path, int(model.output_shape[-1]), record)
     class_names = tuple(class_names)
-    warn_if_synthetic(record, model_path)
     if class_name is not None and class_name not in class_names:
         raise ValueError(
             f"Expected `class_name` to be one of the model's classes {class_names}. "

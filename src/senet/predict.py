@@ -61,6 +61,7 @@ __all__ = [
     "input_format",
     "iter_predictions",
     "load_classifier",
+    "load_for_inference",
     "model_input_size",
     "model_record",
     "predict_faces",
@@ -634,6 +635,33 @@ def _predict_video(
             writer.release()
 
 
+def load_for_inference(
+    model_path: str | os.PathLike,
+    *,
+    allow_h5: bool = False,
+    class_names: Sequence[str] | None = None,
+    input_range: str | Sequence[float] | None = None,
+    colour: str | None = None,
+) -> tuple[Any, InputFormat, Sequence[str]]:
+    """A saved classifier, how faces become its inputs, and its class names.
+
+    What prediction and explanation both do first: :func:`load_classifier`, then
+    :func:`input_format` from the model's record (:func:`model_record`) and the
+    overrides, the class names (``class_names``, else :func:`class_names_for`), and
+    :func:`warn_if_synthetic`.
+
+    Returns:
+        ``(model, inputs, class_names)``.
+    """
+    model = load_classifier(model_path, allow_h5=allow_h5)
+    record = model_record(model, model_path)
+    inputs = input_format(model, record=record, input_range=input_range, colour=colour)
+    if class_names is None:
+        class_names = class_names_for(model_path, int(model.output_shape[-1]), record)
+    warn_if_synthetic(record, model_path)
+    return model, inputs, class_names
+
+
 def iter_predictions(
     model_path: str | os.PathLike,
     paths: Iterable[str | os.PathLike],
@@ -659,13 +687,13 @@ def iter_predictions(
             raise FileNotFoundError(f"no such file: {path}")
     # every input and output name is checked before the model loads or anything is written
     targets = _annotation_targets(paths, annotate_dir, overwrite)
-    model = load_classifier(model_path, allow_h5=allow_h5)
-    outputs = int(model.output_shape[-1])
-    record = model_record(model, model_path)
-    inputs = input_format(model, record=record, input_range=input_range, colour=colour)
-    if class_names is None:
-        class_names = class_names_for(model_path, outputs, record)
-    warn_if_synthetic(record, model_path)
+    model, inputs, class_names = load_for_inference(
+        model_path,
+        allow_h5=allow_h5,
+        class_names=class_names,
+        input_range=input_range,
+        colour=colour,
+    )
 
     for path, target in zip(paths, targets, strict=True):
         if path.suffix.lower() in VIDEO_EXTENSIONS:
