@@ -196,20 +196,22 @@ _LOAD_AND_RUN = """
 import json, sys
 import keras, numpy as np
 import senet
-arrays = np.load(sys.argv[2])
-try:
-    model = senet.load_model(sys.argv[1])
-except Exception as error:  # the message is what the test checks
-    print(json.dumps({"error": f"{type(error).__name__}: {error}"}))
-else:
-    y = keras.ops.convert_to_numpy(model(arrays["x"], training=False))
-    print(json.dumps({"max_abs_diff": float(np.max(np.abs(y - arrays["y"]))),
-                      "classes": sorted({type(layer).__name__ for layer in model.layers})}))
+for model_path, arrays_path in zip(sys.argv[1::2], sys.argv[2::2]):
+    arrays = np.load(arrays_path)
+    try:
+        model = senet.load_model(model_path)
+    except Exception as error:  # the message is what the test checks
+        print(json.dumps({"error": f"{type(error).__name__}: {error}"}))
+    else:
+        y = keras.ops.convert_to_numpy(model(arrays["x"], training=False))
+        print(json.dumps({"max_abs_diff": float(np.max(np.abs(y - arrays["y"]))),
+                          "classes": sorted({type(layer).__name__ for layer in model.layers})}))
 """
 
 
-def _load_in_fresh_processes(path, arrays, backends):
-    """Start one loader per backend (concurrently) and return {backend: its JSON report}."""
+def _load_in_fresh_processes(pairs, backends):
+    """Start one loader per backend (concurrently) for every ``(model, arrays)`` pair and
+    return ``{backend: [one JSON report per pair]}``."""
     import importlib.util
     import json
     import os
@@ -222,7 +224,7 @@ def _load_in_fresh_processes(path, arrays, backends):
             continue
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
         running[backend] = subprocess.Popen(
-            [sys.executable, "-c", _LOAD_AND_RUN, str(path), str(arrays)],
+            [sys.executable, "-c", _LOAD_AND_RUN, *(str(p) for pair in pairs for p in pair)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -232,7 +234,8 @@ def _load_in_fresh_processes(path, arrays, backends):
     for backend, process in running.items():
         out, err = process.communicate(timeout=600)
         assert process.returncode == 0, err[-3000:]
-        reports[backend] = json.loads(out.strip().splitlines()[-1])
+        lines = out.strip().splitlines()[-len(pairs) :]
+        reports[backend] = [json.loads(line) for line in lines]
     return reports
 
 
@@ -252,11 +255,23 @@ def saved_fused_resnet18(tmp_path_factory):
     return paths
 
 
-def test_fused_model_loads_with_senet_load_model_on_every_backend(saved_fused_resnet18):
-    path = saved_fused_resnet18["auto"]
-    reports = _load_in_fresh_processes(
-        path, path.with_suffix(".npz"), ("tensorflow", "jax", "torch")
-    )
+@pytest.fixture(scope="module")
+def fresh_process_reports(saved_fused_resnet18):
+    """Both saved models loaded in one fresh process per backend: ``{backend: {impl: report}}``."""
+    implementations = ("auto", "tf")
+    pairs = [
+        (saved_fused_resnet18[impl], saved_fused_resnet18[impl].with_suffix(".npz"))
+        for impl in implementations
+    ]
+    reports = _load_in_fresh_processes(pairs, ("tensorflow", "jax", "torch"))
+    return {
+        backend: dict(zip(implementations, found, strict=True))
+        for backend, found in reports.items()
+    }
+
+
+def test_fused_model_loads_with_senet_load_model_on_every_backend(fresh_process_reports):
+    reports = {backend: found["auto"] for backend, found in fresh_process_reports.items()}
     assert "tensorflow" in reports
     for backend, report in reports.items():
         assert "error" not in report, (backend, report)
@@ -266,9 +281,8 @@ def test_fused_model_loads_with_senet_load_model_on_every_backend(saved_fused_re
         assert report["max_abs_diff"] < tolerance, (backend, report)
 
 
-def test_a_tensorflow_only_fused_model_says_so_on_other_backends(saved_fused_resnet18):
-    path = saved_fused_resnet18["tf"]
-    reports = _load_in_fresh_processes(path, path.with_suffix(".npz"), ("tensorflow", "jax"))
+def test_a_tensorflow_only_fused_model_says_so_on_other_backends(fresh_process_reports):
+    reports = {backend: found["tf"] for backend, found in fresh_process_reports.items()}
     assert reports["tensorflow"]["max_abs_diff"] < 1e-5
     if "jax" not in reports:
         pytest.skip("jax is not installed")
