@@ -839,12 +839,7 @@ def train(
             verbose=verbose,
         )
     # every check that only reads comes first: a refused run changes nothing
-    config, changes = _resolve_config(config, run_dir, resume, overwrite)
-    if run_dir.is_dir():
-        runs.check_unlocked(run_dir)
-    sets = load_run_data(config)
-    if len(sets["train"]) == 0:
-        raise ValueError(f"No training images in {config.data!r} after the split.")
+    config, changes, sets = _read_run_start(config, run_dir, resume, overwrite)
     class_names = sets["train"].class_names
     if config.init_from is not None and not resume:
         # refused here, before the run directory exists (loaded again in the scope below)
@@ -1106,12 +1101,14 @@ def _joins_cluster(config, run_dir: Path, resume: bool) -> bool:
     return False  # the single-process path reports what is wrong with the run
 
 
-def _chief_start(config, run_dir: Path, *, resume: bool, overwrite: bool, stack):
-    """The chief's part before training: the checks and files of :func:`train`, and what the
-    other workers need to start as it does (``start``, for :func:`distributed.broadcast_json`).
+def _read_run_start(
+    config, run_dir: Path, resume: bool, overwrite: bool
+) -> tuple[TrainConfig, dict[str, tuple[Any, Any]], dict[str, ImageSet]]:
+    """The checks a run starts with that only read (:func:`train` and the cluster's chief):
+    the resolved config and its changes (:func:`_resolve_config`), the run directory not
+    in use, and the run's data, which must have training images.
 
-    Returns ``(config, sets, restored, start)``; ``restored`` is the run's checkpoint loaded
-    outside the strategy (None for a new run). Takes the run's lock into ``stack``.
+    Returns ``(config, changes, sets)``.
     """
     config, changes = _resolve_config(config, run_dir, resume, overwrite)
     if run_dir.is_dir():
@@ -1119,6 +1116,17 @@ def _chief_start(config, run_dir: Path, *, resume: bool, overwrite: bool, stack)
     sets = load_run_data(config)
     if len(sets["train"]) == 0:
         raise ValueError(f"No training images in {config.data!r} after the split.")
+    return config, changes, sets
+
+
+def _chief_start(config, run_dir: Path, *, resume: bool, overwrite: bool, stack):
+    """The chief's part before training: the checks and files of :func:`train`, and what the
+    other workers need to start as it does (``start``, for :func:`distributed.broadcast_json`).
+
+    Returns ``(config, sets, restored, start)``; ``restored`` is the run's checkpoint loaded
+    outside the strategy (None for a new run). Takes the run's lock into ``stack``.
+    """
+    config, changes, sets = _read_run_start(config, run_dir, resume, overwrite)
     stack.enter_context(_locked(run_dir, True))
     if not resume:
         _check_new_run_dir(run_dir, overwrite)
