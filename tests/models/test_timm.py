@@ -523,3 +523,14 @@ def test_senet_convert_writes_a_model_with_timms_logits(tmp_path, capsys):
 
     assert cli.main(argv) == 2  # an existing file is not replaced without --overwrite
     assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch", ["seresnet18", "ecaresnet50d"])
+def test_expected_tensors_are_the_references_state_dict(arch):
+    state = numpy_state(reference(arch))
+    wanted = {
+        name: tuple(value.shape)
+        for name, value in state.items()
+        if not name.endswith("num_batches_tracked")
+    }
+    assert timm_import.expected_tensors(arch) == wanted

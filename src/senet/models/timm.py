@@ -55,6 +55,7 @@ __all__ = [
     "TimmConversion",
     "WeightMismatchError",
     "convert_timm",
+    "expected_tensors",
     "from_timm",
     "pretrained_config",
     "read_state_dict",
@@ -500,6 +501,45 @@ def _load(model, spec, state, arch, *, strict: bool, include_top: bool):
     return sorted(used), unused, ignored
 
 
+def _build(spec, name, config, num_classes, include_top, pooling, input_shape, activation):
+    """The senet network for a timm architecture (``spec``), no weights set yet."""
+    return resnet(
+        spec.depth,
+        input_shape=config.input_size if input_shape is None else input_shape,
+        num_classes=num_classes,
+        attention=spec.attention,
+        reduction=16,
+        include_top=include_top,
+        pooling=pooling,
+        name=name,
+        cardinality=spec.cardinality,
+        base_width=spec.base_width,
+        stem=spec.stem,
+        downsample=spec.downsample,
+        units_divisor=8 if spec.attention == "se" else None,
+        classifier_activation=activation,
+    )
+
+
+def expected_tensors(arch: str, *, num_classes: int | None = None) -> dict[str, tuple]:
+    """The tensors a timm state dict for ``arch`` must hold: ``{name: PyTorch shape}``.
+
+    What :func:`from_timm` checks a file against (BatchNorm's ``num_batches_tracked``
+    counters are not listed: they are ignored). Useful to inspect a file that does not
+    fit, or to make a random state dict for a test or a benchmark.
+
+    Example:
+        >>> expected_tensors("seresnet18")["layer1.0.se.fc1.weight"]
+        (8, 64, 1, 1)
+    """
+    name, tag = _split_arch(arch)
+    spec = ARCHITECTURES[name]
+    config = pretrained_config(f"{name}.{tag}")
+    classes = config.num_classes if num_classes is None else num_classes
+    model = _build(spec, name, config, classes, True, None, None, "softmax")
+    return {a.timm_name: a.torch_shape for a in _assignments(model, spec)}
+
+
 # --------------------------------------------------------------------------- public
 
 
@@ -582,21 +622,8 @@ def convert_timm(
     if num_classes is None and include_top:
         classifier = state.get("fc.weight")
         num_classes = int(classifier.shape[0]) if classifier is not None else config.num_classes
-    model = resnet(
-        spec.depth,
-        input_shape=config.input_size if input_shape is None else input_shape,
-        num_classes=num_classes,
-        attention=spec.attention,
-        reduction=16,
-        include_top=include_top,
-        pooling=pooling,
-        name=name,
-        cardinality=spec.cardinality,
-        base_width=spec.base_width,
-        stem=spec.stem,
-        downsample=spec.downsample,
-        units_divisor=8 if spec.attention == "se" else None,
-        classifier_activation=classifier_activation,
+    model = _build(
+        spec, name, config, num_classes, include_top, pooling, input_shape, classifier_activation
     )
     used, unused, ignored = _load(model, spec, state, name, strict=strict, include_top=include_top)
     seconds = time.perf_counter() - start
