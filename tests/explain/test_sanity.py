@@ -116,7 +116,7 @@ def _naive_deletion(model, x, heatmaps, classes, steps, seed):
             keys = sorted(range(height * width), key=lambda p: (-heatmaps[i].flat[p], ties[i, p]))
             for p in keys[:k]:
                 batch[i, p // width, p % width, :] = x[i].mean()
-        probabilities = np.asarray(model(batch, training=False))
+        probabilities = keras.ops.convert_to_numpy(model(batch, training=False))
         curve.append(probabilities[np.arange(count), classes].mean())
     return np.asarray(curve)
 
