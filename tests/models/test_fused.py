@@ -311,3 +311,19 @@ def test_fused_layer_checks_use_one_message_shape():
         FusedSEResidual(kernel_size=3, squeeze_from="input")
     # One rule for case, as every other senet choice.
     assert FusedSEResidual(squeeze="AVG", padding="SAME").get_config()["padding"] == "same"
+
+
+@pytest.mark.parametrize("implementation", ["tf", "xla", "ops"])
+def test_fused_model_runs_inside_a_tf_function(implementation, rng):
+    # What senet.bench and senet.predict do: call the model inside an outer tf.function.
+    tf = pytest.importorskip("tensorflow")
+    model = _randomize(resnet(20, input_shape=(16, 16, 3), attention="se", reduction=4))
+    fused = fuse_se(model, implementation=implementation)
+    x = rng.normal(size=(2, 16, 16, 3)).astype("float32")
+    traced = tf.function(lambda batch: fused(batch, training=False))
+    np.testing.assert_allclose(
+        traced(tf.constant(x)).numpy(),
+        keras.ops.convert_to_numpy(fused(x, training=False)),
+        rtol=1e-5,
+        atol=1e-5,
+    )

@@ -189,6 +189,11 @@ class FusedSEResidual(keras.layers.Layer):
         implementation = _check_backend(self.implementation)
         weights = self._weight_tensors()
         if implementation == "xla":
+            import tensorflow as tf
+
+            # tf.Tensor reads: inside an outer tf.function, the XLA function's tracing
+            # cannot take Keras' variable wrappers (it asks them for a NumPy value).
+            weights = [tf.convert_to_tensor(w) for w in weights]
             return _xla_tail(self._static_options())(h, shortcut, *weights)
         return fused_tail(h, shortcut, *weights, **self._static_options())
 
@@ -196,7 +201,6 @@ class FusedSEResidual(keras.layers.Layer):
         names = ("kernel", "bias")
         if self.excite:
             names += ("reduce_kernel", "reduce_bias", "expand_kernel", "expand_bias")
-        # Plain tensors (variable reads), which the XLA function's tracing accepts.
         return [ops.convert_to_tensor(getattr(self, name)) for name in names]
 
     def _static_options(self):
