@@ -31,6 +31,7 @@ import keras
 import numpy as np
 
 from senet import graph
+from senet.checks import fail
 
 __all__ = [
     "BENCH_MODELS",
@@ -285,7 +286,7 @@ def count_flops(
         1536
     """
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"Expected `batch` to be a positive integer. Received: batch={batch!r}")
+        raise fail("batch", "a positive integer", batch)
     unknown: set[str] = set()
     per_layer: dict[str, int] = {}
     total = _model_flops(model, batch, macs_only, unknown, per_layer)

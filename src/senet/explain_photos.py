@@ -30,6 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from senet.checks import fail
 from senet.data.images import load_image, to_bgr8
 from senet.predict import (
     VIDEO_EXTENSIONS,
@@ -152,9 +153,7 @@ def _heatmaps(model, x: np.ndarray, method: str, layer: str | None, targets: np.
 
 def _check_method(method: str, class_name: str | None) -> None:
     if method not in EXPLAIN_METHODS:
-        raise ValueError(
-            f"Expected `method` to be one of {EXPLAIN_METHODS}. Received: method={method!r}"
-        )
+        raise fail("method", f"one of {EXPLAIN_METHODS}", method)
     if method == "attention" and class_name is not None:
         raise ValueError(
             "`class_name` needs a gradient method (gradcam, gradxact, gradcam++, intgrad): the attention "
@@ -238,10 +237,7 @@ def iter_explanations(
     size, channels = inputs.size, inputs.channels
     class_names = tuple(class_names)
     if class_name is not None and class_name not in class_names:
-        raise ValueError(
-            f"Expected `class_name` to be one of the model's classes {class_names}. "
-            f"Received: class_name={class_name!r}"
-        )
+        raise fail("class_name", f"one of the model's classes {class_names}", class_name)
     # a wrong layer, or "attention" on a model without attention, fails here, before any
     # output, rather than at the first face (never, if no photo has one)
     _heatmaps(

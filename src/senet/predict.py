@@ -678,7 +678,7 @@ def iter_predictions(
     """:func:`predict_paths`, one image or video frame at a time (results as they come)."""
 
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"Expected `every` to be a positive integer. Received: every={every!r}")
+        raise fail("every", "a positive integer", every)
     paths = [Path(path) for path in paths]
     if not Path(model_path).exists():  # a SavedModel is a directory
         raise FileNotFoundError(f"no such file: {model_path}")

@@ -536,9 +536,10 @@ def _distribution_scope(kind: str):
 
         distribution = keras.distribution.DataParallel()
         return distribution.scope(), jax.process_index() == 0, len(jax.devices())
-    raise ValueError(
-        f"Expected `distribute` to be 'none' on the {backend} backend (mirrored and "
-        f"multiworker need tensorflow or jax). Received: distribute={kind!r}"
+    raise fail(
+        "distribute",
+        f"'none' on the {backend} backend (mirrored and multiworker need tensorflow or jax)",
+        kind,
     )
 
 

@@ -380,7 +380,7 @@ def test_rejects_bad_arguments():
     base = _residual_model()
     with pytest.raises(ValueError, match="'no_such_layer', which is not a layer"):
         insert_attention(base, where=["stem", "no_such_layer"])
-    with pytest.raises(ValueError, match="`init`.*init='zeros'"):
+    with pytest.raises(ValueError, match="`init`.*got 'zeros'"):
         insert_attention(base, init="zeros")
     with pytest.raises(ValueError, match="`kind`"):
         insert_attention(base, kind="transformer")

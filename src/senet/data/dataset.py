@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from senet.checks import check_choice
+from senet.checks import check_choice, fail
 from senet.data.base import EMOTIONS, DataError, ImageSet, check_labels, warn_missing_classes
 from senet.data.fer2013 import is_fer_folder, read_fer2013_csv, read_fer_folder
 from senet.data.images import fit_images, read_class_folders, read_npz
@@ -200,11 +200,9 @@ def _check_args(image_size, channels, val_fraction, test_fraction, synthetic_siz
         or not isinstance(image_size, numbers.Integral)
         or image_size <= 0
     ):
-        raise ValueError(
-            f"Expected `image_size` to be a positive integer. Received: image_size={image_size!r}"
-        )
+        raise fail("image_size", "a positive integer", image_size)
     if isinstance(channels, bool) or channels not in (1, 3):
-        raise ValueError(f"Expected `channels` to be 1 or 3. Received: channels={channels!r}")
+        raise fail("channels", "1 or 3", channels)
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
             raise ValueError(
@@ -220,7 +218,4 @@ def _check_args(image_size, channels, val_fraction, test_fraction, synthetic_siz
         or not isinstance(synthetic_size, numbers.Integral)
         or synthetic_size <= 0
     ):
-        raise ValueError(
-            "Expected `synthetic_size` to be a positive integer. "
-            f"Received: synthetic_size={synthetic_size!r}"
-        )
+        raise fail("synthetic_size", "a positive integer", synthetic_size)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from senet.checks import check_choice
+from senet.checks import check_choice, fail
 from senet.data.base import EMOTIONS
 
 __all__ = [
@@ -306,7 +306,7 @@ def synthetic_expressions(
         ((14, 32, 32, 1), (14,), ['brows', 'eyes', 'mouth', 'regions'])
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
-        raise ValueError(f"Expected `n` to be a positive integer. Received: n={n!r}")
+        raise fail("n", "a positive integer", n)
     preset = _preset(difficulty)
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % len(EMOTIONS)).astype(np.int64)
@@ -339,13 +339,9 @@ def draw_faces(
         ``(images, masks)`` as in :func:`synthetic_expressions`.
     """
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)):
-        raise ValueError(
-            f"Expected `image_size` to be an integer >= 16. Received: image_size={image_size!r}"
-        )
+        raise fail("image_size", "an integer >= 16", image_size)
     if image_size < 16:
-        raise ValueError(
-            f"Expected `image_size` to be an integer >= 16. Received: image_size={image_size!r}"
-        )
+        raise fail("image_size", "an integer >= 16", image_size)
     labels = np.asarray(labels)
     n = len(geometry)
     if labels.shape != (n,) or (n and (labels.min() < 0 or labels.max() >= len(EMOTIONS))):

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from senet import graph as _walker
+from senet.checks import fail
 
 # A substitute for one layer call: ``fn(layer, *args, **kwargs) -> output``.
 Replacement = Callable[..., object]
@@ -117,10 +118,7 @@ def batches(x, batch_size: int | None) -> Iterator:
         yield x
         return
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(
-            f"Expected `batch_size` to be a positive integer or None. Received: "
-            f"batch_size={batch_size!r}"
-        )
+        raise fail("batch_size", "a positive integer or None", batch_size)
     for start in range(0, total, batch_size):
         yield keras.tree.map_structure(lambda a, s=start: a[s : s + batch_size], x)
 

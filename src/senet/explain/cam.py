@@ -21,6 +21,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from senet.checks import fail
 from senet.explain import _graph
 
 METHODS = ("gradcam", "gradxact", "gradcam++", "intgrad")
@@ -137,10 +138,7 @@ def _class_indices(class_index, count: int) -> np.ndarray | None:
         return None
     indices = np.asarray(class_index)
     if not np.issubdtype(indices.dtype, np.integer) or indices.ndim > 1:
-        raise ValueError(
-            f"Expected `class_index` to be None, an int or an int array (B,). "
-            f"Received: class_index={class_index!r}"
-        )
+        raise fail("class_index", "None, an int or an int array (B,)", class_index)
     indices = np.broadcast_to(indices.reshape(-1) if indices.ndim else indices, (count,))
     return indices.astype(np.int64)
 
@@ -297,9 +295,9 @@ def grad_cam(
         ((8, 48, 48), 1.0)
     """
     if method not in METHODS:
-        raise ValueError(f"Expected `method` to be one of {METHODS}. Received: method={method!r}")
+        raise fail("method", f"one of {METHODS}", method)
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"Expected `steps` to be a positive integer. Received: steps={steps!r}")
+        raise fail("steps", "a positive integer", steps)
     path = default_layer(model) if layer is None else layer
     data_format = _data_format(_graph.get_layer(model, path))
     size = _input_size(x, data_format)

@@ -16,6 +16,7 @@ from itertools import combinations
 import keras
 import numpy as np
 
+from senet.checks import fail
 from senet.explain import _graph
 
 
@@ -170,9 +171,7 @@ def class_profiles(
         (7, 64)
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
-        raise ValueError(
-            f"Expected `num_classes` to be a positive integer. Received: num_classes={num_classes!r}"
-        )
+        raise fail("num_classes", "a positive integer", num_classes)
     labels = _class_labels(y, num_classes)
     if labels.size != _graph.num_samples(x):
         raise ValueError(
@@ -224,9 +223,7 @@ def class_specificity(profiles: dict[str, np.ndarray], *, metric: str = "l2") ->
         {'se': 1.0}
     """
     if metric not in SPECIFICITY_METRICS:
-        raise ValueError(
-            f"Expected `metric` to be one of {SPECIFICITY_METRICS}. Received: metric={metric!r}"
-        )
+        raise fail("metric", f"one of {SPECIFICITY_METRICS}", metric)
     scores = {}
     for key, profile in profiles.items():
         profile = np.asarray(profile, dtype=np.float64)

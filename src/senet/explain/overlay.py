@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from senet.checks import fail
 from senet.explain.excitation import class_specificity
 
 DPI = 110
@@ -39,10 +40,7 @@ def _colormap(name: str):
     import matplotlib
 
     if name not in matplotlib.colormaps:
-        raise ValueError(
-            f"Expected `cmap` to be a matplotlib colormap name (e.g. 'jet', 'viridis', "
-            f"'inferno'). Received: cmap={name!r}"
-        )
+        raise fail("cmap", "a matplotlib colormap name (e.g. 'jet', 'viridis', 'inferno')", name)
     return matplotlib.colormaps[name]
 
 
@@ -64,7 +62,7 @@ def overlay(image, heatmap, *, cmap: str = "jet", alpha: float = 0.45) -> np.nda
         (48, 48, 3)
     """
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"Expected `alpha` to be in [0, 1]. Received: alpha={alpha!r}")
+        raise fail("alpha", "in [0, 1]", alpha)
     rgb = _rgb_float(image)
     heatmap = np.asarray(heatmap, dtype=np.float32)
     if heatmap.ndim != 2:

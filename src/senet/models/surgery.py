@@ -44,6 +44,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from senet.checks import fail
 from senet.graph import Graph
 from senet.layers import (
     CBAM,
@@ -188,16 +189,13 @@ def insert_attention(
     graph = Graph(model)
     _check_called_once(graph)
     if not isinstance(init, str) or init not in _INITS:
-        raise ValueError(f"Expected `init` to be one of {_INITS}. Received: init={init!r}")
+        raise fail("init", f"one of {_INITS}", init)
     if (
         isinstance(identity_gain, bool)
         or not isinstance(identity_gain, (int, float))
         or not 0 < identity_gain <= 1
     ):
-        raise ValueError(
-            "Expected `identity_gain` to be a number in (0, 1]. "
-            f"Received: identity_gain={identity_gain!r}"
-        )
+        raise fail("identity_gain", "a number in (0, 1]", identity_gain)
     if "name" in layer_options:
         raise ValueError(
             "The inserted layers are named '<layer>_<name_suffix>'; pass `name_suffix` "
@@ -211,9 +209,7 @@ def insert_attention(
         _check_identity_possible(probe, kind)
     suffix = kind.lower() if name_suffix is None else name_suffix
     if not isinstance(suffix, str) or not suffix:
-        raise ValueError(
-            f"Expected `name_suffix` to be a non-empty string. Received: name_suffix={suffix!r}"
-        )
+        raise fail("name_suffix", "a non-empty string", suffix)
 
     anchors = _select(graph, where)
     names = {}
@@ -280,9 +276,8 @@ def _select(graph: Graph, where) -> dict[int, tuple]:
     """Map ``id(tensor) -> (tensor, producing layer)`` for every insertion point."""
     if isinstance(where, str):
         if where != "auto":
-            raise ValueError(
-                "Expected `where` to be 'auto', a list of layer names or a callable "
-                f"`where(layer) -> bool`. Received: where={where!r}"
+            raise fail(
+                "where", "'auto', a list of layer names or a callable `where(layer) -> bool`", where
             )
         chosen = _residual_branches(graph) or _conv_block_ends(graph)
     elif callable(where):
@@ -303,9 +298,8 @@ def _select(graph: Graph, where) -> dict[int, tuple]:
                 )
         chosen = [t for name in dict.fromkeys(wanted) for t in graph.outputs_of(by_name[name])]
     else:
-        raise ValueError(
-            "Expected `where` to be 'auto', a list of layer names or a callable "
-            f"`where(layer) -> bool`. Received: where={where!r}"
+        raise fail(
+            "where", "'auto', a list of layer names or a callable `where(layer) -> bool`", where
         )
     return {id(t): (t, graph.layer_of(t)) for t in chosen}
 
