@@ -15,24 +15,13 @@ import keras
 import numpy as np
 import pytest
 
+from photos import face_photo
 from senet import predict
 from senet.cli import main
 from senet.data import EMOTIONS, synthetic_expressions
 from senet.layers import ModelLoadError, load_model, training_info
 from senet.models import insert_attention
 from senet.train import train
-
-FACE_AT = (200, 120, 240)
-
-
-def face_photo() -> np.ndarray:
-    """A 640x480 BGR photo with one drawn face (synthetic face 2 of seed 0) at FACE_AT."""
-    images, _, _ = synthetic_expressions(14, image_size=48, seed=0)
-    x, y, side = FACE_AT
-    face = cv2.resize(np.rint(images[2, ..., 0] * 255).astype(np.uint8), (side, side))
-    canvas = np.full((480, 640), 128, np.uint8)
-    canvas[y : y + side, x : x + side] = face
-    return cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR)
 
 
 def small_classifier(channels: int = 1, classes: int = 7) -> keras.Model:

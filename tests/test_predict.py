@@ -13,23 +13,11 @@ import keras
 import numpy as np
 import pytest
 
+from photos import FACE_AT, face_photo
 from senet import predict
 from senet.cli import main
-from senet.data import EMOTIONS, synthetic_expressions
+from senet.data import EMOTIONS
 from senet.models import emotion_cnn
-
-# where the face is drawn in the 640x480 photo: x, y, side
-FACE_AT = (200, 120, 240)
-
-
-def _face_photo() -> np.ndarray:
-    """A 640x480 BGR photo with one drawn face (synthetic face 2 of seed 0) at FACE_AT."""
-    images, _, _ = synthetic_expressions(14, image_size=48, seed=0)
-    x, y, side = FACE_AT
-    face = cv2.resize(np.rint(images[2, ..., 0] * 255).astype(np.uint8), (side, side))
-    canvas = np.full((480, 640), 128, np.uint8)
-    canvas[y : y + side, x : x + side] = face
-    return cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR)
 
 
 def _luma(bgr: np.ndarray) -> np.ndarray:
@@ -45,13 +33,13 @@ def files(tmp_path_factory):
     keras.utils.set_random_seed(0)
     model = emotion_cnn(widths=(4, 8), attention="se")
     model.save(root / "model.keras")
-    cv2.imwrite(str(root / "photo.png"), _face_photo())
+    cv2.imwrite(str(root / "photo.png"), face_photo())
     cv2.imwrite(str(root / "blank.png"), np.full((480, 640, 3), 128, np.uint8))
     return {"root": root, "model": model, "path": root / "model.keras"}
 
 
 def test_haar_finds_the_drawn_face_where_it_was_drawn():
-    boxes = predict.detect_faces(_face_photo())
+    boxes = predict.detect_faces(face_photo())
     assert len(boxes) == 1
     x, y, w, h = boxes[0]
     fx, fy, side = FACE_AT
@@ -68,7 +56,7 @@ def test_haar_finds_no_face_in_flat_or_noise_images():
 
 
 def test_crop_probabilities_match_reference_and_model_predict(files):
-    model, photo = files["model"], _face_photo()
+    model, photo = files["model"], face_photo()
     faces = predict.predict_faces(model, photo, EMOTIONS)
     (box,) = predict.detect_faces(photo)
     assert len(faces) == 1 and faces[0].box == box
@@ -134,7 +122,7 @@ def test_cli_json_lines_schema(files, capsys):
     assert [record["frame"] for record in records] == [None, None]
     (face,) = records[0]["faces"]
     assert set(face) == {"box", "label", "probabilities"}
-    assert face["box"] == list(predict.detect_faces(_face_photo())[0])
+    assert face["box"] == list(predict.detect_faces(face_photo())[0])
     assert list(face["probabilities"]) == list(EMOTIONS)
     assert face["label"] == max(face["probabilities"], key=face["probabilities"].get)
     assert sum(face["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
@@ -151,16 +139,16 @@ def test_cli_annotate_writes_a_readable_image_of_the_same_size(files, tmp_path, 
     annotated = cv2.imread(str(tmp_path / "photo_annotated.png"))
     assert annotated is not None and annotated.shape == (480, 640, 3)
     # the box is drawn in green on the face's left edge; the rest of the photo is untouched
-    x, y, w, h = predict.detect_faces(_face_photo())[0]
+    x, y, w, h = predict.detect_faces(face_photo())[0]
     assert tuple(annotated[y + h // 2, x]) == (0, 220, 0)
-    np.testing.assert_array_equal(annotated[:, : x - 5], _face_photo()[:, : x - 5])
+    np.testing.assert_array_equal(annotated[:, : x - 5], face_photo()[:, : x - 5])
 
 
 def test_video_every_n_frames(files, tmp_path, capsys):
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
     for _ in range(7):
-        writer.write(_face_photo())
+        writer.write(face_photo())
     writer.release()
     results = predict.predict_paths(files["path"], [video], every=3)
     assert [result.frame for result in results] == [0, 3, 6]
@@ -190,7 +178,7 @@ def test_truncated_video_warns_with_the_frames_read(files, tmp_path, capsys):
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
     for _ in range(20):
-        writer.write(_face_photo())
+        writer.write(face_photo())
     writer.release()
     capture = cv2.VideoCapture(str(video))
     assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 20
@@ -218,7 +206,7 @@ def test_whole_video_gives_no_warning(files, tmp_path, recwarn):
     video = tmp_path / "whole.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
     for _ in range(5):
-        writer.write(_face_photo())
+        writer.write(face_photo())
     writer.release()
     assert len(predict.predict_paths(files["path"], [video], every=2)) == 3
     assert not [w for w in recwarn if "frames" in str(w.message)]
@@ -227,7 +215,7 @@ def test_whole_video_gives_no_warning(files, tmp_path, recwarn):
 def test_annotate_names_are_unique_across_folders(files, tmp_path, capsys):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    cv2.imwrite(str(tmp_path / "a" / "x.png"), _face_photo())
+    cv2.imwrite(str(tmp_path / "a" / "x.png"), face_photo())
     cv2.imwrite(str(tmp_path / "b" / "x.png"), np.full((480, 640, 3), 128, np.uint8))
     out = tmp_path / "out"
     argv = ["predict", str(files["path"]), str(tmp_path / "a" / "x.png")]
@@ -236,7 +224,7 @@ def test_annotate_names_are_unique_across_folders(files, tmp_path, capsys):
     assert sorted(path.name for path in out.iterdir()) == ["x_2_annotated.png", "x_annotated.png"]
     # the first is the face photo with its box drawn, the second the blank image untouched
     first = cv2.imread(str(out / "x_annotated.png"))
-    x, y, w, h = predict.detect_faces(_face_photo())[0]
+    x, y, w, h = predict.detect_faces(face_photo())[0]
     assert tuple(first[y + h // 2, x]) == (0, 220, 0)
     second = cv2.imread(str(out / "x_2_annotated.png"))
     np.testing.assert_array_equal(second, np.full((480, 640, 3), 128, np.uint8))
