@@ -355,7 +355,7 @@ def _quartiles(values):
 
 def _check_count(name: str, value, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"Expected `{name}` to be an integer >= {low}. Received: {name}={value!r}")
+        raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}")
 
 
 def time_interleaved(
@@ -391,7 +391,7 @@ def time_interleaved(
         ['iqr_ms', 'ms', 'paired_ratio', 'ratio', 'times_ms']
     """
     if not runs:
-        raise ValueError("Expected `runs` to hold at least one callable. Received: runs={}")
+        raise ValueError("`runs` must hold at least one callable, got runs={}")
     _check_count("rounds", rounds, 1)
     _check_count("warmup", warmup, 0)
     _check_count("number", number, 1)
@@ -473,7 +473,7 @@ def latency_interleaved(
         As :func:`time_interleaved`, one entry per model.
     """
     if not models:
-        raise ValueError("Expected `models` to hold at least one model. Received: models={}")
+        raise ValueError("`models` must hold at least one model, got models={}")
     runs = {name: _inference_fn(model, x) for name, model in models.items()}
     return time_interleaved(runs, rounds=rounds, warmup=warmup, number=number, progress=progress)
 

@@ -48,8 +48,8 @@ def functional(model) -> keras.Model:
             inputs, outputs = model.inputs, model.outputs
         except (AttributeError, ValueError):
             raise ValueError(
-                "Expected `model` to be a functional or built Sequential Keras model. "
-                f"Received: Sequential model {model.name!r} with no input shape yet, so it "
+                "`model` must be a functional or built Sequential Keras model, "
+                f"got Sequential model {model.name!r} with no input shape yet, so it "
                 "has no graph; start it with `keras.Input(shape)` or call "
                 "`model.build(input_shape)` first."
             ) from None
@@ -58,7 +58,7 @@ def functional(model) -> keras.Model:
         return keras.Model(inputs[0], outputs[0], name=model.name)
     if not isinstance(model, keras.Model) or _nodes_by_depth(model) is None:
         raise ValueError(
-            "Expected `model` to be a functional or built Sequential Keras model. Received: "
+            "`model` must be a functional or built Sequential Keras model, got "
             f"model={getattr(model, 'name', model)!r} of class {type(model).__name__}, "
             "a subclassed model whose graph is its Python `call`; rebuild it functionally."
         )
@@ -185,8 +185,7 @@ def run(model: keras.Model, inputs, operation_fn: Callable | None = None):
         flat = keras.tree.flatten(inputs)
     if len(flat) != len(references):
         raise ValueError(
-            f"Expected `inputs` to hold {len(references)} arrays for model {model.name!r}. "
-            f"Received: {len(flat)}"
+            f"`inputs` must hold {len(references)} arrays for model {model.name!r}, got {len(flat)}"
         )
     values = {
         id(reference): _match_rank(ops.convert_to_tensor(x, dtype=reference.dtype), reference)

@@ -54,9 +54,9 @@ def classification_metrics(
     num_classes = len(class_names)
     if probabilities.ndim != 2 or probabilities.shape != (labels.shape[0], num_classes):
         raise ValueError(
-            f"Expected `probabilities` of shape ({labels.shape[0]}, {num_classes}) for "
-            f"{labels.shape[0]} labels and {num_classes} classes. "
-            f"Received shape {probabilities.shape}"
+            f"`probabilities` must be of shape ({labels.shape[0]}, {num_classes}) for "
+            f"{labels.shape[0]} labels and {num_classes} classes, "
+            f"got shape {probabilities.shape}"
         )
     predicted = probabilities.argmax(axis=1)
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -196,13 +196,11 @@ def evaluate(
     else:
         model = load_model(model_path, allow_h5=allow_h5, compile=False)
     if len(model.input_shape) != 4:
-        raise ValueError(
-            f"Expected a model taking (B, H, W, C) images. Received {model.input_shape}"
-        )
+        raise ValueError(f"Expected a model taking (B, H, W, C) images, got {model.input_shape}")
     _, height, width, channels = model.input_shape
     if height != width or height is None:
         raise ValueError(
-            f"Expected a model with a square, known input size. Received {model.input_shape}"
+            f"Expected a model with a square, known input size, got {model.input_shape}"
         )
     from senet.predict import input_format, model_record, to_input_range
 

@@ -159,7 +159,7 @@ def detect_faces(
         gray = image
     else:
         raise ValueError(
-            f"Expected `image_bgr` of shape (H, W), (H, W, 3) or (H, W, 4). Received {image.shape}"
+            f"`image_bgr` must be of shape (H, W), (H, W, 3) or (H, W, 4), got {image.shape}"
         )
     height, width = gray.shape
     scale = 1.0
@@ -268,8 +268,8 @@ def model_input_size(model) -> tuple[int, int]:
     shape = model.input_shape
     if len(shape) != 4 or shape[1] is None or shape[3] not in (1, 3):
         raise ValueError(
-            "Expected a model taking (B, H, W, 1 or 3) images with known H and W. "
-            f"Received input_shape={shape}"
+            "Expected a model taking (B, H, W, 1 or 3) images with known H and W, "
+            f"got input_shape={shape}"
         )
     return int(shape[1]), int(shape[3])
 
@@ -467,8 +467,8 @@ def predict_faces(
         class_names = class_names_for("", probabilities.shape[-1])
     if len(class_names) != probabilities.shape[-1]:
         raise ValueError(
-            f"Expected {probabilities.shape[-1]} `class_names` (one per model output). "
-            f"Received {len(class_names)}: {list(class_names)}"
+            f"Expected {probabilities.shape[-1]} `class_names` (one per model output), "
+            f"got {len(class_names)}: {list(class_names)}"
         )
     return [
         FacePrediction(

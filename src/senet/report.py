@@ -127,11 +127,11 @@ def plot_confusion(
     """
     counts = np.asarray(matrix, dtype=float)
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
-        raise ValueError(f"Expected `matrix` to be square (K, K). Received shape {counts.shape}")
+        raise ValueError(f"`matrix` must be square (K, K), got shape {counts.shape}")
     if len(class_names) != counts.shape[0]:
         raise ValueError(
-            f"Expected {counts.shape[0]} `class_names` for a {counts.shape} matrix. "
-            f"Received {len(class_names)}: {list(class_names)}"
+            f"Expected {counts.shape[0]} `class_names` for a {counts.shape} matrix, "
+            f"got {len(class_names)}: {list(class_names)}"
         )
     if normalize:
         totals = counts.sum(axis=1, keepdims=True)
@@ -185,7 +185,7 @@ class Table:
             if len(row) != width:
                 raise ValueError(
                     f"Expected every row of the table to have {width} cells like `headers` "
-                    f"{list(self.headers)}. Received: row {index} with {len(row)} cells {list(row)}"
+                    f"{list(self.headers)}, got row {index} with {len(row)} cells {list(row)}"
                 )
 
 
@@ -245,11 +245,11 @@ def _check_image(image: Image) -> Path:
     path = Path(image.path)
     if path.suffix.lower() not in _MIME_TYPES:
         raise ValueError(
-            f"Expected an image file ending in one of {tuple(_MIME_TYPES)}. "
-            f"Received: path={os.fspath(path)!r}"
+            f"Expected an image file ending in one of {tuple(_MIME_TYPES)}, "
+            f"got path={os.fspath(path)!r}"
         )
     if not path.is_file():
-        raise ValueError(f"Expected an existing image file. Received: path={os.fspath(path)!r}")
+        raise ValueError(f"Expected an existing image file, got path={os.fspath(path)!r}")
     return path
 
 
@@ -329,8 +329,8 @@ def _as_section(section) -> Section:
     if isinstance(section, (tuple, list)) and len(section) == 2 and isinstance(section[0], str):
         return Section(section[0], list(section[1]))
     raise ValueError(
-        f"Expected each section to be a Section or a (title, blocks) pair. "
-        f"Received: {type(section).__name__} {section!r:.80}"
+        f"Expected each section to be a Section or a (title, blocks) pair, "
+        f"got {type(section).__name__} {section!r:.80}"
     )
 
 
@@ -391,7 +391,7 @@ def write_report(
                 body.append(_image_html(block, root, embed_images))
             else:
                 raise ValueError(
-                    f"Expected report blocks to be str, Table or Image. Received: "
+                    f"Expected report blocks to be str, Table or Image, got "
                     f"{type(block).__name__} in section {section.title!r}"
                 )
     page = (

@@ -205,12 +205,10 @@ def _check_args(image_size, channels, val_fraction, test_fraction, synthetic_siz
         raise fail("channels", "1 or 3", channels)
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
-            raise ValueError(
-                f"Expected `{name}` to be a number in [0, 1). Received: {name}={value!r}"
-            )
+            raise ValueError(f"`{name}` must be a number in [0, 1), got {value!r}")
     if val_fraction + test_fraction >= 1:
         raise ValueError(
-            "Expected `val_fraction + test_fraction` to be below 1. Received: "
+            "`val_fraction + test_fraction` must be below 1, got "
             f"val_fraction={val_fraction!r}, test_fraction={test_fraction!r}"
         )
     if (

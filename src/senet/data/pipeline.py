@@ -201,14 +201,14 @@ def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     num_classes = check_positive("num_classes", num_classes, integer=True)
     labels = np.asarray(labels).reshape(-1)
     if labels.size == 0:
-        raise ValueError("Expected `labels` to be non-empty. Received: labels with 0 entries")
+        raise ValueError("`labels` must be non-empty, got labels with 0 entries")
     if (
         not np.issubdtype(labels.dtype, np.integer)
         or labels.min() < 0
         or labels.max() >= num_classes
     ):
         raise ValueError(
-            f"Expected `labels` to be integers in [0, {num_classes}). Received: labels with "
+            f"`labels` must be integers in [0, {num_classes}), got labels with "
             f"dtype {labels.dtype}, range [{labels.min()}, {labels.max()}]"
         )
     counts = np.bincount(labels, minlength=num_classes)

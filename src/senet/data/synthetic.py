@@ -346,8 +346,8 @@ def draw_faces(
     n = len(geometry)
     if labels.shape != (n,) or (n and (labels.min() < 0 or labels.max() >= len(EMOTIONS))):
         raise ValueError(
-            f"Expected `labels` to be {n} integers in [0, {len(EMOTIONS)}). "
-            f"Received: labels with shape {labels.shape}"
+            f"`labels` must be {n} integers in [0, {len(EMOTIONS)}), "
+            f"got labels with shape {labels.shape}"
         )
     preset = _preset(difficulty)
     size = int(image_size)

@@ -54,16 +54,16 @@ def get_layer(model: keras.Model, path: str):
     names = [layer.name for layer in model.layers]
     if head not in names:
         raise ValueError(
-            f"Expected `layer` to name a layer of model {model.name!r} (nested layers as "
-            f"'outer/inner'). Received: layer={path!r}; available: {names}"
+            f"`layer` must name a layer of model {model.name!r} (nested layers as "
+            f"'outer/inner'), got layer={path!r}; available: {names}"
         )
     layer = model.get_layer(head)
     if not rest:
         return layer
     if not isinstance(layer, keras.Model):
         raise ValueError(
-            f"Expected {head!r} in layer={path!r} to be a nested model. "
-            f"Received: a {type(layer).__name__}"
+            f"Expected {head!r} in layer={path!r} to be a nested model, "
+            f"got a {type(layer).__name__}"
         )
     return get_layer(layer, rest)
 

@@ -63,7 +63,7 @@ def _value_and_grad(fn, wrt):
         return value.detach(), torch.zeros_like(wrt) if gradient is None else gradient
     raise ValueError(
         f"Expected the Keras backend to be one of ('tensorflow', 'jax', 'torch') to take "
-        f"gradients. Received: backend={backend!r}"
+        f"gradients, got {backend!r}"
     )
 
 
@@ -90,8 +90,8 @@ def default_layer(model: keras.Model) -> str:
             break
     if anchor is None:
         raise ValueError(
-            f"Expected `model` to have a convolution or attention layer with a 4-D output "
-            f"(batch, height, width, channels) to explain. Received: model={model.name!r}"
+            f"`model` must have a convolution or attention layer with a 4-D output "
+            f"(batch, height, width, channels) to explain, got model={model.name!r}"
         )
     chosen = anchor
     for index in range(anchor + 1, len(layers)):
@@ -159,15 +159,15 @@ def _activation_and_gradient(model, x, path, classes, replace_logits, steps=None
     logits = _first(_graph.forward(model, x, {path: capture, **replace_logits}))
     if len(logits.shape) != 2:
         raise ValueError(
-            f"Expected the model output to be class scores (batch, classes). "
-            f"Received: output shape {tuple(logits.shape)}"
+            f"Expected the model output to be class scores (batch, classes), "
+            f"got output shape {tuple(logits.shape)}"
         )
     num_classes = int(logits.shape[1])
     if classes is None:
         classes = np.argmax(ops.convert_to_numpy(logits), axis=1)
     elif classes.size and (classes.min() < 0 or classes.max() >= num_classes):
         raise ValueError(
-            f"Expected `class_index` in [0, {num_classes}). Received: values in "
+            f"`class_index` must be in [0, {num_classes}), got values in "
             f"[{classes.min()}, {classes.max()}]"
         )
     picks = ops.convert_to_tensor(classes.reshape(-1, 1).astype("int32"))
@@ -205,8 +205,8 @@ def _data_format(layer) -> str:
 def _check_feature_map(path: str, array: np.ndarray) -> None:
     if array.ndim != 4:
         raise ValueError(
-            f"Expected `layer` to output a 4-D feature map (batch, height, width, channels). "
-            f"Received: layer={path!r} with output shape {array.shape}"
+            f"`layer` must output a 4-D feature map (batch, height, width, channels), "
+            f"got layer={path!r} with output shape {array.shape}"
         )
 
 
@@ -228,8 +228,8 @@ def _input_size(x, data_format: str) -> tuple[int, int]:
     shape = np.shape(keras.tree.flatten(x)[0])
     if len(shape) != 4:
         raise ValueError(
-            f"Expected `x` to be a batch of images (batch, height, width, channels). "
-            f"Received: x with shape {shape}"
+            f"`x` must be a batch of images (batch, height, width, channels), "
+            f"got x with shape {shape}"
         )
     return tuple(shape[2:4]) if data_format == "channels_first" else tuple(shape[1:3])
 
@@ -359,15 +359,15 @@ def attention_map(
         paths = _graph.attention_paths(model)
         if not paths:
             raise ValueError(
-                f"Expected `model` to contain an attention layer with an `excitation` method. "
-                f"Received: model={model.name!r} without one"
+                f"`model` must contain an attention layer with an `excitation` method, "
+                f"got model={model.name!r} without one"
             )
         layer = paths[-1]
     target = _graph.get_layer(model, layer)
     if not _graph.is_attention(target):
         raise ValueError(
-            f"Expected `layer` to name an attention layer with an `excitation` method. "
-            f"Received: layer={layer!r} of type {type(target).__name__}"
+            f"`layer` must name an attention layer with an `excitation` method, "
+            f"got {layer!r} of type {type(target).__name__}"
         )
     data_format = _data_format(target)
     size = _input_size(x, data_format)

@@ -136,8 +136,8 @@ def _class_labels(y, num_classes: int) -> np.ndarray:
     labels = labels.reshape(-1)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(
-            f"Expected `y` to hold class indices in [0, {num_classes}) (or one-hot rows). "
-            f"Received: y with values in [{labels.min()}, {labels.max()}]"
+            f"`y` must hold class indices in [0, {num_classes}) (or one-hot rows), "
+            f"got y with values in [{labels.min()}, {labels.max()}]"
         )
     return labels.astype(np.int64)
 
@@ -175,7 +175,7 @@ def class_profiles(
     labels = _class_labels(y, num_classes)
     if labels.size != _graph.num_samples(x):
         raise ValueError(
-            f"Expected `y` to have one label per input. Received: {labels.size} labels for "
+            f"`y` must have one label per input, got {labels.size} labels for "
             f"{_graph.num_samples(x)} inputs"
         )
     gates = excitations(model, x, batch_size=batch_size)
@@ -183,7 +183,7 @@ def class_profiles(
         unknown = [name for name in layers if name not in gates]
         if unknown:
             raise ValueError(
-                f"Expected `layers` to name attention layers of the model. Received: {unknown}; "
+                f"`layers` must name attention layers of the model, got {unknown}; "
                 f"available: {list(gates)}"
             )
         gates = {name: gates[name] for name in layers}
@@ -229,7 +229,7 @@ def class_specificity(profiles: dict[str, np.ndarray], *, metric: str = "l2") ->
         profile = np.asarray(profile, dtype=np.float64)
         if profile.ndim != 2:
             raise ValueError(
-                f"Expected each profile to have shape (num_classes, channels). Received: "
+                f"Expected each profile to have shape (num_classes, channels), got "
                 f"{key!r} with shape {profile.shape}"
             )
         rows = profile[~np.isnan(profile).any(axis=1)]
@@ -261,7 +261,7 @@ def pick_depths(layer_names: Sequence[str]) -> dict[str, str]:
     """
     names = list(layer_names)
     if not names:
-        raise ValueError("Expected `layer_names` to hold at least one name. Received: []")
+        raise ValueError("`layer_names` must hold at least one name, got []")
     if len(names) == 1:
         return {"last": names[0]}
     if len(names) == 2:

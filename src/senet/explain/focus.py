@@ -16,9 +16,7 @@ import numpy as np
 def _as_masks(masks) -> np.ndarray:
     masks = np.asarray(masks)
     if masks.ndim != 3:
-        raise ValueError(
-            f"Expected `masks` to have shape (B, H, W). Received: masks with shape {masks.shape}"
-        )
+        raise ValueError(f"`masks` must have shape (B, H, W), got masks with shape {masks.shape}")
     return masks.astype(bool)
 
 
@@ -47,13 +45,13 @@ def focus_score(heatmaps, masks) -> dict[str, float]:
         heatmaps = np.broadcast_to(heatmaps, masks.shape)
     if heatmaps.shape != masks.shape:
         raise ValueError(
-            f"Expected `heatmaps` to have the masks' shape {masks.shape} (or {masks.shape[1:]}). "
-            f"Received: heatmaps with shape {heatmaps.shape}"
+            f"`heatmaps` must have the masks' shape {masks.shape} (or {masks.shape[1:]}), "
+            f"got heatmaps with shape {heatmaps.shape}"
         )
     if heatmaps.size and (np.isnan(heatmaps).any() or heatmaps.min() < 0):
         raise ValueError(
-            "Expected `heatmaps` to be non-negative and free of NaN (energies). "
-            f"Received: values in [{np.nanmin(heatmaps)}, {np.nanmax(heatmaps)}]"
+            "`heatmaps` must be non-negative and free of NaN (energies), "
+            f"got values in [{np.nanmin(heatmaps)}, {np.nanmax(heatmaps)}]"
         )
     area = masks.mean(axis=(1, 2))
     total = heatmaps.sum(axis=(1, 2))
@@ -77,5 +75,5 @@ def image_blind_map(train_masks) -> np.ndarray:
     """
     masks = _as_masks(train_masks)
     if not len(masks):
-        raise ValueError("Expected `train_masks` to hold at least one mask. Received: 0 masks")
+        raise ValueError("`train_masks` must hold at least one mask, got 0 masks")
     return masks.mean(axis=0, dtype=np.float64).astype(np.float32)

@@ -28,8 +28,8 @@ def _rgb_float(image) -> np.ndarray:
         image = np.repeat(image[..., None], 3, axis=-1)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(
-            f"Expected `image` to have shape (H, W), (H, W, 1) or (H, W, 3). "
-            f"Received: image with shape {image.shape}"
+            f"`image` must have shape (H, W), (H, W, 1) or (H, W, 3), "
+            f"got image with shape {image.shape}"
         )
     if image.dtype == np.uint8:
         return image.astype(np.float32) / 255.0
@@ -67,7 +67,7 @@ def overlay(image, heatmap, *, cmap: str = "jet", alpha: float = 0.45) -> np.nda
     heatmap = np.asarray(heatmap, dtype=np.float32)
     if heatmap.ndim != 2:
         raise ValueError(
-            f"Expected `heatmap` to have shape (H, W). Received: heatmap with shape {heatmap.shape}"
+            f"`heatmap` must have shape (H, W), got heatmap with shape {heatmap.shape}"
         )
     height, width = rgb.shape[:2]
     if heatmap.shape != (height, width):
@@ -136,8 +136,8 @@ def heatmap_grid(
     for name, heatmaps in heatmaps_by_model.items():
         if np.shape(heatmaps)[0] != count:
             raise ValueError(
-                f"Expected `heatmaps_by_model[{name!r}]` to hold {count} heatmaps, one per image. "
-                f"Received: shape {np.shape(heatmaps)}"
+                f"`heatmaps_by_model[{name!r}]` must hold {count} heatmaps, one per image, "
+                f"got shape {np.shape(heatmaps)}"
             )
     preds_by_model = preds_by_model or {}
     columns = 1 + 2 * len(heatmaps_by_model)
@@ -207,7 +207,7 @@ def profile_figure(
     missing = [name for name in names if name not in profiles]
     if missing or not names:
         raise ValueError(
-            f"Expected `layer_name` to name profiles to draw. Received: {layer_name!r}; "
+            f"`layer_name` must name profiles to draw, got {layer_name!r}; "
             f"available: {list(profiles)}"
         )
     arrays = {name: np.asarray(profiles[name], dtype=np.float32) for name in names}

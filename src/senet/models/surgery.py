@@ -199,10 +199,10 @@ def insert_attention(
     if "name" in layer_options:
         raise ValueError(
             "The inserted layers are named '<layer>_<name_suffix>'; pass `name_suffix` "
-            f"instead of `name`. Received: name={layer_options['name']!r}"
+            f"instead of `name`, got name={layer_options['name']!r}"
         )
     if kind is None or (isinstance(kind, str) and kind.lower() == "none"):
-        raise ValueError(f"Expected `kind` to name an attention kind. Received: kind={kind!r}")
+        raise ValueError(f"`kind` must name an attention kind, got {kind!r}")
     # Building one unconnected layer checks `kind` and the options before any surgery.
     probe = attention(kind, **layer_options)
     if init == "identity":
@@ -221,7 +221,7 @@ def insert_attention(
         if name in taken:
             raise ValueError(
                 f"The inserted layer's name {name!r} is already taken in model "
-                f"{graph.name!r}; pass another `name_suffix`. Received: name_suffix={suffix!r}"
+                f"{graph.name!r}; pass another `name_suffix`, got name_suffix={suffix!r}"
             )
         taken.add(name)
         names[key] = name
@@ -288,13 +288,12 @@ def _select(graph: Graph, where) -> dict[int, tuple]:
         for name in wanted:
             if not isinstance(name, str):
                 raise ValueError(
-                    f"Expected `where` to list layer names (str). Received: {name!r} in "
-                    f"where={wanted!r}"
+                    f"`where` must list layer names (str), got {name!r} in where={wanted!r}"
                 )
             if name not in by_name:
                 raise ValueError(
                     f"`where` names layer {name!r}, which is not a layer of model "
-                    f"{graph.name!r}. Received: where={wanted!r}"
+                    f"{graph.name!r}, got where={wanted!r}"
                 )
         chosen = [t for name in dict.fromkeys(wanted) for t in graph.outputs_of(by_name[name])]
     else:
@@ -367,7 +366,7 @@ def _check_identity_possible(layer, kind) -> None:
         if not se.use_bias:
             raise ValueError(
                 "init='identity' needs the excitation bias to hold the gate near 1; "
-                "use use_bias=True or init='random'. Received: use_bias=False"
+                "use use_bias=True or init='random', got use_bias=False"
             )
         return
     if isinstance(layer, (SpatialSqueezeExcite, CBAM)):
