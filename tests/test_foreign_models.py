@@ -334,3 +334,18 @@ def test_explain_runs_a_keras2_h5_classifier_with_its_options(files, tmp_path, c
     assert len(list(out.glob("photo_face1_gradcam_*.png"))) == 1
     assert main([*argv, "--rgb"]) != 0  # a grey model cannot take colour
     assert "colour" in capsys.readouterr().err
+
+
+def test_a_recorded_model_takes_a_bare_array_without_a_keras_warning():
+    # with_training_info once rebuilt the model with a one-element input list, so every call
+    # on a plain array made Keras warn "The structure of `inputs` doesn't match".
+    import warnings
+
+    from senet.layers.info import with_training_info
+    from senet.models import emotion_cnn
+
+    model = with_training_info(emotion_cnn(), {"dataset": "synthetic"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model(np.zeros((2, 48, 48, 1), "float32"))
+    assert not [w for w in caught if "structure" in str(w.message)]

@@ -100,7 +100,7 @@ def without_training_info(model: keras.Model) -> keras.Model:
     layer = model.layers[-1] if model.layers else None
     if not isinstance(layer, TrainingInfo) or layer.output is not model.outputs[0]:
         return model
-    return keras.Model(model.inputs, layer.input, name=model.name)
+    return keras.Model(_inputs(model), layer.input, name=model.name)
 
 
 def with_training_info(model: keras.Model, info: dict[str, Any]) -> keras.Model:
@@ -112,4 +112,10 @@ def with_training_info(model: keras.Model, info: dict[str, Any]) -> keras.Model:
     base = without_training_info(model)
     if len(base.outputs) != 1:
         raise ValueError(f"`model` must have one output, got {len(base.outputs)}")
-    return keras.Model(base.inputs, TrainingInfo(info)(base.outputs[0]), name=base.name)
+    return keras.Model(_inputs(base), TrainingInfo(info)(base.outputs[0]), name=base.name)
+
+
+def _inputs(model: keras.Model):
+    """The model's input as it takes it: one tensor, not a one-element list (called with a
+    bare array, a list-input model makes Keras warn that the structure does not match)."""
+    return model.inputs[0] if len(model.inputs) == 1 else model.inputs
