@@ -209,6 +209,37 @@ def test_int8_calibrates_on_a_data_source_and_other_quantisations(trained_se, tm
     assert dynamic.size_bytes < float32.size_bytes and float16.size_bytes < float32.size_bytes
 
 
+def _dead_bottleneck_se() -> keras.Model:
+    """A small SE CNN whose bottleneck ReLU is zero on every input (bias -100): int8
+    calibration gives that tensor a range of zero, which XNNPACK cannot requantize."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    se = SqueezeExcite(reduction=2, name="se")
+    x = se(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    reduce = next(w for w in se.weights if "bias" in w.path and w.shape == (4,))
+    reduce.assign(np.full(4, -100.0, np.float32))
+    return model
+
+
+def test_int8_file_xnnpack_refuses_runs_with_reference_kernels(tmp_path):
+    model = _dead_bottleneck_se()
+    x = np.random.default_rng(0).random((40, 16, 16, 1), dtype=np.float32)
+    export_model(
+        model, tmp_path / "int8.tflite", format="tflite", quantize="int8", calibration=x,
+        check=False,
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="XNNPACK delegate cannot run this model"):
+        exported = load_exported(tmp_path / "int8.tflite")
+    out = exported(x[:5])
+    assert out.shape == (5, 3)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=0.02)
+    # the gate is sigmoid(expand bias) for every image: the model's own answer, quantised
+    np.testing.assert_allclose(out, _reference(model, x[:5]), atol=0.02)
+
+
 def test_parity_beyond_tolerance_writes_nothing(se_cnn, tmp_path, monkeypatch):
     monkeypatch.setitem(export.TOLERANCES, None, Tolerance(max_abs_diff=-1.0))
     with pytest.raises(ParityError, match=r"max abs diff .* > -1; nothing written") as caught:

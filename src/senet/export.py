@@ -307,15 +307,44 @@ def _open_saved_model(path: str) -> ExportedModel:
 
 
 def _tflite_interpreter(path: str):
+    """A LiteRT interpreter of ``path``, tensors allocated.
+
+    LiteRT applies its XNNPACK delegate by default. XNNPACK refuses an int8 graph whose
+    requantization scales are out of its range (e.g. a tensor that was zero on every
+    calibration image, such as an SE bottleneck whose ReLU never fires in an untrained
+    model, gets a scale near 1e-8): then the file is run with LiteRT's reference kernels
+    (slower, the same results the converter intended) and a warning says why.
+    """
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
         import tensorflow as tf
 
-        with warnings.catch_warnings():  # tf.lite.Interpreter is deprecated, still works
-            warnings.simplefilter("ignore")
-            return tf.lite.Interpreter(model_path=path)
-    return Interpreter(model_path=path)
+        Interpreter = tf.lite.Interpreter
+        OpResolverType = tf.lite.experimental.OpResolverType
+    with warnings.catch_warnings():  # tf.lite.Interpreter is deprecated, still works
+        warnings.simplefilter("ignore")
+        interpreter = Interpreter(model_path=path)
+        try:
+            interpreter.allocate_tensors()
+            return interpreter
+        except RuntimeError as error:
+            if "XNNPACK" not in str(error):
+                raise
+            reason = _first_line(error)
+            interpreter = Interpreter(
+                model_path=path,
+                experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            )
+            interpreter.allocate_tensors()
+    warnings.warn(
+        f"{Path(path).name}: LiteRT's XNNPACK delegate cannot run this model ({reason}); "
+        "running it with LiteRT's reference kernels, which are slower. In an int8 model this "
+        "usually means a tensor was constant on every calibration image: calibrate on more "
+        "varied data, or on the data the model was trained on",
+        stacklevel=3,
+    )
+    return interpreter
 
 
 def _open_tflite(path: str) -> ExportedModel:
