@@ -7,7 +7,6 @@ every process is bounded by a timeout and stopped at the end.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -24,6 +23,7 @@ from senet import distributed
 from senet.cli import main
 from senet.errors import MESSAGE_LIMIT, one_line
 from senet.launch import WorkerFailed, free_ports, launch, tf_config
+from workers import alive, history, pid_of, worker_lines
 
 # 700 faces (560 to train on: 18 global batches of 32 an epoch), small images, no augmentation
 # and a learning rate that leaves chance level within two epochs
@@ -78,32 +78,6 @@ def _senet(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
     )
 
 
-def _history(run_dir) -> list[dict[str, float]]:
-    with open(run_dir / "history.csv", newline="") as file:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
-
-
-def _worker_lines(stderr: str) -> dict[int, str]:
-    """The launcher's `worker i of n: pid P, ...` lines by worker."""
-    lines = {}
-    for line in stderr.splitlines():
-        if line.startswith("senet train: worker ") and " pid " in line:
-            lines[int(line.split()[3])] = line
-    return lines
-
-
-def _pid(line: str) -> int:
-    return int(line.split(" pid ")[1].split(",")[0])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory):
     """A run of two local workers (`--workers 2`), two epochs: (run_dir, completed)."""
@@ -121,7 +95,7 @@ def two_workers(tmp_path_factory):
 def test_two_workers_train_one_model_like_one_process(two_workers, tmp_path):
     run_dir, completed = two_workers
     assert completed.returncode == 0, completed.stderr[-3000:]
-    workers = _worker_lines(completed.stderr)
+    workers = worker_lines(completed.stderr)
     assert sorted(workers) == [0, 1] and "127.0.0.1:" in workers[1]
     # the other worker's log folder is deleted after a run that succeeds
     log = workers[1].split(" log ")[1]
@@ -135,7 +109,7 @@ def test_two_workers_train_one_model_like_one_process(two_workers, tmp_path):
     }
     config = json.loads((run_dir / "config.json").read_text())
     assert config["distribute"] == "multiworker" and config["batch_size"] == 32
-    assert [row["epoch"] for row in _history(run_dir)] == [1, 2]
+    assert [row["epoch"] for row in history(run_dir)] == [1, 2]
     # the same global batches on one process
     single_dir = tmp_path / "single"
     single = _senet(*RUN_ARGS, "--out", str(single_dir))
@@ -149,7 +123,7 @@ def test_two_workers_train_one_model_like_one_process(two_workers, tmp_path):
     # gives the same losses to 1e-7). So: training losses within 5% epoch by epoch, and
     # test accuracy within 10 points (7 of the 70 test images; one accuracy's binomial
     # standard deviation is about 5 points here).
-    for multi_row, single_row in zip(_history(run_dir), _history(single_dir), strict=True):
+    for multi_row, single_row in zip(history(run_dir), history(single_dir), strict=True):
         assert multi_row["loss"] == pytest.approx(single_row["loss"], rel=0.05)
     assert abs(multi_metrics["test_accuracy"] - single_metrics["test_accuracy"]) <= 0.10
 
@@ -169,8 +143,8 @@ def test_killed_worker_then_resume_loses_nothing(two_workers, tmp_path):
         while len(lines) < 2:
             line = launcher.stderr.readline()
             assert line, "the launcher ended before starting its workers"
-            lines.update(_worker_lines(line))
-        chief, worker = _pid(lines[0]), _pid(lines[1])
+            lines.update(worker_lines(line))
+        chief, worker = pid_of(lines[0]), pid_of(lines[1])
         # kill worker 1 as soon as the chief has recorded epoch 1: during epoch 2
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
@@ -189,16 +163,16 @@ def test_killed_worker_then_resume_loses_nothing(two_workers, tmp_path):
     last = error.strip().splitlines()[-1]
     assert last.startswith("senet train: error: worker 1 was killed by SIGKILL")
     assert "every worker was stopped" in last and len(last) < 400
-    assert not _alive(chief) and not _alive(worker)
-    assert [row["epoch"] for row in _history(run_dir)] == [1]  # epoch 2 never finished
+    assert not alive(chief) and not alive(worker)
+    assert [row["epoch"] for row in history(run_dir)] == [1]  # epoch 2 never finished
 
     resumed = _senet("--workers", "2", "--timeout", str(TIMEOUT - 20), "--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed after epoch 1" in resumed.stdout
-    history = _history(run_dir)
-    assert [row["epoch"] for row in history] == [1, 2]  # every epoch exactly once
+    rows = history(run_dir)
+    assert [row["epoch"] for row in rows] == [1, 2]  # every epoch exactly once
     # nothing lost: the same epochs as the run that was never interrupted
-    for row, expected in zip(history, _history(reference_dir), strict=True):
+    for row, expected in zip(rows, history(reference_dir), strict=True):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert row[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key
     from senet.layers import load_model
@@ -249,7 +223,7 @@ def test_launcher_gives_each_worker_its_loopback_tf_config(tmp_path, capsys):
     addresses = said["config"]["cluster"]["worker"]
     assert len(addresses) == 3 and all(a.startswith("127.0.0.1:") for a in addresses)
     assert len(set(addresses)) == 3
-    assert sorted(_worker_lines(captured.err)) == [0, 1, 2]
+    assert sorted(worker_lines(captured.err)) == [0, 1, 2]
 
 
 def test_launcher_stops_every_worker_when_one_fails(tmp_path, capsys):
@@ -260,16 +234,16 @@ def test_launcher_stops_every_worker_when_one_fails(tmp_path, capsys):
     message = str(error)
     assert message.startswith("worker 1 exited with status 3; every worker was stopped")
     assert "boom" in message and len(message) < 400 and "\n" not in message
-    chief = _pid(_worker_lines(capsys.readouterr().err)[0])
-    assert not _alive(chief)
+    chief = pid_of(worker_lines(capsys.readouterr().err)[0])
+    assert not alive(chief)
 
 
 def test_launcher_timeout_stops_every_worker(tmp_path, capsys):
     with pytest.raises(WorkerFailed, match="timeout") as caught:
         _launch(tmp_path, ["sleep", "sleep"], capsys, timeout=1)
     assert caught.value.index is None
-    for line in _worker_lines(capsys.readouterr().err).values():
-        assert not _alive(_pid(line))
+    for line in worker_lines(capsys.readouterr().err).values():
+        assert not alive(pid_of(line))
 
 
 def test_free_ports_are_distinct():
@@ -313,6 +287,10 @@ def test_worker_role_comes_from_tf_config(monkeypatch):
     }
     monkeypatch.setenv("TF_CONFIG", json.dumps(chief))
     assert not distributed.is_chief() and distributed.cluster_size() == 2
+    # the JAX cluster's process order: the chief first, so it is process 0
+    assert distributed.cluster_addresses() == (["a:1", "b:1"], 1)
+    monkeypatch.setenv("TF_CONFIG", tf_config([5, 6, 7], 2))
+    assert distributed.cluster_addresses() == (["127.0.0.1:5", "127.0.0.1:6", "127.0.0.1:7"], 2)
 
 
 # --------------------------------------------------------------------------- errors
@@ -363,34 +341,3 @@ def test_cli_error_is_one_short_line_and_debug_shows_the_traceback(
         monkeypatch.setenv("SENET_DEBUG", "1")
     with pytest.raises(ValueError, match="PerReplica"):
         main(argv)
-
-
-# --------------------------------------------------------------------------- JAX
-
-
-def test_cli_workers_on_jax_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("KERAS_BACKEND", "jax")
-    assert main(["train", "--workers", "2", "--out", str(tmp_path / "run")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "needs the tensorflow backend" in err and "KERAS_BACKEND" in err
-    assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.slow
-def test_jax_worker_of_a_cluster_is_refused_before_writing(tmp_path):
-    pytest.importorskip("jax")
-    run_dir = tmp_path / "run"
-    env = {**_env(), "KERAS_BACKEND": "jax", "TF_CONFIG": tf_config(free_ports(2), 0)}
-    args = ["--data", "synthetic", "--synthetic-size", "70", "--image-size", "16"]
-    completed = subprocess.run(
-        [sys.executable, "-m", "senet", "train", *args, "--distribute", "multiworker"]
-        + ["--out", str(run_dir)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env=env,
-    )
-    assert completed.returncode == 2, completed.stderr[-3000:]
-    last = completed.stderr.strip().splitlines()[-1]
-    assert last.startswith("senet train: error: training across processes (2 asked) needs")
-    assert not run_dir.exists()

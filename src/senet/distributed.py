@@ -3,7 +3,11 @@
 A multi-worker run is one data-parallel training spread over processes (and hosts), as
 TensorFlow's ``MultiWorkerMirroredStrategy`` runs it: every worker holds a copy of the
 model, reads its share of each global batch, and the gradients are all-reduced every step.
-``TF_CONFIG`` tells each process the cluster and its own place in it::
+On the JAX backend the same ``TF_CONFIG`` starts a JAX cluster instead
+(:func:`join_jax_cluster`: ``keras.distribution.initialize`` with the chief's address as the
+coordinator, gloo collectives on CPU) and ``keras.distribution.DataParallel`` shards every
+batch over all processes' devices. ``TF_CONFIG`` tells each process the cluster and its own
+place in it::
 
     TF_CONFIG='{"cluster": {"worker": ["host0:12345", "host1:12345"]},
                 "task": {"type": "worker", "index": 0}}'
@@ -32,12 +36,15 @@ import numpy as np
 
 __all__ = [
     "average_variables",
+    "cluster_addresses",
     "broadcast_json",
     "broadcast_variables",
     "check_backend",
     "cluster_size",
     "is_chief",
+    "join_jax_cluster",
     "multi_worker_strategy",
+    "replicas_of",
     "task_name",
 ]
 
@@ -76,6 +83,60 @@ def task_name() -> str:
     return kind if kind == "chief" else f"{kind} {task.get('index', 0)}"
 
 
+def cluster_addresses() -> tuple[list[str], int]:
+    """``TF_CONFIG``'s chief and worker addresses, chief first, and this task's index in them.
+
+    The order is the one :func:`is_chief` implies: the chief (or worker 0) is index 0.
+
+    Example: with ``TF_CONFIG`` ``{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type":
+    "worker", "index": 1}}`` it returns ``(["a:1", "b:2"], 1)``.
+    """
+    tf_config = _tf_config()
+    cluster = tf_config.get("cluster") or {}
+    chiefs, workers = list(cluster.get("chief") or ()), list(cluster.get("worker") or ())
+    task = tf_config.get("task") or {}
+    kind, index = task.get("type") or "chief", int(task.get("index", 0) or 0)
+    position = index if kind == "chief" else len(chiefs) + index
+    return chiefs + workers, position
+
+
+def join_jax_cluster():
+    """Join the JAX cluster ``TF_CONFIG`` describes; a ``keras.distribution.DataParallel``.
+
+    Calls ``keras.distribution.initialize`` with every task's address (the chief's is the
+    coordinator), the number of tasks and this one's index, after choosing gloo for JAX's
+    CPU collectives (JAX has none on CPU otherwise). Must run before anything else uses JAX
+    in the process. The distribution's mesh holds every process's devices; in its scope
+    ``fit`` gives each process its share of every global batch of a ``tf.data`` dataset.
+    """
+    import jax
+    import keras
+
+    addresses, index = cluster_addresses()
+    if not addresses or not 0 <= index < len(addresses):
+        raise ValueError(
+            f"TF_CONFIG must list this task among its chief and worker addresses, got "
+            f"{os.environ.get('TF_CONFIG', '')[:200]!r}"
+        )
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    keras.distribution.initialize(",".join(addresses), len(addresses), index)
+    return keras.distribution.DataParallel()
+
+
+def _is_jax_cluster(strategy) -> bool:
+    """Whether ``strategy`` is a keras.distribution (a JAX cluster), not a tf.distribute one."""
+    return not hasattr(strategy, "num_replicas_in_sync")
+
+
+def replicas_of(strategy) -> int:
+    """Devices one step of ``strategy`` (tf.distribute or keras.distribution) runs on."""
+    if _is_jax_cluster(strategy):
+        import jax
+
+        return len(jax.devices())
+    return int(strategy.num_replicas_in_sync)
+
+
 def multi_worker_strategy():
     """A ``tf.distribute.MultiWorkerMirroredStrategy`` (from ``TF_CONFIG``) that Keras can fit.
 
@@ -103,11 +164,16 @@ def multi_worker_strategy():
 
 
 def _broadcast_array(strategy, value: np.ndarray) -> np.ndarray:
-    """``value`` as replica 0 (on the chief) holds it, on every worker, as float64.
+    """``value`` as replica 0 (on the chief) holds it, on every worker.
 
-    An all-reduce sum to which only replica 0 adds anything: exact for floats and for
-    integers below 2**53, in whatever dtype TensorFlow's collectives sum.
+    TensorFlow: an all-reduce sum (in float64) to which only replica 0 adds anything: exact
+    for floats and for integers below 2**53. JAX: ``broadcast_one_to_all`` in ``value``'s
+    own dtype (as JAX holds it: 64-bit types become 32-bit without ``jax_enable_x64``).
     """
+    if _is_jax_cluster(strategy):
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.broadcast_one_to_all(np.asarray(value)))
     import tensorflow as tf
 
     value = tf.constant(np.asarray(value, np.float64))
@@ -126,24 +192,37 @@ def broadcast_json(strategy, value: Any) -> Any:
     Every worker must call it at the same point (it is a collective operation).
     """
     data = np.frombuffer(json.dumps(value).encode() if is_chief() else b"", np.uint8)
-    size = int(_broadcast_array(strategy, np.asarray([data.size]))[0])
-    padded = np.zeros(size, np.float64)
+    size = int(_broadcast_array(strategy, np.asarray([data.size], np.int32))[0])
+    padded = np.zeros(size, np.uint8 if _is_jax_cluster(strategy) else np.float64)
     padded[: min(size, data.size)] = data[:size]
     received = _broadcast_array(strategy, padded).astype(np.uint8)
     return json.loads(received.tobytes().decode())
 
 
-def broadcast_variables(strategy, variables: Sequence[Any]) -> None:
+def broadcast_variables(
+    strategy, variables: Sequence[Any], values: Sequence[np.ndarray] | None = None
+) -> None:
     """Give every worker's ``variables`` the chief's values (one collective for all).
 
     Every worker passes the same variables (the same model, built the same way) in the
-    same order.
+    same order. ``values``: what the chief sends, one array per variable (default: the
+    variables' own values; ignored on the other workers).
     """
     if not variables:
         return
     import keras
 
-    values = [np.asarray(keras.ops.convert_to_numpy(variable)) for variable in variables]
+    if values is None or not is_chief():
+        values = [keras.ops.convert_to_numpy(variable) for variable in variables]
+    values = [np.asarray(value) for value in values]
+    if _is_jax_cluster(strategy):
+        from jax.experimental import multihost_utils
+
+        # one collective for the whole list, each array in its own dtype
+        received = multihost_utils.broadcast_one_to_all(values)
+        for variable, value in zip(variables, received, strict=True):
+            variable.assign(np.asarray(value))
+        return
     flat = np.concatenate([value.astype(np.float64).ravel() for value in values])
     received = _broadcast_array(strategy, flat)
     start = 0
@@ -178,16 +257,13 @@ def average_variables(strategy, variables: Sequence[Any]) -> None:
 def check_backend(backend: str, processes: int) -> None:
     """Raise ValueError unless ``backend`` can train one run across ``processes`` processes.
 
-    Only TensorFlow does, in senet. JAX itself can (``keras.distribution.initialize`` with a
-    coordinator, gloo collectives on CPU: two local processes fit a small model in step),
-    but senet's run machinery is not built for JAX's multi-process arrays: the chief-only
-    run directory, the broadcast of a resumed run and the final evaluation.
+    TensorFlow (``MultiWorkerMirroredStrategy``) and JAX (``keras.distribution`` with a
+    coordinator, gloo collectives on CPU) can; PyTorch cannot in senet.
     """
-    if processes <= 1 or backend == "tensorflow":
+    if processes <= 1 or backend in ("tensorflow", "jax"):
         return
     raise ValueError(
-        f"training across processes ({processes} asked) needs the tensorflow backend; on "
-        f"{backend} senet trains in one process only (its run directory, --resume broadcast "
-        "and final evaluation are not built for multi-process arrays): set "
-        "KERAS_BACKEND=tensorflow, or use one process with --distribute mirrored"
+        f"training across processes ({processes} asked) needs the tensorflow or jax backend; "
+        f"on {backend} senet trains in one process only: set KERAS_BACKEND=tensorflow or "
+        "KERAS_BACKEND=jax"
     )

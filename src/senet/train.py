@@ -400,16 +400,20 @@ def _train_dataset(
     augment: bool,
     sample_weights: np.ndarray | None,
     replicas: int = 1,
+    whole_batches: bool = False,
 ):
     """Batches of epochs ``first_epoch .. epochs-1``, each epoch's order and augmentation a
     function of ``(seed, epoch)`` only, so a resumed run sees exactly the batches it would
-    have seen had it not stopped. Fit it with ``steps_per_epoch=ceil(N / batch_size)``.
+    have seen had it not stopped. Fit it with ``steps_per_epoch=ceil(N / batch_size)``
+    (``floor`` with ``whole_batches``: every epoch leaves out the last ``N % batch_size``
+    images of its order, for a JAX cluster, which splits every batch over the processes).
     """
     import tensorflow as tf
 
     from senet.data import augment_batch
 
     count = len(images)
+    used = _replica_multiple(count, replicas)
     x = tf.constant(images.x)
     y = tf.constant(images.y)
     weights = None if sample_weights is None else tf.constant(sample_weights, tf.float32)
@@ -419,7 +423,7 @@ def _train_dataset(
             tf.range(count), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
         )
         # different images left out every epoch: the order is shuffled
-        order = order[: _replica_multiple(count, replicas)]
+        order = order[: count - count % batch_size if whole_batches else used]
         batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
         return batches.map(lambda step, index: (epoch, step, index))
 
@@ -434,6 +438,9 @@ def _train_dataset(
 
     dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
     dataset = dataset.map(gather)
+    if whole_batches:
+        # the same batches, with the static batch size Keras' JAX sharding reads
+        dataset = dataset.unbatch().batch(batch_size, drop_remainder=True)
     options = tf.data.Options()
     # in-memory data: shard by batch, not by file, across workers
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -463,12 +470,20 @@ def _even_batch_size(batch_size: int, count: int, replicas: int) -> int:
     return max(replicas, min(batch_size, count) // replicas * replicas)
 
 
-def _eval_dataset(images: ImageSet, batch_size: int, replicas: int = 1):
+def _eval_dataset(
+    images: ImageSet, batch_size: int, replicas: int = 1, *, whole_batches: bool = False
+):
+    """Validation batches; with ``whole_batches`` (a JAX cluster) every batch has the same
+    size, a multiple of ``replicas``, and up to a batch of images is left out."""
     import tensorflow as tf
 
     batch_size = _even_batch_size(batch_size, len(images), replicas)
+    used = _replica_multiple(len(images), replicas)
+    if whole_batches:
+        batch_size = min(batch_size, used)
+        used -= used % batch_size
     dataset = tf.data.Dataset.from_tensor_slices((images.x, images.y))
-    dataset = dataset.take(_replica_multiple(len(images), replicas)).batch(batch_size)
+    dataset = dataset.take(used).batch(batch_size, drop_remainder=whole_batches)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
@@ -896,13 +911,16 @@ def _fit_and_finish(
     replicas: int,
     verbose: int | str,
     first: Sequence[keras.callbacks.Callback] = (),
+    fit_scope: contextlib.AbstractContextManager | None = None,
+    whole_batches: bool = False,
 ) -> RunResult:
     """Fit ``run`` up to ``config.epochs`` behind a :class:`senet.runs.RunCheckpoint`
     (written by the ``chief`` only), then evaluate it and write the final artefacts: the
     end of :func:`train`, in one process or as a cluster worker.
 
     The fit's callbacks are ``first``, the checkpoint, the logging callbacks (when
-    ``logs``), then the user's ``callbacks``.
+    ``logs``), then the user's ``callbacks``. ``fit_scope`` (a distribution's scope) is
+    entered for the fit only; ``whole_batches``: see :func:`_train_dataset`.
     """
     checkpoint = runs.RunCheckpoint(
         run_dir,
@@ -914,15 +932,17 @@ def _fit_and_finish(
     )
     log_callbacks = _logging_callbacks(config, run_dir) if logs else []
     if run.epochs_done < config.epochs:
-        _fit(
-            run,
-            config,
-            sets,
-            [*first, checkpoint, *log_callbacks, *(callbacks or ())],
-            steps_per_epoch=steps_per_epoch,
-            replicas=replicas,
-            verbose=verbose,
-        )
+        with fit_scope or contextlib.nullcontext():
+            _fit(
+                run,
+                config,
+                sets,
+                [*first, checkpoint, *log_callbacks, *(callbacks or ())],
+                steps_per_epoch=steps_per_epoch,
+                replicas=replicas,
+                verbose=verbose,
+                whole_batches=whole_batches,
+            )
     _raise_if_diverged(checkpoint, config)
     metrics = _finish(run.model, config, run_dir, run.rows, sets, chief)
     return RunResult(
@@ -987,9 +1007,17 @@ def _fit(
     steps_per_epoch: int,
     replicas: int,
     verbose: int | str,
+    whole_batches: bool = False,
 ) -> None:
     """Fit the epochs after ``restored.epochs_done`` up to ``config.epochs``."""
     train_set, val_set = sets["train"], sets["val"]
+    validation, validation_steps = None, None
+    if len(val_set):
+        validation = _eval_dataset(
+            val_set, config.batch_size, replicas, whole_batches=whole_batches
+        )
+        if whole_batches:  # Keras' sharded copy has no known length: say it
+            validation_steps = int(validation.cardinality())
     restored.model.fit(
         _train_dataset(
             train_set,
@@ -1000,13 +1028,13 @@ def _fit(
             augment=config.augment,
             sample_weights=_sample_weights(train_set, config.class_weights),
             replicas=replicas,
+            whole_batches=whole_batches,
         ),
         epochs=config.epochs,
         initial_epoch=restored.epochs_done,
         steps_per_epoch=steps_per_epoch,
-        validation_data=(
-            _eval_dataset(val_set, config.batch_size, replicas) if len(val_set) else None
-        ),
+        validation_data=validation,
+        validation_steps=validation_steps,
         callbacks=callbacks,
         shuffle=False,  # the dataset is already ordered by (seed, epoch)
         verbose=verbose,
@@ -1082,9 +1110,9 @@ def _asked(config, name: str) -> Any:
 
 
 def _joins_cluster(config, run_dir: Path, resume: bool) -> bool:
-    """Whether this process is one of several TensorFlow workers (``TF_CONFIG``) of a run
-    with ``distribute="multiworker"``: then :func:`_train_in_cluster` trains it."""
-    if keras.backend.backend() != "tensorflow" or distributed.cluster_size() < 2:
+    """Whether this process is one of several TensorFlow or JAX workers (``TF_CONFIG``) of a
+    run with ``distribute="multiworker"``: then :func:`_train_in_cluster` trains it."""
+    if keras.backend.backend() not in ("tensorflow", "jax") or distributed.cluster_size() < 2:
         return False
     asked = _asked(config, "distribute")
     if asked is not None:
@@ -1168,8 +1196,9 @@ def _worker_start(config, start: dict[str, Any]) -> tuple[TrainConfig, dict[str,
     return chosen, sets
 
 
-def _copy_state(source: keras.Model, target: keras.Model) -> None:
-    """Weights, seed states and optimizer state of ``source`` into ``target`` (same model)."""
+def _state_values(source: keras.Model, target: keras.Model) -> list[np.ndarray]:
+    """Weights, seed states and optimizer state of ``source`` as arrays for ``target``'s
+    variables (the same model), in the order of ``[*variables, *optimizer.variables]``."""
     sources = [*source.variables, *source.optimizer.variables]
     targets = [*target.variables, *target.optimizer.variables]
     if [tuple(v.shape) for v in sources] != [tuple(v.shape) for v in targets]:
@@ -1177,8 +1206,7 @@ def _copy_state(source: keras.Model, target: keras.Model) -> None:
             f"the run's checkpoint ({len(sources)} variables) does not fit the model its "
             f"config builds ({len(targets)} variables)"
         )
-    for value, variable in zip(sources, targets, strict=True):
-        variable.assign(keras.ops.convert_to_numpy(value))
+    return [np.asarray(keras.ops.convert_to_numpy(value)) for value in sources]
 
 
 @contextlib.contextmanager
@@ -1217,7 +1245,8 @@ def _train_in_cluster(
     callbacks: Iterable[keras.callbacks.Callback] | None,
     verbose: int | str,
 ) -> RunResult:
-    """:func:`train` as one of several TensorFlow workers (``MultiWorkerMirroredStrategy``).
+    """:func:`train` as one of several workers: TensorFlow's ``MultiWorkerMirroredStrategy``,
+    or on JAX a ``keras.distribution.DataParallel`` over every process's devices.
 
     The chief does what a single process does to the run directory; the others never touch
     it. The chief sends them the run's config and where it stands (epochs done, history),
@@ -1226,10 +1255,22 @@ def _train_in_cluster(
     global batch (``AutoShardPolicy.DATA``: the in-memory images are split by element, so
     replica ``i`` of ``n`` trains on the ``i``-th slice of each batch); gradients and
     metrics are all-reduced every step.
+
+    On JAX, Keras splits each global batch into one slice per process, so every batch
+    must be whole: each epoch trains on ``batch_size * floor(N / batch_size)`` images (a
+    different remainder left out every epoch, as the order is shuffled), and validation on
+    whole batches too. The steps are computed over the global batch, so batch
+    normalization sees all of it and the model is the one-process model's, up to
+    floating-point order. The final evaluation runs in each process on its own copy of
+    the (replicated) weights.
     """
-    strategy = distributed.multi_worker_strategy()  # joins the cluster: first
+    jax_cluster = keras.backend.backend() == "jax"
+    # joining the cluster comes first
+    strategy = (
+        distributed.join_jax_cluster() if jax_cluster else distributed.multi_worker_strategy()
+    )
     chief = distributed.is_chief()
-    replicas = int(strategy.num_replicas_in_sync)
+    replicas = distributed.replicas_of(strategy)
     with contextlib.ExitStack() as stack:
         restored = None
         if chief:
@@ -1241,6 +1282,13 @@ def _train_in_cluster(
                     raise fail(
                         "batch_size", f"a multiple of the {replicas} replicas", config.batch_size
                     )
+                if jax_cluster and len(sets["train"]) < config.batch_size:
+                    raise fail(
+                        "batch_size",
+                        f"at most the {len(sets['train'])} training images (a JAX cluster "
+                        "trains on whole batches only)",
+                        config.batch_size,
+                    )
             except BaseException as error:
                 distributed.broadcast_json(
                     strategy, {"error": f"{type(error).__name__}: {one_line(error)}"}
@@ -1251,9 +1299,12 @@ def _train_in_cluster(
             start = distributed.broadcast_json(strategy, None)
             config, sets = _worker_start(config, start)
         class_names = sets["train"].class_names
-        steps_per_epoch = math.ceil(
-            _replica_multiple(len(sets["train"]), replicas) / config.batch_size
-        )
+        if jax_cluster:
+            steps_per_epoch = len(sets["train"]) // config.batch_size
+        else:
+            steps_per_epoch = math.ceil(
+                _replica_multiple(len(sets["train"]), replicas) / config.batch_size
+            )
         _seed_everything(config.seed, config.deterministic)
         with strategy.scope():
             model = _model_for_run(
@@ -1264,9 +1315,12 @@ def _train_in_cluster(
                 steps_per_epoch=steps_per_epoch,
             ).model
             model.optimizer.build(model.trainable_variables)
-        if restored is not None:
-            _copy_state(restored.model, model)
-        distributed.broadcast_variables(strategy, [*model.variables, *model.optimizer.variables])
+        # every worker assigns in the same collective (JAX's assignment to a variable spread
+        # over processes is one): the chief sends the checkpoint's state, or its new model's
+        values = _state_values(restored.model, model) if restored is not None else None
+        distributed.broadcast_variables(
+            strategy, [*model.variables, *model.optimizer.variables], values=values
+        )
         rows = [{**row, "epoch": int(row["epoch"])} for row in start["rows"]]
         entries = restored.entries if restored is not None else []
         run = runs.Restored(
@@ -1285,5 +1339,8 @@ def _train_in_cluster(
                 steps_per_epoch=steps_per_epoch,
                 replicas=replicas,
                 verbose=verbose if chief else 0,
-                first=[_AverageNonTrainable(strategy)],
+                # JAX steps over the global batch: no per-replica statistics to average
+                first=[] if jax_cluster else [_AverageNonTrainable(strategy)],
+                fit_scope=strategy.scope() if jax_cluster else None,
+                whole_batches=jax_cluster,
             )
