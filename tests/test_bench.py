@@ -191,8 +191,10 @@ def _check_bench_schema(result, batch_sizes, train_batch):
     """The documented schema of run_bench / `senet bench --json` (senet.bench/1)."""
     assert set(result) == {
         "schema", "model", "attention", "reduction", "input_shape", "settings", "machine",
-        "params", "flops", "inference", "train_step",
+        "params", "flops", "inference", "inference_path", "train_step",
     }  # fmt: skip
+    assert set(result["inference_path"]) == {"plain", "attention"}
+    assert set(result["inference_path"].values()) <= {"fused", "as built"}
     assert result["schema"] == "senet.bench/1"
     assert set(result["settings"]) == {"rounds", "warmup", "batch_sizes", "train_batch_size"}
     assert result["settings"]["batch_sizes"] == list(batch_sizes)
@@ -255,3 +257,31 @@ def test_run_bench_file_with_attention_is_compared_without_it(tmp_path):
     assert "train step" not in format_bench(result)
     with pytest.raises(ValueError, match="`model` must be"):
         run_bench(str(tmp_path / "missing.keras"))
+
+
+def test_run_bench_times_the_fused_path_like_for_like(monkeypatch):
+    from senet.bench import format_bench, run_bench
+    from senet.models import fused
+
+    calls = []
+    original = fused.fuse_for_inference
+
+    def spy(model, **options):
+        result = original(model, **options)
+        calls.append((options, result[1]))
+        return result
+
+    monkeypatch.setattr(fused, "fuse_for_inference", spy)
+    options = {"batch_sizes": (1,), "train_batch_size": None, "rounds": 1, "warmup": 0}
+    result = run_bench("resnet20", **options)
+    _check_bench_schema(result, (1,), None)
+    # both models fused, the plain one's tails folded the same way
+    assert calls == [({"fold_plain": True}, True)] * 2
+    assert result["inference_path"] == {"plain": "fused", "attention": "fused"}
+    assert "inference path: plain fused, se fused" in format_bench(result)
+    calls.clear()
+    as_built = run_bench("resnet20", fused=False, **options)
+    assert calls == [] and as_built["inference_path"] == {
+        "plain": "as built",
+        "attention": "as built",
+    }

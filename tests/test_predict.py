@@ -256,3 +256,39 @@ def test_annotate_refuses_to_overwrite_without_the_flag(files, tmp_path, capsys)
     assert main([*argv, "--overwrite"]) == 0
     assert "1 face" in capsys.readouterr().out
     assert cv2.imread(str(existing)).shape == (480, 640, 3)
+
+
+def test_predict_runs_the_fused_inference_path_by_default(tmp_path, monkeypatch):
+    from senet.models import fused, resnet
+
+    keras.utils.set_random_seed(0)
+    model = resnet(18, input_shape=(48, 48, 1), num_classes=7, attention="se")
+    for layer in model.layers:  # random BN statistics: folding them must not change a thing
+        if isinstance(layer, keras.layers.BatchNormalization):
+            rng = np.random.default_rng(len(layer.name))
+            channels = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.5, channels).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, channels).astype("float32"))
+    model.save(tmp_path / "se_resnet.keras")
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), face_photo())
+    calls = []
+    original = fused.fuse_for_inference
+
+    def spy(keras_model):
+        result = original(keras_model)
+        calls.append(result[1])
+        return result
+
+    monkeypatch.setattr(fused, "fuse_for_inference", spy)
+    (default,) = predict.predict_paths(tmp_path / "se_resnet.keras", [photo])
+    assert calls == [True]  # the SE tails were fused
+    (as_trained,) = predict.predict_paths(tmp_path / "se_resnet.keras", [photo], fuse=False)
+    assert calls == [True]
+    assert len(default.faces) == len(as_trained.faces) >= 1
+    for a, b in zip(default.faces, as_trained.faces, strict=True):
+        assert a.label == b.label
+        assert list(a.probabilities) == list(b.probabilities)
+        np.testing.assert_allclose(
+            list(a.probabilities.values()), list(b.probabilities.values()), atol=1e-4
+        )

@@ -687,6 +687,7 @@ def run_bench(
     rounds: int = 30,
     warmup: int = 3,
     allow_h5: bool = False,
+    fused: bool = True,
     progress: bool | Callable[[str], None] = False,
 ) -> dict:
     """What attention costs one model: parameters, FLOPs, inference and training-step time.
@@ -708,6 +709,10 @@ def run_bench(
         rounds: Timed calls of each model per measurement.
         warmup: Untimed calls of each first.
         allow_h5: Accept a legacy ``.h5`` file (see :func:`senet.layers.load_model`).
+        fused: Time inference on the path users get
+            (:func:`senet.models.fused.fuse_for_inference`), like for like: the plain
+            model's residual tails are folded the same way (``fold_plain``). False times
+            both models as built. Training always runs the models as built.
         progress: As :func:`time_interleaved`.
 
     Returns:
@@ -721,6 +726,7 @@ def run_bench(
              "params": {"plain": int, "attention": int, "overhead_pct": float},
              "flops": {"plain": int, "attention": int, "overhead_pct": float},
              "inference": [TIMING, ...],          # one per batch size
+             "inference_path": {"plain": str, "attention": str},  # "fused" or "as built"
              "train_step": TIMING | None}
             TIMING = {"batch": int, "plain": T, "attention": T, "ratio": float,
                       "paired_ratio": float, "overhead_pct": float}
@@ -757,10 +763,17 @@ def run_bench(
         warnings.simplefilter("ignore")  # layers count_flops does not know count 0
         flops = {key: int(count_flops(m)) for key, m in pair.items()}
     shape = tuple(int(d) for d in plain.inputs[0].shape[1:])
+    inferred, paths = pair, {key: "as built" for key in pair}
+    if fused:
+        from senet.models.fused import fuse_for_inference
+
+        folded = {key: fuse_for_inference(m, fold_plain=True) for key, m in pair.items()}
+        inferred = {key: m for key, (m, _) in folded.items()}
+        paths = {key: "fused" if done else "as built" for key, (_, done) in folded.items()}
     inference = []
     for batch in batch_sizes:
         x = np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
-        timed = latency_interleaved(pair, x, rounds=rounds, warmup=warmup, progress=progress)
+        timed = latency_interleaved(inferred, x, rounds=rounds, warmup=warmup, progress=progress)
         inference.append(_pairs(timed, batch))
     train_step = None
     if train_batch_size is not None:
@@ -783,6 +796,7 @@ def run_bench(
         "params": {**params, "overhead_pct": 100.0 * (params["attention"] / params["plain"] - 1)},
         "flops": {**flops, "overhead_pct": 100.0 * (flops["attention"] / flops["plain"] - 1)},
         "inference": inference,
+        "inference_path": paths,
         "train_step": train_step,
     }
 
@@ -815,6 +829,12 @@ def format_bench(result: dict) -> str:
             f"  {attended['min_ms']:>8.2f}-{attended['max_ms']:<8.2f}"
         )
     settings, machine = result["settings"], result["machine"]
+    path = result.get("inference_path") or {}
+    if path:
+        lines.append(
+            f"inference path: plain {path.get('plain')}, {result['attention']} "
+            f"{path.get('attention')} (training: as built)"
+        )
     lines += [
         "",
         f"{settings['rounds']} rounds interleaved (A B, B A, ...) after {settings['warmup']} "

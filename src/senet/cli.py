@@ -497,6 +497,11 @@ def _add_predict(subparsers) -> None:
     parser.add_argument(
         "--every", type=_positive_int, default=1, help="look at every N-th video frame"
     )
+    parser.add_argument(
+        "--no-fuse",
+        action="store_true",
+        help="run SE ResNets as trained (default: their fused inference path, fuse_se)",
+    )
     _add_allow_h5(parser)
     _add_model_inputs(parser)
     parser.set_defaults(handler=_run_predict)
@@ -515,6 +520,7 @@ def _run_predict(args) -> int:
             every=args.every,
             annotate_dir=args.annotate,
             overwrite=args.overwrite,
+            fuse=not args.no_fuse,
             **_model_options(args),
         ):
             _print_warnings(args.command, caught)
@@ -1007,6 +1013,12 @@ def _add_bench(subparsers) -> None:
     parser.add_argument("--json", metavar="FILE", help="also write the result as JSON here")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json FILE")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument(
+        "--no-fuse",
+        action="store_true",
+        help="time inference on the models as built (default: the fused inference path, "
+        "with the plain model folded the same way)",
+    )
     _add_allow_h5(parser)
     parser.set_defaults(handler=_run_bench)
 
@@ -1026,6 +1038,7 @@ def _run_bench(args) -> int:
         rounds=args.rounds,
         warmup=args.warmup,
         allow_h5=args.allow_h5,
+        fused=not args.no_fuse,
         progress=not args.quiet,
     )
     print(format_bench(result))

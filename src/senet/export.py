@@ -538,7 +538,9 @@ def export_model(
     representative, check_inputs = _inputs(
         model, quantize, calibration, samples, calibration_size, seed
     )
-    exported, fused = _fused(model) if fuse else (model, False)
+    from senet.models.fused import fuse_for_inference
+
+    exported, fused = fuse_for_inference(model) if fuse else (model, False)
 
     temporary = out.with_name(f"{TEMP_PREFIX}{os.getpid()}-{out.name}")
     _remove(temporary)
@@ -664,21 +666,6 @@ def _calibration_array(calibration, input_shape, size, seed) -> np.ndarray:
             f"calibration inputs have shape {data.shape}; the model expects {input_shape}"
         )
     return data.astype(np.float32, copy=False)
-
-
-def _fused(model):
-    """``(fuse_se(model), True)`` where it has SE tails to fuse, else ``(model, False)``."""
-    from senet.layers import SqueezeExcite
-    from senet.models.fused import fuse_se
-
-    if not any(isinstance(layer, SqueezeExcite) for layer in model.layers):
-        return model, False
-    with warnings.catch_warnings():  # SE layers in other placements stay as they are
-        warnings.simplefilter("ignore")
-        try:
-            return fuse_se(model, strict=False), True
-        except ValueError:  # nothing in the "standard" residual placement
-            return model, False
 
 
 def _write(model, path: Path, format: str, quantize, representative) -> None:

@@ -673,6 +673,7 @@ def iter_predictions(
     allow_h5: bool = False,
     input_range: str | Sequence[float] | None = None,
     colour: str | None = None,
+    fuse: bool = True,
     **detect_options,
 ) -> Iterator[FramePrediction]:
     """:func:`predict_paths`, one image or video frame at a time (results as they come)."""
@@ -694,6 +695,12 @@ def iter_predictions(
         input_range=input_range,
         colour=colour,
     )
+    from senet.export import ExportedModel
+
+    if fuse and not isinstance(model, ExportedModel):  # a Keras model
+        from senet.models.fused import fuse_for_inference
+
+        model, _ = fuse_for_inference(model)
 
     for path, target in zip(paths, targets, strict=True):
         if path.suffix.lower() in VIDEO_EXTENSIONS:
@@ -719,6 +726,7 @@ def predict_paths(
     allow_h5: bool = False,
     input_range: str | Sequence[float] | None = None,
     colour: str | None = None,
+    fuse: bool = True,
     **detect_options,
 ) -> list[FramePrediction]:
     """Faces and emotions in image files and videos.
@@ -748,6 +756,9 @@ def predict_paths(
         input_range: The values the model expects, ``"0,1"`` or ``"-1,1"`` (default: the
             model's record, else ``"0,1"``); see :func:`input_format`.
         colour: ``"grey"`` or ``"rgb"`` (default: from the model's input channels).
+        fuse: Run a Keras model's inference path
+            (:func:`senet.models.fused.fuse_for_inference`: SE residual tails fused, the
+            same function); False runs the layers as trained.
         **detect_options: Passed to :func:`detect_faces`.
 
     Returns:
@@ -773,6 +784,7 @@ def predict_paths(
             allow_h5=allow_h5,
             input_range=input_range,
             colour=colour,
+            fuse=fuse,
             **detect_options,
         )
     )

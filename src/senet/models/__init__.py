@@ -8,7 +8,7 @@ imports timm's pretrained SE-ResNets, SE-ResNeXts and ECA-ResNets from a weights
 """
 
 from senet.models.emotion import emotion_cnn
-from senet.models.fused import FusedSEResidual, fuse_se
+from senet.models.fused import FusedSEResidual, fuse_for_inference, fuse_se
 from senet.models.resnet import resnet, resnet_stage_outputs
 from senet.models.surgery import insert_attention
 from senet.models.timm import convert_timm, from_timm, pretrained_config
@@ -18,6 +18,7 @@ __all__ = [
     "FusedSEResidual",
     "convert_timm",
     "emotion_cnn",
+    "fuse_for_inference",
     "fuse_se",
     "from_timm",
     "insert_attention",

@@ -44,10 +44,33 @@ from senet.layers import SqueezeExcite
 from senet.layers.fused import IMPLEMENTATIONS, FusedSEResidual
 from senet.models.rewrite import rewrite
 
-__all__ = ["IMPLEMENTATIONS", "FusedSEResidual", "fuse_se"]
+__all__ = ["IMPLEMENTATIONS", "FusedSEResidual", "fuse_for_inference", "fuse_se"]
 
 
 # -------------------------------------------------------------------- model rewrite
+
+
+def fuse_for_inference(model: keras.Model, *, fold_plain: bool = False) -> tuple[keras.Model, bool]:
+    """The inference path senet uses by default: ``(fuse_se(model, strict=False), True)``
+    where ``model`` has residual tails to fuse, else ``(model, False)``.
+
+    What ``senet predict``, ``senet export`` and ``senet bench`` run. SE layers in other
+    placements stay as they are (silently: the model computes the same either way); a
+    model that is not functional, or has nothing to fuse, is returned unchanged.
+
+    Args:
+        model: A Keras model.
+        fold_plain: Also fold the residual tails without SE (see :func:`fuse_se`): what
+            a plain model gets so that it is compared like for like with a fused SE model.
+    """
+    if not fold_plain and not any(isinstance(layer, SqueezeExcite) for layer in model.layers):
+        return model, False
+    with warnings.catch_warnings():  # SE layers in other placements stay as they are
+        warnings.simplefilter("ignore")
+        try:
+            return fuse_se(model, strict=False, fold_plain=fold_plain), True
+        except ValueError:  # nothing in the "standard" residual placement
+            return model, False
 
 
 def fuse_se(
