@@ -38,3 +38,25 @@ def test_bench_pipeline_quick_predict(tmp_path, capsys):
     # the built frame's face is found, and both models return it
     assert result["predict"]["found"].startswith("yes")
     assert result["predict"]["faces"] == {"plain": 1, "se": 1}
+
+
+def test_ablations_doc_collects_the_reports_without_typing_numbers(tmp_path, capsys):
+    out = tmp_path / "abl"
+    (out / "emotion_cnn").mkdir(parents=True)
+    (out / "emotion_cnn" / "reduction.md").write_text(
+        "# Attention ablation\n\n## Setup\n\nData: `synthetic` (hard).\n\n"
+        f"Command: `senet ablate --out {out}/emotion_cnn --reduction 8 2`\n\n"
+        "## Reduction ratio\n\n| r | error |\n| --- | --- |\n| 8 | 20.1 |\n\n"
+        "![plot](accuracy_vs_reduction.png)\n\n## All cells\n\n| long | table |\n"
+    )
+    (out / "emotion_cnn" / "accuracy_vs_reduction.png").write_bytes(b"png")
+    (out / "focus.md").write_text("| method | focus |\n| --- | --- |\n| gradcam | 9.9 |\n")
+    assert _script("ablations_doc").main([str(out), "--plots", str(tmp_path / "img")]) == 0
+    printed = capsys.readouterr().out
+    assert "| 8 | 20.1 |" in printed and "| gradcam | 9.9 |" in printed
+    assert "Data: `synthetic` (hard)." in printed
+    assert "`senet ablate --out ablations/emotion_cnn --reduction 8 2`" in printed
+    assert "| long | table |" not in printed  # the per-cell table stays in the reports
+    assert "*Not run: " in printed  # the reports that are missing say so
+    assert (tmp_path / "img" / "emotion_cnn-reduction-accuracy_vs_reduction.png").exists()
+    assert "](img/emotion_cnn-reduction-accuracy_vs_reduction.png)" in printed
