@@ -411,6 +411,9 @@ def limit_threads(threads: int) -> None:
         os.environ[name] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from senet._tf import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # each worker would print TensorFlow's load-time notices
     import keras
 
     if keras.backend.backend() == "tensorflow":

@@ -1095,34 +1095,6 @@ def _one_line(error: BaseException) -> str:
     return line
 
 
-def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with file descriptor 2 pointed at /dev/null.
-
-    TensorFlow 2.21 writes absl's "log messages before absl::InitializeLog()" notice and a
-    oneDNN note straight to fd 2 while it loads, whatever TF_CPP_MIN_LOG_LEVEL says; without
-    this, every command's one-line error or report would follow four lines of that.
-    """
-    if "tensorflow" in sys.modules or os.environ.get("KERAS_BACKEND", "tensorflow") != (
-        "tensorflow"
-    ):
-        return
-    import importlib.util
-
-    if importlib.util.find_spec("tensorflow") is None:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            try:
-                import tensorflow  # noqa: F401
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
-
-
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Print a Python warning as one line: ``senet: warning: MESSAGE``."""
     text = " ".join(str(message).split())
@@ -1141,7 +1113,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning  # one line, not file:line plus the source line
     try:
         if not debug:
-            _import_tensorflow_quietly()
+            from senet._tf import import_tensorflow_quietly
+
+            import_tensorflow_quietly()
         return int(args.handler(args) or 0)
     except CLIError as error:
         print(f"senet {args.command}: error: {error}", file=sys.stderr)
