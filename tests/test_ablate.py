@@ -346,3 +346,15 @@ def test_a_worker_process_starts_without_tensorflow_notices():
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ready"
     assert "oneDNN" not in done.stderr and "absl::InitializeLog" not in done.stderr
+
+
+def test_a_grid_over_kinds_reports_the_kind_only(tmp_path, stand_in):
+    # ECA and sSE take no reduction or squeeze (None): that is not a second value, so the
+    # report has no reduction or squeeze table holding the base row alone
+    out = tmp_path / "abl"
+    run_ablation(out, attentions=("se", "eca", "sse"), **{**TINY, "seeds": 2})
+    markdown = (out / "ablation.md").read_text()
+    assert "## Attention kind" in markdown
+    assert "## Reduction ratio r" not in markdown and "## Squeeze operator" not in markdown
+    assert (out / "options_attention.png").exists()
+    assert not (out / "accuracy_vs_reduction.png").exists()

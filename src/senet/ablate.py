@@ -573,11 +573,13 @@ def _option_text(value) -> str:
 
 
 def _varying_axes(cells: Sequence[Cell]) -> list[str]:
+    """The axes with more than one value; an option a cell's kind does not take (None, e.g.
+    ECA's reduction) is not a value, so a grid over kinds varies in the kind only."""
     attended = [c for c in cells if c.attention != "none"]
     return [
         axis
         for axis in AXES
-        if len({c.value(axis) for c in (cells if axis == "attention" else attended)}) > 1
+        if len({c.value(axis) for c in (cells if axis == "attention" else attended)} - {None}) > 1
     ]
 
 
