@@ -64,6 +64,8 @@ def main(argv=None) -> int:
         command = command.replace(str(args.out), "ablations")  # ablations.sh's default OUT
         print(command.replace("Command:", "Command (after the ones above):", 1) + "\n")
         sections.pop("All cells", None)
+        if name not in ("none-vs-se", "kinds"):  # the option's own table has the none row
+            sections.pop("Attention kind", None)
         for heading, body in sections.items():
             body_lines = []
             for line in body.splitlines():
