@@ -62,7 +62,7 @@ def main(argv=None) -> int:
             print(data_line + "\n")
             printed_setup.add(model)
         command = command.replace(str(args.out), "ablations")  # ablations.sh's default OUT
-        print(command.replace("Command:", "Command (after the ones above):", 1) + "\n")
+        print(command + "\n")
         sections.pop("All cells", None)
         if name not in ("none-vs-se", "kinds"):  # the option's own table has the none row
             sections.pop("Attention kind", None)
@@ -83,7 +83,8 @@ def main(argv=None) -> int:
     focus = args.out / "focus.md"
     print("### Where the models look (focus over seeds)\n")
     if focus.is_file():
-        print(focus.read_text(encoding="utf-8").strip() + "\n")
+        text = focus.read_text(encoding="utf-8").strip()
+        print(text.replace(str(args.out), "ablations") + "\n")
     else:
         print(f"*Not run: {focus} is missing.*\n")
     return 0
