@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -23,38 +21,18 @@ from senet import distributed
 from senet.cli import main
 from senet.errors import MESSAGE_LIMIT, one_line
 from senet.launch import WorkerFailed, free_ports, launch, tf_config
-from workers import alive, history, pid_of, worker_lines
-
-# 700 faces (560 to train on: 18 global batches of 32 an epoch), small images, no augmentation
-# and a learning rate that leaves chance level within two epochs
-RUN_ARGS = [
-    "--data",
-    "synthetic",
-    "--synthetic-size",
-    "700",
-    "--image-size",
-    "32",
-    "--epochs",
-    "2",
-    "--batch-size",
-    "32",
-    "--lr",
-    "0.003",
-    "--no-augment",
-    "--seed",
-    "0",
-    "--quiet",
-]
-RUN_FILES = {
-    "config.json",
-    "state.json",
-    "history.csv",
-    "model.keras",
-    "metrics.json",
-    "curves.png",
-    "confusion.png",
-}
-TIMEOUT = 240  # seconds, for any one `senet train`
+from workers import (
+    RUN_ARGS,
+    RUN_FILES,
+    TIMEOUT,
+    alive,
+    backend_env,
+    history,
+    kill_worker_1_in_epoch_2,
+    pid_of,
+    senet_train,
+    worker_lines,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -65,17 +43,11 @@ def _temporary_files_here(tmp_path, monkeypatch):
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+    return backend_env("tensorflow")
 
 
-def _senet(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "senet", "train", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=_env(),
-    )
+def _senet(*args: str) -> subprocess.CompletedProcess:
+    return senet_train("tensorflow", *args)
 
 
 @pytest.fixture(scope="module")
@@ -133,37 +105,13 @@ def test_killed_worker_then_resume_loses_nothing(two_workers, tmp_path):
     reference_dir, reference = two_workers
     assert reference.returncode == 0, reference.stderr[-3000:]
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "senet", "train", "--workers", "2"]
-    command += ["--timeout", str(TIMEOUT - 20), *RUN_ARGS, "--out", str(run_dir)]
-    launcher = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env()
-    )
-    try:
-        lines = {}
-        while len(lines) < 2:
-            line = launcher.stderr.readline()
-            assert line, "the launcher ended before starting its workers"
-            lines.update(worker_lines(line))
-        chief, worker = pid_of(lines[0]), pid_of(lines[1])
-        # kill worker 1 as soon as the chief has recorded epoch 1: during epoch 2
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            state = run_dir / "state.json"
-            if state.exists() and '"epochs_done": 1' in state.read_text():
-                break
-            assert launcher.poll() is None, launcher.stderr.read()[-3000:]
-            time.sleep(0.05)
-        os.kill(worker, signal.SIGKILL)
-        error = launcher.communicate(timeout=60)[1]
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
-    assert launcher.returncode == 1
-    last = error.strip().splitlines()[-1]
+    args = ["--timeout", str(TIMEOUT - 20), *RUN_ARGS]
+    killed = kill_worker_1_in_epoch_2(args, run_dir, _env(), TIMEOUT)
+    assert killed.returncode == 1
+    last = killed.stderr.strip().splitlines()[-1]
     assert last.startswith("senet train: error: worker 1 was killed by SIGKILL")
     assert "every worker was stopped" in last and len(last) < 400
-    assert not alive(chief) and not alive(worker)
+    assert not alive(killed.chief) and not alive(killed.worker)
     assert [row["epoch"] for row in history(run_dir)] == [1]  # epoch 2 never finished
 
     resumed = _senet("--workers", "2", "--timeout", str(TIMEOUT - 20), "--resume", str(run_dir))

@@ -8,40 +8,25 @@ process is bounded by a timeout and stopped at the end.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import tempfile
-import time
 
 import pytest
 
 from senet.cli import main
-from workers import alive, history, pid_of, worker_lines
+from workers import (
+    RUN_ARGS,
+    RUN_FILES,
+    TIMEOUT,
+    alive,
+    backend_env,
+    history,
+    kill_worker_1_in_epoch_2,
+    senet_train,
+    worker_lines,
+)
 
 pytest.importorskip("jax")
-
-# as in test_multiworker: 560 training faces, 17 whole global batches of 32 an epoch
-RUN_ARGS = [
-    "--data",
-    "synthetic",
-    "--synthetic-size",
-    "700",
-    "--image-size",
-    "32",
-    "--epochs",
-    "2",
-    "--batch-size",
-    "32",
-    "--lr",
-    "0.003",
-    "--no-augment",
-    "--seed",
-    "0",
-    "--quiet",
-]
-TIMEOUT = 240  # seconds, for any one `senet train`
 
 
 @pytest.fixture(autouse=True)
@@ -51,17 +36,11 @@ def _temporary_files_here(tmp_path, monkeypatch):
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "jax"}
+    return backend_env("jax")
 
 
 def _senet(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "senet", "train", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env=_env(),
-    )
+    return senet_train("jax", *args)
 
 
 @pytest.fixture(scope="module")
@@ -81,15 +60,7 @@ def test_two_jax_workers_train_one_model_like_one_process(jax_workers, tmp_path)
     assert sorted(worker_lines(completed.stderr)) == [0, 1]
     # validation over Keras' sharded copy of the data stops at its own length
     assert "ran out of data" not in completed.stderr
-    assert {path.name for path in run_dir.iterdir()} >= {
-        "config.json",
-        "state.json",
-        "history.csv",
-        "model.keras",
-        "metrics.json",
-        "curves.png",
-        "confusion.png",
-    }
+    assert {path.name for path in run_dir.iterdir()} >= RUN_FILES
     assert [row["epoch"] for row in history(run_dir)] == [1, 2]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["distribute"] == "multiworker"
@@ -113,35 +84,12 @@ def test_killed_jax_worker_then_resume_loses_nothing(jax_workers, tmp_path):
     reference_dir, reference = jax_workers
     assert reference.returncode == 0, reference.stderr[-3000:]
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "senet", "train", "--workers", "2"]
-    command += ["--timeout", str(TIMEOUT - 20), *RUN_ARGS, "--out", str(run_dir)]
-    launcher = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env()
-    )
-    try:
-        lines = {}
-        while len(lines) < 2:
-            line = launcher.stderr.readline()
-            assert line, "the launcher ended before starting its workers"
-            lines.update(worker_lines(line))
-        chief, worker = pid_of(lines[0]), pid_of(lines[1])
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:  # kill worker 1 during epoch 2
-            state = run_dir / "state.json"
-            if state.exists() and '"epochs_done": 1' in state.read_text():
-                break
-            assert launcher.poll() is None, launcher.stderr.read()[-3000:]
-            time.sleep(0.05)
-        os.kill(worker, signal.SIGKILL)
-        error = launcher.communicate(timeout=60)[1]
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
-    assert launcher.returncode == 1
-    last = error.strip().splitlines()[-1]
+    args = ["--timeout", str(TIMEOUT - 20), *RUN_ARGS]
+    killed = kill_worker_1_in_epoch_2(args, run_dir, _env(), TIMEOUT)
+    assert killed.returncode == 1
+    last = killed.stderr.strip().splitlines()[-1]
     assert last.startswith("senet train: error: worker 1 was killed by SIGKILL"), last
-    assert not alive(chief) and not alive(worker)
+    assert not alive(killed.chief) and not alive(killed.worker)
     assert [row["epoch"] for row in history(run_dir)] == [1]
 
     resumed = _senet("--workers", "2", "--timeout", str(TIMEOUT - 20), "--resume", str(run_dir))
