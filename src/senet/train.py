@@ -413,7 +413,8 @@ def _train_dataset(
     from senet.data import augment_batch
 
     count = len(images)
-    used = _replica_multiple(count, replicas)
+    # the images an epoch uses: whole batches (a JAX cluster) or a multiple of the replicas
+    used = count - count % batch_size if whole_batches else _replica_multiple(count, replicas)
     x = tf.constant(images.x)
     y = tf.constant(images.y)
     weights = None if sample_weights is None else tf.constant(sample_weights, tf.float32)
@@ -423,7 +424,7 @@ def _train_dataset(
             tf.range(count), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
         )
         # different images left out every epoch: the order is shuffled
-        order = order[: count - count % batch_size if whole_batches else used]
+        order = order[:used]
         batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
         return batches.map(lambda step, index: (epoch, step, index))
 
