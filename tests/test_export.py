@@ -240,6 +240,26 @@ def test_int8_file_xnnpack_refuses_runs_with_reference_kernels(tmp_path):
     np.testing.assert_allclose(out, _reference(model, x[:5]), atol=0.02)
 
 
+@pytest.mark.parametrize("kind", ["se", "cbam"])
+def test_attention_cnn_is_one_xnnpack_partition_in_tflite(tmp_path, kind):
+    """The gate's broadcast is one RESHAPE, which XNNPACK takes: the whole float model runs
+    as one delegated partition, as the plain CNN does (an EXPAND_DIMS per spatial axis is
+    not delegated and split the graph at every attention block)."""
+    from senet.export import _tflite_interpreter
+
+    partitions = {}
+    for attention in (None, kind):
+        keras.utils.set_random_seed(0)
+        model = emotion_cnn((32, 32, 1), widths=(8, 16), attention=attention)
+        path = tmp_path / f"{attention}.tflite"
+        export_model(model, path, format="tflite", check=False)
+        # the interpreter's node list after delegation (LiteRT has no public one)
+        names = [op["op_name"] for op in _tflite_interpreter(str(path))._get_ops_details()]
+        assert "EXPAND_DIMS" not in names
+        partitions[attention] = names.count("DELEGATE")
+    assert partitions == {None: 1, kind: 1}
+
+
 def test_parity_beyond_tolerance_writes_nothing(se_cnn, tmp_path, monkeypatch):
     monkeypatch.setitem(export.TOLERANCES, None, Tolerance(max_abs_diff=-1.0))
     with pytest.raises(ParityError, match=r"max abs diff .* > -1; nothing written") as caught:

@@ -140,10 +140,21 @@ def affine(kernel, bias=None, activation: Callable | None = None) -> Callable:
 
 
 def broadcast_channels(s, rank: int, data_format: str):
-    """Turn a ``(B, C)`` gate into a tensor that broadcasts over the spatial axes."""
-    for axis in spatial_axes(rank, data_format):
-        s = ops.expand_dims(s, axis)
-    return s
+    """Turn a ``(B, C)`` gate into a tensor that broadcasts over the spatial axes.
+
+    One reshape to ``(B, 1, ..., C)`` (or ``(B, C, 1, ...)``) where ``C`` is known: an
+    ``expand_dims`` per spatial axis converts to TFLite ``EXPAND_DIMS`` ops, which LiteRT's
+    XNNPACK delegate does not take, so every SE block split the delegated graph in two
+    and cost an SE CNN about 3% more at batch 1 (``benchmarks/bench_runtimes.py``).
+    """
+    channels = s.shape[-1]
+    if channels is None:
+        for axis in spatial_axes(rank, data_format):
+            s = ops.expand_dims(s, axis)
+        return s
+    shape = [-1] + [1] * (rank - 1)
+    shape[-1 if data_format == "channels_last" else 1] = channels
+    return ops.reshape(s, shape)
 
 
 def scale(x, s, data_format: str):
