@@ -6,6 +6,7 @@ import pytest
 
 from senet.bench import count_flops
 from senet.layers import SqueezeExcite
+from senet.layers.fused import scales_kernel
 from senet.models import resnet
 from senet.models.fused import FusedSEResidual, fuse_se
 
@@ -164,12 +165,18 @@ def test_fused_layer_config_and_validation():
         fuse_se(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
 
 
-def test_fused_layer_numpy_reference(rng):
-    """One tail against the formula relu(shortcut + s * (h @ K + b)), s from mean(h)."""
+@pytest.mark.parametrize("batch", [2, 1])
+def test_fused_layer_numpy_reference(batch, rng):
+    """One tail against the formula relu(shortcut + s * (h @ K + b)), s from mean(h).
+
+    With one sample the layer scales the kernel instead of the output (6 input channels
+    per output channel < 25 pixels): the same formula must come out.
+    """
     c_in, c, units = 6, 8, 3
     layer = FusedSEResidual(units=units, squeeze_from="input", implementation="tf")
-    h = rng.normal(size=(2, 5, 5, c_in)).astype("float32")
-    shortcut = rng.normal(size=(2, 5, 5, c)).astype("float32")
+    h = rng.normal(size=(batch, 5, 5, c_in)).astype("float32")
+    shortcut = rng.normal(size=(batch, 5, 5, c)).astype("float32")
+    assert scales_kernel(h.shape, (1, 1, c_in, c), "input") == (batch == 1)
     layer([h, shortcut])
     kernel, bias = rng.normal(size=(1, 1, c_in, c)), rng.normal(size=c)
     w1, b1 = rng.normal(size=(c_in, units)), rng.normal(size=units)
@@ -180,8 +187,8 @@ def test_fused_layer_numpy_reference(rng):
     expected = np.maximum(shortcut + u * s[:, None, None, :], 0)
     out = keras.ops.convert_to_numpy(layer([h, shortcut]))
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
-    # FLOPs: conv 2*50*6*8 + bias 50*8, pool 2*25*6, MLP 2*2*3*(6+8) + 2*2*(3+8),
-    # scale, add and ReLU 3*2*25*8, per the count_flops convention.
+    # FLOPs at batch 2: conv 2*50*6*8 + bias 50*8, pool 2*25*6, MLP 2*2*3*(6+8) +
+    # 2*2*(3+8), scale, add and ReLU 3*2*25*8, per the count_flops convention.
     n = 2 * 25
     hand = 2 * n * c_in * c + n * c + n * c_in + 2 * 2 * units * (c_in + c)
     hand += 2 * 2 * (units + c) + 3 * n * c

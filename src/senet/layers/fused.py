@@ -33,7 +33,7 @@ from senet.layers._common import (
     squeeze,
 )
 
-__all__ = ["IMPLEMENTATIONS", "SQUEEZE_SOURCES", "FusedSEResidual", "fused_tail"]
+__all__ = ["IMPLEMENTATIONS", "SQUEEZE_SOURCES", "FusedSEResidual", "fused_tail", "scales_kernel"]
 
 #: ``"ops"``: :func:`fused_tail` on the layer's variables (every backend). ``"tf"``: the
 #: same function (TensorFlow only), which traces to the graph grappler's oneDNN fusions
@@ -306,22 +306,47 @@ def fused_tail(
     Written in ``keras.ops``, which on TensorFlow trace to exactly the graph grappler's
     oneDNN remapper fuses: ``Conv2D`` + ``BiasAdd`` into one ``_FusedConv2D``, each MLP
     layer's ``MatMul`` + ``BiasAdd`` + activation into one ``_FusedMatMul``, the scale one
-    broadcast ``Mul`` of a reshaped ``(B, 1, 1, C)`` gate. Folding ``s`` into a per-sample
-    kernel was slower: a kernel computed at run time loses the conv + bias fusion.
+    broadcast ``Mul`` of a reshaped ``(B, 1, 1, C)`` gate.
+
+    One exception, :func:`scales_kernel`: with one sample (a static batch of 1) and a
+    squeeze from the input, ``s * (conv(h, K) + b) = conv(h, K * s) + b * s``, and where
+    the kernel has fewer elements than the output, scaling the kernel is the smaller
+    pass: the convolution's output goes straight to the shortcut and the ReLU, as in the
+    plain folded unit, and the full-size ``Mul`` is gone (SE-ResNet-50 at batch 1: +7.9%
+    over the plain folded model against +9.5% with the ``Mul``, 200 interleaved rounds).
+    With more samples a per-sample kernel is a batched product that loses the oneDNN
+    convolution, so the scale stays a ``Mul`` there.
     """
-    u = ops.add(ops.conv(h, kernel, strides=strides, padding=padding), bias)
     if squeeze_from is None:
+        u = ops.add(ops.conv(h, kernel, strides=strides, padding=padding), bias)
         return ops.relu(u + shortcut)
     reduce_kernel, reduce_bias, expand_kernel, expand_bias = excitation
+    mlp = (affine(reduce_kernel, reduce_bias, activation), affine(expand_kernel, expand_bias))
+    if scales_kernel(h.shape, kernel.shape, squeeze_from):
+        s = excite(squeeze(h, squeeze_mode, "channels_last"), *mlp, gate)[0]
+        u = ops.conv(h, kernel * s, strides=strides, padding=padding)
+        return ops.relu(ops.add(u, bias * s) + shortcut)
+    u = ops.add(ops.conv(h, kernel, strides=strides, padding=padding), bias)
     source = h if squeeze_from == "input" else u
-    s = excite(
-        squeeze(source, squeeze_mode, "channels_last"),
-        affine(reduce_kernel, reduce_bias, activation),
-        affine(expand_kernel, expand_bias),
-        gate,
-    )
+    s = excite(squeeze(source, squeeze_mode, "channels_last"), *mlp, gate)
     s = ops.reshape(s, (-1, 1, 1, s.shape[-1]))
     return ops.relu(u * s + shortcut)
+
+
+def scales_kernel(h_shape, kernel_shape, squeeze_from) -> bool:
+    """Whether :func:`fused_tail` applies the SE scale to the kernel instead of the output.
+
+    The rule, fixed from the sizes alone: a squeeze from the input (so the gate does not
+    depend on the convolution's output), a batch known to be 1 when the graph is built,
+    and a kernel with fewer elements than the output it scales (``kh * kw * C_in <
+    H' * W'``, per output channel). In SE-ResNet-50 at 224x224 that is the tails of
+    stages 2 and 3 (56x56 and 28x28 maps, 64- and 128-channel inputs), not those of
+    stages 4 and 5, whose kernels outweigh their 14x14 and 7x7 maps.
+    """
+    if squeeze_from != "input" or h_shape[0] != 1 or None in h_shape[1:3]:
+        return False
+    # A squeeze from the input means a 1x1 stride-1 convolution: the output has h's pixels.
+    return math.prod(kernel_shape[:3]) < h_shape[1] * h_shape[2]
 
 
 @functools.cache
