@@ -20,6 +20,7 @@ Markdown section for BENCHMARKS.md; ``--json`` keeps every sample.
 
     python benchmarks/bench_runtimes.py                      # both models, about 10 minutes
     python benchmarks/bench_runtimes.py --models emotion_cnn --rounds 50   # about a minute
+    python benchmarks/bench_runtimes.py --quick          # a smoke run, about 20 seconds
 """
 
 from __future__ import annotations
@@ -65,13 +66,14 @@ def _keras_run(model, x, jit_compile=False):
     return lambda: function(tensor).numpy()
 
 
-def run(name: str, rounds: int, workdir: Path, log) -> dict:
+def run(name: str, rounds: int, workdir: Path, log, batches=None) -> dict:
     """Build, fuse and export the pair, then time every runtime at each batch size."""
     from senet.bench import time_interleaved
     from senet.export import export_model, load_exported
     from senet.models import fuse_for_inference
 
-    shape, batches = MODELS[name]
+    shape, default_batches = MODELS[name]
+    batches = default_batches if batches is None else batches
     runs_for = {}
     paths = {}
     for variant, attention in (("plain", None), ("se", "se")):
@@ -164,16 +166,22 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds", type=int, default=100, help="rounds at batch 1 (a quarter, at least 5, above)"
     )
     parser.add_argument("--json", help="write every sample here")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: the emotion CNN, batch 1, 5 rounds"
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    batches = None
+    if args.quick:
+        args.models, args.rounds, batches = ["emotion_cnn"], 5, (1,)
 
     def log(line):
         print(line, file=sys.stderr, flush=True)
 
     begin = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="senet-runtimes-") as workdir:
-        results = [run(name, args.rounds, Path(workdir), log) for name in args.models]
+        results = [run(name, args.rounds, Path(workdir), log, batches) for name in args.models]
     command = "python benchmarks/bench_runtimes.py " + shlex.join(argv or sys.argv[1:])
     print(format_markdown(results, command.strip(), time.perf_counter() - begin))
     if args.json:

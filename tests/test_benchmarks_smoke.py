@@ -4,6 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -60,3 +62,22 @@ def test_ablations_doc_collects_the_reports_without_typing_numbers(tmp_path, cap
     assert "*Not run: " in printed  # the reports that are missing say so
     assert (tmp_path / "img" / "emotion_cnn-reduction-accuracy_vs_reduction.png").exists()
     assert "](img/emotion_cnn-reduction-accuracy_vs_reduction.png)" in printed
+
+
+def test_bench_runtimes_quick(tmp_path, capsys):
+    if not all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnxruntime")):
+        pytest.skip("ONNX export needs the optional export extra")
+    out = tmp_path / "runtimes.json"
+    assert _script("bench_runtimes").main(["--quick", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for runtime in ("Keras", "Keras XLA", "TFLite float32", "ONNX Runtime"):
+        assert f"| {runtime} | 1 | 5 |" in printed
+    (result,) = json.loads(out.read_text())
+    entry = result["batches"]["1"]
+    # each runtime's overhead is the median of its own paired rounds
+    for runtime, overhead in entry["overhead_pct"].items():
+        plain = entry["timed"][f"{runtime} plain"]["times_ms"]
+        se = entry["timed"][f"{runtime} se"]["times_ms"]
+        ratios = sorted(s / p for s, p in zip(se, plain, strict=True))
+        assert len(ratios) == 5 and overhead == pytest.approx(100 * (ratios[2] - 1))
+    assert result["sizes"]["TFLite float32 se"] > result["sizes"]["TFLite float32 plain"]
