@@ -33,18 +33,6 @@ def pytest_configure(config):
     os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(2**31)
 
 
-# The files that take minutes (each starts training processes or a whole sub-suite), in
-# the order they should start: xdist hands out whole files (--dist loadfile) in collection
-# order, so these go first and the many short files fill in around them, instead of one
-# worker finishing a long file alone at the end while the other one idles.
-_LONG_FILES = ("test_multiworker_jax.py", "test_backends.py", "test_multiworker.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: index for index, name in enumerate(_LONG_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable otherwise
-
-
 def pytest_unconfigure(config):
     cache = getattr(config, "_senet_jax_cache", None)
     if cache is not None:

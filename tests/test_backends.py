@@ -27,8 +27,7 @@ def test_suites_pass_on_backend(backend, module):
     env = dict(os.environ, KERAS_BACKEND=backend)
     suites = [s for s in SUITES if (ROOT / s).exists()]
     result = subprocess.run(
-        # -n 0: in one process; this test already runs beside the other xdist worker
-        [sys.executable, "-m", "pytest", "-q", "-x", "-n", "0", "-p", "no:cacheprovider", *suites],
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *suites],
         cwd=ROOT,
         env=env,
         capture_output=True,
