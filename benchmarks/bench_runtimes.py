@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import shlex
-import statistics
 import sys
 import tempfile
 import time
@@ -74,8 +73,8 @@ def run(name: str, rounds: int, workdir: Path, log, batches=None) -> dict:
 
     shape, default_batches = MODELS[name]
     batches = default_batches if batches is None else batches
+    results = {"model": name, "input_shape": shape, "batches": {}, "sizes": {}}
     runs_for = {}
-    paths = {}
     for variant, attention in (("plain", None), ("se", "se")):
         model = _build(name, attention)
         fused, was_fused = fuse_for_inference(model, fold_plain=True)
@@ -93,12 +92,9 @@ def run(name: str, rounds: int, workdir: Path, log, batches=None) -> dict:
                 f"max abs diff {result.max_abs_diff:.1e}"
             )
             exported[runtime] = load_exported(path)
-            paths[(runtime, variant)] = result.size_bytes
-        runs_for[variant] = (fused, was_fused, exported)
+            results["sizes"][f"{runtime} {variant}"] = result.size_bytes
+        runs_for[variant] = (fused, exported)
 
-    results = {"model": name, "input_shape": shape, "batches": {}, "sizes": {}}
-    for (runtime, variant), size in paths.items():
-        results["sizes"][f"{runtime} {variant}"] = size
     for batch in batches:
         x = np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
         count = rounds if batch == 1 else max(5, rounds // 4)
@@ -106,7 +102,7 @@ def run(name: str, rounds: int, workdir: Path, log, batches=None) -> dict:
         for runtime in RUNTIMES:
             runs = {}
             for variant in ("plain", "se"):
-                fused, _, exported = runs_for[variant]
+                fused, exported = runs_for[variant]
                 if runtime == "Keras":
                     runs[variant] = _keras_run(fused, x)
                 elif runtime == "Keras XLA":
@@ -117,10 +113,8 @@ def run(name: str, rounds: int, workdir: Path, log, batches=None) -> dict:
             pair = time_interleaved(runs, rounds=count, warmup=3, progress=log)
             for variant, entry in pair.items():
                 timed[f"{runtime} {variant}"] = entry
-            plain, se = pair["plain"]["times_ms"], pair["se"]["times_ms"]
-            overheads[runtime] = 100 * (
-                statistics.median(s / p for s, p in zip(se, plain, strict=True)) - 1
-            )
+            # the median over rounds of SE / plain in the same round
+            overheads[runtime] = 100 * (pair["se"]["paired_ratio"] - 1)
         results["batches"][batch] = {"rounds": count, "timed": timed, "overhead_pct": overheads}
     return results
 
