@@ -1,7 +1,11 @@
-"""Run the backend-agnostic suites under JAX and PyTorch, each in its own process.
+"""Run the backend-agnostic suites under JAX and PyTorch, each in its own process, and the
+layout-sensitive ones on TensorFlow with oneDNN off.
 
 Keras picks its backend once per process, so the layer (and explain) tests are
-re-run in subprocesses with ``KERAS_BACKEND`` set.
+re-run in subprocesses with ``KERAS_BACKEND`` set. TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS``
+once, when it loads: without oneDNN (its default on CPUs without AVX-512-class features) its
+CPU convolutions take no channels_first input, so the layer contract and the channels_first
+network tests run once more in a process with oneDNN off, on every machine.
 """
 
 import importlib.util
@@ -35,3 +39,24 @@ def test_suites_pass_on_backend(backend, module):
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert " passed" in result.stdout
+
+
+ONEDNN_OFF_SUITES = ["tests/layers/test_layer_contract.py", "tests/models/test_channels_first.py"]
+
+
+@pytest.mark.skipif(
+    os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
+    reason="TensorFlow only",
+)
+def test_channels_first_suites_pass_with_onednn_off():
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_ENABLE_ONEDNN_OPTS="0")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-n", "0"]
+        + ONEDNN_OFF_SUITES,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and " failed" not in result.stdout

@@ -123,9 +123,17 @@ class CBAM(keras.layers.Layer):
             [ops.mean(x, axis=axis, keepdims=True), ops.max(x, axis=axis, keepdims=True)],
             axis=axis,
         )
+        # The convolution runs channels_last whatever the layer's format: TensorFlow's CPU
+        # Conv2D/Conv3D has no NCHW kernel without oneDNN (CPUs without AVX-512), and the
+        # two-channel descriptor costs next to nothing to transpose.
+        channels_first = self.data_format == "channels_first"
+        if channels_first:
+            descriptor = ops.moveaxis(descriptor, 1, -1)
         logits = ops.conv(
-            descriptor, self.spatial_kernel, padding="same", data_format=self.data_format
+            descriptor, self.spatial_kernel, padding="same", data_format="channels_last"
         )
+        if channels_first:
+            logits = ops.moveaxis(logits, -1, 1)
         return self._gate_fn(logits + self.spatial_bias)
 
     def call(self, inputs):

@@ -318,15 +318,19 @@ def fused_tail(
     convolution, so the scale stays a ``Mul`` there.
     """
     if squeeze_from is None:
-        u = ops.add(ops.conv(h, kernel, strides=strides, padding=padding), bias)
+        u = ops.add(
+            ops.conv(h, kernel, strides=strides, padding=padding, data_format="channels_last"), bias
+        )
         return ops.relu(u + shortcut)
     reduce_kernel, reduce_bias, expand_kernel, expand_bias = excitation
     mlp = (affine(reduce_kernel, reduce_bias, activation), affine(expand_kernel, expand_bias))
     if scales_kernel(h.shape, kernel.shape, squeeze_from):
         s = excite(squeeze(h, squeeze_mode, "channels_last"), *mlp, gate)[0]
-        u = ops.conv(h, kernel * s, strides=strides, padding=padding)
+        u = ops.conv(h, kernel * s, strides=strides, padding=padding, data_format="channels_last")
         return ops.relu(ops.add(u, bias * s) + shortcut)
-    u = ops.add(ops.conv(h, kernel, strides=strides, padding=padding), bias)
+    u = ops.add(
+        ops.conv(h, kernel, strides=strides, padding=padding, data_format="channels_last"), bias
+    )
     source = h if squeeze_from == "input" else u
     s = excite(squeeze(source, squeeze_mode, "channels_last"), *mlp, gate)
     s = ops.reshape(s, (-1, 1, 1, s.shape[-1]))
