@@ -213,7 +213,7 @@ def test_jax_data_parallel_on_two_host_devices(tmp_path):
     env = {
         **os.environ,
         "KERAS_BACKEND": "jax",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2",
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
     completed = subprocess.run(

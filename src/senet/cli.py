@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable
 
 from senet import __version__
+from senet._tf import TRAINING_COMMANDS, prefer_onednn
 
 # Names also used by the library (senet.train.MODEL_NAMES, senet.kinds()); repeated here so
 # --help and argument checks need no Keras import. tests/test_cli.py checks they agree.
@@ -1111,6 +1112,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("SENET_DEBUG", "") not in ("", "0")
     shown = warnings.showwarning
     warnings.showwarning = _show_warning  # one line, not file:line plus the source line
+    if args.command in TRAINING_COMMANDS:
+        prefer_onednn()
     try:
         if not debug:
             from senet._tf import import_tensorflow_quietly
