@@ -28,8 +28,8 @@ def pytest_configure(config):
         return
     # XLA's backend optimisations cost more than they save on the tests' tiny programs:
     # a first JAX `senet train` of the multi-worker tests' size took 53 s with them and 34 s
-    # without (2-core Zen 3), and what the tests check does not depend on them. Tests that
-    # set flags of their own add to these; XLA_FLAGS set before the run are left alone.
+    # without (2-core Zen 3), and what the tests check does not depend on them. A test that
+    # sets XLA_FLAGS of its own replaces these; XLA_FLAGS set before the run are left alone.
     os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
     if _JAX_CACHE in os.environ:
         return

@@ -184,6 +184,7 @@ def killed_and_resumed(tmp_path_factory):
                 result=result)  # fmt: skip
 
 
+@pytest.mark.slow  # trains a grid, is killed, resumes
 def test_resume_after_kill_trains_only_the_missing_cells(killed_and_resumed):
     run = killed_and_resumed
     assert run["done_before"] == ["cells/emotion_cnn-none/seed0.json"]

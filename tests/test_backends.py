@@ -24,6 +24,7 @@ SUITES = ["tests/layers", "tests/explain"]
     os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
     reason="the parent run spawns the other backends",
 )
+@pytest.mark.slow  # minutes: every layer and explain test again, compiled anew by JAX
 @pytest.mark.parametrize("backend,module", [("jax", "jax"), ("torch", "torch")])
 def test_suites_pass_on_backend(backend, module):
     if importlib.util.find_spec(module) is None:
@@ -48,6 +49,7 @@ ONEDNN_OFF_SUITES = ["tests/layers/test_layer_contract.py", "tests/models/test_c
     os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
     reason="TensorFlow only",
 )
+@pytest.mark.slow  # a TensorFlow process re-runs two files
 def test_channels_first_suites_pass_with_onednn_off():
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_ENABLE_ONEDNN_OPTS="0")
     result = subprocess.run(

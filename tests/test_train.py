@@ -148,6 +148,7 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt(f"interrupted after epoch {self.after}")
 
 
+@pytest.mark.slow  # two tiny trainings
 def test_resume_after_a_crash_and_a_corrupt_checkpoint(reference, tmp_path):
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
@@ -183,6 +184,7 @@ train({config!r}, sys.argv[1], verbose=0, callbacks=[Slow()])
 """
 
 
+@pytest.mark.slow  # a TensorFlow process trains, is killed, then resumes
 def test_resume_after_sigkill(reference, tmp_path):
     run = tmp_path / "killed"
     script = tmp_path / "killable.py"
@@ -295,6 +297,7 @@ print(json.dumps({{"replicas": result.replicas, "epochs": result.epochs_run,
 """
 
 
+@pytest.mark.slow  # a TensorFlow process with two logical CPUs trains
 def test_mirrored_training_on_two_logical_cpus(tmp_path):
     script = tmp_path / "mirrored.py"
     # 203 images: 161 to train on, one more than 5 batches of 32, and odd val/test splits.

@@ -111,6 +111,7 @@ def reports(saved):
     return results
 
 
+@pytest.mark.slow  # a fresh process per backend
 @pytest.mark.parametrize("backend", _backends())
 def test_saved_models_load_in_a_fresh_process(backend, saved, reports):
     _, configs = saved

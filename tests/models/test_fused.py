@@ -277,6 +277,7 @@ def fresh_process_reports(saved_fused_resnet18):
     }
 
 
+@pytest.mark.slow  # a fresh process per backend
 def test_fused_model_loads_with_senet_load_model_on_every_backend(fresh_process_reports):
     reports = {backend: found["auto"] for backend, found in fresh_process_reports.items()}
     assert "tensorflow" in reports
@@ -288,6 +289,7 @@ def test_fused_model_loads_with_senet_load_model_on_every_backend(fresh_process_
         assert report["max_abs_diff"] < tolerance, (backend, report)
 
 
+@pytest.mark.slow  # a fresh process per backend
 def test_a_tensorflow_only_fused_model_says_so_on_other_backends(fresh_process_reports):
     reports = {backend: found["tf"] for backend, found in fresh_process_reports.items()}
     assert reports["tensorflow"]["max_abs_diff"] < 1e-5
