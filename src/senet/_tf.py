@@ -18,9 +18,10 @@ def prefer_onednn() -> bool:
     AMD Zen 3 CPU (AVX2, no AVX-512) the SE emotion CNN's training step of 64 48x48 faces
     took 162 ms with oneDNN on against 314 ms with it off (2 threads), so the commands that
     train (:data:`TRAINING_COMMANDS`) set ``TF_ENABLE_ONEDNN_OPTS=1``. Inference commands do
-    not: there oneDNN made ResNet-50 at batch 1 44% slower on the same CPU. A value the user
-    set, ``0`` included, is kept, and nothing changes once TensorFlow is loaded (it reads
-    the variable once). Child processes (``--workers``, ``--jobs``) inherit the setting.
+    not: there oneDNN made ResNet-50 at batch 1 1.6x slower on the same CPU (152 against
+    95 ms, BENCHMARKS.md). A value the user set, ``0`` included, is kept, and nothing
+    changes once TensorFlow is loaded (it reads the variable once). Child processes
+    (``--workers``, ``--jobs``) inherit the setting.
     """
     if "TF_ENABLE_ONEDNN_OPTS" in os.environ or "tensorflow" in sys.modules:
         return False
