@@ -29,12 +29,15 @@ SUITES = ["tests/layers", "tests/explain"]
 def test_suites_pass_on_backend(backend, module):
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed")
-    env = dict(os.environ, KERAS_BACKEND=backend)
-    suites = [s for s in SUITES if (ROOT / s).exists()]
+    _assert_pytest_passes([s for s in SUITES if (ROOT / s).exists()], KERAS_BACKEND=backend)
+
+
+def _assert_pytest_passes(paths, *options, **env):
+    """``pytest -q -x *options *paths`` in a fresh process with ``env`` added passes."""
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *suites],
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *options, *paths],
         cwd=ROOT,
-        env=env,
+        env=dict(os.environ, **env),
         capture_output=True,
         text=True,
     )
@@ -51,14 +54,6 @@ ONEDNN_OFF_SUITES = ["tests/layers/test_layer_contract.py", "tests/models/test_c
 )
 @pytest.mark.slow  # a TensorFlow process re-runs two files
 def test_channels_first_suites_pass_with_onednn_off():
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_ENABLE_ONEDNN_OPTS="0")
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-n", "0"]
-        + ONEDNN_OFF_SUITES,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    _assert_pytest_passes(
+        ONEDNN_OFF_SUITES, "-n", "0", KERAS_BACKEND="tensorflow", TF_ENABLE_ONEDNN_OPTS="0"
     )
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and " failed" not in result.stdout

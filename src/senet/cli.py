@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable
 
 from senet import __version__
-from senet._tf import TRAINING_COMMANDS, prefer_onednn
+from senet._tf import TRAINING_COMMANDS, import_tensorflow_quietly, prefer_onednn
 
 # Names also used by the library (senet.train.MODEL_NAMES, senet.kinds()); repeated here so
 # --help and argument checks need no Keras import. tests/test_cli.py checks they agree.
@@ -1116,8 +1116,6 @@ def main(argv: list[str] | None = None) -> int:
         prefer_onednn()
     try:
         if not debug:
-            from senet._tf import import_tensorflow_quietly
-
             import_tensorflow_quietly()
         return int(args.handler(args) or 0)
     except CLIError as error:

@@ -13,6 +13,7 @@ import importlib.util
 import keras
 import numpy as np
 import pytest
+from test_fused import _randomize  # random BN statistics and SE biases
 
 import senet
 from senet.explain import attention_map
@@ -35,7 +36,7 @@ def _built_under(data_format: str, build):
 def _outputs(model, x):
     keras.config.set_image_data_format("channels_first")  # as a user with that setting runs it
     try:
-        return [np.asarray(out) for out in keras.ops.convert_to_numpy(model(x, training=False))]
+        return keras.ops.convert_to_numpy(model(x, training=False))
     finally:
         keras.config.set_image_data_format("channels_last")
 
@@ -76,14 +77,9 @@ def test_fused_resnet_under_a_global_channels_first(rng):
     # The fused tails call keras.ops.conv themselves: with the format left to the global
     # setting they would read an NHWC map as NCHW.
     keras.utils.set_random_seed(3)
-    model = resnet(50, input_shape=(32, 32, 3), num_classes=3, attention="se", reduction=16)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights(
-                [rng.uniform(0.3, 0.8, c), rng.normal(0, 0.3, c), rng.normal(0, 0.3, c)]
-                + [rng.uniform(0.5, 2.0, c)]
-            )
+    model = _randomize(
+        resnet(50, input_shape=(32, 32, 3), num_classes=3, attention="se", reduction=16)
+    )
     fused = _built_under("channels_first", lambda: fuse_for_inference(model)[0])
     assert sum(isinstance(layer, FusedSEResidual) for layer in fused.layers) == 16
     for batch in (1, 2):  # batch 1 scales the kernel in stages 2-3, batch 2 the output
