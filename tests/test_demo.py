@@ -255,3 +255,22 @@ def test_rejects_a_run_dir_of_another_configuration(tmp_path, demo):
 def test_rejects_a_bad_seed(tmp_path):
     with pytest.raises(ValueError, match="seed"):
         run_demo(tmp_path, seed=-1, verbose=False)
+
+
+def test_rejects_a_bad_jobs_count(tmp_path):
+    with pytest.raises(ValueError, match="jobs"):
+        run_demo(tmp_path, jobs=0, verbose=False)
+
+
+def test_one_job_trains_in_this_process_and_picks_by_the_same_rule(tmp_path):
+    metrics = run_demo(tmp_path, quick=True, seed=1, verbose=False, jobs=1)
+    assert metrics["setup"]["jobs"] == 1
+    selection = metrics["explain"]["selection"]
+    best = min(
+        [c for c in selection["candidates"] if c["passes"]] or selection["candidates"],
+        key=lambda c: c["deletion_auc"],
+    )
+    assert (metrics["explain"]["method"], metrics["explain"]["layer"]) == (
+        best["method"],
+        best["layer"],
+    )

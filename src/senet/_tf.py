@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
-__all__ = ["TRAINING_COMMANDS", "import_tensorflow_quietly", "prefer_onednn"]
+__all__ = [
+    "TRAINING_COMMANDS",
+    "import_tensorflow_quietly",
+    "limit_threads",
+    "prefer_onednn",
+    "worker_layout",
+]
 
 #: The CLI commands that train models: they turn oneDNN on (see :func:`prefer_onednn`).
 TRAINING_COMMANDS = ("train", "demo", "ablate")
@@ -55,3 +62,41 @@ def import_tensorflow_quietly() -> None:
                 os.dup2(saved, 2)
     finally:
         os.close(saved)
+
+
+def limit_threads(threads: int) -> None:
+    """Give this process ``threads`` TensorFlow threads (a worker process, before any work).
+
+    The initializer of senet's spawned workers (``ablate --jobs``, the demo's two models).
+    """
+    for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import_tensorflow_quietly()  # each worker would print TensorFlow's load-time notices
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # TensorFlow already started: the variables above apply
+            pass
+
+
+def worker_layout(jobs: int, todo: int, *, stacklevel: int = 2) -> tuple[int, int]:
+    """``(processes, TensorFlow threads each)``: ``jobs`` of ``todo`` tasks on these cores.
+
+    More ``jobs`` than cores warns (at ``stacklevel``) and runs one process a core.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    processes = max(1, min(jobs, cores, todo))
+    if jobs > cores:
+        warnings.warn(
+            f"jobs={jobs} on {cores} cores: running {processes} at a time",
+            stacklevel=stacklevel,
+        )
+    return processes, max(1, cores // processes)

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from senet._files import atomic_write_text
+from senet._tf import limit_threads, worker_layout
 from senet.checks import check_choice, check_number, check_positive, fail, is_none
 from senet.stats import mean_std, paired_interval
 
@@ -403,27 +404,6 @@ def run_cell(out_dir: str | os.PathLike, cell: Cell, seed: int, settings: Settin
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
     return record
-
-
-def limit_threads(threads: int) -> None:
-    """Give this process ``threads`` TensorFlow threads (a `jobs > 1` worker, before work)."""
-    for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
-        os.environ[name] = str(threads)
-    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from senet._tf import import_tensorflow_quietly
-
-    import_tensorflow_quietly()  # each worker would print TensorFlow's load-time notices
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:  # TensorFlow already started: the variables above apply
-            pass
 
 
 def _cell_task(out_dir: str, cell: dict, seed: int, settings: dict) -> dict:
@@ -834,18 +814,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _workers(jobs: int, todo: int) -> tuple[int, int]:
-    """``(processes, TensorFlow threads each)`` for ``jobs`` on this machine's cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
-    processes = max(1, min(jobs, cores, todo))
-    if jobs > cores:
-        warnings.warn(
-            f"jobs={jobs} on {cores} cores: running {processes} cells at a time", stacklevel=3
-        )
-    return processes, max(1, cores // processes)
-
-
 def run_ablation(
     out_dir: str | os.PathLike,
     *,
@@ -954,7 +922,7 @@ def _train_all(out_dir, todo, settings, jobs, report, *, done: int, total: int) 
     if not todo:
         return
     started = time.perf_counter()
-    processes, threads = _workers(jobs, len(todo))
+    processes, threads = worker_layout(jobs, len(todo), stacklevel=3)
     finished = 0
 
     def announce(cell: Cell, seed: int, record: dict) -> None:

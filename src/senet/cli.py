@@ -655,6 +655,12 @@ def _add_demo(subparsers) -> None:
         help="synthetic faces: easy (default, both models near 98%%) or hard (subtler "
         "expressions, occluders, stronger pose/lighting: headroom for a difference)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=2,
+        help="models trained at once, each in its own process (default 2; 1: one after the other)",
+    )
     parser.set_defaults(handler=_run_demo)
 
 
@@ -662,7 +668,12 @@ def _run_demo(args) -> int:
     from senet.demo import run_demo
 
     metrics = run_demo(
-        args.out, quick=args.quick, seed=args.seed, difficulty=args.difficulty, verbose=True
+        args.out,
+        quick=args.quick,
+        seed=args.seed,
+        difficulty=args.difficulty,
+        verbose=True,
+        jobs=args.jobs,
     )
     print(_format_demo(metrics))
     for name in ("report.html", "report.md", "metrics.json"):

@@ -33,13 +33,13 @@ import numpy as np
 
 from senet import runs
 from senet._files import atomic_write_text
+from senet._tf import limit_threads, worker_layout
 from senet.bench import count_params, machine_info
 from senet.checks import check_choice, check_number
 from senet.data import ImageSet
 from senet.data.synthetic import DIFFICULTIES
 from senet.explain import (
     METHODS,
-    choose_explanation,
     class_profiles,
     class_specificity,
     focus_score,
@@ -47,7 +47,9 @@ from senet.explain import (
     heatmap_grid,
     image_blind_map,
     pick_depths,
+    pick_explanation,
     profile_figure,
+    score_explanations,
 )
 from senet.explain.faithfulness import probabilities
 from senet.layers import load_model
@@ -74,8 +76,9 @@ CANDIDATE_LAYERS = ("block2_relu2", "block3_relu2", "block4_relu2")
 #: Integration steps of "intgrad" and deletion steps of the faithfulness curve.
 FOCUS_STEPS = 8
 
-# Budgets: the full demo's target is under 3 minutes on 2 CPU cores (measured: 5 min 23 s on a
-# 2-core Zen 3 with oneDNN on, 122 + 126 s of it training); quick is a smoke run.
+# Budgets: the full demo's target is under 3 minutes on 2 CPU cores (measured on a 2-core Zen 3
+# with oneDNN on: 3 min 29 s to 3 min 47 s with both models training at once, 159 + 171 s of
+# it training; 5 min 23 s one after the other); quick is a smoke run.
 # selection_images: validation faces the method and layer are chosen on.
 _BUDGETS = {
     False: {"synthetic_size": 5000, "epochs": 8, "grid_images": 7, "selection_images": 48},
@@ -87,18 +90,38 @@ _TITLES = {"baseline": "plain CNN (baseline)", "se": "SE CNN"}
 
 
 class _Progress:
-    """One line per stage, with the seconds since the demo started."""
+    """One line per stage, with the seconds since the demo started (``started``: time.time()).
 
-    def __init__(self, verbose: bool):
+    Worker processes get the parent's ``started``, so their lines count from the same start.
+    """
+
+    def __init__(self, verbose: bool, started: float | None = None):
         self.verbose = verbose
-        self.start = time.perf_counter()
+        self.started = time.time() if started is None else started
 
     def __call__(self, message: str) -> None:
         if self.verbose:
             print(f"[demo {self.elapsed():6.1f}s] {message}", flush=True)
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.start
+        return time.time() - self.started
+
+
+class _EpochLines(keras.callbacks.Callback):
+    """One progress line per finished epoch of one model (both may train at once)."""
+
+    def __init__(self, name: str, epochs: int, progress: _Progress):
+        super().__init__()
+        self.name, self.epochs, self.progress = name, epochs, progress
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        shown = ", ".join(
+            f"{key} {logs[key]:.4f}" for key in ("accuracy", "val_accuracy") if key in logs
+        )
+        self.progress(
+            f"{self.name}: epoch {epoch + 1}/{self.epochs}" + (f", {shown}" if shown else "")
+        )
 
 
 @dataclass
@@ -145,6 +168,7 @@ def run_demo(
     seed: int = 0,
     difficulty: str = "easy",
     verbose: bool = True,
+    jobs: int | None = None,
 ) -> dict[str, Any]:
     """Train a plain and an SE emotion CNN on synthetic faces, explain both, write a report.
 
@@ -157,7 +181,14 @@ def run_demo(
             same for both models).
         difficulty: ``"easy"`` (default; both models near 98%) or ``"hard"`` synthetic
             faces (:func:`senet.data.synthetic_expressions`), which leave headroom.
-        verbose: Print one line per stage and Keras' progress per epoch.
+        verbose: Print one line per stage and per epoch of each model.
+        jobs: Models trained at once. Default: both at once, each in its own spawned
+            process with half the cores' threads, when there are 2 or more cores (on
+            2 cores: 1 thread each; training took 171 s against 248 s one after the
+            other with 2 threads);
+            1 trains them one after the other in this process. Then each process scores
+            one model's explanation candidates. Seeded results repeat on the same
+            machine (on a 2-core Zen 3, ``jobs`` 1 and 2 gave the same numbers).
 
     Returns:
         The contents of ``out_dir/metrics.json``::
@@ -177,6 +208,7 @@ def run_demo(
     seed = check_number("seed", seed, integer=True, minimum=0)
     difficulty = check_choice("difficulty", difficulty, DIFFICULTIES)
     quick = bool(quick)
+    jobs = 2 if jobs is None else check_number("jobs", jobs, integer=True, minimum=1)
     progress = _Progress(verbose)
     root = Path(out_dir)
     figures = root / "figures"
@@ -189,9 +221,10 @@ def run_demo(
     sets = load_run_data(first)
     class_names = list(sets["test"].class_names)
 
-    trained = _train_models(configs, root, progress, verbose)
+    validation = _selection_images(sets["val"], _BUDGETS[quick])
+    trained, scores = _train_models(configs, root, validation, seed, jobs, progress)
     models = {name: run.model for name, run in trained.items()}
-    selection = _choose_explanation(models, sets["val"], _BUDGETS[quick], seed, progress)
+    selection = _choose_explanation(scores, len(validation[0]), progress)
     focus = _explain_focus(models, sets, selection, progress)
     gates = _excitation_profiles(models["se"], sets["test"], len(class_names), progress)
 
@@ -215,7 +248,9 @@ def run_demo(
             depth: {"layer": layer, "class_specificity": float(gates.specificity[layer])}
             for depth, layer in gates.depths.items()
         },
-        "setup": _setup_metrics(first, sets, trained, quick, seed, difficulty, progress.elapsed()),
+        "setup": _setup_metrics(
+            first, sets, trained, quick, seed, difficulty, progress.elapsed(), jobs
+        ),
     }
     write_report(
         root, "senet demo: plain vs Squeeze-and-Excitation CNN", _report_sections(metrics, paths)
@@ -262,9 +297,7 @@ def _finished_run(run_dir: Path, config: TrainConfig) -> bool:
     return runs.read_metrics(run_dir).get("epochs_run") == config.epochs
 
 
-def _train_or_reuse(
-    name: str, config: TrainConfig, run_dir: Path, progress: _Progress, verbose: bool
-) -> _Trained:
+def _train_or_reuse(name: str, config: TrainConfig, run_dir: Path, progress: _Progress) -> _Trained:
     """A finished run is loaded, any other (re)trained."""
     if _finished_run(run_dir, config):
         progress(f"{name}: reusing the finished run in {run_dir}")
@@ -279,24 +312,104 @@ def _train_or_reuse(
         f"{name}: {'resuming' if resume else 'training'} {_TITLES[name]} for "
         f"{config.epochs} epoch{'s' if config.epochs > 1 else ''} in {run_dir}"
     )
-    result = train(config, run_dir, resume=resume, verbose=2 if verbose else 0)
+    lines = _EpochLines(name, config.epochs, progress)
+    result = train(config, run_dir, resume=resume, callbacks=[lines], verbose=0)
     how = f"resumed after epoch {result.resumed_from}" if resume else "trained"
     return _Trained(result.model, result.metrics, result.history, how)
 
 
-def _train_models(
-    configs: dict[str, TrainConfig], root: Path, progress: _Progress, verbose: bool
-) -> dict[str, _Trained]:
-    """Both models, trained (or reused) one after the other in ``root/runs/<name>``."""
-    trained = {}
-    for name, config in configs.items():
-        started = time.perf_counter()
-        trained[name] = _train_or_reuse(name, config, root / "runs" / name, progress, verbose)
-        progress(
-            f"{name}: test accuracy {trained[name].metrics['test_accuracy']:.4f} "
-            f"({trained[name].how}, {time.perf_counter() - started:.1f}s)"
-        )
+def _train_task(name: str, config: dict[str, Any], run_dir: str, verbose: bool, started: float):
+    """:func:`_train_or_reuse` from plain values (what a worker process runs first)."""
+    progress = _Progress(verbose, started)
+    began = time.perf_counter()
+    trained = _train_or_reuse(name, TrainConfig.from_dict(config), Path(run_dir), progress)
+    progress(
+        f"{name}: test accuracy {trained.metrics['test_accuracy']:.4f} "
+        f"({trained.how}, {time.perf_counter() - began:.1f}s)"
+    )
     return trained
+
+
+def _worker_train(*args) -> dict[str, Any]:
+    """:func:`_train_task` in a worker process; the model stays in its run directory."""
+    trained = _train_task(*args)
+    return {"metrics": trained.metrics, "history": trained.history, "how": trained.how}
+
+
+def _score(model: keras.Model, validation: tuple[np.ndarray, np.ndarray], seed: int) -> list:
+    """:func:`senet.explain.score_explanations` of every candidate on ``(images, masks)``."""
+    x, masks = validation
+    return score_explanations(
+        model,
+        x,
+        masks,
+        methods=CANDIDATE_METHODS,
+        layers=CANDIDATE_LAYERS,
+        steps=FOCUS_STEPS,
+        seed=seed,
+    )
+
+
+def _worker_score(run_dir: str, validation: tuple[np.ndarray, np.ndarray], seed: int) -> list:
+    """:func:`_score` of the model in ``run_dir`` (what a worker process runs second)."""
+    return _score(load_model(Path(run_dir) / runs.MODEL_FILE), validation, seed)
+
+
+def _train_models(
+    configs: dict[str, TrainConfig],
+    root: Path,
+    validation: tuple[np.ndarray, np.ndarray],
+    seed: int,
+    jobs: int,
+    progress: _Progress,
+) -> tuple[dict[str, _Trained], dict[str, list[dict]]]:
+    """Both models trained (or reused) in ``root/runs/<name>``, then their candidate scores.
+
+    With ``jobs`` 2 and 2 or more cores, each model trains in its own spawned process with
+    an equal share of the cores' threads (:func:`senet._tf.limit_threads`), and once both
+    are done each process scores one model's explanation candidates (the two stages are
+    kept apart: a process scoring beside one still in ``fit`` slowed it by up to 50 s on a
+    2-core CPU); else all runs here, one model after the other.
+    """
+    run_dirs = {name: root / "runs" / name for name in configs}
+    for name, config in configs.items():
+        _finished_run(run_dirs[name], config)  # refuses another configuration before any work
+    processes, threads = worker_layout(jobs, len(configs), stacklevel=4)
+    count = len(CANDIDATE_METHODS) * len(CANDIDATE_LAYERS)
+
+    def task(name: str) -> tuple:
+        config = configs[name].to_dict()
+        return (name, config, os.fspath(run_dirs[name]), progress.verbose, progress.started)
+
+    if processes == 1:
+        trained = {name: _train_task(*task(name)) for name in configs}
+        progress(f"explain: scoring {count} explanation candidates of each model")
+        return trained, {name: _score(run.model, validation, seed) for name, run in trained.items()}
+
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    progress(
+        f"training both models at once: {processes} processes, {threads} "
+        f"thread{'s' if threads > 1 else ''} each"
+    )
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        processes, mp_context=context, initializer=limit_threads, initargs=(threads,)
+    ) as pool:
+        futures = {name: pool.submit(_worker_train, *task(name)) for name in configs}
+        records = {name: future.result() for name, future in futures.items()}
+        progress(f"explain: scoring {count} explanation candidates of each model, at once")
+        futures = {
+            name: pool.submit(_worker_score, os.fspath(run_dirs[name]), validation, seed)
+            for name in configs
+        }
+        scores = {name: future.result() for name, future in futures.items()}
+    trained = {
+        name: _Trained(model=load_model(run_dirs[name] / runs.MODEL_FILE), **record)
+        for name, record in records.items()
+    }
+    return trained, scores
 
 
 # --------------------------------------------------------------------------- explanations
@@ -306,12 +419,14 @@ def _parts_mask(images: ImageSet) -> np.ndarray:
     return np.logical_or.reduce([images.masks[part] for part in PARTS])
 
 
+def _selection_images(val_set: ImageSet, budget: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``selection_images`` validation faces and their part masks."""
+    chosen = val_set.subset(np.arange(min(budget["selection_images"], len(val_set))))
+    return chosen.x, _parts_mask(chosen)
+
+
 def _choose_explanation(
-    models: dict[str, keras.Model],
-    val_set: ImageSet,
-    budget: dict[str, int],
-    seed: int,
-    progress: _Progress,
+    scores: dict[str, list[dict]], count: int, progress: _Progress
 ) -> dict[str, Any]:
     """The method and layer, by :func:`senet.explain.choose_explanation`'s rule.
 
@@ -320,26 +435,14 @@ def _choose_explanation(
     :data:`CANDIDATE_LAYERS` whose focus on the parts does not clearly drop on a copy of
     either model with re-initialised weights (the sanity check), then take the one with
     the lowest deletion AUC (the class probability falls fastest as its top pixels are
-    removed), averaged over both models. The test split is not looked at.
+    removed), averaged over both models. The test split is not looked at. ``scores``:
+    each model's :func:`senet.explain.score_explanations` on those ``count`` faces.
     """
-    count = min(budget["selection_images"], len(val_set))
-    progress(
-        f"explain: choosing method and layer on {count} validation faces "
-        f"({len(CANDIDATE_METHODS)} methods x {len(CANDIDATE_LAYERS)} layers)"
-    )
-    chosen = val_set.subset(np.arange(count))
-    selection = choose_explanation(
-        models,
-        chosen.x,
-        _parts_mask(chosen),
-        methods=CANDIDATE_METHODS,
-        layers=CANDIDATE_LAYERS,
-        steps=FOCUS_STEPS,
-        seed=seed,
-    )
+    selection = pick_explanation(scores)
     selection["validation_images"] = count
     progress(
-        f"explain: chose {selection['method']} at {selection['layer']}"
+        f"explain: chose {selection['method']} at {selection['layer']} on {count} validation "
+        f"faces ({len(CANDIDATE_METHODS)} methods x {len(CANDIDATE_LAYERS)} layers)"
         + ("" if selection["passed"] else " (no candidate passed the sanity check)")
     )
     return selection
@@ -363,7 +466,11 @@ def _explain_focus(
         )
         scores[name] = focus_score(heatmaps[name], parts)
         # the one-step method at the same layer, for comparison in the report
-        local = grad_cam(model, test_set.x, layer=layer, method="gradxact", batch_size=128)
+        local = (
+            heatmaps[name]
+            if method == "gradxact"
+            else grad_cam(model, test_set.x, layer=layer, method="gradxact", batch_size=128)
+        )
         gradxact[name] = focus_score(local, parts)
     blind = image_blind_map(_parts_mask(sets["train"]))
     scores["image_blind"] = focus_score(blind, parts)
@@ -561,6 +668,7 @@ def _setup_metrics(
     seed: int,
     difficulty: str,
     seconds: float,
+    jobs: int,
 ) -> dict[str, Any]:
     return {
         "quick": quick,
@@ -574,6 +682,7 @@ def _setup_metrics(
         "optimizer": config.optimizer,
         "augment": config.augment,
         "runs": {name: run.how for name, run in trained.items()},
+        "jobs": jobs,
         "seconds": round(seconds, 1),
         "machine": machine_info(),
     }

@@ -12,6 +12,7 @@ from senet.explain import (
     deletion_curve,
     focus_score,
     grad_cam,
+    pick_explanation,
     randomize_model,
     sanity_check,
 )
@@ -173,3 +174,42 @@ def test_choose_explanation_follows_its_rule(trained):
         )
     with pytest.raises(ValueError, match="at least one candidate"):
         choose_explanation({"tiny": model}, x, masks, methods=(), layers=("conv2",))
+
+
+def _entry(method, layer, auc, passes):
+    return {
+        "method": method,
+        "layer": layer,
+        "trained": 0.5,
+        "randomized": 0.1 if passes else 0.5,
+        "area_fraction": 0.2,
+        "passes": passes,
+        "deletion_auc": auc,
+    }
+
+
+def test_pick_explanation_applies_the_rule_to_numbers_from_each_model():
+    # a: passes for both, mean AUC 0.30; b: lower mean AUC 0.20 but fails for "se";
+    # c: passes, mean AUC 0.30 (a tie with a: the earlier candidate wins)
+    scores = {
+        "baseline": [_entry("m", "a", 0.2, True), _entry("m", "b", 0.1, True)]
+        + [_entry("m", "c", 0.4, True)],
+        "se": [_entry("m", "a", 0.4, True), _entry("m", "b", 0.3, False)]
+        + [_entry("m", "c", 0.2, True)],
+    }
+    choice = pick_explanation(scores)
+    assert (choice["method"], choice["layer"], choice["passed"]) == ("m", "a", True)
+    by_layer = {c["layer"]: c for c in choice["candidates"]}
+    assert by_layer["b"]["passes"] is False
+    assert by_layer["b"]["deletion_auc"] == pytest.approx(0.2)
+    assert by_layer["a"]["models"]["se"]["deletion_auc"] == 0.4
+
+    # nothing passes: the lowest mean AUC among all, and it says so
+    failing = {name: [dict(e, passes=False) for e in entries] for name, entries in scores.items()}
+    choice = pick_explanation(failing)
+    assert (choice["layer"], choice["passed"]) == ("b", False)
+
+    with pytest.raises(ValueError, match="same"):
+        pick_explanation({"baseline": scores["baseline"], "se": scores["se"][::-1]})
+    with pytest.raises(ValueError, match="at least one model"):
+        pick_explanation({})

@@ -8,7 +8,8 @@
 - :func:`randomize_model`, :func:`sanity_check`: the model-randomisation sanity check
   (Adebayo et al. 2018): a method whose focus survives random weights measures the image.
 - :func:`deletion_curve`, :func:`deletion_auc`: faithfulness by deleting the top pixels;
-  :func:`choose_explanation`: the written-down rule that picks a method and layer.
+  :func:`choose_explanation`: the written-down rule that picks a method and layer (in two
+  halves, :func:`score_explanations` per model and :func:`pick_explanation` on the numbers).
 - :func:`overlay`, :func:`heatmap_grid`, :func:`profile_figure`: pictures of the above.
 
 Works on the TensorFlow, JAX and PyTorch Keras backends.
@@ -16,7 +17,13 @@ Works on the TensorFlow, JAX and PyTorch Keras backends.
 
 from senet.explain.cam import METHODS, attention_map, default_layer, grad_cam
 from senet.explain.excitation import class_profiles, class_specificity, excitations, pick_depths
-from senet.explain.faithfulness import choose_explanation, deletion_auc, deletion_curve
+from senet.explain.faithfulness import (
+    choose_explanation,
+    deletion_auc,
+    deletion_curve,
+    pick_explanation,
+    score_explanations,
+)
 from senet.explain.focus import focus_score, image_blind_map
 from senet.explain.overlay import heatmap_grid, overlay, profile_figure
 from senet.explain.sanity import (
@@ -46,9 +53,11 @@ __all__ = [
     "image_blind_map",
     "overlay",
     "pick_depths",
+    "pick_explanation",
     "probabilities",
     "profile_figure",
     "randomize_model",
     "sanity_check",
     "sanity_passes",
+    "score_explanations",
 ]

@@ -21,7 +21,13 @@ from senet.explain.cam import grad_cam
 from senet.explain.focus import focus_score
 from senet.explain.sanity import SANITY_MARGIN, probabilities, randomize_model, sanity_passes
 
-__all__ = ["choose_explanation", "deletion_auc", "deletion_curve"]
+__all__ = [
+    "choose_explanation",
+    "deletion_auc",
+    "deletion_curve",
+    "pick_explanation",
+    "score_explanations",
+]
 
 
 def deletion_curve(
@@ -86,6 +92,105 @@ def deletion_auc(model: keras.Model, x, heatmaps, **kwargs) -> float:
     return float(np.sum((probabilities[1:] + probabilities[:-1]) * np.diff(fractions)) / 2)
 
 
+def score_explanations(
+    model: keras.Model,
+    x,
+    masks,
+    *,
+    methods: Sequence[str],
+    layers: Sequence[str],
+    steps: int = 8,
+    seed: int = 0,
+    batch_size: int = 128,
+    margin: float = SANITY_MARGIN,
+) -> list[dict]:
+    """One model's scores of every candidate ``(method, layer)``: step 1 and 2 of the rule.
+
+    The half of :func:`choose_explanation` that needs the model, so that each model can be
+    scored where it was trained (the demo's worker processes) and only numbers travel.
+    Arguments are those of :func:`choose_explanation`, for one model.
+
+    Returns:
+        One entry per candidate, ``methods`` outer and ``layers`` inner order:
+        ``{"method", "layer", "trained", "randomized", "area_fraction", "passes",
+        "deletion_auc"}`` (plain floats, bools and strings).
+    """
+    if not methods or not layers:
+        raise ValueError("`methods` and `layers` must each name at least one candidate, got none")
+    margin = check_number("margin", margin, minimum=0, maximum=1)
+    random_model = randomize_model(model, seed=seed)
+    # both models explain the trained model's predicted class: only the weights differ
+    classes = probabilities(model, x, batch_size).argmax(axis=1)
+    entries = []
+    for method in methods:
+        for layer in layers:
+            options = {"layer": layer, "method": method, "steps": steps}
+            options.update(class_index=classes, batch_size=batch_size)
+            heatmaps = grad_cam(model, x, **options)
+            trained = focus_score(heatmaps, masks)
+            randomized = focus_score(grad_cam(random_model, x, **options), masks)
+            auc = deletion_auc(model, x, heatmaps, class_index=classes, steps=steps, seed=seed)
+            entries.append(
+                {
+                    "method": method,
+                    "layer": layer,
+                    "trained": trained["energy_in_parts"],
+                    "randomized": randomized["energy_in_parts"],
+                    "area_fraction": trained["area_fraction"],
+                    "passes": sanity_passes(trained, randomized, margin=margin),
+                    "deletion_auc": auc,
+                }
+            )
+    return entries
+
+
+def pick_explanation(scores: Mapping[str, Sequence[dict]], *, margin: float = SANITY_MARGIN):
+    """The candidate the rule picks from :func:`score_explanations` of each model by name.
+
+    Step 2 and 3 of :func:`choose_explanation`'s rule, on numbers only; returns what
+    :func:`choose_explanation` returns. Every model must have scored the same candidates
+    in the same order.
+    """
+    if not scores:
+        raise ValueError("`scores` must hold at least one model's scores, got none")
+    margin = check_number("margin", margin, minimum=0, maximum=1)
+    names = list(scores)
+    keys = [[(entry["method"], entry["layer"]) for entry in scores[name]] for name in names]
+    if any(other != keys[0] for other in keys[1:]) or not keys[0]:
+        raise ValueError(
+            "every model must score the same (method, layer) candidates in the same order"
+        )
+    fields = ("trained", "randomized", "area_fraction", "passes", "deletion_auc")
+    candidates = []
+    for index, (method, layer) in enumerate(keys[0]):
+        per_model = {name: {key: scores[name][index][key] for key in fields} for name in names}
+        candidates.append(
+            {
+                "method": method,
+                "layer": layer,
+                "passes": all(entry["passes"] for entry in per_model.values()),
+                "deletion_auc": float(
+                    np.mean([entry["deletion_auc"] for entry in per_model.values()])
+                ),
+                "models": per_model,
+            }
+        )
+    passing = [candidate for candidate in candidates if candidate["passes"]]
+    pool = passing or candidates
+    best = min(pool, key=lambda candidate: candidate["deletion_auc"])  # first of equals
+    return {
+        "method": best["method"],
+        "layer": best["layer"],
+        "passed": bool(passing),
+        "rule": (
+            "discard (method, layer) candidates whose validation focus does not drop by "
+            f"at least {margin:.0%} of its excess over chance on a re-initialised model "
+            "(for any model); of the rest take the lowest mean validation deletion AUC"
+        ),
+        "candidates": candidates,
+    }
+
+
 def choose_explanation(
     models: Mapping[str, keras.Model],
     x,
@@ -127,55 +232,16 @@ def choose_explanation(
         batch_size: Images per pass.
         margin: The sanity margin (default :data:`~senet.explain.SANITY_MARGIN`).
 
+    It is :func:`score_explanations` of each model followed by :func:`pick_explanation`.
+
     Returns:
         ``{"method", "layer", "passed", "rule", "candidates": [{"method", "layer",
         "passes", "deletion_auc", "models": {name: {"trained", "randomized",
         "deletion_auc", "passes"}}}, ...]}``, all values plain floats/bools/strings.
     """
-    if not methods or not layers:
-        raise ValueError("`methods` and `layers` must each name at least one candidate, got none")
-    margin = check_number("margin", margin, minimum=0, maximum=1)
-    scores = {}  # (method, layer) -> model name -> entry
-    for name, model in models.items():
-        random_model = randomize_model(model, seed=seed)
-        # both models explain the trained model's predicted class: only the weights differ
-        classes = probabilities(model, x, batch_size).argmax(axis=1)
-        for method in methods:
-            for layer in layers:
-                options = {"layer": layer, "method": method, "steps": steps}
-                options.update(class_index=classes, batch_size=batch_size)
-                heatmaps = grad_cam(model, x, **options)
-                trained = focus_score(heatmaps, masks)
-                randomized = focus_score(grad_cam(random_model, x, **options), masks)
-                auc = deletion_auc(model, x, heatmaps, class_index=classes, steps=steps, seed=seed)
-                scores.setdefault((method, layer), {})[name] = {
-                    "trained": trained["energy_in_parts"],
-                    "randomized": randomized["energy_in_parts"],
-                    "area_fraction": trained["area_fraction"],
-                    "passes": sanity_passes(trained, randomized, margin=margin),
-                    "deletion_auc": auc,
-                }
-    candidates = [
-        {
-            "method": method,
-            "layer": layer,
-            "passes": all(entry["passes"] for entry in per_model.values()),
-            "deletion_auc": float(np.mean([entry["deletion_auc"] for entry in per_model.values()])),
-            "models": per_model,
-        }
-        for (method, layer), per_model in scores.items()
-    ]
-    passing = [candidate for candidate in candidates if candidate["passes"]]
-    pool = passing or candidates
-    best = min(pool, key=lambda candidate: candidate["deletion_auc"])  # first of equals
-    return {
-        "method": best["method"],
-        "layer": best["layer"],
-        "passed": bool(passing),
-        "rule": (
-            "discard (method, layer) candidates whose validation focus does not drop by "
-            f"at least {margin:.0%} of its excess over chance on a re-initialised model "
-            "(for any model); of the rest take the lowest mean validation deletion AUC"
-        ),
-        "candidates": candidates,
+    options = {"methods": methods, "layers": layers, "steps": steps, "seed": seed}
+    options.update(batch_size=batch_size, margin=margin)
+    scores = {
+        name: score_explanations(model, x, masks, **options) for name, model in models.items()
     }
+    return pick_explanation(scores, margin=margin)
