@@ -123,6 +123,7 @@ BAD_INPUTS = [
     ("explain {model} {root}/clip.avi --out {root}/x", "clip.avi"),
     ("demo --seed -1", "--seed"),
     ("demo --out", "--out"),
+    ("demo --jobs 0", "--jobs"),
 ]
 
 
@@ -255,9 +256,9 @@ def test_demo_calls_run_demo_and_prints_where_and_what(tmp_path, capsys, monkeyp
         },
     }
 
-    def run_demo(out_dir, *, quick=False, seed=0, verbose=False, difficulty="easy"):
+    def run_demo(out_dir, *, quick=False, seed=0, verbose=False, difficulty="easy", jobs=None):
         assert difficulty == "easy"  # the default; --difficulty hard is passed through
-        calls.append((str(out_dir), quick, seed, verbose))
+        calls.append((str(out_dir), quick, seed, verbose, jobs))
         return metrics
 
     if importlib.util.find_spec("senet.demo") is not None:
@@ -267,10 +268,12 @@ def test_demo_calls_run_demo_and_prints_where_and_what(tmp_path, capsys, monkeyp
 
     status, out, err = _run(["demo", "--out", str(tmp_path), "--quick", "--seed", "3"], capsys)
     assert status == 0, err
-    assert calls == [(str(tmp_path), True, 3, True)]
+    assert calls == [(str(tmp_path), True, 3, True, 2)]
     for name in ("report.html", "report.md", "metrics.json"):
         assert str(tmp_path / name) in out
     assert "0.8125" in out and "0.8750" in out and "52.0%" in out
 
     _run(["demo"], capsys)
-    assert calls[-1] == ("demo_out", False, 0, True)
+    assert calls[-1] == ("demo_out", False, 0, True, 2)
+    _run(["demo", "--jobs", "1"], capsys)
+    assert calls[-1] == ("demo_out", False, 0, True, 1)
