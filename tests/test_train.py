@@ -352,3 +352,27 @@ def test_confusion_figure_has_colour_bar_and_counts(tmp_path):
     assert (tmp_path / "c.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="class_names"):
         plot_confusion(matrix, ["a", "b"])
+
+
+class _TraceCount(keras.callbacks.Callback):
+    """Counts the Python calls of the model's train_step: in a tf.function, one per trace."""
+
+    traces = 0
+
+    def set_model(self, model):  # before fit makes its train function
+        super().set_model(model)
+        step = model.train_step
+
+        def counted(data):
+            self.traces += 1
+            return step(data)
+
+        model.train_step = counted
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.function tracing")
+def test_the_train_step_is_traced_once(tmp_path):
+    # a tf.function that creates variables is traced twice; train creates them beforehand
+    probe = _TraceCount()
+    train({**TINY, "epochs": 1}, tmp_path / "run", verbose=0, callbacks=[probe])
+    assert probe.traces == 1
