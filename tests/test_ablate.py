@@ -331,6 +331,7 @@ def test_hard_difficulty_is_passed_through_or_refused():
     assert config.seed == 3 and np.isclose(config.reduction, 8)
 
 
+@pytest.mark.slow  # starts a worker process
 def test_a_worker_process_starts_without_tensorflow_notices():
     # what each `--jobs N` worker runs first: before, every worker printed absl's and
     # oneDNN's load-time notices (four lines per worker) into the command's output

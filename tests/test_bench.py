@@ -65,6 +65,7 @@ def test_count_flops_scales_with_batch_and_counts_macs():
     assert count_flops(model, batch=2, macs_only=True) == 2 * _HAND_MACS
 
 
+@pytest.mark.slow  # ResNet-50 graphs and timed runs
 def test_count_flops_se_resnet50_adds_the_excitation_macs():
     from senet.models import resnet
 
@@ -221,6 +222,7 @@ def _tiny_cnn_file(tmp_path, attention):
     return path
 
 
+@pytest.mark.slow  # ResNet-50 graphs and timed runs
 def test_senet_bench_json_schema_plain_file_gets_attention_inserted(tmp_path, capsys):
     from senet import cli
 
@@ -259,6 +261,7 @@ def test_run_bench_file_with_attention_is_compared_without_it(tmp_path):
         run_bench(str(tmp_path / "missing.keras"))
 
 
+@pytest.mark.slow  # ResNet-50 graphs and timed runs
 def test_run_bench_times_the_fused_path_like_for_like(monkeypatch):
     from senet.bench import format_bench, run_bench
     from senet.models import fused

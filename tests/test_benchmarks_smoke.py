@@ -64,6 +64,7 @@ def test_ablations_doc_collects_the_reports_without_typing_numbers(tmp_path, cap
     assert "](img/emotion_cnn-reduction-accuracy_vs_reduction.png)" in printed
 
 
+@pytest.mark.slow  # times every runtime
 def test_bench_runtimes_quick(tmp_path, capsys):
     if not all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnxruntime")):
         pytest.skip("ONNX export needs the optional export extra")

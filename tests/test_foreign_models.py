@@ -199,6 +199,7 @@ def synthetic_run(tmp_path_factory):
     return train(config, run_dir, verbose=0)
 
 
+@pytest.mark.slow  # trains a tiny run
 def test_a_senet_model_records_what_it_was_trained_on(synthetic_run, tmp_path):
     copied = tmp_path / "elsewhere.keras"  # out of its run directory
     copied.write_bytes((synthetic_run.out_dir / "model.keras").read_bytes())
@@ -210,6 +211,7 @@ def test_a_senet_model_records_what_it_was_trained_on(synthetic_run, tmp_path):
     assert record["init_from"] is None
 
 
+@pytest.mark.slow  # trains a tiny run
 def test_a_synthetic_trained_model_warns_on_a_photo(synthetic_run, files, tmp_path, capsys):
     copied = tmp_path / "elsewhere.keras"
     copied.write_bytes((synthetic_run.out_dir / "model.keras").read_bytes())
@@ -223,6 +225,7 @@ def test_a_synthetic_trained_model_warns_on_a_photo(synthetic_run, files, tmp_pa
     assert "synthetic cartoon faces" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains a tiny run
 def test_init_from_starts_from_the_files_weights(synthetic_run, files, tmp_path):
     keras.utils.set_random_seed(3)
     start = insert_attention(small_classifier(), "se", init="identity")
@@ -309,6 +312,7 @@ def test_an_exported_or_older_model_reads_its_record_from_the_run(tmp_path):
         predict.warn_if_synthetic(record, "model.tflite")
 
 
+@pytest.mark.slow  # trains a tiny run
 def test_train_init_from_an_h5_needs_allow_h5_and_records_it(files, tmp_path, capsys):
     argv = ["train", "--data", "synthetic", "--synthetic-size", "70", "--epochs", "1"]
     argv += ["--init-from", str(files["h5"]), "--quiet"]

@@ -258,6 +258,7 @@ def test_annotate_refuses_to_overwrite_without_the_flag(files, tmp_path, capsys)
     assert cv2.imread(str(existing)).shape == (480, 640, 3)
 
 
+@pytest.mark.slow  # builds and fuses an SE-ResNet-50
 def test_predict_runs_the_fused_inference_path_by_default(tmp_path, monkeypatch):
     from senet.models import fused, resnet
 

@@ -22,10 +22,13 @@ from senet.data import EMOTIONS, load_dataset, synthetic_expressions
 from senet.export import EXTRA_HINT, export_model
 from senet.models import emotion_cnn
 
-pytestmark = pytest.mark.skipif(
-    not all(importlib.util.find_spec(name) for name in ("tf2onnx", "onnx", "onnxruntime")),
-    reason=f"ONNX export needs the optional dependencies: {EXTRA_HINT}",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not all(importlib.util.find_spec(name) for name in ("tf2onnx", "onnx", "onnxruntime")),
+        reason=f"ONNX export needs the optional dependencies: {EXTRA_HINT}",
+    ),
+    pytest.mark.slow,  # trains a tiny model and exports it to every format
+]
 
 # synthetic faces (seed 0) that the Haar cascade finds on a grey canvas, and their labels differ
 DETECTED_FACES = (2, 4, 6, 7, 11)

@@ -106,6 +106,7 @@ def _name_outside(run: Path, victim: Path, kind: str) -> str:
     return "epoch-0001.keras"
 
 
+@pytest.mark.slow  # a copy of the module's tiny trained run
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
 def test_state_naming_a_file_outside_the_run_is_refused_and_nothing_deleted(
     copy, tmp_path, capsys, kind
@@ -154,6 +155,7 @@ def test_checkpoint_path_accepts_only_names_senet_writes(tmp_path):
 # --------------------------------------------------------------------------- 2: corrupt state
 
 
+@pytest.mark.slow  # a copy of the module's tiny trained run
 def test_corrupt_state_recovers_from_the_newest_checkpoint_that_loads(copy, tmp_path, capsys):
     history = copy / "history.csv"
     old_rows = runs.read_history_csv(history)
@@ -190,6 +192,7 @@ def test_corrupt_state_recovers_from_the_newest_checkpoint_that_loads(copy, tmp_
     assert outside.read_text() == "not senet's"
 
 
+@pytest.mark.slow  # a copy of the module's tiny trained run
 def test_corrupt_state_and_no_checkpoint_that_loads_stops_and_changes_nothing(
     copy, tmp_path, capsys
 ):
@@ -231,6 +234,7 @@ def test_out_refuses_a_non_empty_folder_that_is_not_a_run(tmp_path, capsys, over
     ]
 
 
+@pytest.mark.slow  # a copy of the module's tiny trained run
 def test_overwrite_starts_a_run_afresh_and_keeps_files_senet_did_not_write(copy, capsys):
     mine = {
         copy / "notes.txt": "my notes",
@@ -260,6 +264,7 @@ def test_overwrite_starts_a_run_afresh_and_keeps_files_senet_did_not_write(copy,
     assert json.loads((copy / "metrics.json").read_text())["epochs_run"] == 2
 
 
+@pytest.mark.slow  # a copy of the module's tiny trained run
 def test_overwrite_with_resume_is_refused(copy, capsys):
     before = _hashes(copy)
     status, _, err = _run(["train", "--resume", copy, "--overwrite"], capsys)
@@ -363,6 +368,7 @@ def _write_lock(run: Path, pid: int, host: str | None = None) -> None:
     (run / runs.LOCK_FILE).write_text(json.dumps(lock))
 
 
+@pytest.mark.slow  # a copy of the module's tiny trained run
 def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_note(copy, capsys):
     (copy / "metrics.json").unlink()  # a finished run: resuming rewrites its results
     pid = _dead_pid()
@@ -424,6 +430,7 @@ def test_lock_refuses_a_live_holder_and_is_released_on_errors(tmp_path):
     ],
     ids=["lr", "batch-size", "no-augment", "image-size", "model"],
 )
+@pytest.mark.slow  # a copy of the module's tiny trained run
 def test_resume_refuses_flags_it_cannot_apply(copy, tmp_path, capsys, flags, named):
     before = _hashes(tmp_path)
     status, _, err = _run(["train", "--resume", copy, *flags], capsys)
@@ -435,6 +442,7 @@ def test_resume_refuses_flags_it_cannot_apply(copy, tmp_path, capsys, flags, nam
     assert _hashes(tmp_path) == before
 
 
+@pytest.mark.slow  # a copy of the module's tiny trained run
 def test_resume_accepts_flags_equal_to_the_runs(copy, capsys):
     (copy / "metrics.json").unlink()
     status, _, err = _run(["train", "--resume", copy, *TINY_FLAGS, "--epochs", "3"], capsys)
@@ -442,6 +450,7 @@ def test_resume_accepts_flags_equal_to_the_runs(copy, capsys):
     assert (copy / "metrics.json").is_file()
 
 
+@pytest.mark.slow  # a copy of the module's tiny trained run
 def test_resume_with_more_epochs_continues_to_the_new_total(copy, tmp_path, capsys):
     old_rows = runs.read_history_csv(copy / "history.csv")
     third = hashlib.sha256((copy / "checkpoints" / "epoch-0003.keras").read_bytes()).hexdigest()
@@ -461,6 +470,7 @@ def test_resume_with_more_epochs_continues_to_the_new_total(copy, tmp_path, caps
     assert after == third
 
 
+@pytest.mark.slow  # a copy of the module's tiny trained run
 def test_resume_refuses_fewer_epochs_than_done_and_a_longer_cosine_schedule(copy, tmp_path, capsys):
     before = _hashes(tmp_path)
     status, _, err = _run(["train", "--resume", copy, "--epochs", "2"], capsys)
@@ -486,6 +496,7 @@ def _npz(path: Path, class_names) -> Path:
     return path
 
 
+@pytest.mark.slow  # a copy of the module's tiny trained run
 @pytest.mark.parametrize("change", ["class-names", "class-count", "image-size"])
 def test_resume_with_data_that_no_longer_matches_the_run(copy, tmp_path, capsys, change):
     # the run's data path now holds other data (or its config another image size)

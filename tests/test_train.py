@@ -54,6 +54,7 @@ def reference(tmp_path_factory):
 # --------------------------------------------------------------------------- artefacts
 
 
+@pytest.mark.slow  # trains a tiny run (or reads the module's)
 def test_run_writes_every_artefact(reference):
     run = reference.out_dir
     for name in ("config.json", "state.json", "model.keras", "history.csv", "metrics.json"):
@@ -78,6 +79,7 @@ def test_run_writes_every_artefact(reference):
     _assert_same_weights(run / "model.keras", run / "checkpoints" / "epoch-0003.keras", atol=0)
 
 
+@pytest.mark.slow  # trains a tiny run (or reads the module's)
 def test_metrics_agree_with_numpy_on_the_saved_model(reference):
     metrics = json.loads((reference.out_dir / "metrics.json").read_text())
     model = load_model(reference.out_dir / "model.keras")
@@ -120,6 +122,7 @@ def test_classification_metrics_by_hand():
         classification_metrics(labels, probabilities[:, :2], ["a", "b", "c"])
 
 
+@pytest.mark.slow  # trains a tiny run (or reads the module's)
 def test_evaluate_reproduces_the_runs_test_metrics(reference, tmp_path):
     # config.json beside model.keras gives evaluate the run's split: the same test images
     metrics = evaluate(reference.out_dir / "model.keras", "synthetic", out_dir=tmp_path)
@@ -215,6 +218,7 @@ def test_resume_after_sigkill(reference, tmp_path):
     _assert_same_weights(run / "model.keras", reference.out_dir / "model.keras")
 
 
+@pytest.mark.slow  # trains a tiny run (or reads the module's)
 def test_resume_of_a_finished_run_only_rewrites_its_results(reference, tmp_path):
     import shutil
 
@@ -240,6 +244,7 @@ class _PoisonAfterFirstEpoch(keras.callbacks.Callback):
             kernel.assign(np.full(kernel.shape, np.nan, "float32"))
 
 
+@pytest.mark.slow  # trains a tiny run (or reads the module's)
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     run = tmp_path / "nan"
     with pytest.raises(TrainingDiverged, match=r"NaN/inf at epoch 2") as caught:
@@ -270,6 +275,7 @@ def test_bad_configs_name_the_field(tmp_path):
     assert "resnet20" in MODEL_NAMES and "resnet50" in MODEL_NAMES
 
 
+@pytest.mark.slow  # trains a tiny run (or reads the module's)
 def test_a_new_run_never_overwrites_an_old_one(reference):
     before = (reference.out_dir / "metrics.json").read_bytes()
     with pytest.raises(ValueError, match="already holds a run"):
@@ -370,6 +376,7 @@ class _TraceCount(keras.callbacks.Callback):
         model.train_step = counted
 
 
+@pytest.mark.slow  # trains a tiny run (or reads the module's)
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.function tracing")
 def test_the_train_step_is_traced_once(tmp_path):
     # a tf.function that creates variables is traced twice; train creates them beforehand

@@ -57,6 +57,7 @@ def logged_run(tmp_path_factory):
     return train(config, tmp_path_factory.mktemp("runs") / "logged", verbose=0)
 
 
+@pytest.mark.slow  # trains a tiny run
 def test_tensorboard_logs_hold_the_history_per_epoch(logged_run):
     logs = logged_run.out_dir / "logs"
     for split, prefix in (("train", ""), ("validation", "val_")):
