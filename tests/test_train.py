@@ -383,3 +383,28 @@ def test_the_train_step_is_traced_once(tmp_path):
     probe = _TraceCount()
     train({**TINY, "epochs": 1}, tmp_path / "run", verbose=0, callbacks=[probe])
     assert probe.traces == 1
+
+
+def test_training_and_validation_data_do_not_autotune():
+    # tf.data's autotuning thread held up the end of `fit` by 16-32 s in the demo's workers
+    import tensorflow as tf
+
+    from senet import train as training
+
+    sets = load_dataset("synthetic", image_size=24, synthetic_size=70, seed=0)
+    datasets = [
+        training._train_dataset(
+            sets["train"],
+            batch_size=16,
+            seed=0,
+            first_epoch=0,
+            epochs=2,
+            augment=True,
+            sample_weights=None,
+        ),
+        training._eval_dataset(sets["val"], 16),
+    ]
+    for dataset in datasets:
+        assert dataset.options().autotune.enabled is False
+        assert isinstance(dataset, tf.data.Dataset)
+        assert len(list(dataset.take(1))) == 1  # and it still yields batches

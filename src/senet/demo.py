@@ -77,8 +77,8 @@ CANDIDATE_LAYERS = ("block2_relu2", "block3_relu2", "block4_relu2")
 FOCUS_STEPS = 8
 
 # Budgets: the full demo's target is under 3 minutes on 2 CPU cores (measured on a 2-core Zen 3
-# with oneDNN on: 3 min 29 s to 3 min 47 s with both models training at once, 159 + 171 s of
-# it training; 5 min 23 s one after the other); quick is a smoke run.
+# with oneDNN on: 2 min 56 s with both models training at once, 126 and 131 s of it training;
+# 5 min 23 s one after the other); quick is a smoke run.
 # selection_images: validation faces the method and layer are chosen on.
 _BUDGETS = {
     False: {"synthetic_size": 5000, "epochs": 8, "grid_images": 7, "selection_images": 48},
@@ -184,7 +184,7 @@ def run_demo(
         verbose: Print one line per stage and per epoch of each model.
         jobs: Models trained at once. Default: both at once, each in its own spawned
             process with half the cores' threads, when there are 2 or more cores (on
-            2 cores: 1 thread each; training took 171 s against 248 s one after the
+            2 cores: 1 thread each; training took 131 s against 248 s one after the
             other with 2 threads);
             1 trains them one after the other in this process. Then each process scores
             one model's explanation candidates. Seeded results repeat on the same
@@ -367,9 +367,8 @@ def _train_models(
 
     With ``jobs`` 2 and 2 or more cores, each model trains in its own spawned process with
     an equal share of the cores' threads (:func:`senet._tf.limit_threads`), and once both
-    are done each process scores one model's explanation candidates (the two stages are
-    kept apart: a process scoring beside one still in ``fit`` slowed it by up to 50 s on a
-    2-core CPU); else all runs here, one model after the other.
+    are done each process scores one model's explanation candidates; else all runs here,
+    one model after the other.
     """
     run_dirs = {name: root / "runs" / name for name in configs}
     for name, config in configs.items():
