@@ -390,6 +390,7 @@ def test_training_and_validation_data_do_not_autotune():
     import tensorflow as tf
 
     from senet import train as training
+    from senet.data import make_dataset
 
     sets = load_dataset("synthetic", image_size=24, synthetic_size=70, seed=0)
     datasets = [
@@ -403,6 +404,7 @@ def test_training_and_validation_data_do_not_autotune():
             sample_weights=None,
         ),
         training._eval_dataset(sets["val"], 16),
+        make_dataset(sets["train"], batch_size=16, augment=True),
     ]
     for dataset in datasets:
         assert dataset.options().autotune.enabled is False

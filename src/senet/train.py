@@ -445,24 +445,16 @@ def _train_dataset(
     return _with_options(dataset)
 
 
-#: Batches made ahead of the training step.
-PREFETCH = 2
-
-
 def _with_options(dataset):
-    """``dataset`` sharded by batch across workers, ``PREFETCH`` batches ahead, no autotuning.
-
-    In-memory data: shard by batch, not by file. tf.data's autotuning thread sleeps for a
-    period that grows with the run (up to a minute) and the iterator's teardown at the end of
-    ``fit`` waited for it: 16-32 s of the demo's 8-epoch runs in worker processes on a 2-core
-    Zen 3. A fixed prefetch of a couple of batches is all this pipeline needs.
-    """
+    """``dataset`` sharded by batch across workers (in-memory data: by batch, not by file),
+    with :func:`senet.data.pipeline.fixed_prefetch` (no autotuning)."""
     import tensorflow as tf
+
+    from senet.data.pipeline import fixed_prefetch
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    options.autotune.enabled = False
-    return dataset.with_options(options).prefetch(PREFETCH)
+    return fixed_prefetch(dataset, options)
 
 
 def _replica_multiple(count: int, replicas: int) -> int:

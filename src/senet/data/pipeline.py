@@ -15,7 +15,14 @@ import tensorflow as tf
 from senet.checks import check_positive
 from senet.data.base import ImageSet
 
-__all__ = ["augment_batch", "augmentation", "class_weights", "make_dataset"]
+__all__ = [
+    "PREFETCH",
+    "augment_batch",
+    "augmentation",
+    "class_weights",
+    "fixed_prefetch",
+    "make_dataset",
+]
 
 # The augmentation's ranges, shared by augmentation() (Keras layers) and augment_batch()
 # (stateless TF ops): shift as a fraction of the side, rotation as a fraction of a full turn
@@ -176,7 +183,24 @@ def make_dataset(
 
         # One map call per batch: the layers are vectorized, per-sample maps are slower.
         dataset = dataset.map(_augment, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return fixed_prefetch(dataset)
+
+
+#: Batches a senet dataset makes ahead of the training step.
+PREFETCH = 2
+
+
+def fixed_prefetch(dataset, options=None):
+    """``dataset`` with ``options`` (or none), autotuning off, :data:`PREFETCH` batches ahead.
+
+    tf.data's autotuning thread sleeps for a period that grows with the run (up to a
+    minute), and the iterator's teardown at the end of ``fit`` waited for it: 16-32 s of
+    the demo's 8-epoch runs in worker processes on a 2-core Zen 3. Without autotuning,
+    ``num_parallel_calls=AUTOTUNE`` means one call per core.
+    """
+    options = tf.data.Options() if options is None else options
+    options.autotune.enabled = False
+    return dataset.with_options(options).prefetch(PREFETCH)
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
