@@ -29,10 +29,11 @@ SUITES = ["tests/layers", "tests/explain"]
 def test_suites_pass_on_backend(backend, module):
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed")
-    # "not slow": the suites' slow tests start fresh processes on every backend themselves
-    _assert_pytest_passes(
-        [s for s in SUITES if (ROOT / s).exists()], "-m", "not slow", KERAS_BACKEND=backend
-    )
+    # "not slow": the suites' slow tests start fresh processes on every backend themselves;
+    # "-n 0": one process compiles each program once (two xdist workers would each compile
+    # it, beside the outer run's own two)
+    suites = [s for s in SUITES if (ROOT / s).exists()]
+    _assert_pytest_passes(suites, "-m", "not slow", "-n", "0", KERAS_BACKEND=backend)
 
 
 def _assert_pytest_passes(paths, *options, **env):
