@@ -30,6 +30,7 @@ from workers import (
     history,
     kill_worker_1_in_epoch_2,
     pid_of,
+    save_small_model,
     senet_train,
     worker_lines,
 )
@@ -51,11 +52,18 @@ def _senet(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def two_workers(tmp_path_factory):
+def run_args(tmp_path_factory):
+    """:data:`RUN_ARGS` with the small model of :func:`save_small_model` to start from."""
+    model = save_small_model(tmp_path_factory.mktemp("model") / "small.keras")
+    return [*RUN_ARGS, "--init-from", model]
+
+
+@pytest.fixture(scope="module")
+def two_workers(run_args, tmp_path_factory):
     """A run of two local workers (`--workers 2`), two epochs: (run_dir, completed)."""
     run_dir = tmp_path_factory.mktemp("multiworker") / "run"
     completed = _senet(
-        "--workers", "2", "--timeout", str(TIMEOUT - 20), *RUN_ARGS, "--out", str(run_dir)
+        "--workers", "2", "--timeout", str(TIMEOUT - 20), *run_args, "--out", str(run_dir)
     )
     return run_dir, completed
 
@@ -64,7 +72,7 @@ def two_workers(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_two_workers_train_one_model_like_one_process(two_workers, tmp_path):
+def test_two_workers_train_one_model_like_one_process(two_workers, run_args, tmp_path):
     run_dir, completed = two_workers
     assert completed.returncode == 0, completed.stderr[-3000:]
     workers = worker_lines(completed.stderr)
@@ -80,32 +88,32 @@ def test_two_workers_train_one_model_like_one_process(two_workers, tmp_path):
         "epoch-0002.keras",
     }
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["distribute"] == "multiworker" and config["batch_size"] == 32
+    assert config["distribute"] == "multiworker" and config["batch_size"] == 40
     assert [row["epoch"] for row in history(run_dir)] == [1, 2]
     # the same global batches on one process
     single_dir = tmp_path / "single"
-    single = _senet(*RUN_ARGS, "--out", str(single_dir))
+    single = _senet(*run_args, "--out", str(single_dir))
     assert single.returncode == 0, single.stderr[-3000:]
     multi_metrics = json.loads((run_dir / "metrics.json").read_text())
     single_metrics = json.loads((single_dir / "metrics.json").read_text())
-    assert multi_metrics["num_examples"] == single_metrics["num_examples"] == 70
-    # Not bit for bit: each replica normalizes its half batch (16 images) with its own batch
-    # statistics and draws its own dropout mask, where one process uses the whole 32. The
+    assert multi_metrics["num_examples"] == single_metrics["num_examples"] == 210
+    # Not bit for bit: each replica normalizes its half batch (20 images) with its own batch
+    # statistics and draws its own dropout mask, where one process uses the whole 40. The
     # gradients themselves are all-reduced exactly (a model without batch norm and dropout
     # gives the same losses to 1e-7). So: training losses within 5% epoch by epoch, and
-    # test accuracy within 10 points (7 of the 70 test images; one accuracy's binomial
-    # standard deviation is about 5 points here).
+    # test accuracy within 10 points (21 of the 210 test images; one accuracy's binomial
+    # standard deviation is about 3 points here).
     for multi_row, single_row in zip(history(run_dir), history(single_dir), strict=True):
         assert multi_row["loss"] == pytest.approx(single_row["loss"], rel=0.05)
     assert abs(multi_metrics["test_accuracy"] - single_metrics["test_accuracy"]) <= 0.10
 
 
 @pytest.mark.slow
-def test_killed_worker_then_resume_loses_nothing(two_workers, tmp_path):
+def test_killed_worker_then_resume_loses_nothing(two_workers, run_args, tmp_path):
     reference_dir, reference = two_workers
     assert reference.returncode == 0, reference.stderr[-3000:]
     run_dir = tmp_path / "run"
-    args = ["--timeout", str(TIMEOUT - 20), *RUN_ARGS]
+    args = ["--timeout", str(TIMEOUT - 20), *run_args]
     killed = kill_worker_1_in_epoch_2(args, run_dir, _env(), TIMEOUT)
     assert killed.returncode == 1
     last = killed.stderr.strip().splitlines()[-1]
@@ -215,6 +223,28 @@ def test_cli_workers_passes_the_options_given(tmp_path, monkeypatch):
     assert main([*argv, "--no-augment", "--quiet"]) == 0
     assert seen["workers"] == 3 and seen["timeout"] == 30
     assert seen["args"] == ["--out", run, "--lr", "0.5", "--no-augment", "--quiet"]
+
+
+def test_the_workers_launcher_does_not_import_tensorflow(tmp_path):
+    """The launcher only starts and watches processes: importing TensorFlow there cost each
+    `--workers` run about 4 s before its workers started."""
+    script = (
+        "import sys\n"
+        "import senet.launch\n"
+        "from senet.cli import main\n"
+        "senet.launch.launch = lambda *args, **kwargs: 0\n"
+        f"code = main(['train', '--workers', '2', '--out', {str(tmp_path / 'run')!r}])\n"
+        "print(code, [m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
+        check=True,
+    )
+    assert done.stdout.strip().splitlines()[-1] == "0 []"
 
 
 def test_cli_workers_refuses_another_distribution(tmp_path, capsys):

@@ -29,6 +29,7 @@ from senet.train import (
     evaluate,
     train,
 )
+from workers import save_small_model
 
 TINY = {"synthetic_size": 210, "image_size": 24, "epochs": 3, "batch_size": 32, "seed": 1}
 ROOT = Path(__file__).resolve().parents[1]
@@ -309,7 +310,10 @@ def test_mirrored_training_on_two_logical_cpus(tmp_path):
     # 203 images: 161 to train on, one more than 5 batches of 32, and odd val/test splits.
     # Each epoch drops that one image (an empty replica shard breaks a step) and so has 5
     # steps, not 6; a wrong step count would run into the next epoch's batches.
+    # The small model of the multi-worker tests: this is about the distribution.
+    model = save_small_model(tmp_path / "small.keras", image_size=TINY["image_size"])
     config = {**TINY, "synthetic_size": 203, "epochs": 2, "distribute": "mirrored"}
+    config["init_from"] = model
     script.write_text(textwrap.dedent(_MIRRORED.format(config=config)))
     completed = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "run")],

@@ -20,6 +20,7 @@ from senet.cli import main
 from senet.data import ImageSet, load_dataset
 from senet.layers import load_model
 from senet.train import TrainConfig, train
+from workers import save_small_model
 
 TINY = {"synthetic_size": 210, "image_size": 24, "epochs": 1, "batch_size": 32, "seed": 1}
 
@@ -213,7 +214,9 @@ def test_jax_data_parallel_on_two_host_devices(tmp_path):
     pytest.importorskip("jax")
     script = tmp_path / "data_parallel.py"
     # no augmentation: a shorter run, and what is tested here is the sharding
-    config = {**TINY, "distribute": "mirrored", "augment": False}
+    # and the small model of the multi-worker tests
+    model = save_small_model(tmp_path / "small.keras", image_size=TINY["image_size"])
+    config = {**TINY, "distribute": "mirrored", "augment": False, "init_from": model}
     script.write_text(textwrap.dedent(_JAX_DATA_PARALLEL.format(config=config)))
     env = {
         **os.environ,

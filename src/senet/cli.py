@@ -1113,6 +1113,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"senet: warning: {text}", file=file if file is not None else sys.stderr)
 
 
+def _launches_workers(args) -> bool:
+    return args.command == "train" and getattr(args, "workers", None) is not None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -1126,7 +1130,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in TRAINING_COMMANDS:
         prefer_onednn()
     try:
-        if not debug:
+        # the `--workers` launcher only starts and watches processes: no TensorFlow there
+        if not debug and not _launches_workers(args):
             import_tensorflow_quietly()
         return int(args.handler(args) or 0)
     except CLIError as error:
