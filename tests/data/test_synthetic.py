@@ -192,7 +192,9 @@ def _held_out_accuracy(images, labels, epochs, image_size, n_train):
 def test_label_lives_only_in_the_parts():
     """A small CNN learns the class from the full images but stays near chance when the
     label-free regions are blanked (set to a constant)."""
-    size, n, n_train, epochs = 32, 2800, 2200, 6
+    # 28 px, 1400 training images, 5 epochs: held-out 0.58 full against 0.18 blanked (2-core
+    # Zen 3, ~11 s); 32 px, 2200 images and 6 epochs gave 0.77 against 0.11 in twice the time
+    size, n, n_train, epochs = 28, 1800, 1400, 5
     images, labels, masks = synthetic_expressions(n, image_size=size, seed=0)
     blanked = images.copy()
     blanked[masks["regions"]] = 0.5
