@@ -541,7 +541,10 @@ def _print_warnings(command: str, caught: list) -> None:
 
 
 def _format_prediction(result) -> str:
-    where = result.path if result.frame is None else f"{result.path} [frame {result.frame}]"
+    from senet.errors import printable
+
+    where = printable(result.path)
+    where = where if result.frame is None else f"{where} [frame {result.frame}]"
     if not result.faces:
         return f"{where}: no face found"
     names = list(result.faces[0].probabilities)
@@ -621,16 +624,18 @@ def _run_explain(args) -> int:
 
 
 def _print_explanation(photo) -> None:
+    from senet.errors import printable
+
     if not photo.faces:
-        print(f"{photo.path}: no face found", flush=True)
+        print(f"{printable(photo.path)}: no face found", flush=True)
         return
     count = len(photo.faces)
-    print(f"{photo.path}: {count} face{'s' if count > 1 else ''}", flush=True)
+    print(f"{printable(photo.path)}: {count} face{'s' if count > 1 else ''}", flush=True)
     for number, face in enumerate(photo.faces, 1):
         predicted = f"{face.label} {face.probabilities[face.label]:.3f}"
         if face.target != face.label:
             predicted += f", explained {face.target} {face.probability:.3f}"
-        print(f"  face {number}: {predicted} -> {face.overlay}", flush=True)
+        print(f"  face {number}: {predicted} -> {printable(face.overlay)}", flush=True)
 
 
 # --------------------------------------------------------------------------- demo
@@ -1096,20 +1101,23 @@ def _parser() -> argparse.ArgumentParser:
 def _one_line(error: BaseException) -> str:
     """``error`` in one line of at most ~600 characters, arrays and tensors left out
     (:func:`senet.errors.one_line`); says so when something was left out."""
-    from senet.errors import one_line
+    from senet.errors import one_line, printable
 
     text = str(error).strip() or type(error).__name__
     if isinstance(error, KeyError):
         text = f"missing key {text}"
     line = one_line(text)
-    if line != " ".join(text.split()):
+    if line != printable(" ".join(text.split())):
         line += " [shortened: --debug shows all]"
     return line
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Print a Python warning as one line: ``senet: warning: MESSAGE``."""
-    text = " ".join(str(message).split())
+    """Print a Python warning as one line: ``senet: warning: MESSAGE`` (control characters
+    escaped: a warning may quote a name from a file)."""
+    from senet.errors import printable
+
+    text = printable(" ".join(str(message).split()))
     print(f"senet: warning: {text}", file=file if file is not None else sys.stderr)
 
 
@@ -1135,7 +1143,7 @@ def main(argv: list[str] | None = None) -> int:
             import_tensorflow_quietly()
         return int(args.handler(args) or 0)
     except CLIError as error:
-        print(f"senet {args.command}: error: {error}", file=sys.stderr)
+        print(f"senet {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"senet {args.command}: interrupted", file=sys.stderr)

@@ -10,8 +10,9 @@ joins the message into one line of bounded length; the full text stays in the ex
 from __future__ import annotations
 
 import re
+import unicodedata
 
-__all__ = ["MESSAGE_LIMIT", "one_line"]
+__all__ = ["MESSAGE_LIMIT", "one_line", "printable"]
 
 #: The longest message :func:`one_line` returns (characters).
 #: Long enough for senet's own messages that name two full paths (a run directory and a
@@ -55,13 +56,40 @@ def _collapse_reprs(text: str) -> str:
     return "".join(parts)
 
 
+def printable(text: object) -> str:
+    """``str(text)`` safe to print on a terminal: control and format characters escaped.
+
+    Names read from files (class names, file names, records in a model) may hold terminal
+    escape sequences that clear the screen or set the window title, or bidirectional
+    overrides that show text in another order than it is. Each such character (Unicode
+    categories Cc and Cf: C0 and C1 controls, DEL, newlines and tabs included, and the
+    invisible format characters) becomes its Python escape (``\\x1b``, ``\\u202e``); all
+    else, accents and other scripts included, stays as it is.
+
+    Example:
+        >>> printable("happy\\x1b[2J\\x1b]0;owned\\x07")
+        'happy\\\\x1b[2J\\\\x1b]0;owned\\\\x07'
+        >>> printable("colère")
+        'colère'
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(char) in ("Cc", "Cf")
+        else char
+        for char in text
+    )
+
+
 def one_line(error: BaseException | str, limit: int = MESSAGE_LIMIT) -> str:
     """``error``'s message in one line of at most ``limit`` characters, arrays left out.
 
     Every array or tensor repr becomes ``<array ...>`` (``<PerReplica ...>``,
-    ``<tf.Tensor ...>``), whitespace runs (newlines included) become one space, and a
-    message still longer than ``limit`` is cut with ``...``. An empty message gives the
-    exception's type name.
+    ``<tf.Tensor ...>``), whitespace runs (newlines included) become one space, any other
+    control or format character is escaped (:func:`printable`), and a message still longer
+    than ``limit`` is cut with ``...``. An empty message gives the exception's type name.
 
     Example:
         >>> import numpy as np
@@ -71,7 +99,7 @@ def one_line(error: BaseException | str, limit: int = MESSAGE_LIMIT) -> str:
     text = str(error).strip()
     if not text:
         return type(error).__name__ if isinstance(error, BaseException) else ""
-    text = " ".join(_collapse_reprs(text).split())
+    text = printable(" ".join(_collapse_reprs(text).split()))
     if len(text) > limit:
         text = text[: limit - 3].rstrip() + "..."
     return text

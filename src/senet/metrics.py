@@ -22,6 +22,7 @@ import numpy as np
 from senet._files import atomic_write_text
 from senet.checks import check_choice, check_number
 from senet.data import ImageSet, load_dataset
+from senet.errors import printable
 from senet.export import ExportedModel, is_exported, load_exported
 from senet.layers import load_model
 from senet.report import plot_confusion
@@ -287,7 +288,7 @@ def run_class_names(model_path: str | os.PathLike) -> list[str] | None:
             except (OSError, ValueError, TypeError, KeyError):
                 continue
             if isinstance(names, list) and all(isinstance(item, str) for item in names):
-                return names
+                return [printable(name) for name in names]
         return None
     return None
 

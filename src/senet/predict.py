@@ -202,9 +202,11 @@ def class_names_for(
 ) -> tuple[str, ...]:
     """Class names of a saved model: its ``record`` (:func:`model_record`), its run's
     ``metrics.json``, else defaults (see module)."""
+    from senet.errors import printable
+
     names = (record or {}).get("class_names")
     if isinstance(names, list) and len(names) == num_classes:
-        return tuple(str(name) for name in names)
+        return tuple(printable(name) for name in names)
     model_path = Path(model_path)
     for directory in (model_path.parent, model_path.parent.parent):
         path = directory / "metrics.json"
@@ -213,7 +215,7 @@ def class_names_for(
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(names, list) and len(names) == num_classes:
-            return tuple(str(name) for name in names)
+            return tuple(printable(name) for name in names)
     if num_classes == 7:
         from senet.data import EMOTIONS
 
@@ -283,11 +285,11 @@ def model_record(model, model_path: str | os.PathLike) -> dict[str, Any] | None:
     size and channels, and ``metrics.json``'s class names. A foreign model has none.
     """
     from senet.layers import training_info
-    from senet.layers.info import dataset_kind
+    from senet.layers.info import check_record, dataset_kind
 
     record = training_info(model)
     if record is not None:
-        return record
+        return check_record(record, model_path)
     model_path = Path(model_path)
     for directory in (model_path.parent, model_path.parent.parent):
         try:
@@ -305,7 +307,7 @@ def model_record(model, model_path: str | os.PathLike) -> dict[str, Any] | None:
             record["class_names"] = list(metrics["class_names"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
-        return record
+        return check_record(record, directory / "config.json")
     return None
 
 

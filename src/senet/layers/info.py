@@ -16,13 +16,17 @@ cast) is the smallest public carrier.
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
 import keras
 
+from senet.errors import printable
+
 __all__ = [
     "TrainingInfo",
+    "check_record",
     "dataset_kind",
     "training_info",
     "with_training_info",
@@ -119,3 +123,80 @@ def _inputs(model: keras.Model):
     """The model's input as it takes it: one tensor, not a one-element list (called with a
     bare array, a list-input model makes Keras warn that the structure does not match)."""
     return model.inputs[0] if len(model.inputs) == 1 else model.inputs
+
+
+#: The most class names, and the longest name, a record may hold.
+MAX_CLASSES = 100_000
+MAX_NAME_LENGTH = 1_000
+
+
+def _text(value) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_NAME_LENGTH
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# field -> (rule, what the rule wants); None is allowed for every field (not recorded)
+_FIELDS = {
+    "dataset": (_text, "a short string"),
+    "data": (_text, "a short string"),
+    "synthetic_difficulty": (_text, "a short string"),
+    "init_from": (_text, "a short string"),
+    "image_size": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+        "a positive integer",
+    ),
+    "channels": (lambda v: v in (1, 3) and not isinstance(v, bool), "1 or 3"),
+    "input_range": (
+        lambda v: isinstance(v, list) and len(v) == 2 and all(map(_number, v)) and v[0] < v[1],
+        "a list of two finite numbers, low < high",
+    ),
+    "class_names": (
+        lambda v: isinstance(v, list) and 0 < len(v) <= MAX_CLASSES and all(map(_text, v)),
+        f"a list of 1 to {MAX_CLASSES} strings of at most {MAX_NAME_LENGTH} characters",
+    ),
+}
+
+
+def check_record(record: Any, source: str | os.PathLike) -> dict[str, Any] | None:
+    """A training record read from a file (``source``), checked field by field.
+
+    Every field senet reads (:data:`_FIELDS`: ``dataset``, ``data``, ``image_size``,
+    ``channels``, ``input_range``, ``class_names``, ...) must have its type and range or be
+    absent or None; other keys are kept as they are. Text fields come back with control and
+    format characters escaped (:func:`senet.errors.printable`), so a class name cannot
+    clear the terminal it is printed on.
+
+    Raises:
+        ValueError: One line naming ``source`` and the field, e.g. ``model.keras: its
+            training record's input_range must be a list of two finite numbers, low <
+            high, got 5``.
+    """
+    if record is None:
+        return None
+    source = printable(os.fspath(source))
+    if not isinstance(record, dict):
+        raise ValueError(
+            f"{source}: its training record must be a JSON object, got {_shown(record)}"
+        )
+    checked = dict(record)
+    for field, (rule, wanted) in _FIELDS.items():
+        value = record.get(field)
+        if value is None:
+            continue
+        if not rule(value):
+            raise ValueError(
+                f"{source}: its training record's {field} must be {wanted}, got {_shown(value)}"
+            )
+        if isinstance(value, str):
+            checked[field] = printable(value)
+        elif field == "class_names":
+            checked[field] = [printable(name) for name in value]
+    return checked
+
+
+def _shown(value) -> str:
+    text = printable(repr(value))
+    return text if len(text) <= 80 else text[:77] + "..."
