@@ -11,7 +11,14 @@ import numpy as np
 from senet.checks import check_choice, fail
 from senet.data.base import EMOTIONS, DataError, ImageSet, check_labels, warn_missing_classes
 from senet.data.fer2013 import is_fer_folder, read_fer2013_csv, read_fer_folder
-from senet.data.images import fit_images, read_class_folders, read_npz
+from senet.data.images import (
+    DEFAULT_MAX_ARRAY_BYTES,
+    MAX_ARRAY_BYTES_ENV,
+    _cap,
+    fit_images,
+    read_class_folders,
+    read_npz,
+)
 from senet.data.synthetic import DIFFICULTIES, synthetic_expressions
 
 __all__ = ["load_dataset", "split_stratified"]
@@ -81,7 +88,7 @@ def load_dataset(
         >>> [len(splits[k]) for k in ("train", "val", "test")], splits["train"].x.shape[1:]
         ([56, 7, 7], (32, 32, 1))
     """
-    _check_args(image_size, channels, val_fraction, test_fraction, synthetic_size)
+    _check_args(image_size, channels, val_fraction, test_fraction, synthetic_size, source)
     difficulty = check_choice("synthetic_difficulty", synthetic_difficulty, DIFFICULTIES)
     synthetic = {"size": synthetic_size, "difficulty": difficulty}
     splits = _read_splits(
@@ -194,7 +201,9 @@ def _complete_splits(
     return out
 
 
-def _check_args(image_size, channels, val_fraction, test_fraction, synthetic_size) -> None:
+def _check_args(
+    image_size, channels, val_fraction, test_fraction, synthetic_size, source=None
+) -> None:
     if (
         isinstance(image_size, bool)
         or not isinstance(image_size, numbers.Integral)
@@ -217,3 +226,32 @@ def _check_args(image_size, channels, val_fraction, test_fraction, synthetic_siz
         or synthetic_size <= 0
     ):
         raise fail("synthetic_size", "a positive integer", synthetic_size)
+    _check_memory(source, image_size, channels, synthetic_size)
+
+
+# what one synthetic face holds besides its float32 pixels: its part masks, one byte a pixel
+_SYNTHETIC_MASK_BYTES = 8
+
+
+def _check_memory(source, image_size, channels, synthetic_size) -> None:
+    """Refuse, before anything is allocated, sizes whose arrays would pass the array cap
+    (``SENET_MAX_ARRAY_BYTES``, the cap :func:`read_npz` applies): one model input of
+    ``image_size`` for any source, all ``synthetic_size`` faces with their masks for
+    ``"synthetic"``."""
+    cap = _cap(None, "max_bytes", MAX_ARRAY_BYTES_ENV, DEFAULT_MAX_ARRAY_BYTES)
+    pixels = int(image_size) ** 2
+    one = pixels * int(channels) * 4
+    if one > cap:
+        raise ValueError(
+            f"`image_size` {image_size} needs {one} bytes for one {channels}-channel float32 "
+            f"image, over the cap of {cap} bytes; set {MAX_ARRAY_BYTES_ENV} to a larger "
+            "number to allow it"
+        )
+    if isinstance(source, str) and source == "synthetic":
+        needed = int(synthetic_size) * (pixels * (4 * int(channels) + _SYNTHETIC_MASK_BYTES))
+        if needed > cap:
+            raise ValueError(
+                f"`synthetic_size` {synthetic_size} at image_size {image_size} needs {needed} "
+                f"bytes for the faces and their masks, over the cap of {cap} bytes; set "
+                f"{MAX_ARRAY_BYTES_ENV} to a larger number to allow it"
+            )
