@@ -97,3 +97,15 @@ def test_file_names_are_printed_escaped(photo, tmp_path, capsys):
     assert main(["predict", str(model), str(folder / f"face{ESCAPES}.png")]) == 0
     out, err = capsys.readouterr()
     assert "\x1b" not in out + err and "face\\x1b[2J" in out
+
+
+def test_class_folder_names_are_escaped_when_read(photo, tmp_path):
+    from senet.data import load_dataset
+
+    for name in ("calm", "happy" + ESCAPES):
+        folder = tmp_path / "faces" / name
+        folder.mkdir(parents=True)
+        for index in range(5):
+            (folder / f"{index}.png").write_bytes(photo.read_bytes())
+    splits = load_dataset(tmp_path / "faces", image_size=24, val_fraction=0, test_fraction=0)
+    assert splits["train"].class_names == ("calm", "happy\\x1b[2J\\x1b]0;owned\\x07")

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from senet.errors import printable
+
 __all__ = [
     "EMOTIONS",
     "MAX_INFERRED_CLASSES",
@@ -45,6 +47,12 @@ class ImageSet:
     y: np.ndarray
     class_names: tuple[str, ...]
     masks: dict[str, np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        # Names from files (class folder names, an .npz's class_names) end up in tables,
+        # reports and models' records: control characters escaped (senet.errors.printable).
+        if any(isinstance(name, str) and printable(name) != name for name in self.class_names):
+            self.class_names = tuple(printable(name) for name in self.class_names)
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
