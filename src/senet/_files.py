@@ -1,5 +1,6 @@
 """Atomic file writes: a reader (or a run resumed after a crash) sees the old file or the
-new one, never a part of it.
+new one, never a part of it; and the check of an input file, with a message that says what
+is wrong with it (:func:`check_input_file`).
 
 The one mechanism behind every file senet writes that something later reads back: run
 directories (config, state, history, metrics, checkpoints), reports and index pages.
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["TEMP_PREFIX", "atomic_write", "atomic_write_text"]
+__all__ = ["TEMP_PREFIX", "atomic_write", "atomic_write_text", "check_input_file"]
 
 #: Name prefix of the temporary files; a crash can leave one behind, to be removed on resume.
 TEMP_PREFIX = ".tmp-"
@@ -64,3 +67,45 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> No
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) so ``path`` holds either its old or its new content."""
     atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def check_input_file(path: str | os.PathLike) -> Path:
+    """``path`` as a :class:`~pathlib.Path` when it names a regular file to read, else one
+    line that says what it is instead.
+
+    A URL (``https://...``; senet reads no network), a directory, something that is not a
+    regular file (a FIFO, a device, a socket: reading one could block or never end) and a
+    missing path each get their own message, naming the path as given.
+
+    Raises:
+        FileNotFoundError: The path does not exist, or is a URL.
+        IsADirectoryError: It is a directory.
+        ValueError: It is not a regular file.
+    """
+    from senet.errors import printable
+
+    text = os.fspath(path)
+    shown = printable(text)
+    if isinstance(text, str) and _URL.match(text):
+        raise FileNotFoundError(
+            f"{shown} is a URL: senet reads local files only; download it and give the file"
+        )
+    try:
+        mode = os.stat(text).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such file: {shown}") from None
+    except OSError as error:
+        raise OSError(f"cannot read {shown}: {error.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(
+            f"{shown} is a directory; give the image or video files in it (e.g. {shown}/*.jpg)"
+        )
+    if not stat.S_ISREG(mode):
+        raise ValueError(
+            f"{shown} is not a regular file (a FIFO, device or socket); senet reads image and "
+            "video files"
+        )
+    return Path(text)

@@ -216,11 +216,11 @@ def iter_explanations(
             f"senet explain needs a .keras model (explanations need gradients); {model_path} "
             "is an exported model: explain the .keras file it was exported from"
         )
-    paths = [Path(path) for path in paths]
+    from senet._files import check_input_file
+
     # every input is checked before anything is written
-    for path in [Path(model_path), *paths]:
-        if not path.is_file():
-            raise FileNotFoundError(f"no such file: {path}")
+    check_input_file(model_path)
+    paths = [check_input_file(path) for path in paths]
     for path in paths:
         if path.suffix.lower() in VIDEO_EXTENSIONS:
             raise ValueError(

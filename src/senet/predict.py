@@ -682,12 +682,11 @@ def iter_predictions(
 
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise fail("every", "a positive integer", every)
-    paths = [Path(path) for path in paths]
+    from senet._files import check_input_file
+
     if not Path(model_path).exists():  # a SavedModel is a directory
         raise FileNotFoundError(f"no such file: {model_path}")
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"no such file: {path}")
+    paths = [check_input_file(path) for path in paths]
     # every input and output name is checked before the model loads or anything is written
     targets = _annotation_targets(paths, annotate_dir, overwrite)
     model, inputs, class_names = load_for_inference(
