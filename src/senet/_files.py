@@ -101,7 +101,8 @@ def check_input_file(path: str | os.PathLike) -> Path:
         raise OSError(f"cannot read {shown}: {error.strerror}") from None
     if stat.S_ISDIR(mode):
         raise IsADirectoryError(
-            f"{shown} is a directory; give the image or video files in it (e.g. {shown}/*.jpg)"
+            f"{shown} is a directory; give the image or video files in it "
+            f"(e.g. {shown.rstrip('/') or '/'}/*.jpg)"
         )
     if not stat.S_ISREG(mode):
         raise ValueError(
