@@ -72,9 +72,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def check_input_file(path: str | os.PathLike) -> Path:
+def check_input_file(path: str | os.PathLike, *, wanted: str = "an image or video file") -> Path:
     """``path`` as a :class:`~pathlib.Path` when it names a regular file to read, else one
-    line that says what it is instead.
+    line that says what it is instead of ``wanted`` (``"a .keras model file"``, ...).
 
     A URL (``https://...``; senet reads no network), a directory, something that is not a
     regular file (a FIFO, a device, a socket: reading one could block or never end) and a
@@ -100,13 +100,12 @@ def check_input_file(path: str | os.PathLike) -> Path:
     except OSError as error:
         raise OSError(f"cannot read {shown}: {error.strerror}") from None
     if stat.S_ISDIR(mode):
-        raise IsADirectoryError(
-            f"{shown} is a directory; give the image or video files in it "
-            f"(e.g. {shown.rstrip('/') or '/'}/*.jpg)"
-        )
+        message = f"{shown} is a directory, not {wanted}"
+        if wanted == "an image or video file":
+            message += f"; give the files in it (e.g. {shown.rstrip('/') or '/'}/*.jpg)"
+        raise IsADirectoryError(message)
     if not stat.S_ISREG(mode):
         raise ValueError(
-            f"{shown} is not a regular file (a FIFO, device or socket); senet reads image and "
-            "video files"
+            f"{shown} is not a regular file (a FIFO, device or socket); senet needs {wanted}"
         )
     return Path(text)

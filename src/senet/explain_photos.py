@@ -219,7 +219,7 @@ def iter_explanations(
     from senet._files import check_input_file
 
     # every input is checked before anything is written
-    check_input_file(model_path)
+    check_input_file(model_path, wanted="a .keras model file")
     paths = [check_input_file(path) for path in paths]
     for path in paths:
         if path.suffix.lower() in VIDEO_EXTENSIONS:

@@ -52,3 +52,12 @@ def test_a_fifo_is_refused_without_reading_it(model, tmp_path, capsys):
 def test_a_missing_file_is_still_no_such_file(model, tmp_path, capsys):
     assert main(["predict", model, str(tmp_path / "none.png")]) != 0
     assert f"no such file: {tmp_path / 'none.png'}" in _error(capsys)
+
+
+def test_a_model_directory_is_not_called_a_folder_of_photos(model, tmp_path, capsys):
+    folder = tmp_path / "savedmodel"
+    folder.mkdir()
+    argv = ["explain", str(folder), model, "--out", str(tmp_path / "out")]
+    assert main(argv) != 0
+    err = _error(capsys)
+    assert f"{folder} is a directory, not a .keras model file" in err and "*.jpg" not in err
