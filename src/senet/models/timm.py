@@ -282,7 +282,7 @@ def read_state_dict(source) -> dict[str, np.ndarray]:
 
     Raises:
         ImportError: The package for the file type is missing (the message names the extra).
-        ValueError: An unknown file type, or a file that holds no state dict.
+        ValueError: An unknown file type, a corrupt file, or a file that holds no state dict.
         FileNotFoundError: ``source`` does not exist.
     """
     if isinstance(source, Mapping):
@@ -298,7 +298,13 @@ def read_state_dict(source) -> dict[str, np.ndarray]:
                 from safetensors.numpy import load_file
             except ImportError:
                 raise _missing_package("safetensors", "pretrained", suffix) from None
-            state = load_file(str(path))
+            try:
+                state = load_file(str(path))
+            except Exception as error:  # SafetensorError: a corrupt header, shape or offsets
+                raise ValueError(
+                    f"{path} is not a readable .safetensors file "
+                    f"({' '.join(str(error).split())[:200]})"
+                ) from error
         elif suffix in (".pth", ".pt", ".bin"):
             try:
                 import torch
