@@ -16,7 +16,14 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["TEMP_PREFIX", "atomic_write", "atomic_write_text", "check_input_file"]
+__all__ = [
+    "TEMP_PREFIX",
+    "atomic_write",
+    "atomic_write_text",
+    "check_input_file",
+    "check_json_size",
+    "read_json",
+]
 
 #: Name prefix of the temporary files; a crash can leave one behind, to be removed on resume.
 TEMP_PREFIX = ".tmp-"
@@ -109,3 +116,54 @@ def check_input_file(path: str | os.PathLike, *, wanted: str = "an image or vide
             f"{shown} is not a regular file (a FIFO, device or socket); senet needs {wanted}"
         )
     return Path(text)
+
+
+#: The environment variable that caps the bytes of a JSON file senet reads (a run's
+#: config/state/metrics, a model archive's config.json), and the cap without it: 64 MiB,
+#: hundreds of times what any senet or Keras model needs.
+MAX_JSON_BYTES_ENV = "SENET_MAX_JSON_BYTES"
+DEFAULT_MAX_JSON_BYTES = 64 * 2**20
+
+
+def json_cap() -> int:
+    """The JSON size cap in bytes (``SENET_MAX_JSON_BYTES``, else 64 MiB)."""
+    from senet.checks import env_cap
+
+    return env_cap(None, "max_bytes", MAX_JSON_BYTES_ENV, DEFAULT_MAX_JSON_BYTES)
+
+
+def check_json_size(size: int, where: str) -> None:
+    """Refuse, in one line naming ``where``, JSON of ``size`` bytes over :func:`json_cap`."""
+    cap = json_cap()
+    if size > cap:
+        raise ValueError(
+            f"{where} is {size} bytes, over the {cap}-byte cap for JSON files "
+            f"(set {MAX_JSON_BYTES_ENV} to raise it for a file you trust)"
+        )
+
+
+def read_json(path: str | os.PathLike):
+    """The JSON in ``path``, its size checked against :func:`json_cap` before it is read.
+
+    Raises:
+        FileNotFoundError: No such file (any ``OSError`` reading it).
+        ValueError: Over the cap, not UTF-8, or not JSON (``json.JSONDecodeError``); one
+            line naming the file.
+    """
+    import json
+
+    path = Path(path)
+    with open(path, "rb") as file:
+        check_json_size(os.fstat(file.fileno()).st_size, str(path))
+        data = file.read(json_cap() + 1)
+    check_json_size(len(data), str(path))  # a file that grew since
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text ({error.reason})") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path} is not valid JSON ({error.msg}: line {error.lineno} column {error.colno})"
+        ) from None
+    except RecursionError:
+        raise ValueError(f"{path} nests JSON too deeply to read") from None

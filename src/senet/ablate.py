@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from senet._files import atomic_write_text
+from senet._files import atomic_write_text, read_json
 from senet._tf import limit_threads, worker_layout
 from senet.checks import check_choice, check_number, check_positive, fail, is_none
 from senet.stats import mean_std, paired_interval
@@ -420,7 +420,7 @@ def load_records(out_dir: str | os.PathLike) -> list[dict]:
     records = []
     for path in sorted(Path(out_dir).glob("cells/*/seed*.json")):
         with contextlib.suppress(ValueError, OSError):  # a file senet did not write
-            records.append(json.loads(path.read_text(encoding="utf-8")))
+            records.append(read_json(path))
     return sorted(records, key=lambda r: (r["cell"]["name"], r["seed"]))
 
 
@@ -767,7 +767,7 @@ def _open_out_dir(out_dir: Path, settings: Settings) -> None:
     wanted = dataclasses.asdict(settings)
     if manifest.is_file():
         try:
-            saved = json.loads(manifest.read_text(encoding="utf-8"))["settings"]
+            saved = read_json(manifest)["settings"]
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"{manifest} is not an ablation manifest senet wrote") from None
         differ = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
@@ -792,7 +792,7 @@ def _finished(out_dir: Path, cell: Cell, seed: int, settings: Settings) -> bool:
     if not path.is_file():
         return False
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = read_json(path)
         return record["config"] == cell_config(cell, seed, settings).to_dict()
     except (ValueError, KeyError, TypeError):
         return False

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "check_choice",
     "check_number",
     "check_positive",
+    "env_cap",
     "fail",
     "is_none",
 ]
@@ -118,3 +120,27 @@ def check_positive(
         what = "a positive integer" if integer else "a positive number"
         raise fail(argument, what + (" or None" if allow_none else ""), value)
     return int(value) if integer else value
+
+
+def env_cap(value: int | None, argument: str, variable: str, default: int) -> int:
+    """A size cap: ``value`` when given (a positive int), else the environment ``variable``
+    when set (digits, ``_`` allowed), else ``default``.
+
+    Every cap senet applies before reading or allocating (image pixels, array bytes, JSON
+    bytes) comes from here, so each is raisable the same way.
+
+    >>> env_cap(None, "max_bytes", "SENET_EXAMPLE_CAP_UNSET", 1024)
+    1024
+    """
+    if value is not None:
+        return check_positive(argument, value, integer=True)
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        number = int(text.replace("_", ""))
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise fail(variable, "a positive integer (a count, digits only)", text)
+    return number

@@ -19,7 +19,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from senet._files import atomic_write_text
+from senet._files import atomic_write_text, read_json
 from senet.checks import check_choice, check_number
 from senet.data import ImageSet, load_dataset
 from senet.errors import printable
@@ -284,7 +284,7 @@ def run_class_names(model_path: str | os.PathLike) -> list[str] | None:
             continue
         for name in (METRICS_FILE, STATE_FILE):
             try:
-                names = json.loads((directory / name).read_text(encoding="utf-8"))["class_names"]
+                names = read_json(directory / name)["class_names"]
             except (OSError, ValueError, TypeError, KeyError):
                 continue
             if isinstance(names, list) and all(isinstance(item, str) for item in names):

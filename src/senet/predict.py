@@ -31,7 +31,6 @@ the small network itself).
 from __future__ import annotations
 
 import functools
-import json
 import os
 import warnings
 import weakref
@@ -43,6 +42,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from senet._files import read_json
 from senet.checks import check_choice, fail
 from senet.data.images import load_image, pixel_scale, to_bgr8, to_model_input
 
@@ -211,7 +211,7 @@ def class_names_for(
     for directory in (model_path.parent, model_path.parent.parent):
         path = directory / "metrics.json"
         try:
-            names = json.loads(path.read_text(encoding="utf-8")).get("class_names")
+            names = read_json(path).get("class_names")
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(names, list) and len(names) == num_classes:
@@ -293,7 +293,7 @@ def model_record(model, model_path: str | os.PathLike) -> dict[str, Any] | None:
     model_path = Path(model_path)
     for directory in (model_path.parent, model_path.parent.parent):
         try:
-            config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+            config = read_json(directory / "config.json")
             record = {
                 "dataset": dataset_kind(config["data"]),
                 "image_size": config.get("image_size"),
@@ -303,7 +303,7 @@ def model_record(model, model_path: str | os.PathLike) -> dict[str, Any] | None:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
         try:
-            metrics = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))
+            metrics = read_json(directory / "metrics.json")
             record["class_names"] = list(metrics["class_names"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass

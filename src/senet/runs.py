@@ -49,7 +49,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from senet._files import TEMP_PREFIX, atomic_write, atomic_write_text
+from senet._files import TEMP_PREFIX, atomic_write, atomic_write_text, read_json
 from senet.layers import load_model
 
 __all__ = [
@@ -241,7 +241,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
         ValueError: Not JSON, or not a JSON object.
     """
     path = Path(run_dir) / CONFIG_FILE
-    values = json.loads(path.read_text(encoding="utf-8"))
+    values = read_json(path)
     if not isinstance(values, dict):
         raise ValueError(f"{path} holds {type(values).__name__}, not an object")
     return values
@@ -292,7 +292,7 @@ def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:
     """The dict in ``run_dir/metrics.json``."""
-    return json.loads((Path(run_dir) / METRICS_FILE).read_text(encoding="utf-8"))
+    return read_json(Path(run_dir) / METRICS_FILE)
 
 
 def write_history_csv(path: Path, rows: list[dict[str, float]]) -> None:
@@ -369,7 +369,7 @@ def inspect_state(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
     """
     path = Path(run_dir) / STATE_FILE
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
+        state = read_json(path)
     except FileNotFoundError:
         return None, None
     except (OSError, ValueError) as error:
@@ -647,7 +647,7 @@ def _lock_holder(path: Path) -> dict[str, Any] | None:
         RunInUse: The file exists but cannot be read as a lock.
     """
     try:
-        holder = json.loads(path.read_text(encoding="utf-8"))
+        holder = read_json(path)
     except FileNotFoundError:
         return None
     except (OSError, ValueError):

@@ -1,10 +1,17 @@
 """Sizes from the command line are checked against the array cap before anything is
 allocated (`SENET_MAX_ARRAY_BYTES`, the cap .npz files already had)."""
 
+import json
+import zipfile
+
+import cv2
+import numpy as np
 import pytest
 
+from senet._files import read_json
 from senet.cli import main
 from senet.data import load_dataset
+from senet.runs import read_config
 
 
 @pytest.mark.parametrize(
@@ -29,3 +36,69 @@ def test_the_cap_is_raisable_and_lowerable(monkeypatch):
         load_dataset("synthetic", synthetic_size=70, image_size=32)
     monkeypatch.setenv("SENET_MAX_ARRAY_BYTES", "860160")
     assert len(load_dataset("synthetic", synthetic_size=70, image_size=32)["train"]) == 56
+
+
+def _config_bomb(path, inflated_bytes):
+    """A .keras archive whose config.json inflates to ``inflated_bytes`` (a few hundred KB
+    on disk)."""
+    head, chunk, tail = b'{"class_name": "Functional", "config": {"name": "', b"a" * 2**20, b'"}}'
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("config.json", "w", force_zip64=True) as file:
+            file.write(head)
+            for _ in range(inflated_bytes // len(chunk)):
+                file.write(chunk)
+            file.write(tail)
+        archive.writestr("metadata.json", "{}")
+    return len(head) + inflated_bytes + len(tail)
+
+
+def test_a_config_json_that_inflates_past_the_cap_is_refused_before_it_is_read(tmp_path, capsys):
+    # 65 MiB inflated from about 65 KB: over the 64 MiB default; a 1 GiB one took 2.8 GB
+    # of memory and ended in a wrong message ("uses the class 'Functional'")
+    model = tmp_path / "bomb.keras"
+    inflated = _config_bomb(model, 65 * 2**20)
+    assert model.stat().st_size < 2**20
+    photo = tmp_path / "face.png"
+    cv2.imwrite(str(photo), np.zeros((48, 48), np.uint8))
+    assert main(["predict", str(model), str(photo)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(model) in err
+    assert f"its config.json is {inflated} bytes, over the 67108864-byte cap" in err
+    assert "SENET_MAX_JSON_BYTES" in err and "Functional" not in err
+
+
+def test_the_json_cap_is_raisable_and_read_json_checks_before_reading(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"class_names": ["a" * 100]}), encoding="utf-8")
+    size = path.stat().st_size
+    monkeypatch.setenv("SENET_MAX_JSON_BYTES", str(size - 1))
+    with pytest.raises(ValueError, match=f"{path} is {size} bytes, over the {size - 1}-byte cap"):
+        read_json(path)
+    monkeypatch.setenv("SENET_MAX_JSON_BYTES", str(size))
+    assert read_json(path) == {"class_names": ["a" * 100]}
+    # a sparse file of 1 TiB: refused from its size, never read
+    monkeypatch.delenv("SENET_MAX_JSON_BYTES")
+    huge = tmp_path / "config.json"
+    with open(huge, "wb") as file:
+        file.truncate(2**40)
+    with pytest.raises(ValueError, match="1099511627776 bytes, over the 67108864-byte cap"):
+        read_json(huge)
+
+
+def test_a_run_config_over_the_cap_is_one_line_naming_it(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"data": "synthetic"}', encoding="utf-8")
+    monkeypatch.setenv("SENET_MAX_JSON_BYTES", "8")
+    with pytest.raises(ValueError, match=r"config\.json is 21 bytes, over the 8-byte cap"):
+        read_config(run)
+
+
+def test_read_json_names_the_file_of_bad_json(tmp_path):
+    path = tmp_path / "state.json"
+    path.write_text('{"checkpoints": [', encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"{path} is not valid JSON \(Expecting value"):
+        read_json(path)
+    path.write_bytes(b'{"a": "\xff"}')
+    with pytest.raises(ValueError, match=rf"{path} is not UTF-8 text"):
+        read_json(path)

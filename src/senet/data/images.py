@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from senet.checks import check_choice, check_positive, fail
+from senet.checks import check_choice, check_positive, env_cap
 from senet.data.base import DataError, infer_class_names, report_problems
 
 __all__ = [
@@ -82,22 +82,6 @@ IMAGE_EXTENSIONS = (
 def _check_size_channels(image_size, channels) -> None:
     check_positive("image_size", image_size, integer=True, allow_none=True)
     check_choice("channels", channels, (1, 3))
-
-
-def _cap(value: int | None, argument: str, variable: str, default: int) -> int:
-    """``value`` when given, else the environment ``variable`` when set, else ``default``."""
-    if value is not None:
-        return check_positive(argument, value, integer=True)
-    text = os.environ.get(variable, "").strip()
-    if not text:
-        return default
-    try:
-        number = int(text.replace("_", ""))
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise fail(variable, "a positive integer (a count, digits only)", text)
-    return number
 
 
 # ------------------------------------------------------------------------- pixels
@@ -365,7 +349,7 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.
         DataError: The file is missing, unreadable, not a decodable image, or has more
             pixels than the cap (the message names the file and the variable to set).
     """
-    cap = _cap(max_pixels, "max_pixels", MAX_IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS)
+    cap = env_cap(max_pixels, "max_pixels", MAX_IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS)
     try:
         raw = Path(path).read_bytes()
     except OSError as error:
@@ -542,7 +526,7 @@ def read_npz(
     """
     path = Path(path)
     _check_size_channels(image_size, channels)
-    cap = _cap(max_bytes, "max_bytes", MAX_ARRAY_BYTES_ENV, DEFAULT_MAX_ARRAY_BYTES)
+    cap = env_cap(max_bytes, "max_bytes", MAX_ARRAY_BYTES_ENV, DEFAULT_MAX_ARRAY_BYTES)
     try:
         names_in_file, shapes = _npz_headers(path)
         needed = _npz_bytes_needed(shapes, image_size, channels)

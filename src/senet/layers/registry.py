@@ -13,6 +13,7 @@ from pathlib import Path
 
 import keras
 
+from senet._files import check_json_size
 from senet.checks import fail, is_none
 from senet.layers.cbam import CBAM
 from senet.layers.eca import EfficientChannelAttention
@@ -240,6 +241,12 @@ def _read_keras_config(path: Path) -> dict:
                     f"cannot load model {path}: the archive has no config.json "
                     "(not a Keras model file)"
                 )
+            # the size the archive declares bounds what zipfile inflates: checked first, so
+            # a small file that inflates to gigabytes is refused before it is read
+            try:
+                check_json_size(archive.getinfo("config.json").file_size, "its config.json")
+            except ValueError as error:
+                raise ModelLoadError(f"cannot load model {path}: {error}") from None
             text = archive.read("config.json")
     except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as error:
         raise ModelLoadError(
