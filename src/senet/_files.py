@@ -13,7 +13,7 @@ import contextlib
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = [
@@ -23,6 +23,8 @@ __all__ = [
     "check_input_file",
     "check_json_size",
     "read_json",
+    "save_figure",
+    "writing",
 ]
 
 #: Name prefix of the temporary files; a crash can leave one behind, to be removed on resume.
@@ -58,10 +60,28 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> No
         >>> target.read_text()
         'done'
     """
+    with writing(path) as temporary:
+        write(temporary)
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[Path]:
+    """:func:`atomic_write` for writers that cannot be one call: yields the temporary path;
+    when the block ends without an error, the file there is fsynced and moved over
+    ``path``; on an error (or a generator closed early) it is removed, ``path`` untouched.
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "log.txt"
+        >>> with writing(target) as temporary:
+        ...     _ = temporary.write_text("one")
+        >>> target.read_text()
+        'one'
+    """
     path = Path(path)
     temporary = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{path.name}")
     try:
-        write(temporary)
+        yield temporary
         with open(temporary, "rb") as file:
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -69,6 +89,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> No
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
     _fsync_directory(path.parent)
+
+
+def save_figure(figure, path: str | os.PathLike, **options) -> None:
+    """``figure.savefig(path, **options)`` through :func:`atomic_write` (the format from
+    ``path``'s suffix), its folder made first: a full disk leaves no half-written picture."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda temporary: figure.savefig(temporary, **options))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

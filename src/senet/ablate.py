@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from senet._files import atomic_write_text, read_json
+from senet._files import atomic_write_text, read_json, save_figure
 from senet._tf import limit_threads, worker_layout
 from senet.checks import check_choice, check_number, check_positive, fail, is_none
 from senet.stats import mean_std, paired_interval
@@ -732,7 +732,7 @@ def _plots(rows: Sequence[dict], cells: Sequence[Cell], out_dir: Path) -> dict[s
             axes.legend(loc="lower right")
         name = "accuracy_vs_reduction.png" if axis == "reduction" else f"options_{axis}.png"
         path = out_dir / name
-        figure.savefig(path, dpi=110)
+        save_figure(figure, path, dpi=110)
         plots[axis] = path
     return plots
 

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from senet.checks import fail
-from senet.data.images import load_image, to_bgr8
+from senet.data.images import load_image, to_bgr8, write_image
 from senet.predict import (
     VIDEO_EXTENSIONS,
     Box,
@@ -277,8 +277,7 @@ def iter_explanations(
                     title = [f"explained {target_name} {probability:.2f} ({method})"]
                     title.append(f"predicted {face.label} {predicted:.2f}")
                 picture = _face_picture(display[y0 : y0 + h, x0 : x0 + w], heatmap, title)
-                if not cv2.imwrite(str(file), picture):
-                    raise OSError(f"cannot write {file}")
+                write_image(file, picture)
                 photo.faces.append(
                     FaceExplanation(
                         box=face.box,

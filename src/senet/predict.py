@@ -30,6 +30,7 @@ the small network itself).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
@@ -43,8 +44,16 @@ import cv2
 import numpy as np
 
 from senet._files import read_json
-from senet.checks import check_choice, fail
-from senet.data.images import load_image, pixel_scale, to_bgr8, to_model_input
+from senet.checks import check_choice, env_cap, fail
+from senet.data.images import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    MAX_IMAGE_PIXELS_ENV,
+    load_image,
+    pixel_scale,
+    to_bgr8,
+    to_model_input,
+    write_image,
+)
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -514,6 +523,15 @@ def annotate(image_bgr: np.ndarray, faces: Sequence[FacePrediction]) -> np.ndarr
     return canvas
 
 
+def _frames_too_large(path, width: int, height: int, cap: int):
+    from senet.data import DataError
+
+    return DataError(
+        f"{path}: video frames of {width}x{height} pixels are over the cap of {cap} pixels; "
+        f"set {MAX_IMAGE_PIXELS_ENV} to a larger number to read it"
+    )
+
+
 def _video_frames(path: Path, every: int) -> Iterator[tuple[int, np.ndarray, float]]:
     from senet.data import DataError
 
@@ -521,6 +539,13 @@ def _video_frames(path: Path, every: int) -> Iterator[tuple[int, np.ndarray, flo
     try:
         if not capture.isOpened():
             raise DataError(f"cannot read {path}: not a video OpenCV can decode")
+        # the frame size the stream declares, checked before any frame is decoded, and
+        # each decoded frame again (a stream can change size or misstate it)
+        cap = env_cap(None, "max_pixels", MAX_IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS)
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        if width * height > cap:
+            raise _frames_too_large(path, width, height, cap)
         fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
         # what the container says; 0 or less when it does not say
         expected = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
@@ -533,6 +558,8 @@ def _video_frames(path: Path, every: int) -> Iterator[tuple[int, np.ndarray, flo
                 ok, frame = capture.retrieve()
                 if not ok:
                     break
+                if frame.shape[0] * frame.shape[1] > cap:
+                    raise _frames_too_large(path, frame.shape[1], frame.shape[0], cap)
                 yield index, frame, fps
             index += 1
         if index == 0:
@@ -618,23 +645,49 @@ def _annotation_targets(
 def _predict_video(
     model, path: Path, target: Path | None, every: int, class_names, inputs, detect_options
 ) -> Iterator[FramePrediction]:
-    writer = None
-    try:
+    """Predictions frame by frame; the annotated copy (``target``) is written under a
+    temporary name, read back (every frame written must decode: OpenCV's writer only
+    warns when the disk is full) and then renamed, else removed with an ``OSError``."""
+    from senet._files import writing
+
+    with contextlib.ExitStack() as stack:
+        writer, temporary, written = None, None, 0
         for index, frame, fps in _video_frames(path, every):
             faces = predict_faces(model, frame, class_names, inputs=inputs, **detect_options)
             if target is not None:
                 if writer is None:
+                    temporary = stack.enter_context(writing(target))
                     writer = cv2.VideoWriter(
-                        str(target),
+                        str(temporary),
                         cv2.VideoWriter_fourcc(*"MJPG"),
                         max(fps / every, 1.0),
                         (frame.shape[1], frame.shape[0]),
                     )
+                    stack.callback(writer.release)
+                    if not writer.isOpened():
+                        raise OSError(f"cannot write {target}: OpenCV cannot open a video there")
                 writer.write(annotate(frame, faces))
+                written += 1
             yield FramePrediction(str(path), index, faces)
-    finally:
         if writer is not None:
             writer.release()
+            _check_video(temporary, written, target)
+
+
+def _check_video(path: Path, frames: int, target: Path) -> None:
+    """Raise an ``OSError`` naming ``target`` unless all ``frames`` decode from ``path``."""
+    capture = cv2.VideoCapture(str(path))
+    read = 0
+    try:
+        while capture.isOpened() and capture.read()[0]:
+            read += 1
+    finally:
+        capture.release()
+    if read != frames:
+        raise OSError(
+            f"cannot write {target}: {read} of its {frames} frames could be read back "
+            "(disk full?); the partial video was removed"
+        )
 
 
 def load_for_inference(
@@ -711,8 +764,8 @@ def iter_predictions(
             continue
         image = load_image(path)
         faces = predict_faces(model, image, class_names, inputs=inputs, **detect_options)
-        if target is not None and not cv2.imwrite(str(target), annotate(image, faces)):
-            raise OSError(f"cannot write {target}")
+        if target is not None:
+            write_image(target, annotate(image, faces))
         yield FramePrediction(str(path), None, faces)
 
 

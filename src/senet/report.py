@@ -23,7 +23,7 @@ from urllib.parse import quote
 import numpy as np
 from matplotlib.figure import Figure
 
-from senet._files import atomic_write_text
+from senet._files import atomic_write_text, save_figure
 
 __all__ = [
     "Image",
@@ -52,7 +52,7 @@ def _history_columns(history) -> dict[str, np.ndarray]:
 
 def _save(figure: Figure, path: str | os.PathLike | None) -> None:
     if path is not None:
-        figure.savefig(os.fspath(path), dpi=120, bbox_inches="tight")
+        save_figure(figure, path, dpi=120, bbox_inches="tight")
 
 
 def plot_curves(

@@ -8,9 +8,10 @@ resizes while the pixels keep their type (uint8 stays uint8) and only then scale
 float32 in ``[0, 1]``. :func:`read_image` is the two together; :func:`fit_images` applies
 :func:`to_model_input` to arrays already in memory (FER2013 pixel rows, ``.npz`` files).
 
-Decompression bombs: a small file can claim a huge image. :func:`load_image` reads width
-and height from the header before decoding and refuses more than ``SENET_MAX_IMAGE_PIXELS``
-pixels (default 100 million); :func:`read_npz` reads each array's shape and dtype from its
+Decompression bombs: a small file can claim a huge image. :func:`load_image` refuses a
+file over ``SENET_MAX_IMAGE_BYTES`` (default 512 MiB) from its size before reading it, reads
+width and height from the header before decoding and refuses more than
+``SENET_MAX_IMAGE_PIXELS`` pixels (default 100 million); :func:`read_npz` reads each array's shape and dtype from its
 ``.npy`` header before loading anything and refuses to need more than
 ``SENET_MAX_ARRAY_BYTES`` bytes (default 2 GiB). Set the environment variable to raise a
 cap, or pass ``max_pixels`` / ``max_bytes``.
@@ -34,9 +35,11 @@ from senet.data.base import DataError, infer_class_names, report_problems
 
 __all__ = [
     "DEFAULT_MAX_ARRAY_BYTES",
+    "DEFAULT_MAX_IMAGE_BYTES",
     "DEFAULT_MAX_IMAGE_PIXELS",
     "IMAGE_EXTENSIONS",
     "MAX_ARRAY_BYTES_ENV",
+    "MAX_IMAGE_BYTES_ENV",
     "MAX_IMAGE_PIXELS_ENV",
     "fit_images",
     "list_images",
@@ -49,6 +52,7 @@ __all__ = [
     "to_bgr8",
     "to_model_input",
     "to_unit_range",
+    "write_image",
 ]
 
 #: The environment variable that caps the pixels (width x height) of an image file, and the
@@ -59,6 +63,11 @@ DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
 #: model inputs made from them), and the cap without it: 2 GiB.
 MAX_ARRAY_BYTES_ENV = "SENET_MAX_ARRAY_BYTES"
 DEFAULT_MAX_ARRAY_BYTES = 2**31
+#: The environment variable that caps the bytes of an image file read into memory to be
+#: decoded, and the cap without it: 512 MiB (100 million 8-bit BGRA pixels uncompressed is
+#: 400 MB; photos are far smaller). Checked from the file's size before it is read.
+MAX_IMAGE_BYTES_ENV = "SENET_MAX_IMAGE_BYTES"
+DEFAULT_MAX_IMAGE_BYTES = 512 * 2**20
 # IMREAD_UNCHANGED would keep alpha but ignore EXIF orientation: a phone photo would reach
 # the face detector on its side. ANYDEPTH keeps 16-bit; ANYCOLOR keeps gray gray.
 _IMREAD_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
@@ -338,7 +347,8 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.
         max_pixels: The most pixels (width x height) to decode. Default: the environment
             variable ``SENET_MAX_IMAGE_PIXELS`` if set, else ``DEFAULT_MAX_IMAGE_PIXELS``
             (100 million). A PNG of a few KB can claim 20000 x 20000 pixels (400 MB as
-            8-bit gray); such a file is refused from its header. A format Pillow cannot
+            8-bit gray); such a file is refused from its header. A file over
+            ``SENET_MAX_IMAGE_BYTES`` (512 MiB) is refused from its size, before it is read. A format Pillow cannot
             parse is decoded under OpenCV's own limit (``OPENCV_IO_MAX_IMAGE_PIXELS``,
             2**30 by default) and then checked.
 
@@ -350,19 +360,46 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.
             pixels than the cap (the message names the file and the variable to set).
     """
     cap = env_cap(max_pixels, "max_pixels", MAX_IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS)
+    byte_cap = env_cap(None, "max_bytes", MAX_IMAGE_BYTES_ENV, DEFAULT_MAX_IMAGE_BYTES)
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size > byte_cap:
+                raise DataError(
+                    f"{path}: image file of {size} bytes is over the cap of {byte_cap} bytes; "
+                    f"set {MAX_IMAGE_BYTES_ENV} to a larger number to read it"
+                )
+            raw = file.read(byte_cap + 1)
     except OSError as error:
         raise DataError(f"{path}: cannot read image file ({error.strerror or error})") from None
+    if len(raw) > byte_cap:  # the file grew while it was read
+        raise DataError(f"{path}: image file is over the cap of {byte_cap} bytes")
     header = _header_pixels(raw) if raw else None
     if header is not None and header[1] > cap:
         raise _too_many_pixels(path, header[0], cap)
-    image = cv2.imdecode(np.frombuffer(raw, np.uint8), _IMREAD_FLAGS) if raw else None
+    try:
+        image = cv2.imdecode(np.frombuffer(raw, np.uint8), _IMREAD_FLAGS) if raw else None
+    except cv2.error as error:
+        message = " ".join(str(error).split())[-200:]
+        raise DataError(f"{path}: not a readable image (OpenCV: {message})") from None
     if image is None:
         raise DataError(f"{path}: not a readable image (corrupt or unsupported format)")
     if image.shape[0] * image.shape[1] > cap:
         raise _too_many_pixels(path, f"{image.shape[1]}x{image.shape[0]}", cap)
     return image
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write ``image`` (OpenCV's channel order) to ``path``, the format from its suffix,
+    through a temporary file that is checked and then renamed: a full disk or a failed
+    encode is an ``OSError`` naming ``path``, never a truncated file there."""
+    from senet._files import atomic_write
+
+    def write(temporary: Path) -> None:
+        if not cv2.imwrite(str(temporary), image):
+            raise OSError(f"cannot write {path}")
+
+    atomic_write(path, write)
 
 
 def read_image(

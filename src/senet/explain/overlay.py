@@ -7,7 +7,6 @@ so they work headless and leave no global state; matplotlib is imported on first
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -89,9 +88,9 @@ def _new_figure(width: float, height: float):
 
 def _save(figure, path) -> None:
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=DPI, facecolor="white")
+        from senet._files import save_figure
+
+        save_figure(figure, path, dpi=DPI, facecolor="white")
 
 
 def _class_name(class_names: Sequence[str] | None, index) -> str:

@@ -1,0 +1,125 @@
+"""Outputs on a full disk and special files (issue 20, items 6 and 8).
+
+A full disk is made without privileges: ``RLIMIT_FSIZE`` caps the bytes this process may
+write to any one file, and with ``SIGXFSZ`` ignored a write past it fails with EFBIG, the
+way a full disk fails a write (ENOSPC)."""
+
+import contextlib
+import resource
+import signal
+
+import cv2
+import keras
+import numpy as np
+import pytest
+
+from photos import face_photo
+from senet import predict
+from senet.cli import main
+from senet.models import emotion_cnn
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("outputs") / "model.keras"
+    keras.utils.set_random_seed(0)
+    emotion_cnn(widths=(4, 8), attention="se").save(path)
+    return path
+
+
+@contextlib.contextmanager
+def disk_full_after(limit: int):
+    """Writes past ``limit`` bytes of any one file fail in this process, as on a full disk."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def _video(path, frames=12):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    for _ in range(frames):
+        writer.write(face_photo())
+    writer.release()
+    return path
+
+
+def test_an_annotated_video_on_a_full_disk_fails_and_leaves_nothing(model, tmp_path, capsys):
+    # before: exit 0 with OpenCV's "Failed to write frame" warnings and a truncated video
+    # (4 of 20 frames readable) at the final name
+    video = _video(tmp_path / "clip.avi")
+    out = tmp_path / "annotated"
+    out.mkdir()
+    with disk_full_after(video.stat().st_size // 3):
+        status = main(["predict", str(model), str(video), "--annotate", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert status == 2
+    assert err.startswith(f"senet predict: error: cannot write {out / 'clip_annotated.avi'}: ")
+    assert "of its 12 frames could be read back (disk full?)" in err
+    assert list(out.iterdir()) == []  # neither the video nor a temporary file
+
+
+def test_an_annotated_video_is_whole_when_the_disk_is_not_full(model, tmp_path):
+    video = _video(tmp_path / "clip.avi", frames=5)
+    out = tmp_path / "annotated"
+    results = predict.predict_paths(model, [video], annotate_dir=out)
+    assert len(results) == 5
+    assert [p.name for p in out.iterdir()] == ["clip_annotated.avi"]
+    capture = cv2.VideoCapture(str(out / "clip_annotated.avi"))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    capture.release()
+    assert frames == 5
+
+
+def test_an_annotated_image_on_a_full_disk_fails_and_leaves_nothing(model, tmp_path):
+    photo = tmp_path / "face.png"
+    cv2.imwrite(str(photo), face_photo())
+    out = tmp_path / "annotated"
+    out.mkdir()
+    with disk_full_after(1000), pytest.raises(OSError, match="cannot write .*face_annotated"):
+        predict.predict_paths(model, [photo], annotate_dir=out)
+    assert list(out.iterdir()) == []
+
+
+def test_video_frames_over_the_pixel_cap_are_refused_before_decoding(
+    model, tmp_path, capsys, monkeypatch
+):
+    # before: a 2.7 MB video of 12000x12000 frames took 2.2 GB; the declared frame size is
+    # now checked against SENET_MAX_IMAGE_PIXELS before a frame is decoded
+    video = _video(tmp_path / "clip.avi", frames=2)
+    monkeypatch.setenv("SENET_MAX_IMAGE_PIXELS", str(640 * 480 - 1))
+    assert main(["predict", str(model), str(video)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"senet predict: error: {video}: video frames of 640x480 pixels are over the cap of "
+        f"{640 * 480 - 1} pixels; set SENET_MAX_IMAGE_PIXELS to a larger number to read it"
+    )
+
+
+def test_an_image_file_over_the_byte_cap_is_refused_before_it_is_read(
+    model, tmp_path, capsys, monkeypatch
+):
+    # before: a 3 GiB file starting with a valid 32x32 PNG was read whole (3.89 GB), then a
+    # cv2.error traceback; here a sparse 3 GiB file behind the same PNG
+    photo = tmp_path / "face.png"
+    cv2.imwrite(str(photo), np.zeros((32, 32), np.uint8))
+    with open(photo, "r+b") as file:
+        file.truncate(3 * 2**30)
+    assert main(["predict", str(model), str(photo)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"senet predict: error: {photo}: image file of {3 * 2**30} bytes is over the cap of "
+        f"{512 * 2**20} bytes; set SENET_MAX_IMAGE_BYTES to a larger number to read it"
+    )
+    # the same loader serves training folders
+    monkeypatch.setenv("SENET_MAX_IMAGE_BYTES", str(3 * 2**30 - 1))
+    from senet.data.images import read_image
+
+    with pytest.raises(ValueError, match="over the cap of 3221225471 bytes"):
+        read_image(photo)
