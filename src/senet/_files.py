@@ -182,8 +182,9 @@ def read_json(path: str | os.PathLike):
 
     path = Path(path)
     with open(path, "rb") as file:
-        check_json_size(os.fstat(file.fileno()).st_size, str(path))
-        data = file.read(json_cap() + 1)
+        size = os.fstat(file.fileno()).st_size
+        check_json_size(size, str(path))
+        data = file.read(size + 1)  # one byte more: a file that grows meanwhile is caught
     check_json_size(len(data), str(path))  # a file that grew since
     try:
         return json.loads(data.decode("utf-8"))

@@ -10,7 +10,8 @@ import pytest
 
 from senet._files import read_json
 from senet.cli import main
-from senet.data import load_dataset
+from senet.data import images, load_dataset
+from senet.data.fer2013 import read_fer2013_csv
 from senet.runs import read_config
 
 
@@ -102,3 +103,45 @@ def test_read_json_names_the_file_of_bad_json(tmp_path):
     path.write_bytes(b'{"a": "\xff"}')
     with pytest.raises(ValueError, match=rf"{path} is not UTF-8 text"):
         read_json(path)
+
+
+def _folder(root, count, side=8):
+    for k in range(count):
+        folder = root / ("happy" if k % 2 else "sad")
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{k}.png"), np.full((side, side), 40 * k % 255, np.uint8))
+    return root
+
+
+def test_a_class_folder_is_totalled_before_any_image_is_decoded(tmp_path, monkeypatch):
+    root = _folder(tmp_path / "faces", 10)
+    # 10 images of 48x48x1 float32 = 92160 bytes
+    monkeypatch.setenv("SENET_MAX_ARRAY_BYTES", "92159")
+    decoded = []
+    monkeypatch.setattr(images, "load_image", lambda *a, **k: decoded.append(a) or 1 / 0)
+    with pytest.raises(ValueError, match=r"faces: 10 images of 48x48x1 need 92160 bytes"):
+        images.read_class_folders(root, image_size=48)
+    assert decoded == []
+
+
+def test_a_class_folder_at_its_own_size_is_totalled_as_it_is_read(tmp_path, monkeypatch):
+    root = _folder(tmp_path / "faces", 10, side=8)  # 256 float32 bytes each
+    monkeypatch.setenv("SENET_MAX_ARRAY_BYTES", "1000")
+    with pytest.raises(ValueError, match=r"the first 4 images need 1024 bytes"):
+        images.read_class_folders(root, image_size=None)
+    monkeypatch.setenv("SENET_MAX_ARRAY_BYTES", "2560")
+    x, y, names = images.read_class_folders(root, image_size=None)
+    assert x.shape == (10, 8, 8, 1) and names == ("happy", "sad")
+
+
+def test_fer_rows_are_totalled_as_they_are_read(tmp_path, monkeypatch):
+    csv = tmp_path / "fer2013.csv"
+    row = " ".join(["7"] * 2304)
+    csv.write_text("emotion,pixels\n" + "".join(f"{k % 7},{row}\n" for k in range(5)))
+    monkeypatch.setenv("SENET_MAX_ARRAY_BYTES", str(3 * 2304))
+    with pytest.raises(ValueError, match=r"fer2013\.csv, line 5: the rows so far hold 9216 bytes"):
+        read_fer2013_csv(csv)
+    # the rows fit as bytes; as float32 model inputs at 48x48 they do not
+    monkeypatch.setenv("SENET_MAX_ARRAY_BYTES", str(5 * 2304))
+    with pytest.raises(ValueError, match=r"5 images of 48x48x1 need 46080 bytes"):
+        load_dataset(csv, image_size=48)

@@ -21,8 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from senet.checks import env_cap
 from senet.data.base import EMOTIONS, DataError, report_problems
-from senet.data.images import class_folders, read_class_folders
+from senet.data.images import (
+    DEFAULT_MAX_ARRAY_BYTES,
+    MAX_ARRAY_BYTES_ENV,
+    class_folders,
+    read_class_folders,
+)
 
 __all__ = ["SPLIT_FOLDERS", "USAGE_SPLITS", "is_fer_folder", "read_fer2013_csv", "read_fer_folder"]
 
@@ -59,6 +65,7 @@ def read_fer2013_csv(
     """
     path = Path(path)
     rows = []  # (line, label, pixel array, split)
+    cap, held = env_cap(None, "max_bytes", MAX_ARRAY_BYTES_ENV, DEFAULT_MAX_ARRAY_BYTES), 0
     problems: list[tuple[int, str]] = []
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
@@ -93,6 +100,13 @@ def read_fer2013_csv(
                         break
                 else:
                     rows.append((line, *parsed))
+                    held += parsed[1].nbytes
+                    if held > cap:
+                        raise DataError(
+                            f"{path}, line {line}: the rows so far hold {held} bytes of pixels, "
+                            f"over the cap of {cap} bytes; set {MAX_ARRAY_BYTES_ENV} to a "
+                            "larger number to allow it"
+                        )
     except UnicodeDecodeError:
         raise DataError(
             f"{path}, line {_first_undecodable_line(path)}: not UTF-8 text; "

@@ -41,6 +41,7 @@ __all__ = [
     "MAX_ARRAY_BYTES_ENV",
     "MAX_IMAGE_BYTES_ENV",
     "MAX_IMAGE_PIXELS_ENV",
+    "check_inputs_fit",
     "fit_images",
     "list_images",
     "load_image",
@@ -86,6 +87,20 @@ IMAGE_EXTENSIONS = (
     ".ppm",
     ".pbm",
 )
+
+
+def check_inputs_fit(source, count: int, height: int, width: int, channels: int) -> None:
+    """Refuse, before they are allocated, ``count`` float32 model inputs of ``height`` x
+    ``width`` x ``channels`` that need more than ``SENET_MAX_ARRAY_BYTES``: one line naming
+    ``source`` (a file or folder) and the variable that raises the cap."""
+    cap = env_cap(None, "max_bytes", MAX_ARRAY_BYTES_ENV, DEFAULT_MAX_ARRAY_BYTES)
+    needed = int(count) * int(height) * int(width) * int(channels) * 4
+    if needed > cap:
+        raise DataError(
+            f"{source}: {count} images of {height}x{width}x{channels} need {needed} bytes as "
+            f"float32 model inputs, over the cap of {cap} bytes; set {MAX_ARRAY_BYTES_ENV} to "
+            "a larger number to allow it"
+        )
 
 
 def _check_size_channels(image_size, channels) -> None:
@@ -294,6 +309,8 @@ def fit_images(
     if images.shape[0] == 0:
         side = images.shape[1] if image_size is None else image_size
         return np.zeros((0, side, side, channels), np.float32)
+    side = (images.shape[1], images.shape[2]) if image_size is None else (image_size,) * 2
+    check_inputs_fit(source, images.shape[0], *side, channels)
     first = to_model_input(images[0], image_size, channels, scale=scale, source=source)
     out = np.empty((images.shape[0], *first.shape), np.float32)
     out[0] = first
@@ -369,7 +386,8 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.
                     f"{path}: image file of {size} bytes is over the cap of {byte_cap} bytes; "
                     f"set {MAX_IMAGE_BYTES_ENV} to a larger number to read it"
                 )
-            raw = file.read(byte_cap + 1)
+            # one byte more than the size said: a file that grows meanwhile is caught
+            raw = file.read(size + 1)
     except OSError as error:
         raise DataError(f"{path}: cannot read image file ({error.strerror or error})") from None
     if len(raw) > byte_cap:  # the file grew while it was read
@@ -508,7 +526,10 @@ def read_class_folders(
         class_names = tuple(sorted({name for _, name in files}))
     class_names = tuple(class_names)
     index = {name: i for i, name in enumerate(class_names)}
-    x, y = [], []
+    if image_size is not None:  # all of them, before the first is decoded
+        check_inputs_fit(root, len(files), image_size, image_size, channels)
+    cap = env_cap(None, "max_bytes", MAX_ARRAY_BYTES_ENV, DEFAULT_MAX_ARRAY_BYTES)
+    x, y, held = [], [], 0
     for path, name in files:
         if problems and not skip_bad:
             break
@@ -518,6 +539,14 @@ def read_class_folders(
             problems.append(str(error))
             continue
         y.append(index[name])
+        if image_size is None:  # each file keeps its size: the total so far
+            held += x[-1].nbytes
+            if held > cap:
+                raise DataError(
+                    f"{root}: the first {len(x)} images need {held} bytes as float32 model "
+                    f"inputs, over the cap of {cap} bytes; set {MAX_ARRAY_BYTES_ENV} to a "
+                    "larger number to allow it, or give an image size"
+                )
     report_problems(problems, skip_bad, what=f"{root}: skipped {{count}} bad item(s)")
     if not x:
         raise DataError(f"{root}: no readable images")
