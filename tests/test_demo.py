@@ -13,7 +13,7 @@ import pytest
 
 from senet.bench import count_params
 from senet.data import load_dataset
-from senet.demo import PARTS, run_demo
+from senet.demo import CANDIDATE_LAYERS, CANDIDATE_METHODS, PARTS, run_demo
 from senet.explain import grad_cam
 from senet.layers import load_model
 from senet.train import TrainConfig
@@ -170,7 +170,11 @@ def test_method_and_layer_follow_the_selection_rule(demo):
     explain = metrics["explain"]
     selection = explain["selection"]
     candidates = selection["candidates"]
-    assert len(candidates) == 4 * 3  # every method x every candidate layer
+    # every method at the last candidate layer (the full demo: x every candidate layer)
+    assert [(c["method"], c["layer"]) for c in candidates] == [
+        (method, CANDIDATE_LAYERS[-1]) for method in CANDIDATE_METHODS
+    ]
+    assert len(CANDIDATE_METHODS) == 4 and len(CANDIDATE_LAYERS) == 3
     passing = [c for c in candidates if c["passes"]]
     assert selection["passed"] is bool(passing)
     best = min(passing or candidates, key=lambda c: c["deletion_auc"])

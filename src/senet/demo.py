@@ -80,9 +80,23 @@ FOCUS_STEPS = 8
 # with oneDNN on: 2 min 56 s with both models training at once, 126 and 131 s of it training;
 # 5 min 23 s one after the other); quick is a smoke run.
 # selection_images: validation faces the method and layer are chosen on.
+# layers: the candidate layers of the heatmap choice (quick: the last only, so that a smoke
+# run scores 4 candidates, not 12; each is scored op by op on both models and their copies).
 _BUDGETS = {
-    False: {"synthetic_size": 5000, "epochs": 8, "grid_images": 7, "selection_images": 48},
-    True: {"synthetic_size": 280, "epochs": 1, "grid_images": 3, "selection_images": 7},
+    False: {
+        "synthetic_size": 5000,
+        "epochs": 8,
+        "grid_images": 7,
+        "selection_images": 48,
+        "layers": CANDIDATE_LAYERS,
+    },
+    True: {
+        "synthetic_size": 280,
+        "epochs": 1,
+        "grid_images": 3,
+        "selection_images": 7,
+        "layers": CANDIDATE_LAYERS[-1:],
+    },
 }
 _BATCH_SIZE = 64
 _MODELS = {"baseline": None, "se": "se"}
@@ -222,7 +236,8 @@ def run_demo(
     class_names = list(sets["test"].class_names)
 
     validation = _selection_images(sets["val"], _BUDGETS[quick])
-    trained, scores = _train_models(configs, root, validation, seed, jobs, progress)
+    layers = _BUDGETS[quick]["layers"]
+    trained, scores = _train_models(configs, root, validation, layers, seed, jobs, progress)
     models = {name: run.model for name, run in trained.items()}
     selection = _choose_explanation(scores, len(validation[0]), progress)
     focus = _explain_focus(models, sets, selection, progress)
@@ -336,29 +351,35 @@ def _worker_train(*args) -> dict[str, Any]:
     return {"metrics": trained.metrics, "history": trained.history, "how": trained.how}
 
 
-def _score(model: keras.Model, validation: tuple[np.ndarray, np.ndarray], seed: int) -> list:
-    """:func:`senet.explain.score_explanations` of every candidate on ``(images, masks)``."""
+def _score(
+    model: keras.Model, validation: tuple[np.ndarray, np.ndarray], layers: tuple, seed: int
+) -> list:
+    """:func:`senet.explain.score_explanations` of every method at ``layers`` on
+    ``(images, masks)``."""
     x, masks = validation
     return score_explanations(
         model,
         x,
         masks,
         methods=CANDIDATE_METHODS,
-        layers=CANDIDATE_LAYERS,
+        layers=layers,
         steps=FOCUS_STEPS,
         seed=seed,
     )
 
 
-def _worker_score(run_dir: str, validation: tuple[np.ndarray, np.ndarray], seed: int) -> list:
+def _worker_score(
+    run_dir: str, validation: tuple[np.ndarray, np.ndarray], layers: tuple, seed: int
+) -> list:
     """:func:`_score` of the model in ``run_dir`` (what a worker process runs second)."""
-    return _score(load_model(Path(run_dir) / runs.MODEL_FILE), validation, seed)
+    return _score(load_model(Path(run_dir) / runs.MODEL_FILE), validation, layers, seed)
 
 
 def _train_models(
     configs: dict[str, TrainConfig],
     root: Path,
     validation: tuple[np.ndarray, np.ndarray],
+    layers: tuple,
     seed: int,
     jobs: int,
     progress: _Progress,
@@ -374,7 +395,7 @@ def _train_models(
     for name, config in configs.items():
         _finished_run(run_dirs[name], config)  # refuses another configuration before any work
     processes, threads = worker_layout(jobs, len(configs), stacklevel=4)
-    count = len(CANDIDATE_METHODS) * len(CANDIDATE_LAYERS)
+    count = len(CANDIDATE_METHODS) * len(layers)
 
     def task(name: str) -> tuple:
         config = configs[name].to_dict()
@@ -383,7 +404,9 @@ def _train_models(
     if processes == 1:
         trained = {name: _train_task(*task(name)) for name in configs}
         progress(f"explain: scoring {count} explanation candidates of each model")
-        return trained, {name: _score(run.model, validation, seed) for name, run in trained.items()}
+        return trained, {
+            name: _score(run.model, validation, layers, seed) for name, run in trained.items()
+        }
 
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -400,7 +423,7 @@ def _train_models(
         records = {name: future.result() for name, future in futures.items()}
         progress(f"explain: scoring {count} explanation candidates of each model, at once")
         futures = {
-            name: pool.submit(_worker_score, os.fspath(run_dirs[name]), validation, seed)
+            name: pool.submit(_worker_score, os.fspath(run_dirs[name]), validation, layers, seed)
             for name in configs
         }
         scores = {name: future.result() for name, future in futures.items()}
@@ -431,7 +454,7 @@ def _choose_explanation(
 
     The rule (fixed before any number is seen): on the first ``selection_images``
     VALIDATION faces, drop every (method, layer) of :data:`CANDIDATE_METHODS` x
-    :data:`CANDIDATE_LAYERS` whose focus on the parts does not clearly drop on a copy of
+    :data:`CANDIDATE_LAYERS` (quick: the last layer only) whose focus on the parts does not clearly drop on a copy of
     either model with re-initialised weights (the sanity check), then take the one with
     the lowest deletion AUC (the class probability falls fastest as its top pixels are
     removed), averaged over both models. The test split is not looked at. ``scores``:
@@ -439,9 +462,10 @@ def _choose_explanation(
     """
     selection = pick_explanation(scores)
     selection["validation_images"] = count
+    layers = {candidate["layer"] for candidate in selection["candidates"]}
     progress(
         f"explain: chose {selection['method']} at {selection['layer']} on {count} validation "
-        f"faces ({len(CANDIDATE_METHODS)} methods x {len(CANDIDATE_LAYERS)} layers)"
+        f"faces ({len(CANDIDATE_METHODS)} methods x {len(layers)} layers)"
         + ("" if selection["passed"] else " (no candidate passed the sanity check)")
     )
     return selection
