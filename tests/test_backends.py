@@ -1,5 +1,5 @@
-"""Run the backend-agnostic suites under JAX and PyTorch, each in its own process, and the
-layout-sensitive ones on TensorFlow with oneDNN off.
+"""Run the backend-agnostic suites (and the tf.data pipeline's fit) under JAX and PyTorch,
+each in its own process, and the layout-sensitive ones on TensorFlow with oneDNN off.
 
 Keras picks its backend once per process, so the layer (and explain) tests are
 re-run in subprocesses with ``KERAS_BACKEND`` set. TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS``
@@ -18,6 +18,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ["tests/layers", "tests/explain"]
+# and the one test of the tf.data pipeline feeding model.fit (on JAX and PyTorch too)
+PIPELINE_FIT = "tests/data/test_pipeline.py::test_fit_on_a_dataset"
+# Files of those suites that run no backend code: the kind registry's bookkeeping, focus
+# scores in NumPy, figures in matplotlib. They run once, in the parent run.
+BACKEND_FREE = [
+    "tests/layers/test_registry.py",
+    "tests/explain/test_focus.py",
+    "tests/explain/test_overlay.py",
+]
 
 
 @pytest.mark.skipif(
@@ -33,7 +42,9 @@ def test_suites_pass_on_backend(backend, module):
     # "-n 0": one process compiles each program once (two xdist workers would each compile
     # it, beside the outer run's own two)
     suites = [s for s in SUITES if (ROOT / s).exists()]
-    _assert_pytest_passes(suites, "-m", "not slow", "-n", "0", KERAS_BACKEND=backend)
+    suites.append(PIPELINE_FIT)
+    ignored = [f"--ignore={path}" for path in BACKEND_FREE]
+    _assert_pytest_passes(suites, "-m", "not slow", "-n", "0", *ignored, KERAS_BACKEND=backend)
 
 
 def _assert_pytest_passes(paths, *options, **env):

@@ -59,28 +59,51 @@ def run_args(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def two_workers(run_args, tmp_path_factory):
-    """A run of two local workers (`--workers 2`), two epochs: (run_dir, completed)."""
-    run_dir = tmp_path_factory.mktemp("multiworker") / "run"
-    completed = _senet(
-        "--workers", "2", "--timeout", str(TIMEOUT - 20), *run_args, "--out", str(run_dir)
-    )
-    return run_dir, completed
+def cluster_run(run_args, tmp_path_factory):
+    """Two local workers (`--workers 2`), two epochs, worker 1 SIGKILLed during epoch 2,
+    then `--resume` on two workers; and the same run on one process.
+
+    One cluster run serves every acceptance check (a run on two workers costs two
+    TensorFlow processes): the kill, the resume, and the comparison with one process.
+    Returns ``(run_dir, killed, history after the kill, resumed, single_dir, single)``.
+    """
+    root = tmp_path_factory.mktemp("multiworker")
+    run_dir = root / "run"
+    args = ["--timeout", str(TIMEOUT - 20), *run_args]
+    killed = kill_worker_1_in_epoch_2(args, run_dir, _env(), TIMEOUT)
+    before = history(run_dir) if (run_dir / "history.csv").exists() else []
+    resumed = _senet("--workers", "2", "--timeout", str(TIMEOUT - 20), "--resume", str(run_dir))
+    single = _senet(*run_args, "--out", str(root / "single"))
+    return run_dir, killed, before, resumed, root / "single", single
 
 
 # --------------------------------------------------------------------------- acceptance
 
 
 @pytest.mark.slow
-def test_two_workers_train_one_model_like_one_process(two_workers, run_args, tmp_path):
-    run_dir, completed = two_workers
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    workers = worker_lines(completed.stderr)
+def test_a_killed_worker_stops_every_worker_and_keeps_the_finished_epoch(cluster_run):
+    run_dir, killed, before, *_ = cluster_run
+    assert killed.returncode == 1, killed.stderr[-3000:]
+    last = killed.stderr.strip().splitlines()[-1]
+    assert last.startswith("senet train: error: worker 1 was killed by SIGKILL")
+    assert "every worker was stopped" in last and len(last) < 400
+    assert not alive(killed.chief) and not alive(killed.worker)
+    assert [row["epoch"] for row in before] == [1]  # epoch 2 never finished
+
+
+@pytest.mark.slow
+def test_resume_on_two_workers_finishes_the_run_and_loses_nothing(cluster_run):
+    run_dir, _, before, resumed, *_ = cluster_run
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed after epoch 1" in resumed.stdout and "run directory:" in resumed.stdout
+    workers = worker_lines(resumed.stderr)
     assert sorted(workers) == [0, 1] and "127.0.0.1:" in workers[1]
     # the other worker's log folder is deleted after a run that succeeds
     log = workers[1].split(" log ")[1]
     assert not os.path.exists(os.path.dirname(log))
-    assert "run directory:" in completed.stdout
+    rows = history(run_dir)
+    assert [row["epoch"] for row in rows] == [1, 2]  # every epoch exactly once
+    assert rows[0] == before[0]  # the finished epoch is kept as it was, not redone
     # the chief's run directory is complete
     assert {path.name for path in run_dir.iterdir()} >= RUN_FILES
     assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {
@@ -89,56 +112,30 @@ def test_two_workers_train_one_model_like_one_process(two_workers, run_args, tmp
     }
     config = json.loads((run_dir / "config.json").read_text())
     assert config["distribute"] == "multiworker" and config["batch_size"] == 40
-    assert [row["epoch"] for row in history(run_dir)] == [1, 2]
-    # the same global batches on one process
-    single_dir = tmp_path / "single"
-    single = _senet(*run_args, "--out", str(single_dir))
+    from senet.layers import load_model
+
+    assert load_model(run_dir / "model.keras").output_shape == (None, 7)
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 2
+
+
+@pytest.mark.slow
+def test_two_workers_train_one_model_like_one_process(cluster_run):
+    run_dir, _, _, resumed, single_dir, single = cluster_run
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert single.returncode == 0, single.stderr[-3000:]
     multi_metrics = json.loads((run_dir / "metrics.json").read_text())
     single_metrics = json.loads((single_dir / "metrics.json").read_text())
     assert multi_metrics["num_examples"] == single_metrics["num_examples"] == 210
-    # Not bit for bit: each replica normalizes its half batch (20 images) with its own batch
-    # statistics and draws its own dropout mask, where one process uses the whole 40. The
-    # gradients themselves are all-reduced exactly (a model without batch norm and dropout
-    # gives the same losses to 1e-7). So: training losses within 5% epoch by epoch, and
-    # test accuracy within 10 points (21 of the 210 test images; one accuracy's binomial
-    # standard deviation is about 3 points here).
+    # The same global batches, but not bit for bit: each replica normalizes its half batch
+    # (20 images) with its own batch statistics and draws its own dropout mask, where one
+    # process uses the whole 40. The gradients themselves are all-reduced exactly (a model
+    # without batch norm and dropout gives the same losses to 1e-7). So: training losses
+    # within 5% epoch by epoch (epoch 2 is the resumed one), and test accuracy within 10
+    # points (21 of the 210 test images; one accuracy's binomial standard deviation is
+    # about 3 points here).
     for multi_row, single_row in zip(history(run_dir), history(single_dir), strict=True):
         assert multi_row["loss"] == pytest.approx(single_row["loss"], rel=0.05)
     assert abs(multi_metrics["test_accuracy"] - single_metrics["test_accuracy"]) <= 0.10
-
-
-@pytest.mark.slow
-def test_killed_worker_then_resume_loses_nothing(two_workers, run_args, tmp_path):
-    reference_dir, reference = two_workers
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    run_dir = tmp_path / "run"
-    args = ["--timeout", str(TIMEOUT - 20), *run_args]
-    killed = kill_worker_1_in_epoch_2(args, run_dir, _env(), TIMEOUT)
-    assert killed.returncode == 1
-    last = killed.stderr.strip().splitlines()[-1]
-    assert last.startswith("senet train: error: worker 1 was killed by SIGKILL")
-    assert "every worker was stopped" in last and len(last) < 400
-    assert not alive(killed.chief) and not alive(killed.worker)
-    assert [row["epoch"] for row in history(run_dir)] == [1]  # epoch 2 never finished
-
-    resumed = _senet("--workers", "2", "--timeout", str(TIMEOUT - 20), "--resume", str(run_dir))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed after epoch 1" in resumed.stdout
-    rows = history(run_dir)
-    assert [row["epoch"] for row in rows] == [1, 2]  # every epoch exactly once
-    # nothing lost: the same epochs as the run that was never interrupted
-    for row, expected in zip(rows, history(reference_dir), strict=True):
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-            assert row[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key
-    from senet.layers import load_model
-
-    model = load_model(run_dir / "model.keras")
-    assert model.output_shape == (None, 7)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    reference_metrics = json.loads((reference_dir / "metrics.json").read_text())
-    assert metrics["epochs_run"] == 2
-    assert metrics["test_accuracy"] == pytest.approx(reference_metrics["test_accuracy"])
 
 
 # --------------------------------------------------------------------------- launcher

@@ -1,9 +1,5 @@
 """tf.data pipelines, augmentation and class weights."""
 
-import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -138,6 +134,8 @@ def test_make_dataset_bad_batch_size():
 
 
 def test_fit_on_a_dataset():
+    """The tf.data pipeline, augmentation included, feeds model.fit; tests/test_backends.py
+    runs this test on JAX and PyTorch too."""
     data = _images(16, 12)
     model = keras.Sequential(
         [keras.Input((12, 12, 1)), keras.layers.Flatten(), keras.layers.Dense(3)]
@@ -151,39 +149,6 @@ def test_fit_on_a_dataset():
         class_weight=class_weights(data.y, 3),
     )
     assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
-
-
-_FIT_SCRIPT = """
-import keras, numpy as np
-from senet.data import ImageSet, class_weights, make_dataset
-data = ImageSet(np.random.default_rng(0).random((16, 12, 12, 1), dtype=np.float32),
-                np.arange(16) % 3, ("a", "b", "c"))
-model = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Conv2D(4, 3),
-                          keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
-model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-history = model.fit(make_dataset(data, 8, shuffle=True, augment=True), epochs=2, verbose=0,
-                    class_weight=class_weights(data.y, 3))
-assert np.isfinite(history.history["loss"]).all()
-print("backend", keras.backend.backend())
-"""
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(
-    os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
-    reason="the TensorFlow run spawns the other backends",
-)
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_fit_on_other_backends(backend):
-    """The tf.data pipeline, augmentation included, feeds model.fit on JAX and PyTorch."""
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed")
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(
-        [sys.executable, "-c", _FIT_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"backend {backend}" in result.stdout
 
 
 # --------------------------------------------------------------------- augment_batch

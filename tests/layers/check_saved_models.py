@@ -4,6 +4,9 @@ Usage: ``python check_saved_models.py DIR``. ``DIR`` holds ``<name>.keras`` file
 ``expected.npz`` (inputs, outputs and senet-layer weights of each model, written by the
 test). The report (JSON on stdout) says, per model, the largest output difference, whether
 every senet layer's config and weights are unchanged and the classes it was revived as.
+Optional ``networks.json`` names more models (``{name: [model file, arrays file]}``, the
+arrays ``x`` and ``y``); for each the report gives the largest output difference and the
+layer classes, or the error loading it raised (what some tests check).
 Only ``import senet`` (lazy) is done up front: ``senet.load_model`` must register the layers.
 """
 
@@ -24,7 +27,7 @@ def _normalized(config):
 def check(directory: Path) -> dict:
     expected = np.load(directory / "expected.npz")
     configs = json.loads((directory / "configs.json").read_text())
-    report = {"backend": keras.backend.backend(), "models": {}}
+    report = {"backend": keras.backend.backend(), "models": {}, "networks": {}}
     for model_name, layer_configs in configs.items():
         model = senet.load_model(directory / f"{model_name}.keras")
         x = expected[f"{model_name}/x"]
@@ -49,6 +52,21 @@ def check(directory: Path) -> dict:
                 name: type(layers[name]).__module__ + "." + type(layers[name]).__name__
                 for name in layer_configs
             },
+        }
+    networks = directory / "networks.json"
+    for name, (model_file, arrays_file) in json.loads(
+        networks.read_text() if networks.exists() else "{}"
+    ).items():
+        arrays = np.load(directory / arrays_file)
+        try:
+            model = senet.load_model(directory / model_file)
+        except Exception as error:  # the message is what the test checks
+            report["networks"][name] = {"error": f"{type(error).__name__}: {error}"}
+            continue
+        y = keras.ops.convert_to_numpy(model(arrays["x"], training=False))
+        report["networks"][name] = {
+            "max_abs_diff": float(np.max(np.abs(y - arrays["y"]))),
+            "classes": sorted({type(layer).__name__ for layer in model.layers}),
         }
     return report
 

@@ -79,7 +79,31 @@ def saved(tmp_path_factory):
         model.save(directory / f"{model_name}.keras")
     np.savez(directory / "expected.npz", **arrays)
     (directory / "configs.json").write_text(json.dumps(configs))
+    if BACKEND == "tensorflow":
+        _save_fused_networks(directory)
     return directory, configs
+
+
+def _save_fused_networks(directory):
+    """A fused SE-ResNet-18 (random BN statistics and SE biases) saved twice: with the
+    portable implementation ("auto") and with the TensorFlow-only one ("tf")."""
+    from randomized import randomize
+    from senet.models import fuse_se, resnet
+
+    keras.utils.set_random_seed(2)
+    model = randomize(resnet(18, input_shape=(32, 32, 3), num_classes=5, attention="se"))
+    x = np.random.default_rng(3).normal(size=(2, 32, 32, 3)).astype("float32")
+    networks = {}
+    for implementation in ("auto", "tf"):
+        fused = fuse_se(model, implementation=implementation)
+        fused.save(directory / f"fused_{implementation}.keras")
+        y = keras.ops.convert_to_numpy(fused(x, training=False))
+        np.savez(directory / f"fused_{implementation}.npz", x=x, y=y)
+        networks[f"fused_{implementation}"] = [
+            f"fused_{implementation}.keras",
+            f"fused_{implementation}.npz",
+        ]
+    (directory / "networks.json").write_text(json.dumps(networks))
 
 
 def _backends():
@@ -126,3 +150,28 @@ def test_saved_models_load_in_a_fresh_process(backend, saved, reports):
         assert result["weights_equal"], (model_name, result)
         assert all(path.startswith("senet.layers.") for path in result["classes"].values())
         assert set(result["classes"]) == set(configs[model_name])
+
+
+# A fresh process shows whether `senet.load_model` alone registers FusedSEResidual.
+@pytest.mark.slow  # a fresh process per backend (the same processes as above)
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="fused models are saved on TensorFlow")
+def test_fused_model_loads_with_senet_load_model_on_every_backend(reports):
+    assert "tensorflow" in reports
+    for backend, report in reports.items():
+        found = report["networks"]["fused_auto"]
+        assert "error" not in found, (backend, found)
+        assert "FusedSEResidual" in found["classes"], backend
+        # Same TF kernels in the fresh process; other backends run other conv kernels.
+        tolerance = 1e-5 if backend == "tensorflow" else 1e-4
+        assert found["max_abs_diff"] < tolerance, (backend, found)
+
+
+@pytest.mark.slow  # a fresh process per backend (the same processes as above)
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="fused models are saved on TensorFlow")
+def test_a_tensorflow_only_fused_model_says_so_on_other_backends(reports):
+    assert reports["tensorflow"]["networks"]["fused_tf"]["max_abs_diff"] < 1e-5
+    if "jax" not in reports:
+        pytest.skip("jax is not installed")
+    error = reports["jax"]["networks"]["fused_tf"]["error"]
+    assert "`implementation` must be 'auto' or 'ops' on the 'jax' backend" in error
+    assert "KERAS_BACKEND=tensorflow" in error

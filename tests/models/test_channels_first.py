@@ -13,9 +13,9 @@ import importlib.util
 import keras
 import numpy as np
 import pytest
-from test_fused import _randomize  # random BN statistics and SE biases
 
 import senet
+from randomized import randomize  # random BN statistics and SE biases
 from senet.explain import attention_map
 from senet.export import export_model
 from senet.models import emotion_cnn, resnet, unet
@@ -77,7 +77,7 @@ def test_fused_resnet_under_a_global_channels_first(rng):
     # The fused tails call keras.ops.conv themselves: with the format left to the global
     # setting they would read an NHWC map as NCHW.
     keras.utils.set_random_seed(3)
-    model = _randomize(
+    model = randomize(
         resnet(50, input_shape=(32, 32, 3), num_classes=3, attention="se", reduction=16)
     )
     fused = _built_under("channels_first", lambda: fuse_for_inference(model)[0])

@@ -4,34 +4,12 @@ import keras
 import numpy as np
 import pytest
 
+from randomized import randomize
 from senet.bench import count_flops
 from senet.layers import SqueezeExcite
 from senet.layers.fused import scales_kernel
 from senet.models import resnet
 from senet.models.fused import FusedSEResidual, fuse_se
-
-
-def _randomize(model, seed=0):
-    """Random BN statistics, gamma and beta, and random SE biases (all zero/one when fresh).
-
-    gamma stays below 1: with larger gains a random 50-layer network is chaotic, and a
-    1e-6 change of its input moves its last feature map by 1e-2 in float32, fused or not.
-    """
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights(
-                [
-                    rng.uniform(0.3, 0.8, c),  # gamma
-                    rng.normal(0.0, 0.3, c),  # beta
-                    rng.normal(0.0, 0.3, c),  # moving mean
-                    rng.uniform(0.5, 2.0, c),  # moving variance
-                ]
-            )
-        elif isinstance(layer, SqueezeExcite):
-            layer.set_weights([w + rng.normal(0.0, 0.3, w.shape) for w in layer.get_weights()])
-    return model
 
 
 def _features(model, x, name):
@@ -53,7 +31,7 @@ def _assert_same_function(fused, plain, x, name):
 def se_resnet50():
     keras.utils.set_random_seed(1)
     model = resnet(50, input_shape=(64, 64, 3), num_classes=5, attention="se")
-    return _randomize(model)
+    return randomize(model)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +56,7 @@ def test_fused_bottleneck_resnet_equals_plain(se_resnet50, fused_resnet50, imple
 
 
 def test_fused_basic_blocks_pool_the_output(rng):
-    model = _randomize(resnet(20, input_shape=(16, 16, 3), attention="se", reduction=4))
+    model = randomize(resnet(20, input_shape=(16, 16, 3), attention="se", reduction=4))
     fused = fuse_se(model)
     fused_layers = [layer for layer in fused.layers if isinstance(layer, FusedSEResidual)]
     assert len(fused_layers) == 9
@@ -108,7 +86,7 @@ def test_fused_model_saves_and_loads(fused_resnet50, tmp_path, rng):
 
 @pytest.mark.parametrize("placement", ["pre", "post"])
 def test_other_placements_raise_or_stay_unfused(placement, rng):
-    model = _randomize(
+    model = randomize(
         resnet(20, input_shape=(16, 16, 3), attention="se", reduction=4, placement=placement)
     )
     with pytest.raises(ValueError, match=r"'standard' placement(.|\n)*conv2_block1_se"):
@@ -119,7 +97,7 @@ def test_other_placements_raise_or_stay_unfused(placement, rng):
 
 
 def test_identity_placement_fuses_projections_and_keeps_the_rest(rng):
-    model = _randomize(
+    model = randomize(
         resnet(20, input_shape=(16, 16, 3), attention="se", reduction=4, placement="identity")
     )
     with pytest.raises(ValueError, match="conv2_block1_se"):
@@ -134,7 +112,7 @@ def test_identity_placement_fuses_projections_and_keeps_the_rest(rng):
 
 
 def test_plain_resnet_needs_fold_plain(rng):
-    model = _randomize(resnet(20, input_shape=(16, 16, 3)))
+    model = randomize(resnet(20, input_shape=(16, 16, 3)))
     with pytest.raises(ValueError, match="fold_plain"):
         fuse_se(model)
     folded = fuse_se(model, fold_plain=True)
@@ -197,109 +175,6 @@ def test_fused_layer_numpy_reference(batch, rng):
     assert count_flops(model, batch=2) == hand
 
 
-# A fresh process for each backend: Keras picks its backend once per process, and only a
-# fresh one shows whether `senet.load_model` alone registers FusedSEResidual.
-_LOAD_AND_RUN = """
-import json, sys
-import keras, numpy as np
-import senet
-for model_path, arrays_path in zip(sys.argv[1::2], sys.argv[2::2]):
-    arrays = np.load(arrays_path)
-    try:
-        model = senet.load_model(model_path)
-    except Exception as error:  # the message is what the test checks
-        print(json.dumps({"error": f"{type(error).__name__}: {error}"}))
-    else:
-        y = keras.ops.convert_to_numpy(model(arrays["x"], training=False))
-        print(json.dumps({"max_abs_diff": float(np.max(np.abs(y - arrays["y"]))),
-                          "classes": sorted({type(layer).__name__ for layer in model.layers})}))
-"""
-
-
-def _load_in_fresh_processes(pairs, backends):
-    """Start one loader per backend (concurrently) for every ``(model, arrays)`` pair and
-    return ``{backend: [one JSON report per pair]}``."""
-    import importlib.util
-    import json
-    import os
-    import subprocess
-    import sys
-
-    running = {}
-    for backend in backends:
-        if backend != "tensorflow" and importlib.util.find_spec(backend) is None:
-            continue
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-        running[backend] = subprocess.Popen(
-            [sys.executable, "-c", _LOAD_AND_RUN, *(str(p) for pair in pairs for p in pair)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-    reports = {}
-    for backend, process in running.items():
-        out, err = process.communicate(timeout=600)
-        assert process.returncode == 0, err[-3000:]
-        lines = out.strip().splitlines()[-len(pairs) :]
-        reports[backend] = [json.loads(line) for line in lines]
-    return reports
-
-
-@pytest.fixture(scope="module")
-def saved_fused_resnet18(tmp_path_factory):
-    keras.utils.set_random_seed(2)
-    model = _randomize(resnet(18, input_shape=(32, 32, 3), num_classes=5, attention="se"))
-    directory = tmp_path_factory.mktemp("fused")
-    x = np.random.default_rng(3).normal(size=(2, 32, 32, 3)).astype("float32")
-    paths = {}
-    for implementation in ("auto", "tf"):
-        fused = fuse_se(model, implementation=implementation)
-        paths[implementation] = directory / f"fused_{implementation}.keras"
-        fused.save(paths[implementation])
-        y = keras.ops.convert_to_numpy(fused(x, training=False))
-        np.savez(directory / f"fused_{implementation}.npz", x=x, y=y)
-    return paths
-
-
-@pytest.fixture(scope="module")
-def fresh_process_reports(saved_fused_resnet18):
-    """Both saved models loaded in one fresh process per backend: ``{backend: {impl: report}}``."""
-    implementations = ("auto", "tf")
-    pairs = [
-        (saved_fused_resnet18[impl], saved_fused_resnet18[impl].with_suffix(".npz"))
-        for impl in implementations
-    ]
-    reports = _load_in_fresh_processes(pairs, ("tensorflow", "jax", "torch"))
-    return {
-        backend: dict(zip(implementations, found, strict=True))
-        for backend, found in reports.items()
-    }
-
-
-@pytest.mark.slow  # a fresh process per backend
-def test_fused_model_loads_with_senet_load_model_on_every_backend(fresh_process_reports):
-    reports = {backend: found["auto"] for backend, found in fresh_process_reports.items()}
-    assert "tensorflow" in reports
-    for backend, report in reports.items():
-        assert "error" not in report, (backend, report)
-        assert "FusedSEResidual" in report["classes"], backend
-        # Same TF kernels in the fresh process; other backends run other conv kernels.
-        tolerance = 1e-5 if backend == "tensorflow" else 1e-4
-        assert report["max_abs_diff"] < tolerance, (backend, report)
-
-
-@pytest.mark.slow  # a fresh process per backend
-def test_a_tensorflow_only_fused_model_says_so_on_other_backends(fresh_process_reports):
-    reports = {backend: found["tf"] for backend, found in fresh_process_reports.items()}
-    assert reports["tensorflow"]["max_abs_diff"] < 1e-5
-    if "jax" not in reports:
-        pytest.skip("jax is not installed")
-    error = reports["jax"]["error"]
-    assert "`implementation` must be 'auto' or 'ops' on the 'jax' backend" in error
-    assert "KERAS_BACKEND=tensorflow" in error
-
-
 def test_fused_layer_is_registered_by_senet_layers():
     import senet.layers
     import senet.models
@@ -326,7 +201,7 @@ def test_fused_layer_checks_use_one_message_shape():
 def test_fused_model_runs_inside_a_tf_function(implementation, rng):
     # What senet.bench and senet.predict do: call the model inside an outer tf.function.
     tf = pytest.importorskip("tensorflow")
-    model = _randomize(resnet(20, input_shape=(16, 16, 3), attention="se", reduction=4))
+    model = randomize(resnet(20, input_shape=(16, 16, 3), attention="se", reduction=4))
     fused = fuse_se(model, implementation=implementation)
     x = rng.normal(size=(2, 16, 16, 3)).astype("float32")
     traced = tf.function(lambda batch: fused(batch, training=False))
