@@ -50,7 +50,7 @@ def _assert_round_trip(model, out, format, x, **options):
     assert result.format == format and result.quantize is None
     assert result.size_bytes > 0 and result.samples == 16
     assert result.max_abs_diff < 1e-4 and result.top1_agreement == 1.0
-    exported = load_exported(out)
+    exported = load_exported(out, allow_savedmodel=True)  # a file this test wrote
     assert exported.format == format
     assert exported.input_shape == (None, *model.input_shape[1:])
     # a dynamic batch: one sample, then several, against the Keras model directly
@@ -83,7 +83,8 @@ def test_scse_unet_round_trip(tmp_path, format):
     model = unet((32, 32, 1), num_classes=3, attention="scse", depth=2, base_filters=4)
     x = np.random.default_rng(0).random((3, 32, 32, 1), dtype=np.float32)
     result = _assert_round_trip(model, tmp_path / OUT[format], format, x)
-    assert load_exported(tmp_path / OUT[format]).output_shape == (None, 32, 32, 3)
+    exported = load_exported(tmp_path / OUT[format], allow_savedmodel=True)
+    assert exported.output_shape == (None, 32, 32, 3)
     assert result.fused is False
 
 

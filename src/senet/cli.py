@@ -351,6 +351,7 @@ def _add_evaluate(subparsers) -> None:
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable samples")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     _add_allow_h5(parser)
+    _add_allow_savedmodel(parser)
     _add_model_inputs(parser)
     parser.set_defaults(handler=_run_evaluate)
 
@@ -361,6 +362,15 @@ def _add_allow_h5(parser) -> None:
         action="store_true",
         help="accept a legacy .h5 model; Keras's safe mode does not apply to .h5 files "
         "(CVE-2025-9905), so only for files you trust",
+    )
+
+
+def _add_allow_savedmodel(parser) -> None:
+    parser.add_argument(
+        "--allow-savedmodel",
+        action="store_true",
+        help="accept a SavedModel directory; its TensorFlow graph can run any op, file "
+        "writes included, so only for models you trust (.tflite and .onnx need no flag)",
     )
 
 
@@ -399,12 +409,15 @@ def _add_model_inputs(parser) -> None:
 def _model_options(args) -> dict:
     """The options :func:`_add_allow_h5` and :func:`_add_model_inputs` declare, as the
     keyword arguments of ``evaluate``, ``iter_predictions`` and ``iter_explanations``."""
-    return {
+    options = {
         "allow_h5": args.allow_h5,
         "class_names": args.class_names,
         "input_range": args.input_range,
         "colour": args.colour,
     }
+    if hasattr(args, "allow_savedmodel"):  # commands that run exported models
+        options["allow_savedmodel"] = args.allow_savedmodel
+    return options
 
 
 def _class_names(text: str) -> list[str]:
@@ -504,6 +517,7 @@ def _add_predict(subparsers) -> None:
         help="run SE ResNets as trained (default: their fused inference path, fuse_se)",
     )
     _add_allow_h5(parser)
+    _add_allow_savedmodel(parser)
     _add_model_inputs(parser)
     parser.set_defaults(handler=_run_predict)
 

@@ -215,24 +215,39 @@ def is_exported(path: str | os.PathLike) -> bool:
     return path.suffix.lower() in _SUFFIXES.values() or (path / "saved_model.pb").is_file()
 
 
-def load_exported(path: str | os.PathLike) -> ExportedModel:
+def load_exported(path: str | os.PathLike, *, allow_savedmodel: bool = False) -> ExportedModel:
     """Open an exported model for inference, whatever its format.
 
     Formats by path: a directory holding ``saved_model.pb`` (TensorFlow, its
-    ``serving_default`` signature), ``.tflite`` (``ai-edge-litert`` when installed, else
-    ``tf.lite``), ``.onnx`` (``onnxruntime``) and ``.keras`` (senet's Keras loader, safe
-    mode). Single-input, single-output models; inputs are float32 batches (an integer-I/O
-    TFLite file is quantised and dequantised here), any batch size where the file allows.
+    ``serving_default`` signature; only with ``allow_savedmodel``), ``.tflite``
+    (``ai-edge-litert`` when installed, else ``tf.lite``), ``.onnx`` (``onnxruntime``) and
+    ``.keras`` (senet's Keras loader, safe mode). Single-input, single-output models; inputs
+    are float32 batches (an integer-I/O TFLite file is quantised and dequantised here), any
+    batch size where the file allows.
+
+    What runs is checked first, because a model file can carry more than arithmetic:
+
+    - A SavedModel is a TensorFlow graph that can call any TensorFlow op, file writes
+      (``tf.io.write_file``) included; it is refused unless ``allow_savedmodel`` (CLI
+      ``--allow-savedmodel``), and then opened with a warning. Load only SavedModels you
+      trust; ``senet export`` writes ``.tflite`` and ``.onnx`` too.
+    - A ``.tflite`` file may run only TFLite's built-in operators: a custom or Flex
+      operator (Flex runs TensorFlow ops, file access included, inside the file) is refused.
+    - An ``.onnx`` file's external data must lie in the model's folder (or below it): a
+      tensor whose data file is an absolute path or leads out of the folder (``..``) is
+      refused, so a model cannot read files it was not shipped with.
 
     Args:
         path: The file or SavedModel directory.
+        allow_savedmodel: Accept a SavedModel directory (trusted ones only).
 
     Returns:
         An :class:`ExportedModel`: ``model(x)`` -> float32 outputs, ``model.input_shape``.
 
     Raises:
         FileNotFoundError: Nothing at ``path``.
-        ExportError: Not a model of a known format, or unreadable (one line, naming the path).
+        ExportError: Not a model of a known format, unreadable, or refused as above (one
+            line, naming the path).
         MissingDependencyError: ``onnxruntime`` missing for an ``.onnx`` file.
 
     Example:
@@ -240,6 +255,24 @@ def load_exported(path: str | os.PathLike) -> ExportedModel:
         >>> model(images).argmax(-1)  # doctest: +SKIP
     """
     path = Path(path)
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        if not allow_savedmodel:
+            raise ExportError(
+                f"cannot load {path}: a SavedModel runs its own TensorFlow graph, which can "
+                "read and write files; load only SavedModels you trust, with "
+                "--allow-savedmodel (allow_savedmodel=True), or use the .tflite/.onnx export"
+            )
+        warnings.warn(
+            f"{path}: loading a SavedModel runs the TensorFlow graph in it, which can read "
+            "and write files; senet checks nothing in it (--allow-savedmodel)",
+            UserWarning,
+            stacklevel=2,
+        )
+    return _open_exported(path)
+
+
+def _open_exported(path: Path) -> ExportedModel:
+    """:func:`load_exported` without the SavedModel opt-in (for files senet just wrote)."""
     if not path.exists():
         raise FileNotFoundError(f"no such model file: {path}")
     suffix = path.suffix.lower()
@@ -306,6 +339,37 @@ def _open_saved_model(path: str) -> ExportedModel:
     )
 
 
+def _check_tflite_ops(content: bytes, path: str) -> None:
+    """Refuse a TFLite flatbuffer with any operator that is not one of TFLite's built-ins
+    (custom ops, and Flex ops, which run TensorFlow kernels, file access included)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    try:
+        model = schema.Model.GetRootAs(content, 0)
+        codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
+        custom = sorted(
+            {
+                (code.CustomCode() or b"?").decode("utf-8", "replace")
+                for code in codes
+                if max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+                == schema.BuiltinOperator.CUSTOM
+            }
+        )
+    except Exception as error:  # noqa: BLE001 - any parse failure: not a TFLite model
+        raise ExportError(
+            f"cannot load {path}: not a TFLite model ({_first_line(error)})"
+        ) from None
+    if custom:
+        from senet.errors import printable
+
+        names = printable(", ".join(custom[:5]) + (", ..." if len(custom) > 5 else ""))
+        raise ExportError(
+            f"cannot load {path}: it uses operators outside TFLite's built-ins ({names}); "
+            "senet runs only built-in operators (a Flex or custom operator can run arbitrary "
+            "TensorFlow code, file access included)"
+        )
+
+
 def _tflite_interpreter(path: str):
     """A LiteRT interpreter of ``path``, tensors allocated.
 
@@ -322,9 +386,12 @@ def _tflite_interpreter(path: str):
 
         Interpreter = tf.lite.Interpreter
         OpResolverType = tf.lite.experimental.OpResolverType
+    with open(path, "rb") as file:
+        content = file.read()
+    _check_tflite_ops(content, path)  # what is checked is what runs: the same bytes
     with warnings.catch_warnings():  # tf.lite.Interpreter is deprecated, still works
         warnings.simplefilter("ignore")
-        interpreter = Interpreter(model_path=path)
+        interpreter = Interpreter(model_content=content)
         try:
             interpreter.allocate_tensors()
             return interpreter
@@ -333,7 +400,7 @@ def _tflite_interpreter(path: str):
                 raise
             reason = _first_line(error)
             interpreter = Interpreter(
-                model_path=path,
+                model_content=content,
                 experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
             )
             interpreter.allocate_tensors()
@@ -387,8 +454,43 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     return (y.astype(np.float32) - zero_point) * scale
 
 
+def _check_onnx_external_data(path: str) -> None:
+    """Refuse an ONNX model whose external data files lie outside its folder."""
+    try:
+        import onnx
+    except ImportError:  # onnxruntime alone: it checks paths itself (1.17+)
+        return
+    model = onnx.load(path, load_external_data=False)
+    folder = Path(path).resolve().parent
+
+    def tensors(graph):
+        yield from graph.initializer
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
+                for subgraph in [attribute.g, *attribute.graphs]:
+                    yield from tensors(subgraph)
+
+    for tensor in tensors(model.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (folder / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
+            from senet.errors import printable
+
+            raise ExportError(
+                f"cannot load {path}: tensor {printable(tensor.name)!r} takes its data from "
+                f"{printable(location)!r}, outside the model's folder; senet reads external "
+                "data only from the model's folder"
+            )
+
+
 def _open_onnx(path: str) -> ExportedModel:
     runtime = _require("onnxruntime", "onnxruntime", "running an ONNX model")
+    _check_onnx_external_data(path)
     session = runtime.InferenceSession(path, providers=["CPUExecutionProvider"])
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or len(outputs) != 1:
@@ -716,7 +818,7 @@ def _check_parity(model, path: Path, inputs: np.ndarray, result: ExportResult) -
         ]
     )
     with _quiet():
-        outputs = load_exported(path)(inputs)
+        outputs = _open_exported(Path(path))(inputs)  # senet wrote it: no opt-in asked
     max_abs_diff, agreement = parity(reference, outputs)
     result = ExportResult(
         **{

@@ -23,8 +23,7 @@ from senet._files import atomic_write_text, read_json
 from senet.checks import check_choice, check_number
 from senet.data import ImageSet, load_dataset
 from senet.errors import printable
-from senet.export import ExportedModel, is_exported, load_exported
-from senet.layers import load_model
+from senet.export import ExportedModel
 from senet.report import plot_confusion
 from senet.runs import METRICS_FILE, STATE_FILE, find_run_config, holds_run
 
@@ -143,6 +142,7 @@ def evaluate(
     skip_bad: bool = False,
     overwrite: bool = False,
     allow_h5: bool = False,
+    allow_savedmodel: bool = False,
     class_names: Sequence[str] | None = None,
     input_range: str | Sequence[float] | None = None,
     colour: str | None = None,
@@ -169,6 +169,8 @@ def evaluate(
         overwrite: Replace ``metrics.json``/``confusion.png`` already in ``out_dir``.
         allow_h5: Accept a legacy ``.h5`` model (trusted files only: no safe mode there),
             loaded for inference only (its training configuration is not read).
+        allow_savedmodel: Accept a SavedModel directory (trusted ones only: its graph can
+            run any TensorFlow op); see :func:`senet.export.load_exported`.
         class_names: The model's output names, for a model without a run: they must be
             the data's classes, in the data's order (compared without regard to case).
         input_range: The values the model takes, ``"0,1"`` or ``"-1,1"`` (default: the
@@ -192,10 +194,9 @@ def evaluate(
     split = check_choice("split", split, ("train", "val", "test", "all"))
     model_path = Path(model_path)
     out_files = _out_files(out_dir, overwrite)
-    if is_exported(model_path) or model_path.is_dir():
-        model = load_exported(model_path)
-    else:
-        model = load_model(model_path, allow_h5=allow_h5, compile=False)
+    from senet.predict import load_classifier
+
+    model = load_classifier(model_path, allow_h5=allow_h5, allow_savedmodel=allow_savedmodel)
     if len(model.input_shape) != 4:
         raise ValueError(f"Expected a model taking (B, H, W, C) images, got {model.input_shape}")
     _, height, width, channels = model.input_shape

@@ -575,10 +575,14 @@ def _video_frames(path: Path, every: int) -> Iterator[tuple[int, np.ndarray, flo
         capture.release()
 
 
-def load_classifier(model_path: str | os.PathLike, *, allow_h5: bool = False) -> Any:
-    """A saved model for inference, Keras or exported.
+def load_classifier(
+    model_path: str | os.PathLike, *, allow_h5: bool = False, allow_savedmodel: bool = False
+) -> Any:
+    """A saved model for inference, Keras or exported: the one dispatch of predict, explain
+    and evaluate.
 
-    A ``.tflite`` or ``.onnx`` file or a directory (a SavedModel) opens with
+    A ``.tflite`` or ``.onnx`` file or a directory (a SavedModel, only with
+    ``allow_savedmodel``: its graph can run any TensorFlow op) opens with
     :func:`senet.export.load_exported` as an :class:`senet.export.ExportedModel` (callable on
     a float32 batch, with ``input_shape`` and ``output_shape``); anything else loads with
     :func:`senet.layers.load_model` without the training state (safe mode, ``.keras`` only
@@ -590,7 +594,7 @@ def load_classifier(model_path: str | os.PathLike, *, allow_h5: bool = False) ->
     from senet.export import is_exported, load_exported
 
     if is_exported(model_path) or Path(model_path).is_dir():
-        return load_exported(model_path)
+        return load_exported(model_path, allow_savedmodel=allow_savedmodel)
     from senet.layers import load_model
 
     return load_model(model_path, allow_h5=allow_h5, compile=False)
@@ -694,6 +698,7 @@ def load_for_inference(
     model_path: str | os.PathLike,
     *,
     allow_h5: bool = False,
+    allow_savedmodel: bool = False,
     class_names: Sequence[str] | None = None,
     input_range: str | Sequence[float] | None = None,
     colour: str | None = None,
@@ -708,7 +713,7 @@ def load_for_inference(
     Returns:
         ``(model, inputs, class_names)``.
     """
-    model = load_classifier(model_path, allow_h5=allow_h5)
+    model = load_classifier(model_path, allow_h5=allow_h5, allow_savedmodel=allow_savedmodel)
     record = model_record(model, model_path)
     inputs = input_format(model, record=record, input_range=input_range, colour=colour)
     if class_names is None:
@@ -726,6 +731,7 @@ def iter_predictions(
     overwrite: bool = False,
     class_names: Sequence[str] | None = None,
     allow_h5: bool = False,
+    allow_savedmodel: bool = False,
     input_range: str | Sequence[float] | None = None,
     colour: str | None = None,
     fuse: bool = True,
@@ -745,6 +751,7 @@ def iter_predictions(
     model, inputs, class_names = load_for_inference(
         model_path,
         allow_h5=allow_h5,
+        allow_savedmodel=allow_savedmodel,
         class_names=class_names,
         input_range=input_range,
         colour=colour,
@@ -778,6 +785,7 @@ def predict_paths(
     overwrite: bool = False,
     class_names: Sequence[str] | None = None,
     allow_h5: bool = False,
+    allow_savedmodel: bool = False,
     input_range: str | Sequence[float] | None = None,
     colour: str | None = None,
     fuse: bool = True,
@@ -807,6 +815,9 @@ def predict_paths(
         allow_h5: Accept a legacy ``.h5`` model (trusted files only: Keras's safe mode
             does not apply to them); see :func:`senet.layers.load_model`. Loaded for
             inference only: its training configuration is not read.
+        allow_savedmodel: Accept a SavedModel directory (trusted ones only: its graph can
+            run any TensorFlow op, file access included); see
+            :func:`senet.export.load_exported`.
         input_range: The values the model expects, ``"0,1"`` or ``"-1,1"`` (default: the
             model's record, else ``"0,1"``); see :func:`input_format`.
         colour: ``"grey"`` or ``"rgb"`` (default: from the model's input channels).
@@ -836,6 +847,7 @@ def predict_paths(
             overwrite=overwrite,
             class_names=class_names,
             allow_h5=allow_h5,
+            allow_savedmodel=allow_savedmodel,
             input_range=input_range,
             colour=colour,
             fuse=fuse,
