@@ -331,25 +331,6 @@ def test_hard_difficulty_is_passed_through_or_refused():
     assert config.seed == 3 and np.isclose(config.reduction, 8)
 
 
-@pytest.mark.slow  # starts a worker process
-def test_a_worker_process_starts_without_tensorflow_notices():
-    # what each `--jobs N` worker runs first: before, every worker printed absl's and
-    # oneDNN's load-time notices (four lines per worker) into the command's output
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",)}
-    env["KERAS_BACKEND"] = "tensorflow"
-    code = "from senet.ablate import limit_threads; limit_threads(1); print('ready')"
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "ready"
-    assert "oneDNN" not in done.stderr and "absl::InitializeLog" not in done.stderr
-
-
 def test_a_grid_over_kinds_reports_the_kind_only(tmp_path, stand_in):
     # ECA and sSE take no reduction or squeeze (None): that is not a second value, so the
     # report has no reduction or squeeze table holding the base row alone

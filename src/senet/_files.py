@@ -22,7 +22,9 @@ __all__ = [
     "atomic_write_text",
     "check_input_file",
     "check_json_size",
+    "pid_alive",
     "read_json",
+    "remove_stale_temporaries",
     "save_figure",
     "writing",
 ]
@@ -196,3 +198,37 @@ def read_json(path: str | os.PathLike):
         ) from None
     except RecursionError:
         raise ValueError(f"{path} nests JSON too deeply to read") from None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (one owned by another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by another user
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove what writers of ``path`` killed half-way left beside it: ``.tmp-PID-NAME``
+    (and ``.tmp-PID-old-NAME``) files or folders whose process ``PID`` is gone. Another
+    live process's temporaries are left alone. Returns what was removed."""
+    import shutil
+
+    path = Path(path)
+    pattern = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-(?:old-)?" + re.escape(path.name))
+    removed = []
+    with contextlib.suppress(OSError):
+        for candidate in path.parent.glob(f"{TEMP_PREFIX}*"):
+            match = pattern.fullmatch(candidate.name)
+            if match is None or pid_alive(int(match.group(1))):
+                continue
+            with contextlib.suppress(OSError):
+                if candidate.is_dir() and not candidate.is_symlink():
+                    shutil.rmtree(candidate)
+                else:
+                    candidate.unlink()
+                removed.append(candidate)
+    return removed

@@ -1,18 +1,24 @@
-"""Importing TensorFlow without the notices it writes to fd 2 while it loads."""
+"""Importing TensorFlow without the notices it writes to fd 2 while it loads, and senet's
+worker processes (``ablate --jobs``, the demo's two models): their threads and their pool."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
 
 __all__ = [
     "TRAINING_COMMANDS",
+    "WorkerPool",
     "import_tensorflow_quietly",
     "limit_threads",
     "prefer_onednn",
     "worker_layout",
 ]
+
+# seconds a terminated worker has to run its `finally` blocks before it is killed
+_GRACE_SECONDS = 10.0
 
 #: The CLI commands that train models: they turn oneDNN on (see :func:`prefer_onednn`).
 TRAINING_COMMANDS = ("train", "demo", "ablate")
@@ -100,3 +106,82 @@ def worker_layout(jobs: int, todo: int, *, stacklevel: int = 2) -> tuple[int, in
             stacklevel=stacklevel,
         )
     return processes, max(1, cores // processes)
+
+
+def _start_worker(threads: int) -> None:
+    """A worker process's start: its threads, SIGTERM as :class:`senet.errors.Terminated`,
+    and (Linux) SIGTERM when the parent dies, however it dies."""
+    from senet.errors import raise_on_sigterm
+
+    raise_on_sigterm()
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    limit_threads(threads)
+
+
+def _run_task(function, *args):
+    """Run ``function(*args)`` in a worker; interrupted, exit once its ``finally`` blocks
+    ran (the pool's own loop would catch the exception and wait for more work)."""
+    try:
+        return function(*args)
+    except KeyboardInterrupt as error:  # Terminated (SIGTERM) included
+        from senet.errors import Terminated
+
+        sys.stderr.flush()
+        os._exit(143 if isinstance(error, Terminated) else 130)
+
+
+class WorkerPool:
+    """Spawned worker processes with ``threads`` TensorFlow threads each, that never
+    outlive the work: leaving the ``with`` block on an error, Ctrl-C or SIGTERM stops every
+    worker (SIGTERM, so their ``finally`` blocks release run locks; SIGKILL after
+    10 s), instead of waiting for the cells they are training.
+
+    Example:
+        >>> with WorkerPool(2, threads=1) as pool:  # doctest: +SKIP
+        ...     future = pool.submit(train_one, config)
+    """
+
+    def __init__(self, processes: int, threads: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._pool = ProcessPoolExecutor(
+            processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(threads,),
+        )
+
+    def submit(self, function, *args):
+        """``function(*args)`` in a worker (a module-level function); a Future."""
+        return self._pool.submit(_run_task, function, *args)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self._pool.shutdown(wait=True)
+            return
+        self.terminate()
+
+    def terminate(self) -> None:
+        """Stop every worker now (SIGTERM, then SIGKILL after the grace period)."""
+        # ProcessPoolExecutor has no public way to stop running tasks before Python 3.14
+        processes = list((getattr(self._pool, "_processes", None) or {}).values())
+        for process in processes:
+            with contextlib.suppress(OSError, ValueError):
+                process.terminate()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            with contextlib.suppress(OSError, ValueError, AssertionError):
+                process.join(_GRACE_SECONDS)
+                if process.is_alive():
+                    process.kill()
+                    process.join()

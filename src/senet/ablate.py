@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from senet._files import atomic_write_text, read_json, save_figure
-from senet._tf import limit_threads, worker_layout
+from senet._tf import WorkerPool, worker_layout
 from senet.checks import check_choice, check_number, check_positive, fail, is_none
 from senet.stats import mean_std, paired_interval
 
@@ -941,13 +941,10 @@ def _train_all(out_dir, todo, settings, jobs, report, *, done: int, total: int) 
         for cell, seed in todo:
             announce(cell, seed, run_cell(out_dir, cell, seed, settings))
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        processes, mp_context=context, initializer=limit_threads, initargs=(threads,)
-    ) as pool:
+    # an error, Ctrl-C or SIGTERM here stops the workers (and frees their run locks)
+    with WorkerPool(processes, threads) as pool:
         futures = {
             pool.submit(
                 _cell_task, os.fspath(out_dir), cell.to_dict(), seed, dataclasses.asdict(settings)

@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable
 
 from senet import __version__
 from senet._tf import TRAINING_COMMANDS, import_tensorflow_quietly, prefer_onednn
+from senet.errors import Terminated, raise_on_sigterm
 
 # Names also used by the library (senet.train.MODEL_NAMES, senet.kinds()); repeated here so
 # --help and argument checks need no Keras import. tests/test_cli.py checks they agree.
@@ -1149,6 +1151,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("SENET_DEBUG", "") not in ("", "0")
     shown = warnings.showwarning
     warnings.showwarning = _show_warning  # one line, not file:line plus the source line
+    # SIGTERM unwinds like Ctrl-C: locks released, temporary files removed, workers stopped
+    replaced = raise_on_sigterm()
     if args.command in TRAINING_COMMANDS:
         prefer_onednn()
     try:
@@ -1159,7 +1163,10 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as error:
         print(f"senet {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
+        if isinstance(error, Terminated):
+            print(f"senet {args.command}: terminated (SIGTERM)", file=sys.stderr)
+            return 143
         print(f"senet {args.command}: interrupted", file=sys.stderr)
         return 130
     except (ValueError, OSError) as error:
@@ -1179,6 +1186,8 @@ def main(argv: list[str] | None = None) -> int:
         return status
     finally:
         warnings.showwarning = shown
+        if replaced is not None:
+            signal.signal(signal.SIGTERM, replaced)
 
 
 if __name__ == "__main__":

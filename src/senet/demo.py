@@ -33,7 +33,7 @@ import numpy as np
 
 from senet import runs
 from senet._files import atomic_write_text
-from senet._tf import limit_threads, worker_layout
+from senet._tf import WorkerPool, worker_layout
 from senet.bench import count_params, machine_info
 from senet.checks import check_choice, check_number
 from senet.data import ImageSet
@@ -408,17 +408,11 @@ def _train_models(
             name: _score(run.model, validation, layers, seed) for name, run in trained.items()
         }
 
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     progress(
         f"training both models at once: {processes} processes, {threads} "
         f"thread{'s' if threads > 1 else ''} each"
     )
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        processes, mp_context=context, initializer=limit_threads, initargs=(threads,)
-    ) as pool:
+    with WorkerPool(processes, threads) as pool:
         futures = {name: pool.submit(_worker_train, *task(name)) for name in configs}
         records = {name: future.result() for name, future in futures.items()}
         progress(f"explain: scoring {count} explanation candidates of each model, at once")

@@ -103,3 +103,29 @@ def one_line(error: BaseException | str, limit: int = MESSAGE_LIMIT) -> str:
     if len(text) > limit:
         text = text[: limit - 3].rstrip() + "..."
     return text
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that every
+    ``finally`` runs on the way out: locks released, temporary files removed, child
+    processes stopped. The CLI exits with status 143 (128 + 15)."""
+
+
+def raise_on_sigterm():
+    """From now on SIGTERM raises :class:`Terminated` in this process's main thread
+    (no-op elsewhere, and where signals cannot be set). Returns the handler it replaced
+    (None if none was replaced), for ``signal.signal`` to put back."""
+    import contextlib
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Terminated("terminated (SIGTERM)")
+
+    # ValueError: not the main interpreter; OSError: no such signal here
+    with contextlib.suppress(ValueError, OSError):
+        return signal.signal(signal.SIGTERM, handler)
+    return None

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from senet._files import TEMP_PREFIX
+from senet._files import TEMP_PREFIX, remove_stale_temporaries
 from senet.checks import check_choice, check_positive, fail, is_none
 
 __all__ = [
@@ -645,6 +645,7 @@ def export_model(
     exported, fused = fuse_for_inference(model) if fuse else (model, False)
 
     temporary = out.with_name(f"{TEMP_PREFIX}{os.getpid()}-{out.name}")
+    remove_stale_temporaries(out)  # what an export killed half-way (SIGKILL) left here
     _remove(temporary)
     try:
         exported(check_inputs[:1], training=False)  # Keras' ONNX export needs a called model

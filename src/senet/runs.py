@@ -49,7 +49,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from senet._files import TEMP_PREFIX, atomic_write, atomic_write_text, read_json
+from senet._files import TEMP_PREFIX, atomic_write, atomic_write_text, pid_alive, read_json
 from senet.layers import load_model
 
 __all__ = [
@@ -671,13 +671,7 @@ def _is_alive(holder: dict[str, Any]) -> bool:
         return True
     if holder["pid"] == os.getpid():
         return True  # this process: a run inside a run
-    try:
-        os.kill(holder["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by another user
-    return True
+    return pid_alive(holder["pid"])
 
 
 def _in_use(run_dir: Path, holder: dict[str, Any]) -> RunInUse:
