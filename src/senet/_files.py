@@ -72,6 +72,11 @@ def writing(path: str | os.PathLike) -> Iterator[Path]:
     when the block ends without an error, the file there is fsynced and moved over
     ``path``; on an error (or a generator closed early) it is removed, ``path`` untouched.
 
+    A ``path`` that is a symbolic link to a file keeps its link: the file it names is
+    replaced. A ``path`` that is not a regular file (a terminal, a pipe, ``/dev/stdout``)
+    is yielded itself and written through, never replaced; a directory is an
+    ``IsADirectoryError``.
+
     Example:
         >>> import tempfile
         >>> target = Path(tempfile.mkdtemp()) / "log.txt"
@@ -81,6 +86,19 @@ def writing(path: str | os.PathLike) -> Iterator[Path]:
         'one'
     """
     path = Path(path)
+    try:
+        mode = os.stat(path).st_mode  # follows links: what the name leads to
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{path} is a directory, not a file to write")
+    if mode is not None and not stat.S_ISREG(mode):
+        # a terminal, pipe or device (/dev/stdout, /proc/self/fd/1): written through, never
+        # replaced by a regular file (a rename there would replace the device node or link)
+        yield path
+        return
+    if path.is_symlink():  # a link to a file: the file it names is replaced, the link kept
+        path = Path(os.path.realpath(path))
     temporary = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{path.name}")
     try:
         yield temporary

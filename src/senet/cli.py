@@ -1043,7 +1043,11 @@ def _add_bench(subparsers) -> None:
     )
     parser.add_argument("--rounds", type=_positive_int, default=30, help="default 30")
     parser.add_argument("--warmup", type=_non_negative_int, default=3, help="default 3")
-    parser.add_argument("--json", metavar="FILE", help="also write the result as JSON here")
+    parser.add_argument(
+        "--json",
+        metavar="FILE",
+        help="also write the result as JSON here; - prints only the JSON, to stdout",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json FILE")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.add_argument(
@@ -1057,7 +1061,9 @@ def _add_bench(subparsers) -> None:
 
 
 def _run_bench(args) -> int:
-    if args.json and os.path.exists(args.json) and not args.overwrite:
+    to_stdout = args.json == "-"
+    # a terminal, pipe or device is written through (nothing there to replace)
+    if not to_stdout and args.json and os.path.isfile(args.json) and not args.overwrite:
         raise CLIError(f"{args.json} exists; give --overwrite to replace it")
     from senet._files import atomic_write_text
     from senet.bench import format_bench, run_bench
@@ -1074,6 +1080,9 @@ def _run_bench(args) -> int:
         fused=not args.no_fuse,
         progress=not args.quiet,
     )
+    if to_stdout:
+        print(json.dumps(result, indent=2))
+        return 0
     print(format_bench(result))
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")

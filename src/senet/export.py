@@ -675,6 +675,8 @@ def _check_out(out: Path, format: str, overwrite: bool) -> Path:
         raise fail("out", f"a path ending in {suffix} for format {format!r}", str(out))
     if suffix is None and out.suffix.lower() in (".tflite", ".onnx", ".keras", ".h5"):
         raise fail("out", "a directory path for format 'savedmodel'", str(out))
+    if out.is_symlink() and out.is_file():  # a link to a file: replace the file, keep the link
+        out = Path(os.path.realpath(out))
     if out.exists() or out.is_symlink():
         if not overwrite:
             raise ExportError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")

@@ -1,12 +1,19 @@
 """Outputs on a full disk and special files (issue 20, items 6 and 8).
 
+Outputs that are not regular files (a terminal, a pipe, /dev/stdout, a link to one) are
+written through, never replaced by a regular file; ``--json -`` is stdout.
+
 A full disk is made without privileges: ``RLIMIT_FSIZE`` caps the bytes this process may
 write to any one file, and with ``SIGXFSZ`` ignored a write past it fails with EFBIG, the
 way a full disk fails a write (ENOSPC)."""
 
 import contextlib
+import json
+import os
 import resource
 import signal
+import stat
+import threading
 
 import cv2
 import keras
@@ -15,6 +22,7 @@ import pytest
 
 from photos import face_photo
 from senet import predict
+from senet._files import atomic_write_text
 from senet.cli import main
 from senet.models import emotion_cnn
 
@@ -123,3 +131,69 @@ def test_an_image_file_over_the_byte_cap_is_refused_before_it_is_read(
 
     with pytest.raises(ValueError, match="over the cap of 3221225471 bytes"):
         read_image(photo)
+
+
+# ----------------------------------------------------------- special files as outputs
+
+
+def test_a_link_to_a_device_is_written_through_not_replaced(tmp_path):
+    # before: `--json LINK --overwrite`, LINK -> /proc/self/fd/1, replaced the link with a
+    # regular file (as root, `--json /dev/stdout` would have replaced /dev/stdout)
+    link = tmp_path / "out.json"
+    link.symlink_to("/dev/null")
+    atomic_write_text(link, '{"a": 1}\n')
+    assert link.is_symlink() and os.readlink(link) == "/dev/null"
+    assert list(tmp_path.iterdir()) == [link]  # no temporary file left
+
+
+def test_a_fifo_is_written_through(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    atomic_write_text(fifo, "through the pipe")
+    reader.join(10)
+    assert received == ["through the pipe"] and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_a_link_to_a_file_keeps_the_link_and_replaces_the_file(tmp_path):
+    target, link = tmp_path / "real.json", tmp_path / "link.json"
+    target.write_text("old")
+    link.symlink_to(target)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.json", "real.json"]
+
+
+def test_a_directory_is_not_a_file_to_write(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a directory, not a file to write"):
+        atomic_write_text(tmp_path, "x")
+
+
+@pytest.fixture
+def quick_bench(monkeypatch):
+    from senet import bench
+
+    result = {"model": "emotion_cnn", "rows": [{"batch": 1, "ms": 1.5}]}
+    monkeypatch.setattr(bench, "run_bench", lambda *args, **kwargs: result)
+    monkeypatch.setattr(bench, "format_bench", lambda result: "TABLE")
+    return result
+
+
+def test_bench_json_dash_prints_only_the_json(quick_bench, capsys):
+    assert main(["bench", "--json", "-", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out) == quick_bench
+
+
+def test_bench_json_to_a_link_to_a_device_needs_no_overwrite_and_keeps_the_link(
+    quick_bench, tmp_path, capsys
+):
+    link = tmp_path / "out.json"
+    link.symlink_to("/dev/null")
+    assert main(["bench", "--json", str(link), "--quiet"]) == 0
+    assert link.is_symlink() and os.readlink(link) == "/dev/null"
+    regular = tmp_path / "bench.json"
+    regular.write_text("{}")
+    assert main(["bench", "--json", str(regular), "--quiet"]) == 2  # a file: --overwrite
+    assert "exists; give --overwrite" in capsys.readouterr().err
