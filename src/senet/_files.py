@@ -10,6 +10,7 @@ Standard library only, so any module may use it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -17,11 +18,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = [
+    "DISK_FULL",
     "TEMP_PREFIX",
     "atomic_write",
     "atomic_write_text",
     "check_input_file",
     "check_json_size",
+    "disk_full",
     "pid_alive",
     "read_json",
     "remove_stale_temporaries",
@@ -31,6 +34,10 @@ __all__ = [
 
 #: Name prefix of the temporary files; a crash can leave one behind, to be removed on resume.
 TEMP_PREFIX = ".tmp-"
+#: The errors of a full disk: no space, a quota, a file-size limit.
+DISK_FULL = frozenset(
+    code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EFBIG) if code
+)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -41,6 +48,14 @@ def _fsync_directory(directory: Path) -> None:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
+
+
+def disk_full(code: int, message: str) -> OSError:
+    """An ``OSError`` with ``errno`` ``code`` whose text is ``message`` alone (no
+    ``[Errno N]`` before it, for the CLI's one line)."""
+    error = OSError(message)
+    error.errno = code
+    return error
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
@@ -105,6 +120,11 @@ def writing(path: str | os.PathLike) -> Iterator[Path]:
         with open(temporary, "rb") as file:
             os.fsync(file.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        if error.errno not in DISK_FULL or str(path) in str(error):
+            raise
+        # writers (Keras' save, h5py) often say "No space left on device" and not where
+        raise disk_full(error.errno, f"cannot write {path}: {os.strerror(error.errno)}") from error
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()

@@ -56,6 +56,7 @@ import keras
 import numpy as np
 
 from senet import distributed, runs
+from senet._files import DISK_FULL, disk_full
 from senet.checks import check_choice, check_number, fail
 from senet.data import ImageSet, load_dataset
 from senet.errors import one_line
@@ -890,19 +891,28 @@ def train(
         )
         if is_chief:
             _open_run_dir(run_dir, config, resume=resume, overwrite=overwrite, changes=changes)
-        return _fit_and_finish(
-            restored,
-            config,
-            sets,
-            run_dir,
-            class_names=class_names,
-            chief=is_chief,
-            logs=True,
-            callbacks=callbacks,
-            steps_per_epoch=steps_per_epoch,
-            replicas=replicas,
-            verbose=verbose,
-        )
+        try:
+            return _fit_and_finish(
+                restored,
+                config,
+                sets,
+                run_dir,
+                class_names=class_names,
+                chief=is_chief,
+                logs=True,
+                callbacks=callbacks,
+                steps_per_epoch=steps_per_epoch,
+                replicas=replicas,
+                verbose=verbose,
+            )
+        except OSError as error:
+            if error.errno not in DISK_FULL:
+                raise
+            raise disk_full(
+                error.errno,
+                f"{error}; the run stopped, and what it finished is kept: free some space, "
+                f"then `senet train --resume {run_dir}` continues",
+            ) from error
 
 
 def _fit_and_finish(

@@ -197,3 +197,22 @@ def test_bench_json_to_a_link_to_a_device_needs_no_overwrite_and_keeps_the_link(
     regular.write_text("{}")
     assert main(["bench", "--json", str(regular), "--quiet"]) == 2  # a file: --overwrite
     assert "exists; give --overwrite" in capsys.readouterr().err
+
+
+def test_training_onto_a_full_disk_names_the_file_and_the_resume(tmp_path, capsys):
+    # before: "senet train: error: [Errno 28] No space left on device", no path, no way on
+    run = tmp_path / "run"
+    argv = ["train", "--data", "synthetic", "--synthetic-size", "210", "--image-size", "24"]
+    argv += ["--epochs", "1", "--batch-size", "32", "--quiet", "--out", str(run)]
+    with disk_full_after(50_000):  # config.json fits; the first checkpoint does not
+        assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    checkpoint = run / "checkpoints" / "epoch-0001.keras"
+    assert err == (
+        f"senet train: error: cannot write {checkpoint}: File too large; the run stopped, "
+        f"and what it finished is kept: free some space, then `senet train --resume {run}` "
+        "continues"
+    )
+    assert not list(run.rglob(".tmp-*"))
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert checkpoint.is_file() and (run / "model.keras").is_file()
