@@ -24,14 +24,12 @@ from senet.launch import WorkerFailed, free_ports, launch, tf_config
 from workers import (
     RUN_ARGS,
     RUN_FILES,
-    TIMEOUT,
     alive,
     backend_env,
     history,
-    kill_worker_1_in_epoch_2,
+    killed_resumed_and_single,
     pid_of,
     save_small_model,
-    senet_train,
     worker_lines,
 )
 
@@ -45,10 +43,6 @@ def _temporary_files_here(tmp_path, monkeypatch):
 
 def _env() -> dict[str, str]:
     return backend_env("tensorflow")
-
-
-def _senet(*args: str) -> subprocess.CompletedProcess:
-    return senet_train("tensorflow", *args)
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +61,7 @@ def cluster_run(run_args, tmp_path_factory):
     TensorFlow processes): the kill, the resume, and the comparison with one process.
     Returns ``(run_dir, killed, history after the kill, resumed, single_dir, single)``.
     """
-    root = tmp_path_factory.mktemp("multiworker")
-    run_dir = root / "run"
-    args = ["--timeout", str(TIMEOUT - 20), *run_args]
-    killed = kill_worker_1_in_epoch_2(args, run_dir, _env(), TIMEOUT)
-    before = history(run_dir) if (run_dir / "history.csv").exists() else []
-    resumed = _senet("--workers", "2", "--timeout", str(TIMEOUT - 20), "--resume", str(run_dir))
-    single = _senet(*run_args, "--out", str(root / "single"))
-    return run_dir, killed, before, resumed, root / "single", single
+    return killed_resumed_and_single("tensorflow", run_args, tmp_path_factory.mktemp("multiworker"))
 
 
 # --------------------------------------------------------------------------- acceptance

@@ -8,7 +8,6 @@ process is bounded by a timeout and stopped at the end.
 from __future__ import annotations
 
 import json
-import subprocess
 import tempfile
 
 import pytest
@@ -17,13 +16,10 @@ from senet.cli import main
 from workers import (
     RUN_ARGS,
     RUN_FILES,
-    TIMEOUT,
     alive,
-    backend_env,
     history,
-    kill_worker_1_in_epoch_2,
+    killed_resumed_and_single,
     save_small_model,
-    senet_train,
     worker_lines,
 )
 
@@ -34,14 +30,6 @@ pytest.importorskip("jax")
 def _temporary_files_here(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-
-
-def _env() -> dict[str, str]:
-    return backend_env("jax")
-
-
-def _senet(*args: str) -> subprocess.CompletedProcess:
-    return senet_train("jax", *args)
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +44,7 @@ def cluster_run(run_args, tmp_path_factory):
     """Two JAX workers, two epochs, worker 1 SIGKILLed during epoch 2, then `--resume` on
     two workers; and the same run on one process. One cluster run serves every check.
     Returns ``(run_dir, killed, history after the kill, resumed, single_dir, single)``."""
-    root = tmp_path_factory.mktemp("jax-multiworker")
-    run_dir = root / "run"
-    args = ["--timeout", str(TIMEOUT - 20), *run_args]
-    killed = kill_worker_1_in_epoch_2(args, run_dir, _env(), TIMEOUT)
-    before = history(run_dir) if (run_dir / "history.csv").exists() else []
-    resumed = _senet("--workers", "2", "--timeout", str(TIMEOUT - 20), "--resume", str(run_dir))
-    single = _senet(*run_args, "--out", str(root / "single"))
-    return run_dir, killed, before, resumed, root / "single", single
+    return killed_resumed_and_single("jax", run_args, tmp_path_factory.mktemp("jax-multiworker"))
 
 
 @pytest.mark.slow

@@ -151,3 +151,19 @@ def kill_worker_1_in_epoch_2(train_args, run_dir, env, timeout: float) -> Killed
             launcher.kill()
             launcher.wait()
     return Killed(launcher.returncode, error, chief, worker)
+
+
+def killed_resumed_and_single(backend: str, run_args, root):
+    """The one cluster run of the multi-worker tests on ``backend``: two workers, worker 1
+    SIGKILLed during epoch 2, then ``--resume`` on two workers; and the same run on one
+    process. Returns ``(run_dir, killed, history after the kill, resumed, single_dir,
+    single)``."""
+    run_dir, single_dir = root / "run", root / "single"
+    args = ["--timeout", str(TIMEOUT - 20), *run_args]
+    killed = kill_worker_1_in_epoch_2(args, run_dir, backend_env(backend), TIMEOUT)
+    before = history(run_dir) if (run_dir / "history.csv").exists() else []
+    resumed = senet_train(
+        backend, "--workers", "2", "--timeout", str(TIMEOUT - 20), "--resume", str(run_dir)
+    )
+    single = senet_train(backend, *run_args, "--out", str(single_dir))
+    return run_dir, killed, before, resumed, single_dir, single
