@@ -33,7 +33,7 @@ def _dead_pid() -> int:
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_during_export_leaves_no_temporary_file(
-    small_model, tmp_path, monkeypatch, capsys, signum, status
+    small_model, tmp_path, monkeypatch, capsys, request, signum, status
 ):
     # before: SIGTERM left a hidden .tmp-PID-m.tflite that later exports never removed
     write = export._write
@@ -45,6 +45,9 @@ def test_a_signal_during_export_leaves_no_temporary_file(
         time.sleep(5)  # the handler raises here
 
     monkeypatch.setattr(export, "_write", write_then_signal)
+    # a terminal's Ctrl-C: Python's own SIGINT handler (pytest-xdist workers ignore SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     out = tmp_path / "m.tflite"
     assert main(["export", str(small_model), "--format", "tflite", "--out", str(out)]) == status
     assert (
