@@ -199,6 +199,7 @@ def test_bench_json_to_a_link_to_a_device_needs_no_overwrite_and_keeps_the_link(
     assert "exists; give --overwrite" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains, then resumes
 def test_training_onto_a_full_disk_names_the_file_and_the_resume(tmp_path, capsys):
     # before: "senet train: error: [Errno 28] No space left on device", no path, no way on
     run = tmp_path / "run"

@@ -31,6 +31,7 @@ def _dead_pid() -> int:
     return child.pid
 
 
+@pytest.mark.slow  # exports twice
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_during_export_leaves_no_temporary_file(
     small_model, tmp_path, monkeypatch, capsys, request, signum, status
@@ -59,6 +60,7 @@ def test_a_signal_during_export_leaves_no_temporary_file(
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # main put the handler back
 
 
+@pytest.mark.slow  # exports
 def test_an_export_removes_what_a_killed_export_left(small_model, tmp_path):
     out = tmp_path / "m.tflite"
     dead, live = _dead_pid(), os.getppid()
