@@ -44,11 +44,11 @@ import cv2
 import numpy as np
 
 from senet._files import read_json
-from senet.checks import check_choice, env_cap, fail
+from senet.checks import check_choice, fail
 from senet.data.images import (
-    DEFAULT_MAX_IMAGE_PIXELS,
     MAX_IMAGE_PIXELS_ENV,
     load_image,
+    pixel_cap,
     pixel_scale,
     to_bgr8,
     to_model_input,
@@ -541,7 +541,7 @@ def _video_frames(path: Path, every: int) -> Iterator[tuple[int, np.ndarray, flo
             raise DataError(f"cannot read {path}: not a video OpenCV can decode")
         # the frame size the stream declares, checked before any frame is decoded, and
         # each decoded frame again (a stream can change size or misstate it)
-        cap = env_cap(None, "max_pixels", MAX_IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS)
+        cap = pixel_cap()
         width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
         height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
         if width * height > cap:

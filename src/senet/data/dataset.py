@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from senet.checks import check_choice, env_cap, fail
+from senet.checks import check_choice, fail
 from senet.data.base import EMOTIONS, DataError, ImageSet, check_labels, warn_missing_classes
 from senet.data.fer2013 import is_fer_folder, read_fer2013_csv, read_fer_folder
 from senet.data.images import (
-    DEFAULT_MAX_ARRAY_BYTES,
     MAX_ARRAY_BYTES_ENV,
+    array_cap,
     fit_images,
     read_class_folders,
     read_npz,
@@ -237,7 +237,7 @@ def _check_memory(source, image_size, channels, synthetic_size) -> None:
     (``SENET_MAX_ARRAY_BYTES``, the cap :func:`read_npz` applies): one model input of
     ``image_size`` for any source, all ``synthetic_size`` faces with their masks for
     ``"synthetic"``."""
-    cap = env_cap(None, "max_bytes", MAX_ARRAY_BYTES_ENV, DEFAULT_MAX_ARRAY_BYTES)
+    cap = array_cap()
     pixels = int(image_size) ** 2
     one = pixels * int(channels) * 4
     if one > cap:

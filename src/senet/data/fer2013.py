@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from senet.checks import env_cap
 from senet.data.base import EMOTIONS, DataError, report_problems
 from senet.data.images import (
-    DEFAULT_MAX_ARRAY_BYTES,
     MAX_ARRAY_BYTES_ENV,
+    array_cap,
     class_folders,
     read_class_folders,
 )
@@ -65,7 +64,7 @@ def read_fer2013_csv(
     """
     path = Path(path)
     rows = []  # (line, label, pixel array, split)
-    cap, held = env_cap(None, "max_bytes", MAX_ARRAY_BYTES_ENV, DEFAULT_MAX_ARRAY_BYTES), 0
+    cap, held = array_cap(), 0
     problems: list[tuple[int, str]] = []
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:

@@ -41,10 +41,12 @@ __all__ = [
     "MAX_ARRAY_BYTES_ENV",
     "MAX_IMAGE_BYTES_ENV",
     "MAX_IMAGE_PIXELS_ENV",
+    "array_cap",
     "check_inputs_fit",
     "fit_images",
     "list_images",
     "load_image",
+    "pixel_cap",
     "pixel_scale",
     "read_class_folders",
     "read_image",
@@ -89,11 +91,21 @@ IMAGE_EXTENSIONS = (
 )
 
 
+def array_cap(max_bytes: int | None = None) -> int:
+    """The array cap in bytes: ``max_bytes``, else ``SENET_MAX_ARRAY_BYTES``, else 2 GiB."""
+    return env_cap(max_bytes, "max_bytes", MAX_ARRAY_BYTES_ENV, DEFAULT_MAX_ARRAY_BYTES)
+
+
+def pixel_cap(max_pixels: int | None = None) -> int:
+    """The pixel cap: ``max_pixels``, else ``SENET_MAX_IMAGE_PIXELS``, else 100 million."""
+    return env_cap(max_pixels, "max_pixels", MAX_IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS)
+
+
 def check_inputs_fit(source, count: int, height: int, width: int, channels: int) -> None:
     """Refuse, before they are allocated, ``count`` float32 model inputs of ``height`` x
     ``width`` x ``channels`` that need more than ``SENET_MAX_ARRAY_BYTES``: one line naming
     ``source`` (a file or folder) and the variable that raises the cap."""
-    cap = env_cap(None, "max_bytes", MAX_ARRAY_BYTES_ENV, DEFAULT_MAX_ARRAY_BYTES)
+    cap = array_cap()
     needed = int(count) * int(height) * int(width) * int(channels) * 4
     if needed > cap:
         raise DataError(
@@ -376,7 +388,7 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.
         DataError: The file is missing, unreadable, not a decodable image, or has more
             pixels than the cap (the message names the file and the variable to set).
     """
-    cap = env_cap(max_pixels, "max_pixels", MAX_IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS)
+    cap = pixel_cap(max_pixels)
     byte_cap = env_cap(None, "max_bytes", MAX_IMAGE_BYTES_ENV, DEFAULT_MAX_IMAGE_BYTES)
     try:
         with open(path, "rb") as file:
@@ -528,7 +540,7 @@ def read_class_folders(
     index = {name: i for i, name in enumerate(class_names)}
     if image_size is not None:  # all of them, before the first is decoded
         check_inputs_fit(root, len(files), image_size, image_size, channels)
-    cap = env_cap(None, "max_bytes", MAX_ARRAY_BYTES_ENV, DEFAULT_MAX_ARRAY_BYTES)
+    cap = array_cap()
     x, y, held = [], [], 0
     for path, name in files:
         if problems and not skip_bad:
@@ -592,7 +604,7 @@ def read_npz(
     """
     path = Path(path)
     _check_size_channels(image_size, channels)
-    cap = env_cap(max_bytes, "max_bytes", MAX_ARRAY_BYTES_ENV, DEFAULT_MAX_ARRAY_BYTES)
+    cap = array_cap(max_bytes)
     try:
         names_in_file, shapes = _npz_headers(path)
         needed = _npz_bytes_needed(shapes, image_size, channels)
