@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from randomized import randomize
 from senet.graph import Graph
 from senet.layers import FusedSEResidual, SqueezeExcite
 from senet.models.fused import fuse_se
@@ -56,21 +57,7 @@ def _resnet_like(*, se: bool, seed: int = 0) -> keras.Model:
     x = _block(x, "unit2", 16, stride=2, se=se)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     model = keras.Model(inputs, keras.layers.Dense(5, name="logits")(x), name="tiny")
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights(
-                [
-                    rng.uniform(0.5, 1.5, c),  # gamma
-                    rng.normal(0.0, 0.3, c),  # beta
-                    rng.normal(0.0, 0.3, c),  # moving mean
-                    rng.uniform(0.5, 2.0, c),  # moving variance
-                ]
-            )
-        elif isinstance(layer, ChannelScale | SqueezeExcite):
-            layer.set_weights([w + rng.normal(0.0, 0.3, w.shape) for w in layer.get_weights()])
-    return model
+    return randomize(model, seed, gamma=(0.5, 1.5), perturbed=(ChannelScale, SqueezeExcite))
 
 
 def _images(n, seed):
