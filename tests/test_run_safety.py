@@ -385,28 +385,47 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_note(copy, capsys):
     assert (copy / "metrics.json").is_file()
 
 
+_HOLDER = """
+import sys, time
+from senet import runs
+with runs.lock_run(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def _holder(run: Path) -> subprocess.Popen:
+    """A process that holds ``run``'s lock (:func:`runs.lock_run`) until it is killed."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(run)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline() == "locked\n"
+    return holder
+
+
 def test_lock_refuses_a_live_holder_and_is_released_on_errors(tmp_path):
     runs.make_run_dir(tmp_path)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    holder = _holder(tmp_path)
     try:
-        _write_lock(tmp_path, sleeper.pid)
         before = _hashes(tmp_path)
-        with (
-            pytest.raises(runs.RunInUse, match=f"run {tmp_path} is in use by PID {sleeper.pid}"),
-            runs.lock_run(tmp_path),
-        ):
+        in_use = f"run {tmp_path} is in use by PID {holder.pid}$"
+        with pytest.raises(runs.RunInUse, match=in_use), runs.lock_run(tmp_path):
             pass
+        with pytest.raises(runs.RunInUse, match=in_use):
+            runs.check_unlocked(tmp_path)
         assert _hashes(tmp_path) == before
     finally:
-        sleeper.kill()
-        sleeper.wait(timeout=60)
-    # another host's lock: its PID cannot be checked from here, so it counts as alive
+        holder.kill()
+        holder.wait(timeout=60)
+    # another host's lock file: its holder cannot be checked from here (a shared file
+    # system's flock may not reach it), so it counts as held while the file is there
     _write_lock(tmp_path, _dead_pid(), host="elsewhere.example")
     with (
         pytest.raises(runs.RunInUse, match="in use by PID .* on host elsewhere.example"),
         runs.lock_run(tmp_path),
     ):
         pass
+    assert (tmp_path / runs.LOCK_FILE).exists()
     (tmp_path / runs.LOCK_FILE).unlink()
     # held for the block, removed after it even when the block raises
     with pytest.raises(KeyError), runs.lock_run(tmp_path):
@@ -414,9 +433,45 @@ def test_lock_refuses_a_live_holder_and_is_released_on_errors(tmp_path):
         assert lock["pid"] == os.getpid() and lock["host"] == socket.gethostname()
         with pytest.raises(runs.RunInUse, match=f"in use by PID {os.getpid()}"):
             runs.check_unlocked(tmp_path)
+        with (
+            pytest.raises(runs.RunInUse, match=f"in use by PID {os.getpid()}"),
+            runs.lock_run(tmp_path),  # a run inside a run of this very process
+        ):
+            pass
         raise KeyError("boom")
     assert not (tmp_path / runs.LOCK_FILE).exists()
     runs.check_unlocked(tmp_path)
+
+
+def test_the_lock_of_a_killed_process_is_free_even_if_its_pid_runs_again(tmp_path):
+    """The kernel ends a lock with its process: after ``kill -9`` the run is free at once,
+    with a note, and a PID that runs again (reused, or a process that never held the lock)
+    does not keep it taken."""
+    runs.make_run_dir(tmp_path)
+    holder = _holder(tmp_path)
+    holder.kill()  # SIGKILL: no finally block runs, run.lock stays on disk
+    holder.wait(timeout=60)
+    assert json.loads((tmp_path / runs.LOCK_FILE).read_text())["pid"] == holder.pid
+    runs.check_unlocked(tmp_path)
+    with (
+        pytest.warns(UserWarning, match=f"took over the stale lock of PID {holder.pid},"),
+        runs.lock_run(tmp_path),
+    ):
+        pass
+    assert not (tmp_path / runs.LOCK_FILE).exists()
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        _write_lock(tmp_path, sleeper.pid)  # alive, but holds no lock
+        runs.check_unlocked(tmp_path)
+        with (
+            pytest.warns(UserWarning, match=f"stale lock of PID {sleeper.pid},"),
+            runs.lock_run(tmp_path),
+        ):
+            assert json.loads((tmp_path / runs.LOCK_FILE).read_text())["pid"] == os.getpid()
+    finally:
+        sleeper.kill()
+        sleeper.wait(timeout=60)
 
 
 # --------------------------------------------------------------------------- 5: --resume

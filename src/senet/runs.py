@@ -8,7 +8,8 @@ Layout::
     RUN_DIR/history.csv          one row per finished epoch
     RUN_DIR/model.keras          the final model (with its optimizer state)
     RUN_DIR/metrics.json         the final test metrics
-    RUN_DIR/run.lock             while a process uses the run: its PID and host
+    RUN_DIR/run.lock             while a process uses the run: its kernel lock (flock),
+                                 holding its PID and host
 
 Every file is written atomically (:mod:`senet._files`): a run killed at any moment leaves
 the old file or the new one, never half of either, and at worst a temporary file that
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import io
 import json
 import os
@@ -49,7 +51,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from senet._files import TEMP_PREFIX, atomic_write, atomic_write_text, pid_alive, read_json
+from senet._files import TEMP_PREFIX, atomic_write, atomic_write_text, read_json
 from senet.layers import load_model
 
 __all__ = [
@@ -641,133 +643,125 @@ def resume_point(run_dir: Path) -> Restored | None:
 
 
 def _lock_holder(path: Path) -> dict[str, Any] | None:
-    """The lock file's ``{"pid", "host"}``; None when the file is gone.
-
-    Raises:
-        RunInUse: The file exists but cannot be read as a lock.
-    """
+    """What the lock file says of its holder, ``{"pid", "host"}``; None when the file is gone
+    or says nothing senet wrote (the kernel's lock, not the text, decides who holds it)."""
     try:
         holder = read_json(path)
-    except FileNotFoundError:
-        return None
     except (OSError, ValueError):
-        holder = None
+        return None
     if (
         not isinstance(holder, dict)
         or isinstance(holder.get("pid"), bool)
         or not isinstance(holder.get("pid"), int)
         or not isinstance(holder.get("host"), str)
     ):
-        raise RunInUse(
-            f"run {path.parent} is locked by {path}, which is not a lock senet reads; "
-            "remove it if no senet process uses the run"
-        )
+        return None
     return holder
 
 
-def _is_alive(holder: dict[str, Any]) -> bool:
-    """Whether the lock's holder may still run (another host's PID: yes, unknowable)."""
-    if holder["host"] != socket.gethostname() or os.name == "nt":
-        return True
-    if holder["pid"] == os.getpid():
-        return True  # this process: a run inside a run
-    return pid_alive(holder["pid"])
-
-
-def _in_use(run_dir: Path, holder: dict[str, Any]) -> RunInUse:
+def _in_use(run_dir: Path, holder: dict[str, Any] | None) -> RunInUse:
+    holder = holder or {"pid": "unknown", "host": socket.gethostname()}
     where = "" if holder["host"] == socket.gethostname() else f" on host {holder['host']}"
     return RunInUse(f"run {run_dir} is in use by PID {holder['pid']}{where}")
 
 
-def check_unlocked(run_dir: Path) -> None:
-    """Raise :class:`RunInUse` if a live process holds ``run_dir``'s lock (reads only).
-
-    A quick refusal before slow work; :func:`lock_run` is what actually takes the lock.
-    """
-    holder = _lock_holder(Path(run_dir) / LOCK_FILE)
-    if holder is not None and _is_alive(holder):
-        raise _in_use(Path(run_dir), holder)
-
-
-def _create_exclusive(path: Path, text: str) -> bool:
-    """Create ``path`` holding ``text`` if it does not exist (atomic); False if it does."""
+def _open_lock_file(path: Path, flags: int) -> int | None:
+    """A descriptor of the lock file (never through a link); None when it does not exist."""
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
+        return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise RunError(f"cannot lock run {path.parent}: {path}: {error.strerror}") from None
+
+
+def _flock(descriptor: int, operation: int) -> bool:
+    """``flock(descriptor, operation | LOCK_NB)``; False when another descriptor holds it."""
+    try:
+        fcntl.flock(descriptor, operation | fcntl.LOCK_NB)
+    except BlockingIOError:
         return False
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
     return True
 
 
-def _remove_if_holds(path: Path, text: str) -> None:
-    with contextlib.suppress(OSError):
-        if path.read_text(encoding="utf-8") == text:
-            path.unlink()
+def check_unlocked(run_dir: Path) -> None:
+    """Raise :class:`RunInUse` if a process holds ``run_dir``'s lock (changes nothing).
 
-
-def _take_over(run_dir: Path, path: Path, stale: dict[str, Any], mine: str) -> bool:
-    """Replace the stale lock ``stale`` by ``mine``; False if another process got there.
-
-    A second lock file (``run.lock.takeover``, also made with O_EXCL) makes "check that it
-    is still the stale one, delete it, create mine" one step among processes doing the same.
+    A quick refusal before slow work; :func:`lock_run` is what actually takes the lock.
     """
-    guard = path.with_name(path.name + ".takeover")
-    if not _create_exclusive(guard, mine):
-        with contextlib.suppress(RunInUse):  # a guard left by a process killed mid-takeover
-            holder = _lock_holder(guard)
-            if holder is not None and not _is_alive(holder):
-                guard.unlink(missing_ok=True)
-        return False
+    run_dir = Path(run_dir)
+    path = run_dir / LOCK_FILE
+    descriptor = _open_lock_file(path, os.O_RDONLY)
+    if descriptor is None:
+        return
     try:
-        if _lock_holder(path) != stale:
-            return False
-        path.unlink(missing_ok=True)
-        return _create_exclusive(path, mine)
+        if not _flock(descriptor, fcntl.LOCK_SH):
+            raise _in_use(run_dir, _lock_holder(path))
     finally:
-        _remove_if_holds(guard, mine)
+        os.close(descriptor)  # and with it the shared lock
+
+
+def _same_file(descriptor: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(descriptor), os.stat(path, follow_symlinks=False))
+    except FileNotFoundError:
+        return False
+
+
+def _acquire(run_dir: Path, path: Path) -> tuple[int, dict[str, Any] | None]:
+    """Lock ``path`` (created if missing) for this process: its descriptor, and what the
+    file said before (a holder that ended without removing it: ``kill -9``, a crash)."""
+    for _ in range(5):
+        descriptor = _open_lock_file(path, os.O_RDWR | os.O_CREAT)
+        if descriptor is None:
+            continue  # a dangling name in a race: try again
+        if not _flock(descriptor, fcntl.LOCK_EX):
+            os.close(descriptor)
+            raise _in_use(run_dir, _lock_holder(path))
+        if _same_file(descriptor, path):
+            return descriptor, _lock_holder(path)
+        os.close(descriptor)  # the holder released (and removed) it meanwhile: lock anew
+    raise _in_use(run_dir, _lock_holder(path))
 
 
 @contextlib.contextmanager
 def lock_run(run_dir: Path) -> Iterator[None]:
     """Hold ``run_dir/run.lock`` for the ``with`` block: one process uses a run at a time.
 
-    The lock file is created atomically (``O_CREAT | O_EXCL``) and holds this process's
-    PID and host; it is removed when the block ends, on exceptions too. A lock left by a
-    process that no longer runs (same host, PID gone: ``kill -9``, a crash) is taken over
-    with a one-line warning. ``run_dir`` must exist.
+    The lock is the kernel's (``flock`` on ``run.lock``), so it ends with its process, however
+    that ends (``kill -9`` included); the file holds the holder's PID and host for the
+    messages, and is removed when the block ends, on exceptions too. A file left by a process
+    that was killed is taken over with a one-line warning. Locks are advisory, and on a
+    shared file system only as good as its ``flock``: a file naming another host is
+    refused while it exists. ``run_dir`` must exist.
 
     Raises:
-        RunInUse: A live process (or one on another host, which cannot be checked) holds
-            the lock: "run DIR is in use by PID n".
+        RunInUse: Another process (or this one, elsewhere) holds the lock, or the file names
+            another host: "run DIR is in use by PID n".
     """
     run_dir = Path(run_dir)
     path = run_dir / LOCK_FILE
-    mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
-    for _ in range(5):
-        if _create_exclusive(path, mine):
-            break
-        holder = _lock_holder(path)
-        if holder is None:
-            continue  # released meanwhile: try again
-        if _is_alive(holder):
-            raise _in_use(run_dir, holder)
-        if _take_over(run_dir, path, holder, mine):
+    descriptor, left = _acquire(run_dir, path)
+    try:
+        if left is not None and left["host"] != socket.gethostname():
+            raise _in_use(run_dir, left)
+        mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, json.dumps(mine).encode(), 0)
+        os.fsync(descriptor)
+        if left is not None and left["pid"] != os.getpid():
             warnings.warn(
-                f"run {run_dir}: took over the stale lock of PID {holder['pid']}, which no "
+                f"run {run_dir}: took over the stale lock of PID {left['pid']}, which no "
                 "longer runs",
                 stacklevel=3,
             )
-            break
-    else:
-        holder = _lock_holder(path) or {"pid": "unknown", "host": socket.gethostname()}
-        raise _in_use(run_dir, holder)
-    try:
-        yield
+        try:
+            yield
+        finally:
+            if _same_file(descriptor, path):
+                path.unlink(missing_ok=True)  # before the lock ends: see _acquire
     finally:
-        _remove_if_holds(path, mine)
+        os.close(descriptor)
 
 
 class RunCheckpoint(keras.callbacks.Callback):
