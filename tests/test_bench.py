@@ -78,6 +78,82 @@ def test_count_flops_se_resnet50_adds_the_excitation_macs():
     assert count_flops(se, macs_only=True) - count_flops(plain, macs_only=True) == extra
 
 
+# --------------------------------------------------------------------------- every kind
+
+
+def _reference_graph(kind: str, shape, channels: int, hidden: int, kernel: int):
+    """The computation of an attention ``kind`` (channels_last, 2-D) written with plain Keras
+    layers, which count_flops counts on its own: an independent count for each kind."""
+    h, w, c = shape
+    inputs = keras.Input(shape)
+    layers = keras.layers
+
+    def se(x, pools=("avg",)):
+        reduce, expand = layers.Dense(hidden, activation="relu"), layers.Dense(c)
+        pooled = {"avg": layers.GlobalAveragePooling2D(), "max": layers.GlobalMaxPooling2D()}
+        logits = [expand(reduce(pooled[mode](x))) for mode in pools]
+        logits = logits[0] if len(logits) == 1 else layers.Add()(logits)
+        gate = layers.Reshape((1, 1, c))(layers.Activation("sigmoid")(logits))
+        return layers.Multiply()([x, gate])
+
+    def sse(x):
+        gate = layers.Activation("sigmoid")(layers.Conv2D(1, 1)(x))
+        return layers.Multiply()([x, gate])
+
+    def across_channels(x, pool):  # (B, H, W, C) -> the mean or max over C, (B, H, W, 1)
+        flat = layers.Reshape((h * w, c))(x)
+        return layers.Reshape((h, w, 1))(pool(data_format="channels_first")(flat))
+
+    if kind == "se":
+        outputs = se(inputs)
+    elif kind == "eca":
+        z = layers.Reshape((c, 1))(layers.GlobalAveragePooling2D()(inputs))
+        z = layers.Conv1D(1, kernel, padding="same", use_bias=False)(z)
+        gate = layers.Reshape((1, 1, c))(layers.Activation("sigmoid")(z))
+        outputs = layers.Multiply()([inputs, gate])
+    elif kind == "sse":
+        outputs = sse(inputs)
+    elif kind == "scse":
+        outputs = layers.Add()([se(inputs), sse(inputs)])
+    else:  # cbam
+        refined = se(inputs, pools=("avg", "max"))
+        pooled = [
+            across_channels(refined, pool)
+            for pool in (layers.GlobalAveragePooling1D, layers.GlobalMaxPooling1D)
+        ]
+        descriptor = layers.Concatenate()(pooled)
+        gate = layers.Activation("sigmoid")(layers.Conv2D(1, kernel, padding="same")(descriptor))
+        outputs = layers.Multiply()([refined, gate])
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize(
+    "kind,options,hidden,kernel",
+    [
+        ("se", {"reduction": 4}, 4, None),
+        ("eca", {"kernel_size": 5}, None, 5),
+        ("sse", {}, None, None),
+        ("scse", {"reduction": 4}, 4, None),
+        ("cbam", {"reduction": 4, "kernel_size": 3}, 4, 3),
+    ],
+)
+def test_every_kind_counts_its_flops_like_its_plain_keras_graph(kind, options, hidden, kernel):
+    from senet.layers import attention
+
+    shape, channels = (6, 5, 16), 16
+    inputs = keras.Input(shape)
+    model = keras.Model(inputs, attention(kind, name="attn", **options)(inputs))
+    reference = _reference_graph(kind, shape, channels, hidden, kernel)
+    for batch in (1, 3):
+        for macs_only in (False, True):
+            counted = count_flops(model, batch, macs_only=macs_only, by_layer=True)["attn"]
+            assert counted == count_flops(reference, batch, macs_only=macs_only) > 0
+    # the same count with channels first
+    first = keras.Input((channels, *shape[:2]))
+    layer = attention(kind, data_format="channels_first", **options)
+    assert count_flops(keras.Model(first, layer(first))) == count_flops(model)
+
+
 def test_count_flops_warns_about_unknown_layers_and_needs_fixed_shapes():
     inputs = keras.Input((4,))
     outputs = keras.layers.Lambda(lambda t: t * 2, name="double")(inputs)

@@ -97,31 +97,6 @@ def _has_activation(layer) -> bool:
     return activation is not None and activation is not keras.activations.linear
 
 
-def _se_flops(layer, in_shape, macs_only):
-    """Squeeze (global pool), excitation MLP, and the full-size scale."""
-    channels = layer.channels
-    hidden = layer.reduce.units
-    macs = 2 * channels * hidden
-    if macs_only:
-        return in_shape[0] * macs
-    elems = _prod(in_shape)
-    pools = 2 if layer.squeeze == "avgmax" else 1
-    per_sample = 2 * macs + hidden + channels  # matmuls + hidden and gate activations
-    if layer.use_bias:
-        per_sample += hidden + channels
-    if layer.squeeze == "avgmax":
-        per_sample += channels
-    return pools * elems + in_shape[0] * per_sample + elems
-
-
-def _fused_flops(layer, in_shapes, out_shape, macs_only):
-    # Lazy import: bench sits above models/ and only needs this for fused models.
-    from senet.models.fused import FusedSEResidual
-
-    assert isinstance(layer, FusedSEResidual)
-    return layer.flops(in_shapes, out_shape, macs_only=macs_only)
-
-
 _ZERO_COST = (
     keras.layers.InputLayer,
     keras.layers.Flatten,
@@ -190,18 +165,20 @@ _CONV = (
 
 
 def _layer_flops(layer, in_shapes, out_shape, macs_only, unknown):
-    """FLOPs of one call of ``layer`` with concrete (batched) input and output shapes."""
-    from senet.layers import SqueezeExcite
+    """FLOPs of one call of ``layer`` with concrete (batched) input and output shapes.
 
+    A layer that counts itself (every senet layer: ``layer.flops(input_shape, output_shape,
+    macs_only=...)``, the input shapes as a list for a layer of several inputs) is asked;
+    Keras' own layers are counted here."""
     first = in_shapes[0]
+    counts_itself = getattr(layer, "flops", None)
+    if callable(counts_itself):
+        shapes = first if len(in_shapes) == 1 else list(in_shapes)
+        return int(counts_itself(shapes, out_shape, macs_only=macs_only))
     if isinstance(layer, _CONV):
         return _conv_flops(layer, first, out_shape, macs_only)
     if isinstance(layer, keras.layers.Dense):
         return _dense_flops(layer, first, out_shape, macs_only)
-    if isinstance(layer, SqueezeExcite):
-        return _se_flops(layer, first, macs_only)
-    if type(layer).__name__ == "FusedSEResidual":
-        return _fused_flops(layer, in_shapes, out_shape, macs_only)
     if macs_only or isinstance(layer, _ZERO_COST):
         return 0
     if isinstance(layer, keras.layers.BatchNormalization):
@@ -590,6 +567,7 @@ def _bench_pair(model: str, attention: str, reduction, allow_h5: bool):
     from senet import models
     from senet.checks import check_choice
     from senet.layers import kinds, load_model
+    from senet.names import MODEL_NAMES, is_cifar_depth, resnet_depth
 
     attention = check_choice("attention", attention, kinds())
     options = {} if reduction is None else {"reduction": reduction}
@@ -598,18 +576,17 @@ def _bench_pair(model: str, attention: str, reduction, allow_h5: bool):
         plain = models.emotion_cnn(shape, classes, attention=None)
         attended = models.emotion_cnn(shape, classes, attention=attention, **options)
         return plain, attended, "emotion_cnn", attention
-    if model.startswith("resnet") and model.removeprefix("resnet").isdigit():
-        depth = int(model.removeprefix("resnet"))
+    depth = resnet_depth(model)
+    if depth is not None:
         shape, classes = BENCH_MODELS["resnet"]
-        if depth in (20, 32, 44, 56, 110, 1202):
+        if is_cifar_depth(depth):
             shape, classes = (32, 32, 3), 10
         plain = models.resnet(depth, shape, classes, attention=None)
         attended = models.resnet(depth, shape, classes, attention=attention, **options)
         return plain, attended, model, attention
     if not os.path.exists(model):
         raise ValueError(
-            f"`model` must be emotion_cnn, resnet<depth> (resnet50, resnet20, ...) or a "
-            f".keras file, got {model!r}"
+            f"`model` must be a .keras file or one of {', '.join(MODEL_NAMES)}, got {model!r}"
         )
     loaded = load_model(model, allow_h5=allow_h5, compile=False)
     plain, attended, found = _with_and_without(loaded, attention, options)

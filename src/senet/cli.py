@@ -24,23 +24,15 @@ from collections.abc import Callable
 from senet import __version__
 from senet._tf import TRAINING_COMMANDS, import_tensorflow_quietly, prefer_onednn
 from senet.errors import Terminated, raise_on_sigterm
+from senet.names import MODEL_NAMES
 
-# Names also used by the library (senet.train.MODEL_NAMES, senet.kinds()); repeated here so
-# --help and argument checks need no Keras import. tests/test_cli.py checks they agree.
-MODEL_CHOICES = (
-    "emotion_cnn",
-    "resnet20",
-    "resnet32",
-    "resnet44",
-    "resnet56",
-    "resnet110",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
+# The built-in kinds of senet.kinds(), for --help (which imports no Keras); tests/test_cli.py
+# checks they agree. --attention takes any registered kind, those packages add through the
+# senet.attention entry point included: the library checks the name when the command runs.
+BUILT_IN_KINDS = ("se", "eca", "sse", "scse", "cbam")
+_ATTENTION_HELP = (
+    f"{', '.join(BUILT_IN_KINDS)}, or a kind a package adds (entry point group senet.attention)"
 )
-ATTENTION_CHOICES = ("se", "eca", "sse", "scse", "cbam", "none")
 # senet.explain_photos.EXPLAIN_METHODS
 EXPLAIN_METHOD_CHOICES = ("gradcam", "gradxact", "gradcam++", "intgrad", "attention")
 
@@ -105,8 +97,10 @@ def _add_train(subparsers) -> None:
         help="FER2013 csv, image folder (one sub-folder per class), .npz (x, y) or "
         "'synthetic' (default)",
     )
-    parser.add_argument("--model", default="emotion_cnn", choices=MODEL_CHOICES)
-    parser.add_argument("--attention", default="se", choices=ATTENTION_CHOICES)
+    parser.add_argument("--model", default="emotion_cnn", choices=MODEL_NAMES)
+    parser.add_argument(
+        "--attention", default="se", metavar="KIND", help=f"{_ATTENTION_HELP}, or none (default se)"
+    )
     parser.add_argument("--reduction", type=_positive_float, default=8, help="default 8")
     parser.add_argument("--epochs", type=_positive_int, default=10, help="default 10")
     parser.add_argument("--batch-size", type=_positive_int, default=64, help="default 64")
@@ -905,9 +899,13 @@ def _add_ablate(subparsers) -> None:
         ),
     )
     parser.add_argument("--out", metavar="DIR", required=True, help="output directory")
-    parser.add_argument("--model", nargs="+", default=["emotion_cnn"], choices=MODEL_CHOICES)
+    parser.add_argument("--model", nargs="+", default=["emotion_cnn"], choices=MODEL_NAMES)
     parser.add_argument(
-        "--attention", nargs="+", default=["se"], choices=ATTENTION_CHOICES, help="default se"
+        "--attention",
+        nargs="+",
+        default=["se"],
+        metavar="KIND",
+        help=f"{_ATTENTION_HELP}, or none (default se)",
     )
     parser.add_argument("--reduction", nargs="+", type=_positive_float, default=[8])
     parser.add_argument("--squeeze", nargs="+", default=["avg"], choices=("avg", "max", "avgmax"))
@@ -1027,7 +1025,7 @@ def _add_bench(subparsers) -> None:
         ".keras file",
     )
     parser.add_argument(
-        "--attention", default="se", choices=ATTENTION_CHOICES[:-1], help="default se"
+        "--attention", default="se", metavar="KIND", help=f"{_ATTENTION_HELP} (default se)"
     )
     parser.add_argument(
         "--reduction", type=_positive_float, help="default: the builder's (8 CNN, 16 ResNet)"

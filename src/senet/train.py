@@ -63,6 +63,7 @@ from senet.errors import one_line
 from senet.layers import kinds, with_training_info
 from senet.layers.info import dataset_kind
 from senet.metrics import classification_metrics, evaluate, evaluate_model
+from senet.names import MODEL_NAMES, build_model
 from senet.report import plot_confusion, plot_curves
 
 __all__ = [
@@ -80,9 +81,6 @@ __all__ = [
     "train",
 ]
 
-# CIFAR-style (6n+2) and ImageNet depths resnet() builds; "resnet<depth>" names them.
-_RESNET_DEPTHS = (20, 32, 44, 56, 110, 18, 34, 50, 101, 152)
-MODEL_NAMES = ("emotion_cnn", *(f"resnet{depth}" for depth in _RESNET_DEPTHS))
 _OPTIMIZERS = ("adam", "adamw", "sgd")
 _DISTRIBUTE = ("none", "mirrored", "multiworker")
 LR_SCHEDULES = ("constant", "cosine")
@@ -268,39 +266,7 @@ class RunResult:
     config: TrainConfig = field(default_factory=TrainConfig)
 
 
-# --------------------------------------------------------------------------- models
-
-
-def build_model(
-    name: str,
-    *,
-    input_shape: Sequence[int],
-    num_classes: int,
-    attention: str | None = "se",
-    reduction: float = 8,
-    **options: Any,
-) -> keras.Model:
-    """Build a network by name: ``"emotion_cnn"`` or ``"resnet<depth>"`` (``MODEL_NAMES``).
-
-    ``options`` go to the builder (``senet.models.emotion_cnn`` or ``senet.models.resnet``).
-    """
-    from senet import models
-
-    name = check_choice("model", name, MODEL_NAMES)
-    if name == "emotion_cnn":
-        from senet.models.emotion import emotion_cnn
-
-        return emotion_cnn(
-            tuple(input_shape), num_classes, attention=attention, reduction=reduction, **options
-        )
-    return models.resnet(
-        int(name.removeprefix("resnet")),
-        input_shape=tuple(input_shape),
-        num_classes=num_classes,
-        attention=attention,
-        reduction=reduction,
-        **options,
-    )
+# --------------------------------------------------------------------------- data
 
 
 def load_run_data(config: TrainConfig) -> dict[str, ImageSet]:

@@ -9,9 +9,11 @@ ones here use its message shape.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import keras
+import numpy as np
 from keras import ops
 
 from senet.checks import check_choice, fail
@@ -161,6 +163,69 @@ def broadcast_channels(s, rank: int, data_format: str):
 def scale(x, s, data_format: str):
     """``x * s`` with ``s`` of shape ``(B, C)``, in ``x``'s dtype."""
     return x * ops.cast(broadcast_channels(s, len(x.shape), data_format), x.dtype)
+
+
+def elements(shape) -> int:
+    """The number of elements of a concrete shape."""
+    return math.prod(int(d) for d in shape)
+
+
+def squeeze_flops(mode: str, input_shape, data_format: str) -> int:
+    """FLOPs of :func:`squeeze` on a concrete (batched) input shape: one per element read,
+    and for ``"avgmax"`` both pools and their mean (one per channel)."""
+    if mode != "avgmax":
+        return elements(input_shape)
+    batch, channels = int(input_shape[0]), int(input_shape[channel_axis(data_format)])
+    return 2 * elements(input_shape) + batch * channels
+
+
+def mlp_flops(channels: int, hidden: int, use_bias: bool, descriptors: int = 1) -> int:
+    """FLOPs of :func:`excite`'s MLP for one sample: ``descriptors`` pooled vectors through
+    ``C -> h (activation) -> C``, their logits summed, then the gate. A multiply-add is 2."""
+    per_descriptor = 2 * (2 * channels * hidden) + hidden  # two matmuls, hidden activation
+    if use_bias:
+        per_descriptor += hidden + channels
+    return descriptors * per_descriptor + (descriptors - 1) * channels + channels
+
+
+def gate_bias(gate_fn: Callable, target: float) -> float:
+    """The smallest ``b`` with ``gate(b) >= target`` (bisection; the gate must be monotone):
+    the bias that makes a gate whose input weights are zero the constant ``target``."""
+
+    def gate(value: float) -> float:
+        return float(ops.convert_to_numpy(gate_fn(np.array([value], "float32")))[0])
+
+    low, high = -50.0, 1.0
+    while gate(high) < target:
+        high *= 2
+        if high > 1e6:
+            raise ValueError(
+                f"init='identity' needs a gate that reaches {target}; this gate stays "
+                f"below it (gate(1e6) = {gate(high)}). Use init='random'."
+            )
+    if gate(low) >= target:
+        raise ValueError(
+            f"init='identity' needs a gate that is below {target} somewhere; "
+            f"gate(-50) = {gate(low)}. Use init='random'."
+        )
+    for _ in range(80):
+        middle = 0.5 * (low + high)
+        if gate(middle) >= target:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def zero(variable) -> None:
+    # Not `ops.zeros_like(variable)`: JAX cannot take a Keras variable's dtype from it.
+    variable.assign(ops.zeros(variable.shape, dtype=variable.dtype))
+
+
+def constant_gate(kernel, bias, value: float) -> None:
+    """Zero ``kernel`` and fill ``bias`` with ``value``: a gate that ignores its input."""
+    zero(kernel)
+    bias.assign(ops.full(bias.shape, value, dtype=bias.dtype))
 
 
 def serialize_option(value):

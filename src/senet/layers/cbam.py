@@ -7,6 +7,8 @@ then a spatial gate from a 7x7 convolution over the channel-wise mean and max.
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import ops
 
@@ -15,8 +17,12 @@ from senet.layers._common import (
     channel_axis,
     check_activation,
     check_input_shape,
+    constant_gate,
     deserialize_options,
+    elements,
     excite,
+    gate_bias,
+    mlp_flops,
     resolve_data_format,
     scale,
     serialize_option,
@@ -142,6 +148,35 @@ class CBAM(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
+
+    def flops(self, input_shape, output_shape=None, *, macs_only: bool = False) -> int:
+        """FLOPs of one call on a concrete (batched) input shape. Channel gate: average and
+        max pools, the shared MLP on both, their sum, the gate, the scale. Spatial gate: the
+        mean and max across channels, the k^n convolution of two channels to one with its
+        bias, the gate, the scale. With ``macs_only`` the MLP's and the convolution's
+        multiply-accumulates alone."""
+        batch, channels = int(input_shape[0]), int(input_shape[channel_axis(self.data_format)])
+        hidden = bottleneck_units(channels, self.reduction)
+        positions = elements(input_shape) // channels  # batch included
+        window = self.kernel_size ** (len(input_shape) - 2)
+        macs = batch * 2 * (2 * channels * hidden) + positions * 2 * window
+        if macs_only:
+            return macs
+        channel_gate = 2 * elements(input_shape) + batch * mlp_flops(
+            channels, hidden, use_bias=True, descriptors=2
+        )
+        spatial_gate = 2 * elements(input_shape) + positions * (2 * 2 * window + 2)
+        return channel_gate + spatial_gate + 2 * elements(input_shape)  # ... and two scales
+
+    def identity_init(self, gain: float, *, check_only: bool = False) -> None:
+        """Start as ``y = gain * x``: each gate the constant ``sqrt(gain)`` (the MLP's last
+        kernel and the spatial kernel zero; the channel gate sums the two descriptors'
+        logits, so its bias is half the gate's inverse)."""
+        if check_only:
+            return
+        half = math.sqrt(gain)
+        constant_gate(self.expand.kernel, self.expand.bias, gate_bias(self._gate_fn, half) / 2)
+        constant_gate(self.spatial_kernel, self.spatial_bias, gate_bias(self._gate_fn, half))
 
     def get_config(self):
         config = super().get_config()

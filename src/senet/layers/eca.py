@@ -16,13 +16,16 @@ from keras import ops
 from senet.checks import check_choice, check_number, check_positive, fail
 from senet.layers._common import (
     SQUEEZE_MODES,
+    channel_axis,
     check_activation,
     check_input_shape,
     deserialize_options,
+    elements,
     resolve_data_format,
     scale,
     serialize_option,
     squeeze,
+    squeeze_flops,
 )
 
 
@@ -118,6 +121,21 @@ class EfficientChannelAttention(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
+
+    def flops(self, input_shape, output_shape=None, *, macs_only: bool = False) -> int:
+        """FLOPs of one call on a concrete (batched) input shape: the squeeze, the 1-D
+        convolution across channels (no bias), the gate and the scale; with ``macs_only``
+        the convolution's multiply-accumulates alone."""
+        batch, channels = int(input_shape[0]), int(input_shape[channel_axis(self.data_format)])
+        kernel = self.kernel_size or eca_kernel_size(channels, self.gamma, self.b)
+        if macs_only:
+            return batch * channels * kernel
+        squeezed = squeeze_flops(self.squeeze, input_shape, self.data_format)
+        return squeezed + batch * (2 * channels * kernel + channels) + elements(input_shape)
+
+    def identity_init(self, gain: float, *, check_only: bool = False) -> None:
+        """ECA cannot start as a constant gain: its gate has no bias to hold."""
+        raise ValueError("ECA has no bias, so its gate cannot start near 1")
 
     def get_config(self):
         config = super().get_config()

@@ -29,8 +29,48 @@ _REGISTRY: dict[str, Callable[..., keras.layers.Layer]] = {
 }
 
 
+#: Packages add attention kinds under this entry-point group; ``senet`` loads them the first
+#: time it looks a kind up, so ``senet train --attention NAME`` and every other command can
+#: use them. In the package's ``pyproject.toml``::
+#:
+#:     [project.entry-points."senet.attention"]
+#:     mykind = "mypackage.layers:MyAttention"
+#:
+#: The layer class must be a registered Keras serializable (so saved models load), and may
+#: define ``flops(input_shape, output_shape, *, macs_only=False)`` (``senet bench`` counts
+#: it) and ``identity_init(gain, *, check_only=False)`` (``insert_attention(init="identity")``).
+ENTRY_POINT_GROUP = "senet.attention"
+_plugins_loaded = False
+
+
+def _load_plugins() -> None:
+    """Register the kinds of the ``senet.attention`` entry points, once. A kind already
+    registered (the built-ins, :func:`register` calls) is kept; one that fails to load is
+    skipped with a one-line warning."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        if point.name.lower() in _REGISTRY:
+            continue
+        try:
+            register(point.name, point.load())
+        except Exception as error:  # a broken plugin must not break senet
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            warnings.warn(
+                f"the attention kind {point.name!r} ({point.value}) could not be loaded: "
+                f"{type(error).__name__}: {first}",
+                stacklevel=2,
+            )
+
+
 def kinds() -> tuple[str, ...]:
-    """The registered attention kinds, e.g. ``("se", "eca", "sse", "scse", "cbam")``."""
+    """The registered attention kinds, e.g. ``("se", "eca", "sse", "scse", "cbam")``, and
+    those that packages add (:data:`ENTRY_POINT_GROUP`) or :func:`register` added."""
+    _load_plugins()
     return tuple(_REGISTRY)
 
 
@@ -43,6 +83,7 @@ def check_kind(argument: str, kind) -> str | None:
     """
     if is_none(kind):
         return None
+    _load_plugins()
     if not isinstance(kind, str) or kind.lower() not in _REGISTRY:
         raise fail(argument, f"one of {kinds() + ('none',)} or None", kind)
     return kind.lower()
@@ -167,6 +208,7 @@ def load_model(
     """
     path = Path(path)
     config = None
+    _load_plugins()  # their layer classes, so models that use them load
     if _check_format(path, allow_h5) == "h5":
         warnings.warn(_H5_WARNING.format(path=path), UserWarning, stacklevel=2)
         _check_h5_file(path)

@@ -15,7 +15,10 @@ from senet.layers._common import (
     channel_axis,
     check_activation,
     check_input_shape,
+    constant_gate,
     deserialize_options,
+    elements,
+    gate_bias,
     resolve_data_format,
     serialize_option,
 )
@@ -103,6 +106,21 @@ class SpatialSqueezeExcite(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
+
+    def flops(self, input_shape, output_shape=None, *, macs_only: bool = False) -> int:
+        """FLOPs of one call on a concrete (batched) input shape: the 1x1 convolution to one
+        channel with its bias, the gate and the scale; with ``macs_only`` the convolution's
+        multiply-accumulates alone."""
+        channels = int(input_shape[channel_axis(self.data_format)])
+        positions = elements(input_shape) // channels  # batch included
+        if macs_only:
+            return positions * channels
+        return 2 * positions * channels + 2 * positions + elements(input_shape)
+
+    def identity_init(self, gain: float, *, check_only: bool = False) -> None:
+        """Start as ``y = gain * x``: the kernel zero, the bias ``gate^-1(gain)``."""
+        if not check_only:
+            constant_gate(self.kernel, self.bias, gate_bias(self._gate_fn, gain))
 
     def get_config(self):
         config = super().get_config()
@@ -195,6 +213,20 @@ class ChannelSpatialSqueezeExcite(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
+
+    def flops(self, input_shape, output_shape=None, *, macs_only: bool = False) -> int:
+        """FLOPs of one call: the cSE and sSE branches and their sum."""
+        branches = self.channel.flops(input_shape, macs_only=macs_only)
+        branches += self.spatial.flops(input_shape, macs_only=macs_only)
+        return branches if macs_only else branches + elements(input_shape)
+
+    def identity_init(self, gain: float, *, check_only: bool = False) -> None:
+        """Start as ``y = x``: ``x*cSE + x*sSE`` with two constant gates of 0.5 (``gain``
+        is not used: the sum of the branches is the identity)."""
+        self.channel.identity_init(0.5, check_only=True)
+        if not check_only:
+            self.channel.identity_init(0.5)
+            self.spatial.identity_init(0.5)
 
     def get_config(self):
         config = super().get_config()

@@ -12,14 +12,20 @@ import keras
 from senet.checks import check_choice, check_positive
 from senet.layers._common import (
     SQUEEZE_MODES,
+    channel_axis,
     check_activation,
     check_input_shape,
+    constant_gate,
     deserialize_options,
+    elements,
     excite,
+    gate_bias,
+    mlp_flops,
     resolve_data_format,
     scale,
     serialize_option,
     squeeze,
+    squeeze_flops,
 )
 
 _OBJECT_OPTIONS = (
@@ -152,6 +158,29 @@ class SqueezeExcite(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
+
+    def flops(self, input_shape, output_shape=None, *, macs_only: bool = False) -> int:
+        """FLOPs of one call on a concrete (batched) input shape, as
+        :func:`senet.bench.count_flops` counts them: the squeeze, the MLP and the scale;
+        with ``macs_only`` the MLP's multiply-accumulates alone."""
+        batch, channels = int(input_shape[0]), int(input_shape[channel_axis(self.data_format)])
+        hidden = bottleneck_units(channels, self.reduction, self.units)
+        if macs_only:
+            return batch * 2 * channels * hidden
+        squeezed = squeeze_flops(self.squeeze, input_shape, self.data_format)
+        mlp = mlp_flops(channels, hidden, self.use_bias)
+        return squeezed + batch * mlp + elements(input_shape)  # ... and the scale
+
+    def identity_init(self, gain: float, *, check_only: bool = False) -> None:
+        """Start as ``y = gain * x``: the expand kernel zero, its bias ``gate^-1(gain)``
+        (``insert_attention(init="identity")``); ``check_only``: only raise if it cannot."""
+        if not self.use_bias:
+            raise ValueError(
+                "the excitation has no bias (use_bias=False) to hold the gate near 1; "
+                "use use_bias=True"
+            )
+        if not check_only:
+            constant_gate(self.expand.kernel, self.expand.bias, gate_bias(self._gate_fn, gain))
 
     def get_config(self):
         config = super().get_config()

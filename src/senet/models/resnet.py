@@ -35,6 +35,7 @@ from senet.models._blocks import (
     check_attention_options,
     check_input_shape,
 )
+from senet.names import CIFAR_DEPTHS, IMAGENET_DEPTHS, RESNET_DEPTHS
 
 PLACEMENTS = ("standard", "pre", "post", "identity")
 STEMS = ("standard", "deep", "tiered")
@@ -42,20 +43,9 @@ DOWNSAMPLES = ("conv", "avg")
 # The three 3x3 convolutions of each deep stem (the last one is followed by conv1_bn).
 _DEEP_STEMS = {"deep": (32, 32, 64), "tiered": (24, 32, 64)}
 
-# depth -> (block type, blocks per stage); stages are named conv2 ... conv5.
-_IMAGENET_DEPTHS = {
-    18: ("basic", (2, 2, 2, 2)),
-    26: ("bottleneck", (2, 2, 2, 2)),
-    34: ("basic", (3, 4, 6, 3)),
-    50: ("bottleneck", (3, 4, 6, 3)),
-    101: ("bottleneck", (3, 4, 23, 3)),
-    152: ("bottleneck", (3, 8, 36, 3)),
-}
+# The depths and their blocks per stage are in senet.names, the one table of model names.
 _IMAGENET_WIDTHS = (64, 128, 256, 512)
-# 6n+2 depths of He et al.'s CIFAR study; stages conv2 ... conv4 with n blocks each.
-_CIFAR_DEPTHS = {depth: (depth - 2) // 6 for depth in (20, 32, 44, 56, 110, 1202)}
 _CIFAR_WIDTHS = (16, 32, 64)
-DEPTHS = tuple(_IMAGENET_DEPTHS) + tuple(_CIFAR_DEPTHS)
 
 _STAGE_OUTPUT = re.compile(r"^conv(\d+)_block(\d+)_out$")
 
@@ -283,18 +273,18 @@ def resnet(
         >>> resnet_stage_outputs(model)
         ['conv2_block3_out', 'conv3_block3_out', 'conv4_block3_out']
     """
-    depth = int(check_choice("depth", depth, DEPTHS))
+    depth = int(check_choice("depth", depth, RESNET_DEPTHS))
     placement = check_choice("placement", placement, PLACEMENTS)
     kind = check_attention(attention)
     options = check_attention_options(attention_options)
     if pooling is not None:
         pooling = check_choice("pooling", pooling, ("avg", "max"))
-    cifar = depth in _CIFAR_DEPTHS
+    cifar = depth in CIFAR_DEPTHS
     stem = check_choice("stem", stem, STEMS)
     downsample = check_choice("downsample", downsample, DOWNSAMPLES)
     cardinality = check_positive("cardinality", cardinality, integer=True)
     base_width = check_positive("base_width", base_width, integer=True)
-    bottleneck = not cifar and _IMAGENET_DEPTHS[depth][0] == "bottleneck"
+    bottleneck = not cifar and IMAGENET_DEPTHS[depth][0] == "bottleneck"
     if (cardinality, base_width) != (1, 64) and not bottleneck:
         raise fail("cardinality", "1 (and base_width 64) for basic-block depths", cardinality)
     if stem != "standard" and cifar:
@@ -311,9 +301,9 @@ def resnet(
     num_classes = check_positive("num_classes", num_classes, integer=True)
 
     if cifar:
-        block_type, blocks, widths = "basic", (_CIFAR_DEPTHS[depth],) * 3, _CIFAR_WIDTHS
+        block_type, blocks, widths = "basic", (CIFAR_DEPTHS[depth],) * 3, _CIFAR_WIDTHS
     else:
-        (block_type, blocks), widths = _IMAGENET_DEPTHS[depth], _IMAGENET_WIDTHS
+        (block_type, blocks), widths = IMAGENET_DEPTHS[depth], _IMAGENET_WIDTHS
     stage_numbers = tuple(range(2, 2 + len(blocks)))
     attended = _attention_stages(stages, stage_numbers) if kind else frozenset()
 

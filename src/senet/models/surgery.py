@@ -37,23 +37,13 @@ BatchNorm's gamma and beta times g.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 
 import keras
-import numpy as np
-from keras import ops
 
 from senet.checks import fail
 from senet.graph import Graph
-from senet.layers import (
-    CBAM,
-    ChannelSpatialSqueezeExcite,
-    EfficientChannelAttention,
-    SpatialSqueezeExcite,
-    SqueezeExcite,
-    attention,
-)
+from senet.layers import attention
 from senet.models.rewrite import rewrite
 
 __all__ = ["IDENTITY_GAIN", "insert_attention"]
@@ -144,8 +134,9 @@ def insert_attention(
     6.9068`` for the sigmoid); sSE the same with its 1x1 kernel and bias; CBAM splits
     ``g`` into ``sqrt(g)`` for its channel and spatial gates; scSE starts exactly as
     ``y = x`` (both gates 0.5, which add up; ``identity_gain`` is not used). ECA has
-    no bias, so its gate cannot start near 1: ``init="identity"`` raises for it (and
-    for any other registered kind), use ``init="random"``.
+    no bias, so its gate cannot start near 1: ``init="identity"`` raises for it, use
+    ``init="random"``. Each layer class does this itself (``identity_init(gain)``); a
+    registered kind whose class has no such method raises too.
     ``init="random"`` keeps the layers' own initialisation.
 
     The returned model is not compiled; its name is the original's.
@@ -361,83 +352,20 @@ def _data_format(layer, rank: int) -> str | None:
 
 
 def _check_identity_possible(layer, kind) -> None:
-    if isinstance(layer, (SqueezeExcite, ChannelSpatialSqueezeExcite)):
-        se = layer.channel if isinstance(layer, ChannelSpatialSqueezeExcite) else layer
-        if not se.use_bias:
-            raise ValueError(
-                "init='identity' needs the excitation bias to hold the gate near 1; "
-                "use use_bias=True or init='random', got use_bias=False"
-            )
-        return
-    if isinstance(layer, (SpatialSqueezeExcite, CBAM)):
-        return
-    why = (
-        "ECA has no bias, so its gate cannot start near 1"
-        if isinstance(layer, EfficientChannelAttention)
-        else "it is defined for the se, sse, scse and cbam layers"
-    )
-    raise ValueError(
-        f"init='identity' is not available for kind={kind!r} ({type(layer).__name__}): "
-        f"{why}. Use init='random'."
-    )
+    """Raise before any surgery if ``layer`` cannot start as a constant gain: every senet
+    attention layer says so itself (``identity_init(gain, check_only=True)``)."""
+    identity_init = getattr(layer, "identity_init", None)
+    try:
+        if not callable(identity_init):
+            raise ValueError("the layer has no identity_init(gain) method")
+        identity_init(1.0, check_only=True)
+    except ValueError as error:
+        raise ValueError(
+            f"init='identity' is not available for kind={kind!r} ({type(layer).__name__}): "
+            f"{error}. Use init='random'."
+        ) from None
 
 
 def _identity_init(layer, gain: float) -> None:
     """Zero the input-dependent weights and set the biases so the gate is constant."""
-    if isinstance(layer, ChannelSpatialSqueezeExcite):
-        # y = x*cSE + x*sSE: two gates of 0.5 add up to exactly 1.
-        _constant_dense_gate(layer.channel.expand, _gate_bias(layer.channel._gate_fn, 0.5))
-        _constant_spatial_gate(layer.spatial, _gate_bias(layer.spatial._gate_fn, 0.5))
-    elif isinstance(layer, SqueezeExcite):
-        _constant_dense_gate(layer.expand, _gate_bias(layer._gate_fn, gain))
-    elif isinstance(layer, SpatialSqueezeExcite):
-        _constant_spatial_gate(layer, _gate_bias(layer._gate_fn, gain))
-    elif isinstance(layer, CBAM):
-        half = math.sqrt(gain)
-        # Channel gate: gate(MLP(avg) + MLP(max)) = gate(2 * expand bias) once W2 = 0.
-        _constant_dense_gate(layer.expand, _gate_bias(layer._gate_fn, half) / 2)
-        layer.spatial_kernel.assign(_zeros(layer.spatial_kernel))
-        layer.spatial_bias.assign(ops.cast(_gate_bias(layer._gate_fn, half), "float32"))
-
-
-def _zeros(variable):
-    # Not `ops.zeros_like(variable)`: JAX cannot take a Keras variable's dtype from it.
-    return ops.zeros(variable.shape, dtype=variable.dtype)
-
-
-def _constant_dense_gate(dense, bias: float) -> None:
-    dense.kernel.assign(_zeros(dense.kernel))
-    dense.bias.assign(ops.full(dense.bias.shape, bias, dtype=dense.bias.dtype))
-
-
-def _constant_spatial_gate(layer, bias: float) -> None:
-    layer.kernel.assign(_zeros(layer.kernel))
-    layer.bias.assign(ops.cast(bias, layer.bias.dtype))
-
-
-def _gate_bias(gate_fn, target: float) -> float:
-    """The smallest ``b`` with ``gate(b) >= target`` (bisection; the gate must be monotone)."""
-
-    def gate(value: float) -> float:
-        return float(ops.convert_to_numpy(gate_fn(np.array([value], "float32")))[0])
-
-    low, high = -50.0, 1.0
-    while gate(high) < target:
-        high *= 2
-        if high > 1e6:
-            raise ValueError(
-                f"init='identity' needs a gate that reaches {target}; this gate stays "
-                f"below it (gate(1e6) = {gate(high)}). Use init='random'."
-            )
-    if gate(low) >= target:
-        raise ValueError(
-            f"init='identity' needs a gate that is below {target} somewhere; "
-            f"gate(-50) = {gate(low)}. Use init='random'."
-        )
-    for _ in range(80):
-        middle = 0.5 * (low + high)
-        if gate(middle) >= target:
-            high = middle
-        else:
-            low = middle
-    return high
+    layer.identity_init(gain)

@@ -1,0 +1,92 @@
+"""The one table of the networks senet builds and trains by name.
+
+``MODEL_NAMES`` lists every name ``senet train --model``, ``senet ablate --model``,
+``senet bench --model``, :class:`senet.train.TrainConfig` and :func:`build_model` accept, and
+every one of them can be trained. The ResNet depths here are the ones
+:func:`senet.models.resnet` builds. This module imports nothing heavy (no Keras), so the
+command line's ``--help`` reads it; :func:`build_model` imports the builders when called.
+
+To add a network: give it a name here and a branch in :func:`build_model`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "CIFAR_DEPTHS",
+    "IMAGENET_DEPTHS",
+    "MODEL_NAMES",
+    "RESNET_DEPTHS",
+    "build_model",
+    "is_cifar_depth",
+    "resnet_depth",
+]
+
+#: ImageNet ResNets (He et al. 2016; 26 as in the SE paper's ablations):
+#: depth -> (block type, blocks per stage); stages are named conv2 ... conv5.
+IMAGENET_DEPTHS: dict[int, tuple[str, tuple[int, ...]]] = {
+    18: ("basic", (2, 2, 2, 2)),
+    26: ("bottleneck", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+#: The 6n+2 depths of He et al.'s CIFAR study: depth -> n, the basic blocks of each of the
+#: three stages conv2 ... conv4.
+CIFAR_DEPTHS: dict[int, int] = {depth: (depth - 2) // 6 for depth in (20, 32, 44, 56, 110, 1202)}
+RESNET_DEPTHS: tuple[int, ...] = (*IMAGENET_DEPTHS, *CIFAR_DEPTHS)
+MODEL_NAMES: tuple[str, ...] = (
+    "emotion_cnn",
+    *(f"resnet{depth}" for depth in CIFAR_DEPTHS),
+    *(f"resnet{depth}" for depth in IMAGENET_DEPTHS),
+)
+
+
+def resnet_depth(name: str) -> int | None:
+    """The depth of a ``"resnet<depth>"`` name of :data:`MODEL_NAMES`; None for others."""
+    if name in MODEL_NAMES and name.startswith("resnet"):
+        return int(name.removeprefix("resnet"))
+    return None
+
+
+def is_cifar_depth(depth: int) -> bool:
+    """Whether ``depth`` is one of the CIFAR ResNets (32x32 inputs, three stages)."""
+    return depth in CIFAR_DEPTHS
+
+
+def build_model(
+    name: str,
+    *,
+    input_shape: Sequence[int],
+    num_classes: int,
+    attention: str | None = "se",
+    reduction: float = 8,
+    **options: Any,
+):
+    """Build the network ``name`` of :data:`MODEL_NAMES` (a new, untrained Keras model).
+
+    ``options`` go to the builder (:func:`senet.models.emotion_cnn` or
+    :func:`senet.models.resnet`).
+    """
+    from senet.checks import check_choice
+
+    name = check_choice("model", name, MODEL_NAMES)
+    if name == "emotion_cnn":
+        from senet.models import emotion_cnn
+
+        return emotion_cnn(
+            tuple(input_shape), num_classes, attention=attention, reduction=reduction, **options
+        )
+    from senet.models import resnet
+
+    return resnet(
+        resnet_depth(name),
+        input_shape=tuple(input_shape),
+        num_classes=num_classes,
+        attention=attention,
+        reduction=reduction,
+        **options,
+    )
