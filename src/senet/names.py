@@ -35,8 +35,9 @@ IMAGENET_DEPTHS: dict[int, tuple[str, tuple[int, ...]]] = {
     152: ("bottleneck", (3, 8, 36, 3)),
 }
 #: The 6n+2 depths of He et al.'s CIFAR study: depth -> n, the basic blocks of each of the
-#: three stages conv2 ... conv4.
-CIFAR_DEPTHS: dict[int, int] = {depth: (depth - 2) // 6 for depth in (20, 32, 44, 56, 110, 1202)}
+#: three stages conv2 ... conv4. Not 1202: Keras cannot build a functional graph that deep
+#: (its graph walk recurses once per layer, past Python's recursion limit).
+CIFAR_DEPTHS: dict[int, int] = {depth: (depth - 2) // 6 for depth in (20, 32, 44, 56, 110)}
 RESNET_DEPTHS: tuple[int, ...] = (*IMAGENET_DEPTHS, *CIFAR_DEPTHS)
 MODEL_NAMES: tuple[str, ...] = (
     "emotion_cnn",

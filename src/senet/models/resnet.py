@@ -7,7 +7,7 @@ Fig. 5 and Table 14 for the integration variants, Table 13 for SE in single stag
 ImageNet depths (18, 34: basic blocks; 50, 101, 152: bottlenecks) follow torchvision's
 ResNet v1.5 layer for layer (stride on the 3x3 convolution, no conv biases, BN epsilon 1e-5,
 PyTorch-style symmetric padding), so parameter counts match torchvision exactly. CIFAR depths
-(20, 32, 44, 56, 110, 1202 = 6n+2) are He et al.'s three stages of n basic blocks with 16/32/64
+(20, 32, 44, 56, 110 = 6n+2) are He et al.'s three stages of n basic blocks with 16/32/64
 filters; where a shortcut changes shape it is a 1x1 projection with BN (the paper's option B,
 not option A's zero padding), so ResNet-20 has 272,474 trainable parameters, option A 269,722.
 
@@ -227,7 +227,7 @@ def resnet(
 
     Args:
         depth: 18, 34 (basic blocks), 26, 50, 101, 152 (bottlenecks; ImageNet layout, stages
-            conv2-conv5) or 20, 32, 44, 56, 110, 1202 (CIFAR layout, stages conv2-conv4).
+            conv2-conv5) or 20, 32, 44, 56, 110 (CIFAR layout, stages conv2-conv4).
         input_shape: ``(H, W, C)``; default ``(224, 224, 3)`` for ImageNet depths and
             ``(32, 32, 3)`` for CIFAR depths. Spatial sizes may be None.
         num_classes: Classifier width; default 1000 (ImageNet) or 10 (CIFAR).
