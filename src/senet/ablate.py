@@ -47,6 +47,7 @@ from typing import Any
 from senet._files import atomic_write_text, read_json, save_figure
 from senet._tf import WorkerPool, worker_layout
 from senet.checks import check_choice, check_number, check_positive, fail, is_none
+from senet.config import DEFAULTS
 from senet.stats import mean_std, paired_interval
 
 # senet.ablate imports Keras/TensorFlow lazily (inside functions): a worker process of
@@ -283,20 +284,22 @@ def make_grid(
 
 @dataclass
 class Settings:
-    """What every cell of an ablation shares (``OUT/ablation.json``)."""
+    """What every cell of an ablation shares (``OUT/ablation.json``): a view of
+    :class:`senet.config.TrainConfig` (its fields and defaults; ``difficulty`` is its
+    ``synthetic_difficulty``), and the latency measurement's two."""
 
-    data: str = "synthetic"
-    difficulty: str = "easy"
-    synthetic_size: int = 7000
-    image_size: int = 48
-    channels: int = 1
-    epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    optimizer: str = "adam"
-    lr_schedule: str = "constant"
-    augment: bool = True
-    split_seed: int = 0
+    data: str = DEFAULTS["data"]
+    difficulty: str = DEFAULTS["synthetic_difficulty"]
+    synthetic_size: int = DEFAULTS["synthetic_size"]
+    image_size: int = DEFAULTS["image_size"]
+    channels: int = DEFAULTS["channels"]
+    epochs: int = DEFAULTS["epochs"]
+    batch_size: int = DEFAULTS["batch_size"]
+    learning_rate: float = DEFAULTS["learning_rate"]
+    optimizer: str = DEFAULTS["optimizer"]
+    lr_schedule: str = DEFAULTS["lr_schedule"]
+    augment: bool = DEFAULTS["augment"]
+    split_seed: int = DEFAULTS["split_seed"]
     latency_batch: int = 1
     latency_rounds: int = 10
 

@@ -23,8 +23,11 @@ from collections.abc import Callable
 
 from senet import __version__
 from senet._tf import TRAINING_COMMANDS, import_tensorflow_quietly, prefer_onednn
+from senet.config import TRAIN_OPTIONS, add_options, flag_for, given_options, to_argv
+from senet.config import non_negative_int as _non_negative_int
+from senet.config import positive_float as _positive_float
+from senet.config import positive_int as _positive_int
 from senet.errors import Terminated, raise_on_sigterm
-from senet.names import MODEL_NAMES
 
 # The built-in kinds of senet.kinds(), for --help (which imports no Keras); tests/test_cli.py
 # checks they agree. --attention takes any registered kind, those packages add through the
@@ -48,36 +51,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
 # --------------------------------------------------------------------------- train
 
 
@@ -91,29 +64,10 @@ def _add_train(subparsers) -> None:
             "moment continues with --resume RUN_DIR from its last finished epoch."
         ),
     )
-    parser.add_argument(
-        "--data",
-        default="synthetic",
-        help="FER2013 csv, image folder (one sub-folder per class), .npz (x, y) or "
-        "'synthetic' (default)",
-    )
-    parser.add_argument("--model", default="emotion_cnn", choices=MODEL_NAMES)
-    parser.add_argument(
-        "--attention", default="se", metavar="KIND", help=f"{_ATTENTION_HELP}, or none (default se)"
-    )
-    parser.add_argument("--reduction", type=_positive_float, default=8, help="default 8")
-    parser.add_argument("--epochs", type=_positive_int, default=10, help="default 10")
-    parser.add_argument("--batch-size", type=_positive_int, default=64, help="default 64")
-    parser.add_argument(
-        "--lr", type=_positive_float, default=1e-3, help="learning rate (default 1e-3)"
-    )
-    parser.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
-    parser.add_argument(
-        "--lr-schedule",
-        default="constant",
-        choices=("constant", "cosine"),
-        help="constant (default) or cosine decay to 0 over the run",
-    )
+    # every TrainConfig option, from the one table (senet.config); an option not given is
+    # None: a new run takes TrainConfig's default (the one --help names), a resume keeps
+    # the run's value
+    add_options(parser, [option.field for option in TRAIN_OPTIONS])
     parser.add_argument(
         "--out",
         metavar="RUN_DIR",
@@ -136,48 +90,6 @@ def _add_train(subparsers) -> None:
         "event files in logs/); any other file stays. A directory with files but no senet "
         "run is refused all the same",
     )
-    parser.add_argument("--seed", type=_non_negative_int, default=0, help="default 0")
-    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable samples")
-    parser.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="random flips, shifts, brightness/contrast (default on)",
-    )
-    parser.add_argument(
-        "--class-weights", action="store_true", help="weight the loss by inverse class frequency"
-    )
-    parser.add_argument(
-        "--tensorboard", action="store_true", help="TensorBoard logs in RUN_DIR/logs"
-    )
-    parser.add_argument("--distribute", default="none", choices=("none", "mirrored", "multiworker"))
-    parser.add_argument(
-        "--mixed-precision",
-        action="store_true",
-        help="mixed_float16 on a GPU, else mixed_bfloat16",
-    )
-    parser.add_argument("--image-size", type=_positive_int, default=48, help="default 48")
-    parser.add_argument(
-        "--channels", type=int, default=1, choices=(1, 3), help="1 grey (default) or 3 RGB"
-    )
-    parser.add_argument(
-        "--synthetic-size",
-        type=_positive_int,
-        default=7000,
-        help="images drawn for --data synthetic (default 7000)",
-    )
-    parser.add_argument(
-        "--synthetic-difficulty",
-        choices=("easy", "hard"),
-        help="synthetic faces for --data synthetic: easy (default) or hard",
-    )
-    parser.add_argument(
-        "--init-from",
-        metavar="MODEL",
-        help="start from this saved classifier (.keras; .h5 with --allow-h5), architecture "
-        "and weights, instead of building --model; the run records it",
-    )
-    _add_allow_h5(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--workers",
@@ -194,44 +106,7 @@ def _add_train(subparsers) -> None:
         metavar="SECONDS",
         help="with --workers: stop every worker after SECONDS (default: no limit)",
     )
-    # None marks an option not given: a new run takes TrainConfig's default (the one the
-    # help names), a resume keeps the run's value
-    parser.set_defaults(handler=_run_train, **dict.fromkeys(_TRAIN_OPTIONS))
-
-
-# `senet train` options that set a TrainConfig field: {argparse dest: (field, flag)}.
-_TRAIN_OPTIONS = {
-    "data": ("data", "--data"),
-    "model": ("model", "--model"),
-    "attention": ("attention", "--attention"),
-    "reduction": ("reduction", "--reduction"),
-    "epochs": ("epochs", "--epochs"),
-    "batch_size": ("batch_size", "--batch-size"),
-    "lr": ("learning_rate", "--lr"),
-    "optimizer": ("optimizer", "--optimizer"),
-    "lr_schedule": ("lr_schedule", "--lr-schedule"),
-    "seed": ("seed", "--seed"),
-    "skip_bad": ("skip_bad", "--skip-bad"),
-    "augment": ("augment", "--augment"),
-    "class_weights": ("class_weights", "--class-weights"),
-    "tensorboard": ("tensorboard", "--tensorboard"),
-    "distribute": ("distribute", "--distribute"),
-    "mixed_precision": ("mixed_precision", "--mixed-precision"),
-    "image_size": ("image_size", "--image-size"),
-    "channels": ("channels", "--channels"),
-    "synthetic_size": ("synthetic_size", "--synthetic-size"),
-    "synthetic_difficulty": ("synthetic_difficulty", "--synthetic-difficulty"),
-    "init_from": ("init_from", "--init-from"),
-    "allow_h5": ("allow_h5", "--allow-h5"),
-}
-
-
-def _train_flag(field: str, value) -> str:
-    """The option that asks for ``field=value``, as typed: ``--lr 0.5``, ``--no-augment``."""
-    flag = next(flag for name, flag in _TRAIN_OPTIONS.values() if name == field)
-    if isinstance(value, bool):
-        return flag if value else flag.replace("--", "--no-", 1)
-    return f"{flag} {value}"
+    parser.set_defaults(handler=_run_train)
 
 
 def _run_train(args) -> int:
@@ -249,12 +124,7 @@ def _run_train(args) -> int:
         raise CLIError("--timeout goes with --workers N")
     from senet.train import ResumeConflict, TrainConfig, train
 
-    # only the options given: a resume refuses those it cannot apply
-    given = {
-        field: getattr(args, dest)
-        for dest, (field, _) in _TRAIN_OPTIONS.items()
-        if getattr(args, dest) is not None
-    }
+    given = given_options(args)  # only those given: a resume refuses those it cannot apply
     if args.resume:
         config, run_dir = given or None, args.resume
     else:
@@ -269,7 +139,7 @@ def _run_train(args) -> int:
         )
     except ResumeConflict as error:
         asked = ", ".join(
-            f"{_train_flag(field, new)} (the run has {old!r})"
+            f"{' '.join(flag_for(field, new))} (the run has {old!r})"
             for field, (old, new) in error.conflicts.items()
         )
         reason = error.reason
@@ -284,16 +154,11 @@ def _run_train(args) -> int:
 
 
 def _train_argv(args) -> list[str]:
-    """The `senet train` arguments every launched worker gets: those given, as typed."""
+    """The `senet train` arguments every launched worker gets: the options given, written
+    out by the options table (senet.config.to_argv)."""
+    given = {name: value for name, value in given_options(args).items() if name != "distribute"}
     argv = ["--resume", args.resume] if args.resume else ["--out", args.out]
-    for dest, (field, flag) in _TRAIN_OPTIONS.items():
-        value = getattr(args, dest)
-        if value is None or field == "distribute":
-            continue
-        if isinstance(value, bool):
-            argv.append(flag if value else flag.replace("--", "--no-", 1))
-        else:
-            argv += [flag, str(value)]
+    argv += to_argv(given)
     if args.overwrite:
         argv.append("--overwrite")
     if args.quiet:
@@ -899,15 +764,8 @@ def _add_ablate(subparsers) -> None:
         ),
     )
     parser.add_argument("--out", metavar="DIR", required=True, help="output directory")
-    parser.add_argument("--model", nargs="+", default=["emotion_cnn"], choices=MODEL_NAMES)
-    parser.add_argument(
-        "--attention",
-        nargs="+",
-        default=["se"],
-        metavar="KIND",
-        help=f"{_ATTENTION_HELP}, or none (default se)",
-    )
-    parser.add_argument("--reduction", nargs="+", type=_positive_float, default=[8])
+    # the grid's TrainConfig options and the settings every cell shares, from the one table
+    add_options(parser, _ABLATE_GRID, none_if_absent=False, many=_ABLATE_GRID)
     parser.add_argument("--squeeze", nargs="+", default=["avg"], choices=("avg", "max", "avgmax"))
     parser.add_argument(
         "--gate", nargs="+", default=["sigmoid"], help="sigmoid (default), hard_sigmoid, tanh, relu"
@@ -923,27 +781,32 @@ def _add_ablate(subparsers) -> None:
         "--stages", nargs="+", default=["all"], help="ResNets only: all, 2, 3, 4 or 3,4 ..."
     )
     parser.add_argument("--seeds", type=_positive_int, default=3, help="seeds per cell (3)")
-    parser.add_argument("--data", default="synthetic", help="any source train reads")
-    parser.add_argument(
-        "--difficulty", default="easy", choices=("easy", "hard"), help="synthetic faces' preset"
-    )
-    parser.add_argument("--synthetic-size", type=_positive_int, default=7000)
-    parser.add_argument("--image-size", type=_positive_int, default=48)
-    parser.add_argument("--channels", type=int, default=1, choices=(1, 3))
-    parser.add_argument("--epochs", type=_positive_int, default=10)
-    parser.add_argument("--batch-size", type=_positive_int, default=64)
-    parser.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate")
-    parser.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
-    parser.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
-    parser.add_argument(
-        "--augment", action=argparse.BooleanOptionalAction, default=True, help="default on"
-    )
+    add_options(parser, _ABLATE_SETTINGS, none_if_absent=False, flags=_ABLATE_FLAGS)
     parser.add_argument("--latency-rounds", type=_positive_int, default=10)
     parser.add_argument(
         "--jobs", type=_positive_int, default=1, help="cells trained at once (processes)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.set_defaults(handler=_run_ablate)
+
+
+# TrainConfig fields that are axes of ablate's grid (several values each), and those every
+# cell shares (senet.ablate.Settings); ablate spells synthetic_difficulty --difficulty.
+_ABLATE_GRID = ("model", "attention", "reduction")
+_ABLATE_SETTINGS = (
+    "data",
+    "synthetic_difficulty",
+    "synthetic_size",
+    "image_size",
+    "channels",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "optimizer",
+    "lr_schedule",
+    "augment",
+)
+_ABLATE_FLAGS = {"synthetic_difficulty": "--difficulty"}
 
 
 def _run_ablate(args) -> int:
@@ -960,13 +823,13 @@ def _run_ablate(args) -> int:
         stages=args.stages,
         seeds=args.seeds,
         data=args.data,
-        difficulty=args.difficulty,
+        difficulty=args.synthetic_difficulty,
         synthetic_size=args.synthetic_size,
         image_size=args.image_size,
         channels=args.channels,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        learning_rate=args.lr,
+        learning_rate=args.learning_rate,
         optimizer=args.optimizer,
         lr_schedule=args.lr_schedule,
         augment=args.augment,
@@ -991,14 +854,13 @@ def _run_ablate(args) -> int:
 
 def _ablate_command(args) -> str:
     """The command line that repeats this ablation, every setting spelled out."""
-    words = ["senet ablate", f"--out {args.out}"]
-    for flag in ("model", "attention", "reduction", "squeeze", "gate", "placement", "stages"):
-        values = [f"{v:g}" if isinstance(v, float) else str(v) for v in getattr(args, flag)]
-        words.append(f"--{flag} {' '.join(values)}")
-    settings = "seeds data difficulty synthetic_size image_size channels epochs batch_size lr"
-    for flag in (*settings.split(), "optimizer", "lr_schedule"):
-        words.append(f"--{flag.replace('_', '-')} {getattr(args, flag)}")
-    words.append("--augment" if args.augment else "--no-augment")
+    grid = {name: getattr(args, name) for name in _ABLATE_GRID}
+    words = ["senet ablate", "--out", args.out, *to_argv(grid)]
+    for flag in ("squeeze", "gate", "placement", "stages"):
+        words += [f"--{flag}", *map(str, getattr(args, flag))]
+    words += ["--seeds", str(args.seeds)]
+    settings = {name: getattr(args, name) for name in _ABLATE_SETTINGS}
+    words += to_argv(settings, _ABLATE_FLAGS)
     return " ".join(words)
 
 

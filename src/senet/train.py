@@ -42,8 +42,6 @@ evaluate, classification_metrics`` keeps working).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import math
 import os
 import warnings
@@ -57,10 +55,11 @@ import numpy as np
 
 from senet import distributed, runs
 from senet._files import DISK_FULL, disk_full
-from senet.checks import check_choice, check_number, fail
+from senet.checks import fail
+from senet.config import RESUME_CHANGEABLE, TrainConfig
 from senet.data import ImageSet, load_dataset
 from senet.errors import one_line
-from senet.layers import kinds, with_training_info
+from senet.layers import with_training_info
 from senet.layers.info import dataset_kind
 from senet.metrics import classification_metrics, evaluate, evaluate_model
 from senet.names import MODEL_NAMES, build_model
@@ -80,12 +79,6 @@ __all__ = [
     "load_run_data",
     "train",
 ]
-
-_OPTIMIZERS = ("adam", "adamw", "sgd")
-_DISTRIBUTE = ("none", "mirrored", "multiworker")
-LR_SCHEDULES = ("constant", "cosine")
-#: TrainConfig fields a resume may change; every other field must equal the saved one.
-RESUME_CHANGEABLE = ("epochs", "tensorboard", "keep_checkpoints")
 
 
 class ResumeConflict(ValueError):
@@ -116,129 +109,6 @@ class TrainingDiverged(RuntimeError):
         super().__init__(message)
         self.epoch = epoch
         self.checkpoint = checkpoint
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run; saved as ``RUN_DIR/config.json``.
-
-    Attributes:
-        data: A FER2013 csv, an image folder, an ``.npz`` (``x``, ``y``) or ``"synthetic"``.
-        model: ``"emotion_cnn"`` or ``"resnet<depth>"`` (see ``MODEL_NAMES``).
-        attention: An attention kind (``"se"``, ``"eca"``, ``"sse"``, ``"scse"``, ``"cbam"``)
-            or ``"none"``.
-        reduction: Bottleneck reduction ratio of the attention layers.
-        epochs: Total epochs of the run (a resumed run ends at the same count).
-        batch_size: Global batch size (split across replicas when distributed).
-        learning_rate: Learning rate of the optimizer (the start of the schedule).
-        lr_schedule: ``"constant"`` or ``"cosine"`` (decays from ``learning_rate`` to 0 over
-            the run's steps, so the last epochs settle instead of jumping around; the step
-            counter is in the optimizer's state, so a resumed run follows the same curve).
-        optimizer: ``"adam"``, ``"adamw"`` (weight decay 1e-4) or ``"sgd"`` (Nesterov, 0.9).
-        seed: Seeds weights, dropout, the data order and augmentation.
-        split_seed: Seeds the train/val/test split (and synthetic data), kept apart from
-            ``seed`` so runs with different seeds are tested on the same images.
-        image_size: Side of the square images fed to the model.
-        channels: 1 (grey) or 3 (RGB).
-        val_fraction: Fraction of the data held out for validation.
-        test_fraction: Fraction held out for the final test metrics.
-        synthetic_size: Number of images when ``data="synthetic"``.
-        synthetic_difficulty: ``"easy"`` or ``"hard"`` synthetic faces
-            (:func:`senet.data.synthetic_expressions`).
-        skip_bad: Skip unreadable samples instead of failing (with a warning).
-        augment: Random flips, shifts and brightness/contrast changes of training images.
-        class_weights: Weight the loss by inverse class frequency (FER2013 is imbalanced).
-        tensorboard: Write TensorBoard logs to ``RUN_DIR/logs``.
-        distribute: ``"none"``, ``"mirrored"`` (all local devices) or ``"multiworker"``
-            (``TF_CONFIG``); on the JAX backend both mean ``keras.distribution.DataParallel``.
-        mixed_precision: ``mixed_float16`` on a GPU, else ``mixed_bfloat16``.
-        deterministic: TensorFlow op determinism (turns XLA off), so a seed repeats a run.
-        keep_checkpoints: How many epoch checkpoints to keep (at least 1).
-        model_options: Further keyword arguments of the model builder, as JSON values:
-            ``attention_options`` (``{"squeeze": "max", "gate": "tanh"}``) for any model,
-            ``placement`` and ``stages`` for ResNets (see :func:`senet.models.resnet`).
-        init_from: Start from this saved Keras classifier (architecture and weights, e.g.
-            one :func:`senet.models.insert_attention` made) instead of building ``model``;
-            its input must be ``(image_size, image_size, channels)`` and its outputs one
-            per class. ``model``, ``attention``, ``reduction`` and ``model_options`` are
-            then not used. The model's record (:func:`training_record`) names the file.
-        allow_h5: Let ``init_from`` be a legacy ``.h5`` file (trusted files only: Keras's
-            safe mode does not apply to them).
-    """
-
-    data: str = "synthetic"
-    model: str = "emotion_cnn"
-    attention: str = "se"
-    reduction: float = 8
-    epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    lr_schedule: str = "constant"
-    optimizer: str = "adam"
-    seed: int = 0
-    split_seed: int = 0
-    image_size: int = 48
-    channels: int = 1
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    synthetic_size: int = 7000
-    synthetic_difficulty: str = "easy"
-    skip_bad: bool = False
-    augment: bool = True
-    class_weights: bool = False
-    tensorboard: bool = False
-    distribute: str = "none"
-    mixed_precision: bool = False
-    deterministic: bool = True
-    keep_checkpoints: int = 2
-    model_options: dict[str, Any] = field(default_factory=dict)
-    init_from: str | None = None
-    allow_h5: bool = False
-
-    def __post_init__(self):
-        self.data = os.fspath(self.data)
-        self.attention = "none" if self.attention is None else self.attention
-        self.model = check_choice("model", self.model, MODEL_NAMES)
-        self.attention = check_choice("attention", self.attention, (*kinds(), "none"))
-        self.optimizer = check_choice("optimizer", self.optimizer, _OPTIMIZERS)
-        self.lr_schedule = check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        self.distribute = check_choice("distribute", self.distribute, _DISTRIBUTE)
-        self.synthetic_difficulty = check_choice(
-            "synthetic_difficulty", self.synthetic_difficulty, ("easy", "hard")
-        )
-        for name in ("epochs", "batch_size", "image_size", "synthetic_size", "keep_checkpoints"):
-            setattr(self, name, check_number(name, getattr(self, name), integer=True, minimum=1))
-        for name in ("seed", "split_seed"):
-            setattr(self, name, check_number(name, getattr(self, name), integer=True, minimum=0))
-        check_number("reduction", self.reduction, minimum=1)
-        check_number("learning_rate", self.learning_rate, minimum=0, open_minimum=True)
-        self.channels = check_choice("channels", self.channels, (1, 3))
-        if self.init_from is not None:
-            self.init_from = os.fspath(self.init_from)
-        try:  # as config.json holds it (tuples become lists), so a resume compares alike
-            self.model_options = json.loads(json.dumps(dict(self.model_options)))
-        except (TypeError, ValueError):
-            raise fail("model_options", "a dict of JSON values", self.model_options) from None
-        for name in ("val_fraction", "test_fraction"):
-            check_number(name, getattr(self, name), minimum=0, maximum=0.9)
-        if self.val_fraction + self.test_fraction >= 1:
-            raise fail(
-                "val_fraction + test_fraction",
-                "below 1",
-                self.val_fraction + self.test_fraction,
-            )
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build a config from a dict (e.g. ``config.json``); unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown TrainConfig field(s) {unknown}. Allowed: {sorted(known)}")
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass

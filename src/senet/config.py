@@ -1,0 +1,427 @@
+"""The one table of training options: :class:`TrainConfig` and the flags made from it.
+
+:class:`TrainConfig` defines every training setting once (type, default and check); a run
+saves it as ``RUN_DIR/config.json``. :data:`TRAIN_OPTIONS` says which of its fields the
+command line sets and how (flag, help, argparse type): ``senet train``'s and ``senet
+ablate``'s flags are generated from it (:func:`add_options`), the options a command was
+given are read back by field (:func:`given_options`), and a launched worker gets them as
+data, written out by the same table (:func:`to_argv`), never rebuilt by hand. Defaults in
+``--help`` are TrainConfig's own.
+
+This module imports no Keras, so ``senet --help`` stays quick. To add a training option: a
+field (with its check) in :class:`TrainConfig`, and a row in :data:`TRAIN_OPTIONS` if the
+command line sets it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from senet.checks import check_choice, check_number, fail
+from senet.names import MODEL_NAMES
+
+__all__ = [
+    "DEFAULTS",
+    "DISTRIBUTE",
+    "LR_SCHEDULES",
+    "OPTIMIZERS",
+    "RESUME_CHANGEABLE",
+    "TRAIN_OPTIONS",
+    "Option",
+    "TrainConfig",
+    "add_options",
+    "flag_for",
+    "given_options",
+    "non_negative_int",
+    "positive_float",
+    "positive_int",
+    "to_argv",
+]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+DISTRIBUTE = ("none", "mirrored", "multiworker")
+LR_SCHEDULES = ("constant", "cosine")
+#: TrainConfig fields a resume may change; every other field must equal the saved one.
+RESUME_CHANGEABLE = ("epochs", "tensorboard", "keep_checkpoints")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved as ``RUN_DIR/config.json``.
+
+    Attributes:
+        data: A FER2013 csv, an image folder, an ``.npz`` (``x``, ``y``) or ``"synthetic"``.
+        model: ``"emotion_cnn"`` or ``"resnet<depth>"`` (see ``MODEL_NAMES``).
+        attention: An attention kind (``"se"``, ``"eca"``, ``"sse"``, ``"scse"``, ``"cbam"``)
+            or ``"none"``.
+        reduction: Bottleneck reduction ratio of the attention layers.
+        epochs: Total epochs of the run (a resumed run ends at the same count).
+        batch_size: Global batch size (split across replicas when distributed).
+        learning_rate: Learning rate of the optimizer (the start of the schedule).
+        lr_schedule: ``"constant"`` or ``"cosine"`` (decays from ``learning_rate`` to 0 over
+            the run's steps, so the last epochs settle instead of jumping around; the step
+            counter is in the optimizer's state, so a resumed run follows the same curve).
+        optimizer: ``"adam"``, ``"adamw"`` (weight decay 1e-4) or ``"sgd"`` (Nesterov, 0.9).
+        seed: Seeds weights, dropout, the data order and augmentation.
+        split_seed: Seeds the train/val/test split (and synthetic data), kept apart from
+            ``seed`` so runs with different seeds are tested on the same images.
+        image_size: Side of the square images fed to the model.
+        channels: 1 (grey) or 3 (RGB).
+        val_fraction: Fraction of the data held out for validation.
+        test_fraction: Fraction held out for the final test metrics.
+        synthetic_size: Number of images when ``data="synthetic"``.
+        synthetic_difficulty: ``"easy"`` or ``"hard"`` synthetic faces
+            (:func:`senet.data.synthetic_expressions`).
+        skip_bad: Skip unreadable samples instead of failing (with a warning).
+        augment: Random flips, shifts and brightness/contrast changes of training images.
+        class_weights: Weight the loss by inverse class frequency (FER2013 is imbalanced).
+        tensorboard: Write TensorBoard logs to ``RUN_DIR/logs``.
+        distribute: ``"none"``, ``"mirrored"`` (all local devices) or ``"multiworker"``
+            (``TF_CONFIG``); on the JAX backend both mean ``keras.distribution.DataParallel``.
+        mixed_precision: ``mixed_float16`` on a GPU, else ``mixed_bfloat16``.
+        deterministic: TensorFlow op determinism (turns XLA off), so a seed repeats a run.
+        keep_checkpoints: How many epoch checkpoints to keep (at least 1).
+        model_options: Further keyword arguments of the model builder, as JSON values:
+            ``attention_options`` (``{"squeeze": "max", "gate": "tanh"}``) for any model,
+            ``placement`` and ``stages`` for ResNets (see :func:`senet.models.resnet`).
+        init_from: Start from this saved Keras classifier (architecture and weights, e.g.
+            one :func:`senet.models.insert_attention` made) instead of building ``model``;
+            its input must be ``(image_size, image_size, channels)`` and its outputs one
+            per class. ``model``, ``attention``, ``reduction`` and ``model_options`` are
+            then not used. The model's record (:func:`training_record`) names the file.
+        allow_h5: Let ``init_from`` be a legacy ``.h5`` file (trusted files only: Keras's
+            safe mode does not apply to them).
+    """
+
+    data: str = "synthetic"
+    model: str = "emotion_cnn"
+    attention: str = "se"
+    reduction: float = 8
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    lr_schedule: str = "constant"
+    optimizer: str = "adam"
+    seed: int = 0
+    split_seed: int = 0
+    image_size: int = 48
+    channels: int = 1
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    synthetic_size: int = 7000
+    synthetic_difficulty: str = "easy"
+    skip_bad: bool = False
+    augment: bool = True
+    class_weights: bool = False
+    tensorboard: bool = False
+    distribute: str = "none"
+    mixed_precision: bool = False
+    deterministic: bool = True
+    keep_checkpoints: int = 2
+    model_options: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
+    allow_h5: bool = False
+
+    def __post_init__(self):
+        self.data = os.fspath(self.data)
+        self.attention = "none" if self.attention is None else self.attention
+        self.model = check_choice("model", self.model, MODEL_NAMES)
+        from senet.layers import kinds  # the registry (Keras) only when a config is made
+
+        self.attention = check_choice("attention", self.attention, (*kinds(), "none"))
+        self.optimizer = check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        self.lr_schedule = check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        self.distribute = check_choice("distribute", self.distribute, DISTRIBUTE)
+        self.synthetic_difficulty = check_choice(
+            "synthetic_difficulty", self.synthetic_difficulty, ("easy", "hard")
+        )
+        for name in ("epochs", "batch_size", "image_size", "synthetic_size", "keep_checkpoints"):
+            setattr(self, name, check_number(name, getattr(self, name), integer=True, minimum=1))
+        for name in ("seed", "split_seed"):
+            setattr(self, name, check_number(name, getattr(self, name), integer=True, minimum=0))
+        check_number("reduction", self.reduction, minimum=1)
+        check_number("learning_rate", self.learning_rate, minimum=0, open_minimum=True)
+        self.channels = check_choice("channels", self.channels, (1, 3))
+        if self.init_from is not None:
+            self.init_from = os.fspath(self.init_from)
+        try:  # as config.json holds it (tuples become lists), so a resume compares alike
+            self.model_options = json.loads(json.dumps(dict(self.model_options)))
+        except (TypeError, ValueError):
+            raise fail("model_options", "a dict of JSON values", self.model_options) from None
+        for name in ("val_fraction", "test_fraction"):
+            check_number(name, getattr(self, name), minimum=0, maximum=0.9)
+        if self.val_fraction + self.test_fraction >= 1:
+            raise fail(
+                "val_fraction + test_fraction",
+                "below 1",
+                self.val_fraction + self.test_fraction,
+            )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build a config from a dict (e.g. ``config.json``); unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown TrainConfig field(s) {unknown}. Allowed: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+#: TrainConfig's defaults by field (those with a plain default).
+DEFAULTS = {
+    f.name: f.default
+    for f in dataclasses.fields(TrainConfig)
+    if f.default is not dataclasses.MISSING
+}
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    """How the command line sets one :class:`TrainConfig` field.
+
+    Attributes:
+        field: The TrainConfig field.
+        flag: Its flag (``--lr``).
+        help: What it does; ``--help`` adds the default, TrainConfig's.
+        type: argparse type of the value; ``bool`` for a switch.
+        choices: The values allowed (checked by argparse).
+        negatable: A bool switch that also has ``--no-FLAG`` (on by default).
+        metavar: argparse metavar.
+    """
+
+    field: str
+    flag: str
+    help: str = ""
+    type: Callable[[str], Any] | type = str
+    choices: tuple | None = None
+    negatable: bool = False
+    metavar: str | None = None
+
+    @property
+    def default(self) -> Any:
+        return DEFAULTS[self.field]
+
+
+#: The TrainConfig fields ``senet train`` sets, in ``--help``'s order.
+TRAIN_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "data",
+        "--data",
+        "FER2013 csv, image folder (one sub-folder per class), .npz (x, y) or 'synthetic'",
+    ),
+    Option("model", "--model", "", choices=MODEL_NAMES),
+    Option(
+        "attention",
+        "--attention",
+        "se, eca, sse, scse, cbam, a kind a package adds (entry point group "
+        "senet.attention), or none",
+        metavar="KIND",
+    ),
+    Option("reduction", "--reduction", "", positive_float),
+    Option("epochs", "--epochs", "", positive_int),
+    Option("batch_size", "--batch-size", "", positive_int),
+    Option("learning_rate", "--lr", "learning rate", positive_float, metavar="LR"),
+    Option("optimizer", "--optimizer", "", choices=OPTIMIZERS),
+    Option(
+        "lr_schedule",
+        "--lr-schedule",
+        "constant or cosine decay to 0 over the run",
+        choices=LR_SCHEDULES,
+    ),
+    Option("seed", "--seed", "", non_negative_int),
+    Option("skip_bad", "--skip-bad", "skip unreadable samples", bool),
+    Option(
+        "augment",
+        "--augment",
+        "random flips, shifts, brightness/contrast",
+        bool,
+        negatable=True,
+    ),
+    Option("class_weights", "--class-weights", "weight the loss by inverse class frequency", bool),
+    Option("tensorboard", "--tensorboard", "TensorBoard logs in RUN_DIR/logs", bool),
+    Option(
+        "distribute",
+        "--distribute",
+        "mirrored: every local device; multiworker: the cluster TF_CONFIG names",
+        choices=DISTRIBUTE,
+    ),
+    Option(
+        "mixed_precision", "--mixed-precision", "mixed_float16 on a GPU, else mixed_bfloat16", bool
+    ),
+    Option("image_size", "--image-size", "", positive_int),
+    Option("channels", "--channels", "1 grey or 3 RGB", int, choices=(1, 3)),
+    Option("synthetic_size", "--synthetic-size", "images drawn for --data synthetic", positive_int),
+    Option(
+        "synthetic_difficulty",
+        "--synthetic-difficulty",
+        "synthetic faces for --data synthetic: easy or hard",
+        choices=("easy", "hard"),
+    ),
+    Option(
+        "init_from",
+        "--init-from",
+        "start from this saved classifier (.keras; .h5 with --allow-h5), architecture and "
+        "weights, instead of building --model; the run records it",
+        metavar="MODEL",
+    ),
+    Option(
+        "allow_h5",
+        "--allow-h5",
+        "accept a legacy .h5 model; Keras's safe mode does not apply to .h5 files "
+        "(CVE-2025-9905), so only for files you trust",
+        bool,
+    ),
+)
+_BY_FIELD = {option.field: option for option in TRAIN_OPTIONS}
+
+
+def _option(name: str) -> Option:
+    try:
+        return _BY_FIELD[name]
+    except KeyError:
+        raise ValueError(f"no command-line option sets TrainConfig.{name}") from None
+
+
+def _help(option: Option, flag: str, many: bool) -> str:
+    default = option.default
+    if option.type is bool:
+        shown = "on" if default else None
+    elif many:
+        shown = str(default)
+    else:
+        shown = None if default is None else str(default)
+    text = option.help
+    if shown is not None:
+        text = f"{text} (default {shown})" if text else f"default {shown}"
+    return text
+
+
+def add_options(
+    parser: argparse.ArgumentParser,
+    fields: Iterable[str],
+    *,
+    none_if_absent: bool = True,
+    many: Sequence[str] = (),
+    flags: dict[str, str] | None = None,
+) -> None:
+    """Add the flags of ``fields`` (rows of :data:`TRAIN_OPTIONS`) to ``parser``.
+
+    Args:
+        none_if_absent: An option not given is None (so a resume can tell it from one
+            given), not TrainConfig's default.
+        many: Fields that take several values (``nargs="+"``; ablate's grid); their default
+            is ``[TrainConfig's]``.
+        flags: Other spellings of a field's flag for this command (``{"synthetic_difficulty":
+            "--difficulty"}``).
+    """
+    for name in fields:
+        option = _option(name)
+        flag = (flags or {}).get(name, option.flag)
+        kwargs: dict[str, Any] = {"dest": name, "help": _help(option, flag, name in many)}
+        if option.type is bool:
+            if option.negatable:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            else:
+                kwargs["action"] = "store_true"
+            kwargs["default"] = None if none_if_absent else option.default
+        else:
+            if option.type is not str:
+                kwargs["type"] = option.type
+            if option.choices is not None:
+                kwargs["choices"] = option.choices
+            if option.metavar is not None:
+                kwargs["metavar"] = option.metavar
+            if name in many:
+                kwargs["nargs"] = "+"
+                kwargs["default"] = [option.default]
+            else:
+                kwargs["default"] = None if none_if_absent else option.default
+        parser.add_argument(flag, **kwargs)
+
+
+def given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields a parsed command line set: ``{field: value}`` of the options
+    given (those added with ``none_if_absent``)."""
+    return {
+        option.field: getattr(args, option.field)
+        for option in TRAIN_OPTIONS
+        if getattr(args, option.field, None) is not None
+    }
+
+
+def flag_for(name: str, value: Any, flags: dict[str, str] | None = None) -> list[str]:
+    """The command-line words that ask for ``name=value``: ``["--lr", "0.5"]``,
+    ``["--no-augment"]``; ``flags`` as for :func:`add_options`. A list value (a grid of
+    ablate) gives every value after the flag."""
+    option = _option(name)
+    flag = (flags or {}).get(name, option.flag)
+    if option.type is bool:
+        if value:
+            return [flag]
+        return [flag.replace("--", "--no-", 1)] if option.negatable else []
+    values = value if isinstance(value, list | tuple) else [value]
+    return [flag, *map(_word, values)]
+
+
+def _word(value: Any) -> str:
+    # str() of a float reads back as the same float; 8.0 is written 8, as typed
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def to_argv(values: dict[str, Any], flags: dict[str, str] | None = None) -> list[str]:
+    """``values`` (``{field: value}``) as the flags that give them, in the table's order."""
+    unknown = sorted(set(values) - set(_BY_FIELD))
+    if unknown:
+        raise ValueError(f"no command-line option sets TrainConfig field(s) {unknown}")
+    argv: list[str] = []
+    for option in TRAIN_OPTIONS:
+        if option.field in values:
+            argv += flag_for(option.field, values[option.field], flags)
+    return argv
