@@ -275,3 +275,48 @@ def test_demo_calls_run_demo_and_prints_where_and_what(tmp_path, capsys, monkeyp
     assert calls[-1] == ("demo_out", False, 0, True, 2)
     _run(["demo", "--jobs", "1"], capsys)
     assert calls[-1] == ("demo_out", False, 0, True, 1)
+
+
+def test_senet_errors_live_in_one_module_and_the_cli_maps_them_to_exit_statuses(
+    monkeypatch, capsys
+):
+    import inspect
+
+    from senet import errors
+
+    defined = {
+        name: cls
+        for name, cls in vars(errors).items()
+        if inspect.isclass(cls)
+        and issubclass(cls, errors.SenetError)
+        and cls is not errors.SenetError
+    }
+    assert len(defined) == 12
+    assert all(cls.__module__ == "senet.errors" for cls in defined.values())
+    assert not any(hasattr(cls, "exit_status") for cls in defined.values())
+    stopped = {cls for cls, _ in cli.EXIT_STATUS}
+    for name, cls in defined.items():
+        # bad input is a ValueError (exit 2), a run that stopped a RuntimeError (exit 1)
+        assert issubclass(cls, ValueError) != (cls in stopped), name
+
+    def raising(error):
+        def handler(args):
+            raise error
+
+        return handler
+
+    cases = [
+        (errors.TrainingDiverged("loss is NaN at epoch 2", epoch=1), 1),
+        (errors.WorkerFailed("worker 1 was killed by SIGKILL", index=1, status=-9), 1),
+        (errors.ClusterError("the chief stopped"), 1),
+        (errors.RunInUse("run r is in use by PID 7"), 2),
+        (errors.DataError("faces.csv, row 3: bad pixels"), 2),
+    ]
+    for error, status in cases:
+        parser = cli._parser()
+        args = parser.parse_args(["train", "--out", "x"])
+        args.handler = raising(error)
+        monkeypatch.setattr(cli._Parser, "parse_args", lambda self, argv=None, a=args: a)
+        assert cli.main(["train", "--out", "x"]) == status
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"senet train: error: {error}"]

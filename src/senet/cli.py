@@ -8,7 +8,7 @@ sets ``handler=_run_<name>``, write ``_run_<name>(args) -> int``, and list ``_ad
 ``_SUBCOMMANDS``. A handler raises :class:`CLIError` (or lets the library raise ValueError,
 ``senet.data.DataError``, FileNotFoundError/OSError) for bad input: :func:`main` prints it
 as one line on stderr and exits 2, without a traceback (``SENET_DEBUG=1`` shows it). A library
-exception with an integer ``exit_status`` attribute is reported the same way with that status.
+error that is a run stopping (:data:`EXIT_STATUS`) is reported the same way with its status.
 """
 
 from __future__ import annotations
@@ -27,7 +27,13 @@ from senet.config import TRAIN_OPTIONS, add_options, flag_for, given_options, to
 from senet.config import non_negative_int as _non_negative_int
 from senet.config import positive_float as _positive_float
 from senet.config import positive_int as _positive_int
-from senet.errors import Terminated, raise_on_sigterm
+from senet.errors import (
+    ClusterError,
+    Terminated,
+    TrainingDiverged,
+    WorkerFailed,
+    raise_on_sigterm,
+)
 
 # The built-in kinds of senet.kinds(), for --help (which imports no Keras); tests/test_cli.py
 # checks they agree. --attention takes any registered kind, those packages add through the
@@ -38,6 +44,11 @@ _ATTENTION_HELP = (
 )
 # senet.explain_photos.EXPLAIN_METHODS
 EXPLAIN_METHOD_CHOICES = ("gradcam", "gradxact", "gradcam++", "intgrad", "attention")
+
+
+#: The exit status of each of senet's errors that is not bad input (ValueError and OSError
+#: exit 2): a run that stopped.
+EXIT_STATUS = ((TrainingDiverged, 1), (ClusterError, 1), (WorkerFailed, 1))
 
 
 class CLIError(Exception):
@@ -1046,10 +1057,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"senet {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except Exception as error:
-        # library errors that carry their own exit status (senet.train.TrainingDiverged: the
-        # run stopped on a NaN loss, its last good checkpoint kept) are reported, not traced
-        status = getattr(error, "exit_status", None)
-        if debug or not isinstance(status, int):
+        # a run that stopped (a NaN loss, its last good checkpoint kept; a failed worker) is
+        # reported, not traced, with its exit status
+        status = next((code for kind, code in EXIT_STATUS if isinstance(error, kind)), None)
+        if debug or status is None:
             raise
         print(f"senet {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return status

@@ -129,3 +129,102 @@ def raise_on_sigterm():
     with contextlib.suppress(ValueError, OSError):
         return signal.signal(signal.SIGTERM, handler)
     return None
+
+
+# --------------------------------------------------------------------------- senet's errors
+# Every error senet raises on purpose, in one place. Bad input is a ValueError (the CLI:
+# one line, exit status 2); a run that stopped is a RuntimeError (the CLI: one line, exit
+# status 1, see senet.cli.EXIT_STATUS). The modules that raise them re-export them
+# (``from senet.runs import RunInUse`` keeps working).
+
+
+class SenetError(Exception):
+    """The base of every error senet raises on purpose."""
+
+
+class DataError(SenetError, ValueError):
+    """Bad or missing input data: the message names the file and row (1-based) or path."""
+
+
+class ModelLoadError(SenetError, ValueError):
+    """A model file that exists but cannot be loaded: one line naming the file and the fault.
+
+    The error Keras (or zipfile, h5py, json) raised is chained as ``__cause__``.
+    """
+
+
+class WeightMismatchError(SenetError, ValueError):
+    """The file's tensors do not fit the network: missing, unexpected or wrongly shaped ones."""
+
+
+class RunError(SenetError, ValueError):
+    """A run directory that cannot be used as asked; nothing in it was changed."""
+
+
+class RunInUse(RunError):
+    """Another process holds the run directory's lock."""
+
+
+class ResumeConflict(SenetError, ValueError):
+    """A resume was asked with settings the run cannot take; nothing was changed.
+
+    Attributes:
+        run_dir: The run directory.
+        conflicts: ``{field: (the run's value, the value asked)}``.
+        reason: Why, in a few words.
+    """
+
+    def __init__(self, run_dir, conflicts: dict, reason: str):
+        from pathlib import Path
+
+        asked = ", ".join(
+            f"{name}={new!r} (the run has {old!r})" for name, (old, new) in conflicts.items()
+        )
+        super().__init__(f"cannot resume {run_dir} with {asked}: {reason}")
+        self.run_dir = Path(run_dir)
+        self.conflicts = dict(conflicts)
+        self.reason = reason
+
+
+class ExportError(SenetError, ValueError):
+    """A model that cannot be exported, or a file that cannot be read as an exported model."""
+
+
+class MissingDependencyError(ExportError, ImportError):
+    """An optional export dependency is not installed; the message names the extra."""
+
+
+class ParityError(ExportError):
+    """The exported file does not compute what the Keras model computes; ``result`` (a
+    :class:`senet.export.ExportResult`) says how."""
+
+    def __init__(self, message: str, result):
+        super().__init__(message)
+        self.result = result
+
+
+class TrainingDiverged(SenetError, RuntimeError):
+    """The loss became NaN or infinite; the run directory keeps its last good checkpoint."""
+
+    def __init__(self, message: str, *, epoch: int, checkpoint=None):
+        super().__init__(message)
+        self.epoch = epoch
+        self.checkpoint = checkpoint
+
+
+class ClusterError(SenetError, RuntimeError):
+    """A multi-worker run stopped because another worker (or the chief) could not go on."""
+
+
+class WorkerFailed(SenetError, RuntimeError):
+    """A worker of a launched run failed (or the run timed out); every worker was stopped.
+
+    Attributes:
+        index: The worker that failed first (None for a timeout).
+        status: Its exit status (negative: killed by that signal).
+    """
+
+    def __init__(self, message: str, *, index: int | None = None, status: int | None = None):
+        super().__init__(message)
+        self.index = index
+        self.status = status

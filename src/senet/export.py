@@ -54,6 +54,7 @@ import numpy as np
 
 from senet._files import TEMP_PREFIX, remove_stale_temporaries
 from senet.checks import check_choice, check_positive, fail, is_none
+from senet.errors import ExportError, MissingDependencyError, ParityError
 
 __all__ = [
     "EXTRA_HINT",
@@ -81,22 +82,6 @@ _SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
 _BATCH = 32
 #: Side of the sample images for a model whose spatial size is not fixed.
 _DEFAULT_SIDE = 48
-
-
-class ExportError(ValueError):
-    """A model that cannot be exported, or a file that cannot be read as an exported model."""
-
-
-class MissingDependencyError(ExportError, ImportError):
-    """An optional export dependency is not installed; the message names the extra."""
-
-
-class ParityError(ExportError):
-    """The exported file does not compute what the Keras model computes; ``result`` says how."""
-
-    def __init__(self, message: str, result: ExportResult):
-        super().__init__(message)
-        self.result = result
 
 
 @dataclass(frozen=True)

@@ -30,28 +30,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from senet.errors import one_line
+from senet.errors import WorkerFailed, one_line
 
 __all__ = ["WorkerFailed", "free_ports", "launch", "tf_config"]
 
 LOOPBACK = "127.0.0.1"
 _GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL when the workers are stopped
-
-
-class WorkerFailed(RuntimeError):
-    """A worker of a launched run failed (or the run timed out); every worker was stopped.
-
-    Attributes:
-        index: The worker that failed first (None for a timeout).
-        status: Its exit status (negative: killed by that signal).
-    """
-
-    exit_status = 1  # the `senet` command's exit status for it
-
-    def __init__(self, message: str, *, index: int | None = None, status: int | None = None):
-        super().__init__(message)
-        self.index = index
-        self.status = status
 
 
 def free_ports(count: int) -> list[int]:

@@ -52,6 +52,7 @@ import keras
 import numpy as np
 
 from senet._files import TEMP_PREFIX, atomic_write, atomic_write_text, read_json
+from senet.errors import RunError, RunInUse
 from senet.layers import load_model
 
 __all__ = [
@@ -117,14 +118,6 @@ HISTORY_KEYS = (
     "learning_rate",
     "seconds",
 )
-
-
-class RunError(ValueError):
-    """A run directory that cannot be used as asked; nothing in it was changed."""
-
-
-class RunInUse(RunError):
-    """Another process holds the run directory's lock."""
 
 
 # --------------------------------------------------------------------------- directory

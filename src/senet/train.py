@@ -58,7 +58,7 @@ from senet._files import DISK_FULL, disk_full
 from senet.checks import fail
 from senet.config import RESUME_CHANGEABLE, TrainConfig
 from senet.data import ImageSet, load_dataset
-from senet.errors import one_line
+from senet.errors import ClusterError, ResumeConflict, TrainingDiverged, one_line
 from senet.layers import with_training_info
 from senet.layers.info import dataset_kind
 from senet.metrics import classification_metrics, evaluate, evaluate_model
@@ -79,36 +79,6 @@ __all__ = [
     "load_run_data",
     "train",
 ]
-
-
-class ResumeConflict(ValueError):
-    """A resume was asked with settings the run cannot take; nothing was changed.
-
-    Attributes:
-        run_dir: The run directory.
-        conflicts: ``{field: (the run's value, the value asked)}``.
-        reason: Why, in a few words.
-    """
-
-    def __init__(self, run_dir: Path, conflicts: dict[str, tuple[Any, Any]], reason: str):
-        asked = ", ".join(
-            f"{name}={new!r} (the run has {old!r})" for name, (old, new) in conflicts.items()
-        )
-        super().__init__(f"cannot resume {run_dir} with {asked}: {reason}")
-        self.run_dir = Path(run_dir)
-        self.conflicts = dict(conflicts)
-        self.reason = reason
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the run directory keeps its last good checkpoint."""
-
-    exit_status = 1  # the `senet` command's exit status for it
-
-    def __init__(self, message: str, *, epoch: int, checkpoint: Path | None):
-        super().__init__(message)
-        self.epoch = epoch
-        self.checkpoint = checkpoint
 
 
 @dataclass
@@ -969,12 +939,6 @@ def _finish(model, config, run_dir, rows, sets, is_chief):
 
 
 # --------------------------------------------------------------------------- multi-worker
-
-
-class ClusterError(RuntimeError):
-    """A multi-worker run stopped because another worker (or the chief) could not go on."""
-
-    exit_status = 1  # the `senet` command's exit status for it
 
 
 def _asked(config, name: str) -> Any:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from senet.errors import printable
+from senet.errors import DataError, printable
 
 __all__ = [
     "EMOTIONS",
@@ -26,10 +26,6 @@ EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surpri
 #: The most classes a reader infers from the labels alone (an ``.npz`` without
 #: ``class_names``): a stray label such as 1e9 is bad data, not a billion classes.
 MAX_INFERRED_CLASSES = 1000
-
-
-class DataError(ValueError):
-    """Bad or missing input data: the message names the file and row (1-based) or path."""
 
 
 @dataclass

@@ -15,6 +15,7 @@ import keras
 
 from senet._files import check_json_size
 from senet.checks import fail, is_none
+from senet.errors import ModelLoadError
 from senet.layers.cbam import CBAM
 from senet.layers.eca import EfficientChannelAttention
 from senet.layers.spatial import ChannelSpatialSqueezeExcite, SpatialSqueezeExcite
@@ -143,13 +144,6 @@ def attention(
 
 
 # --------------------------------------------------------------------------- loading models
-
-
-class ModelLoadError(ValueError):
-    """A model file that exists but cannot be loaded: one line naming the file and the fault.
-
-    The error Keras (or zipfile, h5py, json) raised is chained as ``__cause__``.
-    """
 
 
 KERAS_SUFFIXES = (".keras",)

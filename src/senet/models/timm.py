@@ -45,6 +45,7 @@ import keras
 import numpy as np
 
 from senet.checks import check_choice, fail
+from senet.errors import WeightMismatchError
 from senet.models.resnet import resnet
 
 __all__ = [
@@ -331,10 +332,6 @@ def read_state_dict(source) -> dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- mapping
-
-
-class WeightMismatchError(ValueError):
-    """The file's tensors do not fit the network: missing, unexpected or wrongly shaped ones."""
 
 
 @dataclass(frozen=True)
