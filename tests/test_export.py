@@ -246,7 +246,7 @@ def test_attention_cnn_is_one_xnnpack_partition_in_tflite(tmp_path, kind):
     """The gate's broadcast is one RESHAPE, which XNNPACK takes: the whole float model runs
     as one delegated partition, as the plain CNN does (an EXPAND_DIMS per spatial axis is
     not delegated and split the graph at every attention block)."""
-    from senet.export import _tflite_interpreter
+    from senet.inference import _tflite_interpreter
 
     partitions = {}
     for attention in (None, kind):

@@ -209,7 +209,7 @@ def iter_explanations(
 ) -> Iterator[PhotoExplanation]:
     """:func:`explain_photos`, one photo at a time (results as they come)."""
     _check_method(method, class_name)
-    from senet.export import is_exported
+    from senet.inference import is_exported
 
     if is_exported(model_path):
         raise ValueError(

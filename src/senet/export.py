@@ -41,20 +41,31 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import shutil
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from senet._files import TEMP_PREFIX, remove_stale_temporaries
 from senet.checks import check_choice, check_positive, fail, is_none
 from senet.errors import ExportError, MissingDependencyError, ParityError
+from senet.inference import (
+    BATCH,
+    EXTRA_HINT,
+    ExportedModel,
+    _open_exported,
+    _read_keras,
+    check_single_io,
+    first_line,
+    is_exported,
+    load_exported,
+    require,
+)
+from senet.layers.registry import EXPORTED_FILE_SUFFIXES
 
 __all__ = [
     "EXTRA_HINT",
@@ -76,10 +87,7 @@ __all__ = [
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 QUANTIZATIONS = ("dynamic", "float16", "int8")
-#: What to run when an optional export dependency is missing.
-EXTRA_HINT = 'pip install "senet[export]"'
-_SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
-_BATCH = 32
+_SUFFIXES = {suffix[1:]: suffix for suffix in EXPORTED_FILE_SUFFIXES}  # by format
 #: Side of the sample images for a model whose spatial size is not fixed.
 _DEFAULT_SIDE = 48
 
@@ -139,359 +147,6 @@ class ExportResult:
     def to_dict(self) -> dict:
         """A JSON-ready dict of the fields."""
         return asdict(self)
-
-
-# --------------------------------------------------------------------------- running files
-
-
-class ExportedModel:
-    """An exported model (or a ``.keras`` one) as one callable: float32 batch in, outputs out.
-
-    Attributes:
-        path: The file it was loaded from.
-        format: ``"savedmodel"``, ``"tflite"``, ``"onnx"`` or ``"keras"``.
-        input_shape: The input shape it expects, None where any size goes (the batch).
-        output_shape: The output shape, None where unknown.
-    """
-
-    def __init__(
-        self,
-        path: str,
-        format: str,
-        input_shape: tuple,
-        output_shape: tuple,
-        run: Callable[[np.ndarray], np.ndarray],
-    ):
-        self.path = path
-        self.format = format
-        self.input_shape = input_shape
-        self.output_shape = output_shape
-        self._run = run
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Outputs (float32) for the batch ``x``, e.g. class probabilities ``(B, classes)``."""
-        x = np.asarray(x, dtype=np.float32)
-        expected = len(self.input_shape)
-        if x.ndim != expected or any(
-            size is not None and size != got
-            for size, got in zip(self.input_shape[1:], x.shape[1:], strict=True)
-        ):
-            raise ExportError(
-                f"{self.path} expects inputs of shape {self.input_shape}, got {x.shape}"
-            )
-        return np.asarray(self._run(x), dtype=np.float32)
-
-    def __repr__(self) -> str:
-        return f"ExportedModel({self.path!r}, format={self.format!r}, input={self.input_shape})"
-
-
-def is_exported(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names an exported model rather than a Keras one.
-
-    True for a ``.tflite`` or ``.onnx`` path (existing or not) and for a directory holding
-    ``saved_model.pb``: what ``senet predict`` and ``senet evaluate`` open with
-    :func:`load_exported` instead of senet's Keras loader.
-
-    Example:
-        >>> is_exported("face.tflite"), is_exported("run/model.keras")
-        (True, False)
-    """
-    path = Path(path)
-    return path.suffix.lower() in _SUFFIXES.values() or (path / "saved_model.pb").is_file()
-
-
-def load_exported(path: str | os.PathLike, *, allow_savedmodel: bool = False) -> ExportedModel:
-    """Open an exported model for inference, whatever its format.
-
-    Formats by path: a directory holding ``saved_model.pb`` (TensorFlow, its
-    ``serving_default`` signature; only with ``allow_savedmodel``), ``.tflite``
-    (``ai-edge-litert`` when installed, else ``tf.lite``), ``.onnx`` (``onnxruntime``) and
-    ``.keras`` (senet's Keras loader, safe mode). Single-input, single-output models; inputs
-    are float32 batches (an integer-I/O TFLite file is quantised and dequantised here), any
-    batch size where the file allows.
-
-    What runs is checked first, because a model file can carry more than arithmetic:
-
-    - A SavedModel is a TensorFlow graph that can call any TensorFlow op, file writes
-      (``tf.io.write_file``) included; it is refused unless ``allow_savedmodel`` (CLI
-      ``--allow-savedmodel``), and then opened with a warning. Load only SavedModels you
-      trust; ``senet export`` writes ``.tflite`` and ``.onnx`` too.
-    - A ``.tflite`` file may run only TFLite's built-in operators: a custom or Flex
-      operator (Flex runs TensorFlow ops, file access included, inside the file) is refused.
-    - An ``.onnx`` file's external data must lie in the model's folder (or below it): a
-      tensor whose data file is an absolute path or leads out of the folder (``..``) is
-      refused, so a model cannot read files it was not shipped with.
-
-    Args:
-        path: The file or SavedModel directory.
-        allow_savedmodel: Accept a SavedModel directory (trusted ones only).
-
-    Returns:
-        An :class:`ExportedModel`: ``model(x)`` -> float32 outputs, ``model.input_shape``.
-
-    Raises:
-        FileNotFoundError: Nothing at ``path``.
-        ExportError: Not a model of a known format, unreadable, or refused as above (one
-            line, naming the path).
-        MissingDependencyError: ``onnxruntime`` missing for an ``.onnx`` file.
-
-    Example:
-        >>> model = load_exported("face.tflite")  # doctest: +SKIP
-        >>> model(images).argmax(-1)  # doctest: +SKIP
-    """
-    path = Path(path)
-    if path.is_dir() and (path / "saved_model.pb").is_file():
-        if not allow_savedmodel:
-            raise ExportError(
-                f"cannot load {path}: a SavedModel runs its own TensorFlow graph, which can "
-                "read and write files; load only SavedModels you trust, with "
-                "--allow-savedmodel (allow_savedmodel=True), or use the .tflite/.onnx export"
-            )
-        warnings.warn(
-            f"{path}: loading a SavedModel runs the TensorFlow graph in it, which can read "
-            "and write files; senet checks nothing in it (--allow-savedmodel)",
-            UserWarning,
-            stacklevel=2,
-        )
-    return _open_exported(path)
-
-
-def _open_exported(path: Path) -> ExportedModel:
-    """:func:`load_exported` without the SavedModel opt-in (for files senet just wrote)."""
-    if not path.exists():
-        raise FileNotFoundError(f"no such model file: {path}")
-    suffix = path.suffix.lower()
-    if path.is_dir():
-        if not (path / "saved_model.pb").is_file():
-            raise ExportError(f"cannot load {path}: a directory without saved_model.pb")
-        opener = _open_saved_model
-    elif suffix in (".tflite", ".onnx", ".keras"):
-        opener = {".tflite": _open_tflite, ".onnx": _open_onnx, ".keras": _open_keras}[suffix]
-    else:
-        raise ExportError(
-            f"cannot load {path}: expected a .keras, .tflite or .onnx file or a SavedModel "
-            "directory"
-        )
-    try:
-        return opener(str(path))
-    except (ExportError, MemoryError, KeyboardInterrupt):
-        raise
-    except Exception as error:  # noqa: BLE001 - any failure to open means: not a usable model
-        raise ExportError(f"cannot load {path}: {_first_line(error)}") from error
-
-
-def _read_keras(path) -> Any:
-    """The model in a ``.keras`` file, through senet's one loader (safe mode, no compile)."""
-    from senet.layers import ModelLoadError, load_model
-
-    try:
-        return load_model(path, compile=False)
-    except ModelLoadError as error:  # already one line naming the file and the fault
-        raise ExportError(str(error)) from error
-
-
-def _open_keras(path: str) -> ExportedModel:
-    model = _read_keras(path)
-    _check_single_io(model, path)
-
-    def run(x):
-        return np.concatenate(
-            [np.asarray(model(x[i : i + _BATCH], training=False)) for i in range(0, len(x), _BATCH)]
-        )
-
-    return ExportedModel(path, "keras", tuple(model.input_shape), tuple(model.output_shape), run)
-
-
-def _open_saved_model(path: str) -> ExportedModel:
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(path)
-    signature = loaded.signatures.get("serving_default")
-    if signature is None:
-        raise ExportError(f"cannot load {path}: the SavedModel has no serving_default signature")
-    inputs = signature.structured_input_signature[1]
-    outputs = signature.structured_outputs
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ExportError(f"cannot load {path}: expected one input and one output")
-    (name, spec), (output_spec,) = next(iter(inputs.items())), outputs.values()
-
-    def run(x):
-        (value,) = signature(**{name: tf.constant(x)}).values()
-        return value.numpy()
-
-    return ExportedModel(
-        path, "savedmodel", tuple(spec.shape.as_list()), tuple(output_spec.shape.as_list()), run
-    )
-
-
-def _check_tflite_ops(content: bytes, path: str) -> None:
-    """Refuse a TFLite flatbuffer with any operator that is not one of TFLite's built-ins
-    (custom ops, and Flex ops, which run TensorFlow kernels, file access included)."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    try:
-        model = schema.Model.GetRootAs(content, 0)
-        codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
-        custom = sorted(
-            {
-                (code.CustomCode() or b"?").decode("utf-8", "replace")
-                for code in codes
-                if max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-                == schema.BuiltinOperator.CUSTOM
-            }
-        )
-    except Exception as error:  # noqa: BLE001 - any parse failure: not a TFLite model
-        raise ExportError(
-            f"cannot load {path}: not a TFLite model ({_first_line(error)})"
-        ) from None
-    if custom:
-        from senet.errors import printable
-
-        names = printable(", ".join(custom[:5]) + (", ..." if len(custom) > 5 else ""))
-        raise ExportError(
-            f"cannot load {path}: it uses operators outside TFLite's built-ins ({names}); "
-            "senet runs only built-in operators (a Flex or custom operator can run arbitrary "
-            "TensorFlow code, file access included)"
-        )
-
-
-def _tflite_interpreter(path: str):
-    """A LiteRT interpreter of ``path``, tensors allocated.
-
-    LiteRT applies its XNNPACK delegate by default. XNNPACK refuses an int8 graph whose
-    requantization scales are out of its range (e.g. a tensor that was zero on every
-    calibration image, such as an SE bottleneck whose ReLU never fires in an untrained
-    model, gets a scale near 1e-8): then the file is run with LiteRT's reference kernels
-    (slower, the same results the converter intended) and a warning says why.
-    """
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError:
-        import tensorflow as tf
-
-        Interpreter = tf.lite.Interpreter
-        OpResolverType = tf.lite.experimental.OpResolverType
-    with open(path, "rb") as file:
-        content = file.read()
-    _check_tflite_ops(content, path)  # what is checked is what runs: the same bytes
-    with warnings.catch_warnings():  # tf.lite.Interpreter is deprecated, still works
-        warnings.simplefilter("ignore")
-        interpreter = Interpreter(model_content=content)
-        try:
-            interpreter.allocate_tensors()
-            return interpreter
-        except RuntimeError as error:
-            if "XNNPACK" not in str(error):
-                raise
-            reason = _first_line(error)
-            interpreter = Interpreter(
-                model_content=content,
-                experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-            )
-            interpreter.allocate_tensors()
-    warnings.warn(
-        f"{Path(path).name}: LiteRT's XNNPACK delegate cannot run this model ({reason}); "
-        "running it with LiteRT's reference kernels, which are slower. In an int8 model this "
-        "usually means a tensor was constant on every calibration image: calibrate on more "
-        "varied data, or on the data the model was trained on",
-        stacklevel=3,
-    )
-    return interpreter
-
-
-def _open_tflite(path: str) -> ExportedModel:
-    interpreter = _tflite_interpreter(path)
-    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ExportError(f"cannot load {path}: expected one input and one output")
-    source, target = inputs[0], outputs[0]
-    interpreter.allocate_tensors()
-
-    def run(x):
-        if tuple(source["shape"]) != x.shape:
-            interpreter.resize_tensor_input(source["index"], x.shape, strict=True)
-            interpreter.allocate_tensors()
-            source["shape"] = np.array(x.shape)
-        interpreter.set_tensor(source["index"], _quantize(x, source))
-        interpreter.invoke()
-        return _dequantize(interpreter.get_tensor(target["index"]), target)
-
-    return ExportedModel(path, "tflite", _tflite_shape(source), _tflite_shape(target), run)
-
-
-def _tflite_shape(detail: dict) -> tuple:
-    shape = detail.get("shape_signature", detail["shape"])
-    return tuple(None if size < 0 else int(size) for size in shape)
-
-
-def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
-    if detail["dtype"] == np.float32:
-        return x
-    scale, zero_point = detail["quantization"]
-    info = np.iinfo(detail["dtype"])
-    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(detail["dtype"])
-
-
-def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
-    if detail["dtype"] == np.float32:
-        return y
-    scale, zero_point = detail["quantization"]
-    return (y.astype(np.float32) - zero_point) * scale
-
-
-def _check_onnx_external_data(path: str) -> None:
-    """Refuse an ONNX model whose external data files lie outside its folder."""
-    try:
-        import onnx
-    except ImportError:  # onnxruntime alone: it checks paths itself (1.17+)
-        return
-    model = onnx.load(path, load_external_data=False)
-    folder = Path(path).resolve().parent
-
-    def tensors(graph):
-        yield from graph.initializer
-        for node in graph.node:
-            for attribute in node.attribute:
-                if attribute.HasField("t"):
-                    yield attribute.t
-                yield from attribute.tensors
-                for subgraph in [attribute.g, *attribute.graphs]:
-                    yield from tensors(subgraph)
-
-    for tensor in tensors(model.graph):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        target = (folder / location).resolve()
-        if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
-            from senet.errors import printable
-
-            raise ExportError(
-                f"cannot load {path}: tensor {printable(tensor.name)!r} takes its data from "
-                f"{printable(location)!r}, outside the model's folder; senet reads external "
-                "data only from the model's folder"
-            )
-
-
-def _open_onnx(path: str) -> ExportedModel:
-    runtime = _require("onnxruntime", "onnxruntime", "running an ONNX model")
-    _check_onnx_external_data(path)
-    session = runtime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ExportError(f"cannot load {path}: expected one input and one output")
-    name = inputs[0].name
-
-    def run(x):
-        return session.run(None, {name: x})[0]
-
-    return ExportedModel(
-        path, "onnx", _onnx_shape(inputs[0].shape), _onnx_shape(outputs[0].shape), run
-    )
-
-
-def _onnx_shape(shape) -> tuple:
-    return tuple(size if isinstance(size, int) and size > 0 else None for size in shape)
 
 
 # --------------------------------------------------------------------------- parity
@@ -615,13 +270,13 @@ def export_model(
     out = _check_out(Path(out), format, overwrite)
     _require_backend()
     if format == "onnx":
-        _require("tf2onnx", "tf2onnx", "ONNX export")
-        _require("onnx", "onnx", "ONNX export")
+        require("tf2onnx", "tf2onnx", "ONNX export")
+        require("onnx", "onnx", "ONNX export")
         if check:
-            _require("onnxruntime", "onnxruntime", "checking an ONNX export")
+            require("onnxruntime", "onnxruntime", "checking an ONNX export")
 
     model = _load_model(model)
-    _check_single_io(model, getattr(model, "name", "model"))
+    check_single_io(model, getattr(model, "name", "model"))
     representative, check_inputs = _inputs(
         model, quantize, calibration, samples, calibration_size, seed
     )
@@ -684,16 +339,6 @@ def _require_backend() -> None:
         )
 
 
-def _require(module: str, package: str, purpose: str):
-    """Import an optional dependency, or raise the one-line error naming the extra."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        raise MissingDependencyError(
-            f"{purpose} needs the optional package {package}, which is not installed: {EXTRA_HINT}"
-        ) from error
-
-
 def _load_model(model):
     import keras
 
@@ -702,14 +347,6 @@ def _load_model(model):
     if not isinstance(model, (str, os.PathLike)):
         raise fail("model", "a keras.Model or the path of a .keras file", model)
     return _read_keras(Path(model))
-
-
-def _check_single_io(model, name) -> None:
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ExportError(
-            f"{name}: export supports models with one input and one output, got "
-            f"{len(model.inputs)} and {len(model.outputs)}"
-        )
 
 
 def _inputs(model, quantize, calibration, samples, calibration_size, seed):
@@ -773,7 +410,7 @@ def _write(model, path: Path, format: str, quantize, representative) -> None:
     except Exception as error:  # noqa: BLE001 - converters raise anything; keep it chained
         what = format if quantize is None else f"{format} ({quantize})"
         raise ExportError(
-            f"{what} export of model {model.name!r} failed: {_first_line(error)}"
+            f"{what} export of model {model.name!r} failed: {first_line(error)}"
         ) from error
 
 
@@ -801,8 +438,8 @@ def _converter_options(tf, quantize, representative) -> dict:
 def _check_parity(model, path: Path, inputs: np.ndarray, result: ExportResult) -> ExportResult:
     reference = np.concatenate(
         [
-            np.asarray(model(inputs[i : i + _BATCH], training=False))
-            for i in range(0, len(inputs), _BATCH)
+            np.asarray(model(inputs[i : i + BATCH], training=False))
+            for i in range(0, len(inputs), BATCH)
         ]
     )
     with _quiet():
@@ -852,13 +489,6 @@ def _size(path: Path) -> int:
     if path.is_dir():
         return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
     return path.stat().st_size
-
-
-def _first_line(error: BaseException) -> str:
-    for line in str(error).splitlines():
-        if line.strip():
-            return " ".join(line.split())
-    return type(error).__name__
 
 
 @contextlib.contextmanager

@@ -19,13 +19,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from senet._files import atomic_write_text, read_json
+from senet._files import atomic_write_text
 from senet.checks import check_choice, check_number
 from senet.data import ImageSet, load_dataset
-from senet.errors import printable
-from senet.export import ExportedModel
+from senet.inference import ExportedModel
 from senet.report import plot_confusion
-from senet.runs import METRICS_FILE, STATE_FILE, find_run_config, holds_run
+from senet.runs import METRICS_FILE, find_run_config, holds_run, run_class_names
 
 __all__ = ["classification_metrics", "evaluate", "evaluate_model", "run_class_names"]
 
@@ -194,7 +193,7 @@ def evaluate(
     split = check_choice("split", split, ("train", "val", "test", "all"))
     model_path = Path(model_path)
     out_files = _out_files(out_dir, overwrite)
-    from senet.predict import load_classifier
+    from senet.inference import load_classifier
 
     model = load_classifier(model_path, allow_h5=allow_h5, allow_savedmodel=allow_savedmodel)
     if len(model.input_shape) != 4:
@@ -204,7 +203,7 @@ def evaluate(
         raise ValueError(
             f"Expected a model with a square, known input size, got {model.input_shape}"
         )
-    from senet.predict import input_format, model_record, to_input_range
+    from senet.inference import input_format, model_record, to_input_range
 
     inputs = input_format(
         model, record=model_record(model, model_path), input_range=input_range, colour=colour
@@ -270,28 +269,6 @@ def _out_files(out_dir: str | os.PathLike | None, overwrite: bool) -> tuple[Path
                     "to replace it, or choose another folder"
                 )
     return files
-
-
-def run_class_names(model_path: str | os.PathLike) -> list[str] | None:
-    """The class names the run a model file belongs to was trained on, or None.
-
-    Read from the run directory beside the model (``RUN_DIR/model.keras``) or one level up
-    (a checkpoint): its ``metrics.json``, else its ``state.json``; None when neither is a
-    run directory or neither file names the classes.
-    """
-    model_path = Path(model_path)
-    for directory in (model_path.parent, model_path.parent.parent):
-        if not holds_run(directory):
-            continue
-        for name in (METRICS_FILE, STATE_FILE):
-            try:
-                names = read_json(directory / name)["class_names"]
-            except (OSError, ValueError, TypeError, KeyError):
-                continue
-            if isinstance(names, list) and all(isinstance(item, str) for item in names):
-                return [printable(name) for name in names]
-        return None
-    return None
 
 
 def _check_classes(

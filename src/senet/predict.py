@@ -34,8 +34,7 @@ import contextlib
 import functools
 import os
 import warnings
-import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +42,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from senet._files import read_json
-from senet.checks import check_choice, fail
+from senet.checks import fail
 from senet.data.images import (
     MAX_IMAGE_PIXELS_ENV,
     load_image,
@@ -53,6 +51,19 @@ from senet.data.images import (
     to_bgr8,
     to_model_input,
     write_image,
+)
+from senet.inference import (
+    INPUT_RANGES,
+    InputFormat,
+    class_names_for,
+    input_format,
+    load_classifier,
+    load_for_inference,
+    model_input_size,
+    model_record,
+    predictor,
+    to_input_range,
+    warn_if_synthetic,
 )
 
 __all__ = [
@@ -78,9 +89,6 @@ __all__ = [
     "to_input_range",
     "warn_if_synthetic",
 ]
-
-#: The input value ranges a classifier may expect, by the name ``--input-range`` takes.
-INPUT_RANGES = {"0,1": (0.0, 1.0), "-1,1": (-1.0, 1.0)}
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
@@ -204,190 +212,6 @@ def _clip_box(box: Box, width: int, height: int) -> Box:
 
 
 # --------------------------------------------------------------------------- classification
-
-
-def class_names_for(
-    model_path: str | os.PathLike, num_classes: int, record: dict | None = None
-) -> tuple[str, ...]:
-    """Class names of a saved model: its ``record`` (:func:`model_record`), its run's
-    ``metrics.json``, else defaults (see module)."""
-    from senet.errors import printable
-
-    names = (record or {}).get("class_names")
-    if isinstance(names, list) and len(names) == num_classes:
-        return tuple(printable(name) for name in names)
-    model_path = Path(model_path)
-    for directory in (model_path.parent, model_path.parent.parent):
-        path = directory / "metrics.json"
-        try:
-            names = read_json(path).get("class_names")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(names, list) and len(names) == num_classes:
-            return tuple(printable(name) for name in names)
-    if num_classes == 7:
-        from senet.data import EMOTIONS
-
-        return tuple(EMOTIONS)
-    return tuple(f"class_{k}" for k in range(num_classes))
-
-
-# model -> compiled inference function; weak so a dropped model frees its function
-_PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def predictor(model) -> Callable[[np.ndarray], np.ndarray]:
-    """A fast ``(B, H, W, C) float32 -> (B, K)`` probabilities function for ``model``.
-
-    On TensorFlow it is one ``tf.function`` with a fixed input signature (no retracing per
-    batch size); elsewhere ``predict_on_batch``. Cached per model (weakly). An exported model
-    (:class:`senet.export.ExportedModel`) is such a function already and is returned as is.
-    """
-    from senet.export import ExportedModel
-
-    if isinstance(model, ExportedModel):
-        return model
-    predictor = _PREDICTORS.get(model)
-    if predictor is not None:
-        return predictor
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
-        compiled = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-
-        def predictor(batch: np.ndarray) -> np.ndarray:
-            return compiled(batch).numpy()
-
-    else:
-
-        def predictor(batch: np.ndarray) -> np.ndarray:
-            return np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(batch)))
-
-    _PREDICTORS[model] = predictor
-    return predictor
-
-
-def model_input_size(model) -> tuple[int, int]:
-    """``(side, channels)`` of a classifier's square image input ``(B, side, side, 1 or 3)``.
-
-    Raises:
-        ValueError: The model takes something else, or its input side is not fixed.
-    """
-    shape = model.input_shape
-    if len(shape) != 4 or shape[1] is None or shape[3] not in (1, 3):
-        raise ValueError(
-            "Expected a model taking (B, H, W, 1 or 3) images with known H and W, "
-            f"got input_shape={shape}"
-        )
-    return int(shape[1]), int(shape[3])
-
-
-def model_record(model, model_path: str | os.PathLike) -> dict[str, Any] | None:
-    """What a classifier was trained on, or None when nothing says.
-
-    The record a senet-trained Keras model holds (:func:`senet.layers.training_info`, see
-    :func:`senet.train.training_record`); else, for an exported file or an older model,
-    the run directory beside it (or one level up): ``config.json``'s data source, image
-    size and channels, and ``metrics.json``'s class names. A foreign model has none.
-    """
-    from senet.layers import training_info
-    from senet.layers.info import check_record, dataset_kind
-
-    record = training_info(model)
-    if record is not None:
-        return check_record(record, model_path)
-    model_path = Path(model_path)
-    for directory in (model_path.parent, model_path.parent.parent):
-        try:
-            config = read_json(directory / "config.json")
-            record = {
-                "dataset": dataset_kind(config["data"]),
-                "image_size": config.get("image_size"),
-                "channels": config.get("channels"),
-                "input_range": [0, 1],
-            }
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            continue
-        try:
-            metrics = read_json(directory / "metrics.json")
-            record["class_names"] = list(metrics["class_names"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            pass
-        return check_record(record, directory / "config.json")
-    return None
-
-
-def warn_if_synthetic(record: dict | None, model_path: str | os.PathLike) -> None:
-    """One ``UserWarning`` line when the model was trained on senet's synthetic faces."""
-    if record and record.get("dataset") == "synthetic":
-        warnings.warn(
-            f"{model_path} was trained on synthetic cartoon faces; its answers on photos mean "
-            "little: train on FER2013 or start from an imported network (see README)",
-            UserWarning,
-            stacklevel=3,
-        )
-
-
-@dataclass(frozen=True)
-class InputFormat:
-    """How faces become a classifier's inputs.
-
-    Attributes:
-        size: The model's input side.
-        channels: The model's input channels (1 or 3).
-        input_range: ``(low, high)`` the model expects; crops in [0, 1] are mapped linearly.
-        grey: Feed the grey image (repeated over the channels of a 3-channel model).
-    """
-
-    size: int
-    channels: int
-    input_range: tuple[float, float] = (0.0, 1.0)
-    grey: bool = True
-
-
-def input_format(
-    model,
-    *,
-    record: dict | None = None,
-    input_range: str | Sequence[float] | None = None,
-    colour: str | None = None,
-) -> InputFormat:
-    """The :class:`InputFormat` of ``model``, from the options, its record and its input.
-
-    Args:
-        model: A loaded classifier (Keras or exported).
-        record: What it was trained on (:func:`model_record`), if known.
-        input_range: ``"0,1"`` or ``"-1,1"`` (or the pair); default the record's, else
-            ``(0, 1)``.
-        colour: ``"grey"`` or ``"rgb"``; default grey for a 1-channel input and RGB for a
-            3-channel one. ``"rgb"`` on a 1-channel model is an error.
-    """
-    size, channels = model_input_size(model)
-    if input_range is None:
-        input_range = (record or {}).get("input_range") or (0.0, 1.0)
-    if isinstance(input_range, str):
-        input_range = INPUT_RANGES[check_choice("input_range", input_range, tuple(INPUT_RANGES))]
-    low, high = (float(value) for value in input_range)
-    if (low, high) not in INPUT_RANGES.values():
-        raise fail("input_range", "0,1 or -1,1", input_range)
-    if colour is None:
-        colour = "grey" if channels == 1 else "rgb"
-    colour = check_choice("colour", colour, ("grey", "rgb"))
-    if colour == "rgb" and channels == 1:
-        raise fail("colour", "grey for a model taking 1-channel (grey) images", colour)
-    return InputFormat(size, channels, (low, high), colour == "grey")
-
-
-def to_input_range(batch: np.ndarray, input_range: Sequence[float]) -> np.ndarray:
-    """Images in [0, 1] mapped linearly to ``input_range`` (``(0, 1)``: unchanged), float32."""
-    low, high = (float(value) for value in input_range)
-    batch = np.asarray(batch, np.float32)
-    if (low, high) == (0.0, 1.0):
-        return batch
-    return (batch * np.float32(high - low) + np.float32(low)).astype(np.float32)
 
 
 def crop_inputs(
@@ -575,31 +399,6 @@ def _video_frames(path: Path, every: int) -> Iterator[tuple[int, np.ndarray, flo
         capture.release()
 
 
-def load_classifier(
-    model_path: str | os.PathLike, *, allow_h5: bool = False, allow_savedmodel: bool = False
-) -> Any:
-    """A saved model for inference, Keras or exported: the one dispatch of predict, explain
-    and evaluate.
-
-    A ``.tflite`` or ``.onnx`` file or a directory (a SavedModel, only with
-    ``allow_savedmodel``: its graph can run any TensorFlow op) opens with
-    :func:`senet.export.load_exported` as an :class:`senet.export.ExportedModel` (callable on
-    a float32 batch, with ``input_shape`` and ``output_shape``); anything else loads with
-    :func:`senet.layers.load_model` without the training state (safe mode, ``.keras`` only
-    unless ``allow_h5``). A model that cannot be loaded is a one-line ``ValueError`` naming
-    it (:class:`senet.layers.ModelLoadError`, :class:`senet.export.ExportError`); a missing
-    runtime (``onnxruntime``) is a :class:`senet.export.MissingDependencyError` that names
-    ``pip install "senet[export]"``.
-    """
-    from senet.export import is_exported, load_exported
-
-    if is_exported(model_path) or Path(model_path).is_dir():
-        return load_exported(model_path, allow_savedmodel=allow_savedmodel)
-    from senet.layers import load_model
-
-    return load_model(model_path, allow_h5=allow_h5, compile=False)
-
-
 def annotated_names(paths: Sequence[str | os.PathLike]) -> list[str]:
     """File names of the annotated copies of ``paths``, one per path, all different.
 
@@ -694,34 +493,6 @@ def _check_video(path: Path, frames: int, target: Path) -> None:
         )
 
 
-def load_for_inference(
-    model_path: str | os.PathLike,
-    *,
-    allow_h5: bool = False,
-    allow_savedmodel: bool = False,
-    class_names: Sequence[str] | None = None,
-    input_range: str | Sequence[float] | None = None,
-    colour: str | None = None,
-) -> tuple[Any, InputFormat, Sequence[str]]:
-    """A saved classifier, how faces become its inputs, and its class names.
-
-    What prediction and explanation both do first: :func:`load_classifier`, then
-    :func:`input_format` from the model's record (:func:`model_record`) and the
-    overrides, the class names (``class_names``, else :func:`class_names_for`), and
-    :func:`warn_if_synthetic`.
-
-    Returns:
-        ``(model, inputs, class_names)``.
-    """
-    model = load_classifier(model_path, allow_h5=allow_h5, allow_savedmodel=allow_savedmodel)
-    record = model_record(model, model_path)
-    inputs = input_format(model, record=record, input_range=input_range, colour=colour)
-    if class_names is None:
-        class_names = class_names_for(model_path, int(model.output_shape[-1]), record)
-    warn_if_synthetic(record, model_path)
-    return model, inputs, class_names
-
-
 def iter_predictions(
     model_path: str | os.PathLike,
     paths: Iterable[str | os.PathLike],
@@ -756,7 +527,7 @@ def iter_predictions(
         input_range=input_range,
         colour=colour,
     )
-    from senet.export import ExportedModel
+    from senet.inference import ExportedModel
 
     if fuse and not isinstance(model, ExportedModel):  # a Keras model
         from senet.models.fused import fuse_for_inference

@@ -74,6 +74,7 @@ __all__ = [
     "checkpoint_name",
     "checkpoint_path",
     "clear_run",
+    "find_run",
     "find_run_config",
     "get_seed_states",
     "has_final_files",
@@ -89,6 +90,7 @@ __all__ = [
     "recover",
     "remove_temporary_files",
     "restore",
+    "run_class_names",
     "resume_point",
     "set_seed_states",
     "save_and_discard",
@@ -247,17 +249,50 @@ def write_config(run_dir: Path, values: dict[str, Any]) -> None:
     atomic_write_text(Path(run_dir) / CONFIG_FILE, json.dumps(values, indent=2))
 
 
-def find_run_config(model_path: Path) -> dict[str, Any] | None:
-    """The ``config.json`` of the run a model file belongs to, or None.
+#: The files by which a directory is a model's run (its config, state or results).
+_RUN_RECORDS = (CONFIG_FILE, STATE_FILE, METRICS_FILE)
 
-    Looks beside the model (``RUN_DIR/model.keras``) and one level up (a checkpoint in
-    ``RUN_DIR/checkpoints/``); an unreadable file counts as none.
+
+def find_run(model_path: str | os.PathLike) -> Path | None:
+    """The run directory a model file belongs to, or None: the one lookup.
+
+    The directory beside the model (``RUN_DIR/model.keras``, or an export written there) or
+    one level up (a checkpoint in ``RUN_DIR/checkpoints/``), the first that holds a run's
+    config, state or metrics.
     """
     model_path = Path(model_path)
     for directory in (model_path.parent, model_path.parent.parent):
-        if (directory / CONFIG_FILE).is_file():
-            with contextlib.suppress(OSError, ValueError):
-                return read_config(directory)
+        if any((directory / name).is_file() for name in _RUN_RECORDS):
+            return directory
+    return None
+
+
+def find_run_config(model_path: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``config.json`` of the run a model file belongs to (:func:`find_run`), or None
+    (an unreadable file counts as none)."""
+    run_dir = find_run(model_path)
+    if run_dir is not None and (run_dir / CONFIG_FILE).is_file():
+        with contextlib.suppress(OSError, ValueError):
+            return read_config(run_dir)
+    return None
+
+
+def run_class_names(model_path: str | os.PathLike) -> list[str] | None:
+    """The class names the run a model file belongs to (:func:`find_run`) was trained on,
+    from its ``metrics.json``, else its ``state.json``; None when neither names them. Names
+    from files come with control characters escaped (:func:`senet.errors.printable`)."""
+    from senet.errors import printable
+
+    run_dir = find_run(model_path)
+    if run_dir is None:
+        return None
+    for name in (METRICS_FILE, STATE_FILE):
+        try:
+            names = read_json(run_dir / name)["class_names"]
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+        if isinstance(names, list) and all(isinstance(item, str) for item in names):
+            return [printable(name) for name in names]
     return None
 
 

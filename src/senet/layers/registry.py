@@ -151,7 +151,9 @@ H5_SUFFIXES = (".h5", ".hdf5")
 #: Formats ``senet export`` writes; they are not Keras models and load_model refuses them.
 #: Hook: support for loading exported models goes in :func:`load_model` where
 #: ``_check_format`` refuses them, dispatching on these suffixes.
-EXPORTED_SUFFIXES = (".tflite", ".onnx", ".pb")
+#: The files among them (a SavedModel is a directory holding saved_model.pb).
+EXPORTED_FILE_SUFFIXES = (".tflite", ".onnx")
+EXPORTED_SUFFIXES = (*EXPORTED_FILE_SUFFIXES, ".pb")
 
 _H5_WARNING = (
     "{path}: Keras's safe mode does not apply to .h5 files (CVE-2025-9905): loading one can "

@@ -1,0 +1,57 @@
+"""The modules sit on floors (docs/architecture.md) and import only downwards: read from
+the source (every `senet` import, top level or inside a function), no module is run."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "senet"
+
+# module -> modules of senet it must never import, however lazily
+NEVER = {
+    "senet.inference": {"senet.predict", "senet.export", "senet.metrics", "senet.train"},
+    "senet.metrics": {"senet.predict", "senet.export", "senet.train"},
+    "senet.export": {"senet.predict", "senet.metrics", "senet.train"},
+    "senet.runs": {"senet.train", "senet.metrics", "senet.predict", "senet.export"},
+    "senet.config": {"senet.train", "senet.cli"},
+    "senet.names": {"senet.train", "senet.cli"},
+    "senet.errors": {"senet"},  # floor 0: nothing of senet
+}
+
+
+def _senet_imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in names if name == "senet" or name.startswith("senet.")}
+
+
+@pytest.mark.parametrize("module", sorted(NEVER))
+def test_a_module_never_imports_a_floor_above_it(module):
+    path = SRC.joinpath(*module.split(".")[1:]).with_suffix(".py")
+    imported = _senet_imports(path)
+    banned = NEVER[module]
+    if banned == {"senet"}:
+        assert not imported, imported
+        return
+    assert not {
+        name for name in imported if any(name == b or name.startswith(b + ".") for b in banned)
+    }, imported
+
+
+def test_cli_help_modules_import_no_keras():
+    """`senet --help` reads the option and name tables: they stay free of Keras."""
+    for module in ("config", "names", "checks", "errors"):
+        imports = {
+            node.names[0].name if isinstance(node, ast.Import) else node.module
+            for node in ast.parse((SRC / f"{module}.py").read_text()).body
+            if isinstance(node, ast.Import | ast.ImportFrom)
+        }
+        assert not {
+            name for name in imports if name and name.split(".")[0] in {"keras", "tensorflow"}
+        }
