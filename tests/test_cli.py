@@ -192,6 +192,38 @@ def test_explain_writes_one_overlay_per_face_and_an_index(files, tmp_path, capsy
     assert json.loads(json.dumps(photo.to_dict()))["faces"][0]["overlay"].endswith(".png")
 
 
+def test_explain_and_demo_refuse_to_replace_what_they_did_not_just_write(files, tmp_path, capsys):
+    root, out = files["root"], tmp_path / "explained"
+    argv = ["explain", files["path"], str(root / "faces.png"), "--out", str(out)]
+    assert _run(argv, capsys)[0] == 0
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    status, _, err = _run(argv, capsys)
+    assert status == 2 and err.strip().splitlines() == [
+        f"senet explain: error: {out} holds an explanation already (index.html); give "
+        "--overwrite (overwrite=True) to replace it, or choose another folder"
+    ]
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    assert _run([*argv, "--overwrite"], capsys)[0] == 0
+    # an overlay would replace a file of the same name that is not an explanation's
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / next(iter(n for n in before if n.endswith(".png")))).write_bytes(b"mine")
+    status, _, err = _run([*argv[:-1], str(fresh)], capsys)
+    assert status == 2 and "exists; give --overwrite" in err
+    assert b"mine" in [path.read_bytes() for path in fresh.iterdir()]
+
+    # the demo writes into a new or empty folder, or its own (a rerun), not beside others
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("mine")
+    status, _, err = _run(["demo", "--quick", "--out", str(mine)], capsys)
+    assert status == 2 and err.strip().splitlines() == [
+        f"senet demo: error: {mine} holds files the demo did not write (thesis.tex); choose "
+        "another folder, or give --overwrite (overwrite=True) to write beside them"
+    ]
+    assert [path.name for path in mine.iterdir()] == ["thesis.tex"]
+
+
 def test_explain_class_option_explains_that_class(files, tmp_path):
     from senet.explain import grad_cam
     from senet.explain_photos import explain_photos

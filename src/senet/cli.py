@@ -464,6 +464,11 @@ def _add_explain(subparsers) -> None:
     parser.add_argument("paths", metavar="IMAGE", nargs="+")
     parser.add_argument("--out", metavar="DIR", required=True, help="folder for overlays")
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier explanation in --out DIR (default: refuse)",
+    )
+    parser.add_argument(
         "--method",
         default="gradcam",
         choices=EXPLAIN_METHOD_CHOICES,
@@ -499,6 +504,7 @@ def _run_explain(args) -> int:
                 method=args.method,
                 class_name=args.class_name,
                 layer=args.layer,
+                overwrite=args.overwrite,
                 **_model_options(args),
             ):
                 _print_warnings(args.command, caught)
@@ -552,6 +558,12 @@ def _add_demo(subparsers) -> None:
         default=2,
         help="models trained at once, each in its own process (default 2; 1: one after the other)",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into DIR although it holds files the demo did not write (they are left "
+        "alone); a rerun into the demo's own DIR needs no flag: it reuses finished runs",
+    )
     parser.set_defaults(handler=_run_demo)
 
 
@@ -565,6 +577,7 @@ def _run_demo(args) -> int:
         difficulty=args.difficulty,
         verbose=True,
         jobs=args.jobs,
+        overwrite=args.overwrite,
     )
     print(_format_demo(metrics))
     for name in ("report.html", "report.md", "metrics.json"):

@@ -175,6 +175,25 @@ def _fmt(value: float, digits: int = 3) -> str:
 # --------------------------------------------------------------------------- the job
 
 
+#: What the demo writes into its directory; a directory holding only these (or nothing) is
+#: the demo's own, which a rerun continues.
+OWN_FILES = ("runs", "figures", "report.html", "report.md", "metrics.json")
+
+
+def _check_out_dir(root: Path, overwrite: bool) -> None:
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"{root} is a file; the demo's output (`out_dir`) is a folder")
+    if overwrite or not root.exists():
+        return
+    others = sorted(path.name for path in root.iterdir() if path.name not in OWN_FILES)
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise FileExistsError(
+            f"{root} holds files the demo did not write ({shown}); choose another folder, "
+            "or give --overwrite (overwrite=True) to write beside them"
+        )
+
+
 def run_demo(
     out_dir: str | os.PathLike,
     *,
@@ -183,12 +202,15 @@ def run_demo(
     difficulty: str = "easy",
     verbose: bool = True,
     jobs: int | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train a plain and an SE emotion CNN on synthetic faces, explain both, write a report.
 
     Args:
         out_dir: Output directory (created). Running again on the same directory reuses
-            the finished training runs in ``out_dir/runs`` and resumes unfinished ones.
+            the finished training runs in ``out_dir/runs`` and resumes unfinished ones; a
+            directory holding anything but what the demo writes (:data:`OWN_FILES`) is
+            refused unless ``overwrite``.
         quick: A tiny, fast smoke run (a few hundred images, one epoch); its numbers mean
             nothing.
         seed: Seeds the synthetic data, the split, the weights and the data order (the
@@ -196,6 +218,8 @@ def run_demo(
         difficulty: ``"easy"`` (default; both models near 98%) or ``"hard"`` synthetic
             faces (:func:`senet.data.synthetic_expressions`), which leave headroom.
         verbose: Print one line per stage and per epoch of each model.
+        overwrite: Write into a directory that holds other files too (they are left alone;
+            the demo's own files are replaced).
         jobs: Models trained at once. Default: both at once, each in its own spawned
             process with half the cores' threads, when there are 2 or more cores (on
             2 cores: 1 thread each; training took 131 s against 248 s one after the
@@ -225,6 +249,7 @@ def run_demo(
     jobs = 2 if jobs is None else check_number("jobs", jobs, integer=True, minimum=1)
     progress = _Progress(verbose)
     root = Path(out_dir)
+    _check_out_dir(root, overwrite)
     figures = root / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     configs = _configs(quick, seed, difficulty)

@@ -205,6 +205,7 @@ def iter_explanations(
     allow_h5: bool = False,
     input_range: str | Sequence[float] | None = None,
     colour: str | None = None,
+    overwrite: bool = False,
     **detect_options,
 ) -> Iterator[PhotoExplanation]:
     """:func:`explain_photos`, one photo at a time (results as they come)."""
@@ -244,6 +245,11 @@ def iter_explanations(
         model, np.zeros((1, size, size, channels), np.float32), method, layer, np.zeros(1, int)
     )
     out_dir = Path(out_dir)
+    if not overwrite and (out_dir / INDEX_FILE).exists():
+        raise FileExistsError(
+            f"{out_dir} holds an explanation already ({INDEX_FILE}); give --overwrite "
+            "(overwrite=True) to replace it, or choose another folder"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
 
     photos: list[PhotoExplanation] = []
@@ -277,6 +283,10 @@ def iter_explanations(
                     title = [f"explained {target_name} {probability:.2f} ({method})"]
                     title.append(f"predicted {face.label} {predicted:.2f}")
                 picture = _face_picture(display[y0 : y0 + h, x0 : x0 + w], heatmap, title)
+                if not overwrite and file.exists():
+                    raise FileExistsError(
+                        f"{file} exists; give --overwrite (overwrite=True) to replace it"
+                    )
                 write_image(file, picture)
                 photo.faces.append(
                     FaceExplanation(
@@ -308,6 +318,7 @@ def explain_photos(
     allow_h5: bool = False,
     input_range: str | Sequence[float] | None = None,
     colour: str | None = None,
+    overwrite: bool = False,
     **detect_options,
 ) -> list[PhotoExplanation]:
     """Explain a saved classifier on the faces in photos: overlays and an ``index.html``.
@@ -326,7 +337,10 @@ def explain_photos(
         model_path: A ``.keras`` classifier (e.g. ``RUN_DIR/model.keras``); an exported
             one (``.tflite``, ``.onnx``, SavedModel) is refused: it has no gradients.
         paths: Image files.
-        out_dir: Folder for the overlays and ``index.html`` (created if missing).
+        out_dir: Folder for the overlays and ``index.html`` (created if missing). A folder
+            that holds an explanation already (its ``index.html``), or a file an overlay
+            would replace, is refused unless ``overwrite``.
+        overwrite: Replace the files of an earlier explanation (others are left alone).
         method: ``"gradcam"`` (default), ``"gradxact"``, ``"gradcam++"``, ``"intgrad"`` (see
             :func:`senet.explain.grad_cam`) or ``"attention"`` (the last attention layer's
             gated output, :func:`senet.explain.attention_map`; the model needs one).
@@ -372,6 +386,7 @@ def explain_photos(
             allow_h5=allow_h5,
             input_range=input_range,
             colour=colour,
+            overwrite=overwrite,
             **detect_options,
         )
     )
