@@ -286,8 +286,11 @@ def test_demo_calls_run_demo_and_prints_where_and_what(tmp_path, capsys, monkeyp
         },
     }
 
-    def run_demo(out_dir, *, quick=False, seed=0, verbose=False, difficulty="easy", jobs=None):
+    def run_demo(
+        out_dir, *, quick=False, seed=0, verbose=False, difficulty="easy", jobs=None, **rest
+    ):
         assert difficulty == "easy"  # the default; --difficulty hard is passed through
+        assert rest == {"overwrite": False}
         calls.append((str(out_dir), quick, seed, verbose, jobs))
         return metrics
 
