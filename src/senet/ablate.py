@@ -48,6 +48,7 @@ from senet._files import atomic_write_text, read_json, save_figure
 from senet._tf import WorkerPool, worker_layout
 from senet.checks import check_choice, check_number, check_positive, fail, is_none
 from senet.config import DEFAULTS
+from senet.progress import Progress
 from senet.stats import mean_std, paired_interval
 
 # senet.ablate imports Keras/TensorFlow lazily (inside functions): a worker process of
@@ -801,14 +802,6 @@ def _finished(out_dir: Path, cell: Cell, seed: int, settings: Settings) -> bool:
         return False
 
 
-def _reporter(progress) -> Callable[[str], None] | None:
-    if progress is True:
-        import sys
-
-        return lambda line: print(line, file=sys.stderr, flush=True)
-    return progress if callable(progress) else None
-
-
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -901,7 +894,7 @@ def run_ablation(
 
     tasks = [(cell, seed) for cell in cells for seed in seeds]
     todo = [(c, s) for c, s in tasks if not _finished(out_dir, c, s, settings)]
-    report = _reporter(progress)
+    report = Progress(progress) if progress else None
     skipped = len(tasks) - len(todo)
     if report:
         report(

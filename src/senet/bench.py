@@ -21,7 +21,6 @@ import math
 import os
 import platform
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -32,6 +31,7 @@ import numpy as np
 
 from senet import graph
 from senet.checks import fail
+from senet.progress import Progress
 
 __all__ = [
     "BENCH_MODELS",
@@ -372,14 +372,7 @@ def time_interleaved(
     _check_count("rounds", rounds, 1)
     _check_count("warmup", warmup, 0)
     _check_count("number", number, 1)
-    report = None
-    if progress is True:
-
-        def report(line):
-            print(line, file=sys.stderr, flush=True)
-
-    elif callable(progress):
-        report = progress
+    report = Progress(progress) if progress else None
 
     names = list(runs)
     for _ in range(warmup):

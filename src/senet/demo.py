@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ from senet.explain import (
 )
 from senet.explain.faithfulness import probabilities
 from senet.layers import load_model
+from senet.progress import Progress
 from senet.report import Image, Section, Table, plot_confusion, plot_curves, write_report
 from senet.stats import NOISE_ALPHA, mcnemar_test, wilson_interval
 from senet.train import TrainConfig, load_run_data, train
@@ -103,28 +105,10 @@ _MODELS = {"baseline": None, "se": "se"}
 _TITLES = {"baseline": "plain CNN (baseline)", "se": "SE CNN"}
 
 
-class _Progress:
-    """One line per stage, with the seconds since the demo started (``started``: time.time()).
-
-    Worker processes get the parent's ``started``, so their lines count from the same start.
-    """
-
-    def __init__(self, verbose: bool, started: float | None = None):
-        self.verbose = verbose
-        self.started = time.time() if started is None else started
-
-    def __call__(self, message: str) -> None:
-        if self.verbose:
-            print(f"[demo {self.elapsed():6.1f}s] {message}", flush=True)
-
-    def elapsed(self) -> float:
-        return time.time() - self.started
-
-
 class _EpochLines(keras.callbacks.Callback):
     """One progress line per finished epoch of one model (both may train at once)."""
 
-    def __init__(self, name: str, epochs: int, progress: _Progress):
+    def __init__(self, name: str, epochs: int, progress: Progress):
         super().__init__()
         self.name, self.epochs, self.progress = name, epochs, progress
 
@@ -247,7 +231,7 @@ def run_demo(
     difficulty = check_choice("difficulty", difficulty, DIFFICULTIES)
     quick = bool(quick)
     jobs = 2 if jobs is None else check_number("jobs", jobs, integer=True, minimum=1)
-    progress = _Progress(verbose)
+    progress = Progress(verbose, label="demo", stream=sys.stdout)
     root = Path(out_dir)
     _check_out_dir(root, overwrite)
     figures = root / "figures"
@@ -337,7 +321,7 @@ def _finished_run(run_dir: Path, config: TrainConfig) -> bool:
     return runs.read_metrics(run_dir).get("epochs_run") == config.epochs
 
 
-def _train_or_reuse(name: str, config: TrainConfig, run_dir: Path, progress: _Progress) -> _Trained:
+def _train_or_reuse(name: str, config: TrainConfig, run_dir: Path, progress: Progress) -> _Trained:
     """A finished run is loaded, any other (re)trained."""
     if _finished_run(run_dir, config):
         progress(f"{name}: reusing the finished run in {run_dir}")
@@ -360,7 +344,7 @@ def _train_or_reuse(name: str, config: TrainConfig, run_dir: Path, progress: _Pr
 
 def _train_task(name: str, config: dict[str, Any], run_dir: str, verbose: bool, started: float):
     """:func:`_train_or_reuse` from plain values (what a worker process runs first)."""
-    progress = _Progress(verbose, started)
+    progress = Progress(verbose, label="demo", stream=sys.stdout, started=started)
     began = time.perf_counter()
     trained = _train_or_reuse(name, TrainConfig.from_dict(config), Path(run_dir), progress)
     progress(
@@ -407,7 +391,7 @@ def _train_models(
     layers: tuple,
     seed: int,
     jobs: int,
-    progress: _Progress,
+    progress: Progress,
 ) -> tuple[dict[str, _Trained], dict[str, list[dict]]]:
     """Both models trained (or reused) in ``root/runs/<name>``, then their candidate scores.
 
@@ -467,7 +451,7 @@ def _selection_images(val_set: ImageSet, budget: dict[str, int]) -> tuple[np.nda
 
 
 def _choose_explanation(
-    scores: dict[str, list[dict]], count: int, progress: _Progress
+    scores: dict[str, list[dict]], count: int, progress: Progress
 ) -> dict[str, Any]:
     """The method and layer, by :func:`senet.explain.choose_explanation`'s rule.
 
@@ -494,7 +478,7 @@ def _explain_focus(
     models: dict[str, keras.Model],
     sets: dict[str, ImageSet],
     selection: dict[str, Any],
-    progress: _Progress,
+    progress: Progress,
 ) -> _Focus:
     """Heatmaps of both models on the test split, and how much of them falls on the parts."""
     test_set = sets["test"]
@@ -525,7 +509,7 @@ def _explain_focus(
 
 
 def _excitation_profiles(
-    se_model: keras.Model, test_set: ImageSet, num_classes: int, progress: _Progress
+    se_model: keras.Model, test_set: ImageSet, num_classes: int, progress: Progress
 ) -> _Gates:
     progress("explain: SE excitation profiles per class")
     profiles_all = class_profiles(se_model, test_set.x, test_set.y, num_classes, batch_size=256)
