@@ -410,6 +410,25 @@ def _same_value(name: str, saved: Any, given: Any) -> bool:
     return saved == given
 
 
+def _fixed_fields_that_differ(
+    run: TrainConfig, asked: dict[str, Any]
+) -> dict[str, tuple[Any, Any]]:
+    """``{field: (the run's value, the value asked)}`` of the fields a run keeps (all but
+    ``RESUME_CHANGEABLE``) that ``asked`` sets otherwise: the one check of a resume and of a
+    worker joining a cluster."""
+    return {
+        name: (getattr(run, name), value)
+        for name, value in asked.items()
+        if name not in RESUME_CHANGEABLE and not _same_value(name, getattr(run, name), value)
+    }
+
+
+def _check_batch_size(batch_size: int, replicas: int) -> None:
+    """A global batch splits evenly over the replicas (the one check, local or cluster)."""
+    if batch_size % replicas:
+        raise fail("batch_size", f"a multiple of the {replicas} replicas", batch_size)
+
+
 def _resume_config(config, run_dir: Path) -> tuple[TrainConfig, dict[str, tuple[Any, Any]]]:
     """The saved config with what ``config`` changes, and those changes.
 
@@ -421,11 +440,7 @@ def _resume_config(config, run_dir: Path) -> tuple[TrainConfig, dict[str, tuple[
         return saved, {}
     asked = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
     TrainConfig.from_dict({**saved.to_dict(), **asked})  # unknown fields and bad values
-    conflicts = {
-        name: (getattr(saved, name), value)
-        for name, value in asked.items()
-        if name not in RESUME_CHANGEABLE and not _same_value(name, getattr(saved, name), value)
-    }
+    conflicts = _fixed_fields_that_differ(saved, asked)
     if conflicts:
         raise ResumeConflict(
             run_dir,
@@ -678,8 +693,7 @@ def train(
 
     _seed_everything(config.seed, config.deterministic)
     scope, is_chief, replicas = _distribution_scope(config.distribute)
-    if replicas > 1 and config.batch_size % replicas:
-        raise fail("batch_size", f"a multiple of the {replicas} replicas", config.batch_size)
+    _check_batch_size(config.batch_size, replicas)
     # the batches _train_dataset makes per epoch (a distributed run drops < replicas images)
     steps_per_epoch = math.ceil(_replica_multiple(len(sets["train"]), replicas) / config.batch_size)
     # only the chief writes the run directory, so only the chief locks it; the directory is
@@ -1021,11 +1035,7 @@ def _worker_start(config, start: dict[str, Any]) -> tuple[TrainConfig, dict[str,
         raise ClusterError(f"{name}: the chief stopped the run: {start['error']}")
     chosen = TrainConfig.from_dict(start["config"])
     asked = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
-    differ = {
-        key: (getattr(chosen, key), value)
-        for key, value in asked.items()
-        if key not in RESUME_CHANGEABLE and not _same_value(key, getattr(chosen, key), value)
-    }
+    differ = _fixed_fields_that_differ(chosen, asked)
     if differ:
         said = ", ".join(
             f"{key}={new!r} (the chief has {old!r})" for key, (old, new) in differ.items()
@@ -1117,10 +1127,7 @@ def _train_in_cluster(
                 config, sets, restored, start = _chief_start(
                     config, run_dir, resume=resume, overwrite=overwrite, stack=stack
                 )
-                if config.batch_size % replicas:
-                    raise fail(
-                        "batch_size", f"a multiple of the {replicas} replicas", config.batch_size
-                    )
+                _check_batch_size(config.batch_size, replicas)
                 if jax_cluster and len(sets["train"]) < config.batch_size:
                     raise fail(
                         "batch_size",
