@@ -137,6 +137,22 @@ def replicas_of(strategy) -> int:
     return int(strategy.num_replicas_in_sync)
 
 
+def model_replicas(model) -> int:
+    """Devices a call of ``model`` is split over: its tf.distribute strategy's replicas, or
+    on JAX those of the ``keras.distribution`` in scope (its batch axis); 1 otherwise."""
+    import keras
+
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None:
+        return int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
+    # JAX: a keras.distribution in scope splits every batch predict() sees over its batch axis
+    distribution = keras.distribution.distribution()
+    mesh = getattr(distribution, "device_mesh", None)
+    if mesh is None or getattr(distribution, "batch_dim_name", None) not in mesh.axis_names:
+        return 1
+    return int(mesh.shape[mesh.axis_names.index(distribution.batch_dim_name)])
+
+
 def multi_worker_strategy():
     """A ``tf.distribute.MultiWorkerMirroredStrategy`` (from ``TF_CONFIG``) that Keras can fit.
 

@@ -19,8 +19,10 @@ from typing import Any
 import keras
 import numpy as np
 
+from senet import distributed
 from senet._files import atomic_write_text
-from senet.checks import check_choice, check_number
+from senet.checks import check_choice
+from senet.config import TrainConfig
 from senet.data import ImageSet, load_dataset
 from senet.inference import ExportedModel
 from senet.report import plot_confusion
@@ -29,7 +31,6 @@ from senet.runs import METRICS_FILE, find_run_config, holds_run, run_class_names
 __all__ = ["classification_metrics", "evaluate", "evaluate_model", "run_class_names"]
 
 # load_dataset's split settings when no run config sits beside the model (TrainConfig's)
-_DEFAULT_SPLIT = {"val_fraction": 0.1, "test_fraction": 0.1, "seed": 0, "synthetic_size": 7000}
 
 
 def classification_metrics(
@@ -114,7 +115,7 @@ def evaluate_model(
         return classification_metrics(images.y, probabilities, images.class_names)
     import tensorflow as tf
 
-    if _replicas_of(model) > 1:
+    if distributed.model_replicas(model) > 1:
         # a distributed predict() hands a replica an empty shard when the last batch is
         # smaller than the replica count; metrics need every image, so call the model
         # directly (it reads the mirrored weights) batch by batch
@@ -313,36 +314,16 @@ def _concatenate(sets: list[ImageSet]) -> ImageSet:
 
 
 def _split_options(run_config: dict[str, Any] | None) -> dict[str, Any]:
-    """load_dataset's split settings from a run's config dict (defaults if absent or invalid)."""
-    if run_config is None:
-        return dict(_DEFAULT_SPLIT)
+    """load_dataset's split settings from a run's config dict, checked as TrainConfig checks
+    them (TrainConfig's defaults if absent or invalid)."""
+    fields = ("val_fraction", "test_fraction", "split_seed", "synthetic_size")
     try:
-        options = {
-            "val_fraction": check_number(
-                "val_fraction", run_config["val_fraction"], minimum=0, maximum=0.9
-            ),
-            "test_fraction": check_number(
-                "test_fraction", run_config["test_fraction"], minimum=0, maximum=0.9
-            ),
-            "seed": check_number("split_seed", run_config["split_seed"], integer=True, minimum=0),
-            "synthetic_size": check_number(
-                "synthetic_size", run_config["synthetic_size"], integer=True, minimum=1
-            ),
-        }
-    except (KeyError, ValueError):
-        return dict(_DEFAULT_SPLIT)
-    if options["val_fraction"] + options["test_fraction"] >= 1:
-        return dict(_DEFAULT_SPLIT)
-    return options
-
-
-def _replicas_of(model) -> int:
-    strategy = getattr(model, "distribute_strategy", None)
-    if strategy is not None:
-        return int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
-    # JAX: a keras.distribution in scope splits every batch predict() sees over its batch axis
-    distribution = keras.distribution.distribution()
-    mesh = getattr(distribution, "device_mesh", None)
-    if mesh is None or getattr(distribution, "batch_dim_name", None) not in mesh.axis_names:
-        return 1
-    return int(mesh.shape[mesh.axis_names.index(distribution.batch_dim_name)])
+        config = TrainConfig(**{name: run_config[name] for name in fields})
+    except (KeyError, TypeError, ValueError):
+        config = TrainConfig()
+    return {
+        "val_fraction": config.val_fraction,
+        "test_fraction": config.test_fraction,
+        "seed": config.split_seed,
+        "synthetic_size": config.synthetic_size,
+    }
