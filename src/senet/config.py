@@ -187,37 +187,29 @@ DEFAULTS = {
 # --------------------------------------------------------------------------- the command line
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _number(cast: type, accept: Callable[[Any], bool], expected: str, name: str):
+    """An argparse type: ``cast(text)`` if ``accept`` takes it, else "expected ..." (one
+    line, argparse adds the flag)."""
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = name
+    return parse
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+#: argparse types: an integer >= 1, a finite number > 0, an integer >= 0.
+positive_int = _number(int, lambda value: value >= 1, "a positive integer", "positive_int")
+positive_float = _number(
+    float, lambda value: 0 < value < float("inf"), "a positive number", "positive_float"
+)
+non_negative_int = _number(int, lambda value: value >= 0, "an integer >= 0", "non_negative_int")
 
 
 @dataclass(frozen=True)
