@@ -127,6 +127,23 @@ def _reference_graph(kind: str, shape, channels: int, hidden: int, kernel: int):
     return keras.Model(inputs, outputs)
 
 
+# Hand counts for one (6, 5, 16) sample: 480 elements, C = 16 channels, P = 30 positions,
+# h = 4 hidden units; a multiply-add is 2 FLOPs, every other element op 1.
+_SE_HAND = 480 + (2 * 2 * 16 * 4 + 4 + 4 + 16 + 16) + 480  # pool, MLP+biases+ReLU+gate, scale
+_SSE_HAND = 2 * 30 * 16 + 30 + 30 + 480  # 1x1 conv to one channel, bias, gate, scale
+_KIND_HAND = {
+    "se": _SE_HAND,
+    "eca": 480 + 2 * 16 * 5 + 16 + 480,  # pool, k=5 conv across channels, gate, scale
+    "sse": _SSE_HAND,
+    "scse": _SE_HAND + _SSE_HAND + 480,  # both branches and their sum
+    # channel gate: two pools, the MLP on both (+ biases, ReLU), their sum, gate, scale;
+    # spatial gate: mean and max across channels, 3x3 conv of 2 channels to 1, bias, gate,
+    # scale
+    "cbam": (2 * 480 + 2 * (2 * 2 * 16 * 4 + 4 + 4 + 16) + 16 + 16 + 480)
+    + (2 * 480 + 30 * (2 * 2 * 9) + 30 + 30 + 480),
+}
+
+
 @pytest.mark.parametrize(
     "kind,options,hidden,kernel",
     [
@@ -144,6 +161,7 @@ def test_every_kind_counts_its_flops_like_its_plain_keras_graph(kind, options, h
     inputs = keras.Input(shape)
     model = keras.Model(inputs, attention(kind, name="attn", **options)(inputs))
     reference = _reference_graph(kind, shape, channels, hidden, kernel)
+    assert count_flops(model, by_layer=True)["attn"] == _KIND_HAND[kind]
     for batch in (1, 3):
         for macs_only in (False, True):
             counted = count_flops(model, batch, macs_only=macs_only, by_layer=True)["attn"]
