@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 import warnings
 
 __all__ = [
@@ -179,9 +180,11 @@ class WorkerPool:
             with contextlib.suppress(OSError, ValueError):
                 process.terminate()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        # one grace period for all of them (as senet.launch stops its workers), not one each
+        deadline = time.monotonic() + _GRACE_SECONDS
         for process in processes:
             with contextlib.suppress(OSError, ValueError, AssertionError):
-                process.join(_GRACE_SECONDS)
+                process.join(max(0.0, deadline - time.monotonic()))
                 if process.is_alive():
                     process.kill()
                     process.join()
