@@ -47,6 +47,9 @@ ASKED = {
 
 
 def test_every_field_is_an_option_or_named_as_library_only():
+    from senet.data.synthetic import DIFFICULTIES
+
+    assert config.SYNTHETIC_DIFFICULTIES == DIFFICULTIES  # repeated there: no Keras import
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     options = [option.field for option in TRAIN_OPTIONS]
     assert len(options) == len(set(options))

@@ -47,7 +47,7 @@ from typing import Any
 from senet._files import atomic_write_text, read_json, save_figure
 from senet._tf import WorkerPool, worker_layout
 from senet.checks import check_choice, check_number, check_positive, fail, is_none
-from senet.config import DEFAULTS
+from senet.config import DEFAULTS, SYNTHETIC_DIFFICULTIES
 from senet.progress import Progress
 from senet.stats import mean_std, paired_interval
 
@@ -306,7 +306,7 @@ class Settings:
 
     def __post_init__(self):
         self.data = os.fspath(self.data)
-        self.difficulty = check_choice("difficulty", self.difficulty, ("easy", "hard"))
+        self.difficulty = check_choice("difficulty", self.difficulty, SYNTHETIC_DIFFICULTIES)
         for name in ("latency_batch", "latency_rounds"):
             setattr(self, name, check_number(name, getattr(self, name), integer=True, minimum=1))
 

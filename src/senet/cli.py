@@ -23,7 +23,15 @@ from collections.abc import Callable
 
 from senet import __version__
 from senet._tf import TRAINING_COMMANDS, import_tensorflow_quietly, prefer_onednn
-from senet.config import TRAIN_OPTIONS, add_options, flag_for, given_options, to_argv
+from senet.config import (
+    ALLOW_H5_HELP,
+    SYNTHETIC_DIFFICULTIES,
+    TRAIN_OPTIONS,
+    add_options,
+    flag_for,
+    given_options,
+    to_argv,
+)
 from senet.config import non_negative_int as _non_negative_int
 from senet.config import positive_float as _positive_float
 from senet.config import positive_int as _positive_int
@@ -229,12 +237,7 @@ def _add_evaluate(subparsers) -> None:
 
 
 def _add_allow_h5(parser) -> None:
-    parser.add_argument(
-        "--allow-h5",
-        action="store_true",
-        help="accept a legacy .h5 model; Keras's safe mode does not apply to .h5 files "
-        "(CVE-2025-9905), so only for files you trust",
-    )
+    parser.add_argument("--allow-h5", action="store_true", help=ALLOW_H5_HELP)
 
 
 def _add_allow_savedmodel(parser) -> None:
@@ -547,7 +550,7 @@ def _add_demo(subparsers) -> None:
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="default 0")
     parser.add_argument(
         "--difficulty",
-        choices=("easy", "hard"),
+        choices=SYNTHETIC_DIFFICULTIES,
         default="easy",
         help="synthetic faces: easy (default, both models near 98%%) or hard (subtler "
         "expressions, occluders, stronger pose/lighting: headroom for a difference)",

@@ -47,6 +47,13 @@ __all__ = [
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DISTRIBUTE = ("none", "mirrored", "multiworker")
 LR_SCHEDULES = ("constant", "cosine")
+#: The presets of senet's synthetic faces (senet.data.synthetic.DIFFICULTIES).
+SYNTHETIC_DIFFICULTIES = ("easy", "hard")
+#: ``--allow-h5``'s help, in every command that reads a model.
+ALLOW_H5_HELP = (
+    "accept a legacy .h5 model; Keras's safe mode does not apply to .h5 files "
+    "(CVE-2025-9905), so only for files you trust"
+)
 #: TrainConfig fields a resume may change; every other field must equal the saved one.
 RESUME_CHANGEABLE = ("epochs", "tensorboard", "keep_checkpoints")
 
@@ -139,7 +146,7 @@ class TrainConfig:
         self.lr_schedule = check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         self.distribute = check_choice("distribute", self.distribute, DISTRIBUTE)
         self.synthetic_difficulty = check_choice(
-            "synthetic_difficulty", self.synthetic_difficulty, ("easy", "hard")
+            "synthetic_difficulty", self.synthetic_difficulty, SYNTHETIC_DIFFICULTIES
         )
         for name in ("epochs", "batch_size", "image_size", "synthetic_size", "keep_checkpoints"):
             setattr(self, name, check_number(name, getattr(self, name), integer=True, minimum=1))
@@ -292,7 +299,7 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
         "synthetic_difficulty",
         "--synthetic-difficulty",
         "synthetic faces for --data synthetic: easy or hard",
-        choices=("easy", "hard"),
+        choices=SYNTHETIC_DIFFICULTIES,
     ),
     Option(
         "init_from",
@@ -301,13 +308,7 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
         "weights, instead of building --model; the run records it",
         metavar="MODEL",
     ),
-    Option(
-        "allow_h5",
-        "--allow-h5",
-        "accept a legacy .h5 model; Keras's safe mode does not apply to .h5 files "
-        "(CVE-2025-9905), so only for files you trust",
-        bool,
-    ),
+    Option("allow_h5", "--allow-h5", ALLOW_H5_HELP, bool),
 )
 _BY_FIELD = {option.field: option for option in TRAIN_OPTIONS}
 
@@ -319,12 +320,10 @@ def _option(name: str) -> Option:
         raise ValueError(f"no command-line option sets TrainConfig.{name}") from None
 
 
-def _help(option: Option, flag: str, many: bool) -> str:
+def _help(option: Option) -> str:
     default = option.default
     if option.type is bool:
         shown = "on" if default else None
-    elif many:
-        shown = str(default)
     else:
         shown = None if default is None else str(default)
     text = option.help
@@ -354,13 +353,10 @@ def add_options(
     for name in fields:
         option = _option(name)
         flag = (flags or {}).get(name, option.flag)
-        kwargs: dict[str, Any] = {"dest": name, "help": _help(option, flag, name in many)}
+        kwargs: dict[str, Any] = {"dest": name, "help": _help(option)}
         if option.type is bool:
-            if option.negatable:
-                kwargs["action"] = argparse.BooleanOptionalAction
-            else:
-                kwargs["action"] = "store_true"
-            kwargs["default"] = None if none_if_absent else option.default
+            negatable = option.negatable
+            kwargs["action"] = argparse.BooleanOptionalAction if negatable else "store_true"
         else:
             if option.type is not str:
                 kwargs["type"] = option.type
@@ -368,11 +364,11 @@ def add_options(
                 kwargs["choices"] = option.choices
             if option.metavar is not None:
                 kwargs["metavar"] = option.metavar
-            if name in many:
-                kwargs["nargs"] = "+"
-                kwargs["default"] = [option.default]
-            else:
-                kwargs["default"] = None if none_if_absent else option.default
+        if name in many and option.type is not bool:
+            kwargs["nargs"] = "+"
+            kwargs["default"] = [option.default]
+        else:
+            kwargs["default"] = None if none_if_absent else option.default
         parser.add_argument(flag, **kwargs)
 
 
