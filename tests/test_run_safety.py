@@ -425,6 +425,8 @@ def test_lock_refuses_a_live_holder_and_is_released_on_errors(tmp_path):
         runs.lock_run(tmp_path),
     ):
         pass
+    with pytest.raises(runs.RunInUse, match="in use by PID .* on host elsewhere.example"):
+        runs.check_unlocked(tmp_path)  # the quick check says what the lock says
     assert (tmp_path / runs.LOCK_FILE).exists()
     (tmp_path / runs.LOCK_FILE).unlink()
     # held for the block, removed after it even when the block raises

@@ -687,6 +687,12 @@ def _lock_holder(path: Path) -> dict[str, Any] | None:
     return holder
 
 
+def _elsewhere(holder: dict[str, Any] | None) -> bool:
+    """Whether the lock file names another host: its holder's ``flock`` may not reach this
+    one (a shared file system), so the run counts as in use while the file is there."""
+    return holder is not None and holder["host"] != socket.gethostname()
+
+
 def _in_use(run_dir: Path, holder: dict[str, Any] | None) -> RunInUse:
     holder = holder or {"pid": "unknown", "host": socket.gethostname()}
     where = "" if holder["host"] == socket.gethostname() else f" on host {holder['host']}"
@@ -725,6 +731,9 @@ def check_unlocked(run_dir: Path) -> None:
     try:
         if not _flock(descriptor, fcntl.LOCK_SH):
             raise _in_use(run_dir, _lock_holder(path))
+        holder = _lock_holder(path)
+        if _elsewhere(holder):
+            raise _in_use(run_dir, holder)
     finally:
         os.close(descriptor)  # and with it the shared lock
 
@@ -771,7 +780,7 @@ def lock_run(run_dir: Path) -> Iterator[None]:
     path = run_dir / LOCK_FILE
     descriptor, left = _acquire(run_dir, path)
     try:
-        if left is not None and left["host"] != socket.gethostname():
+        if _elsewhere(left):
             raise _in_use(run_dir, left)
         mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
         os.ftruncate(descriptor, 0)
