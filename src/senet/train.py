@@ -711,28 +711,35 @@ def train(
         )
         if is_chief:
             _open_run_dir(run_dir, config, resume=resume, overwrite=overwrite, changes=changes)
-        try:
-            return _fit_and_finish(
-                restored,
-                config,
-                sets,
-                run_dir,
-                class_names=class_names,
-                chief=is_chief,
-                logs=True,
-                callbacks=callbacks,
-                steps_per_epoch=steps_per_epoch,
-                replicas=replicas,
-                verbose=verbose,
-            )
-        except OSError as error:
-            if error.errno not in DISK_FULL:
-                raise
-            raise disk_full(
-                error.errno,
-                f"{error}; the run stopped, and what it finished is kept: free some space, "
-                f"then `senet train --resume {run_dir}` continues",
-            ) from error
+        return _fit_and_finish(
+            restored,
+            config,
+            sets,
+            run_dir,
+            class_names=class_names,
+            chief=is_chief,
+            logs=True,
+            callbacks=callbacks,
+            steps_per_epoch=steps_per_epoch,
+            replicas=replicas,
+            verbose=verbose,
+        )
+
+
+@contextlib.contextmanager
+def _resume_hint_on_full_disk(run_dir: Path):
+    """A full disk while a run writes says that what it finished is kept, and how to go on
+    (in one process and in a cluster alike)."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in DISK_FULL:
+            raise
+        raise disk_full(
+            error.errno,
+            f"{error}; the run stopped, and what it finished is kept: free some space, "
+            f"then `senet train --resume {run_dir}` continues",
+        ) from error
 
 
 def _fit_and_finish(
@@ -769,20 +776,21 @@ def _fit_and_finish(
         write=chief,
     )
     log_callbacks = _logging_callbacks(config, run_dir) if logs else []
-    if run.epochs_done < config.epochs:
-        with fit_scope or contextlib.nullcontext():
-            _fit(
-                run,
-                config,
-                sets,
-                [*first, checkpoint, *log_callbacks, *(callbacks or ())],
-                steps_per_epoch=steps_per_epoch,
-                replicas=replicas,
-                verbose=verbose,
-                whole_batches=whole_batches,
-            )
-    _raise_if_diverged(checkpoint, config)
-    metrics = _finish(run.model, config, run_dir, run.rows, sets, chief)
+    with _resume_hint_on_full_disk(run_dir):
+        if run.epochs_done < config.epochs:
+            with fit_scope or contextlib.nullcontext():
+                _fit(
+                    run,
+                    config,
+                    sets,
+                    [*first, checkpoint, *log_callbacks, *(callbacks or ())],
+                    steps_per_epoch=steps_per_epoch,
+                    replicas=replicas,
+                    verbose=verbose,
+                    whole_batches=whole_batches,
+                )
+        _raise_if_diverged(checkpoint, config)
+        metrics = _finish(run.model, config, run_dir, run.rows, sets, chief)
     return RunResult(
         out_dir=run_dir,
         model=run.model,
