@@ -60,10 +60,9 @@ def _load_plugins() -> None:
         try:
             register(point.name, point.load())
         except Exception as error:  # a broken plugin must not break senet
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             warnings.warn(
                 f"the attention kind {point.name!r} ({point.value}) could not be loaded: "
-                f"{type(error).__name__}: {first}",
+                f"{type(error).__name__}: {_first_line(error)}",
                 stacklevel=2,
             )
 
