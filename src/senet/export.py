@@ -57,12 +57,12 @@ from senet.inference import (
     BATCH,
     EXTRA_HINT,
     ExportedModel,
-    _open_exported,
-    _read_keras,
     check_single_io,
     first_line,
     is_exported,
     load_exported,
+    open_exported,
+    read_keras,
     require,
 )
 from senet.layers.registry import EXPORTED_FILE_SUFFIXES
@@ -346,7 +346,7 @@ def _load_model(model):
         return model
     if not isinstance(model, (str, os.PathLike)):
         raise fail("model", "a keras.Model or the path of a .keras file", model)
-    return _read_keras(Path(model))
+    return read_keras(Path(model))
 
 
 def _inputs(model, quantize, calibration, samples, calibration_size, seed):
@@ -443,7 +443,7 @@ def _check_parity(model, path: Path, inputs: np.ndarray, result: ExportResult) -
         ]
     )
     with _quiet():
-        outputs = _open_exported(Path(path))(inputs)  # senet wrote it: no opt-in asked
+        outputs = open_exported(Path(path))(inputs)  # senet wrote it: no opt-in asked
     max_abs_diff, agreement = parity(reference, outputs)
     result = ExportResult(
         **{

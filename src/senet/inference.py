@@ -44,7 +44,9 @@ __all__ = [
     "load_for_inference",
     "model_input_size",
     "model_record",
+    "open_exported",
     "predictor",
+    "read_keras",
     "require",
     "to_input_range",
     "warn_if_synthetic",
@@ -170,10 +172,10 @@ def load_exported(path: str | os.PathLike, *, allow_savedmodel: bool = False) ->
             UserWarning,
             stacklevel=2,
         )
-    return _open_exported(path)
+    return open_exported(path)
 
 
-def _open_exported(path: Path) -> ExportedModel:
+def open_exported(path: Path) -> ExportedModel:
     """:func:`load_exported` without the SavedModel opt-in (for files senet just wrote)."""
     if not path.exists():
         raise FileNotFoundError(f"no such model file: {path}")
@@ -197,7 +199,7 @@ def _open_exported(path: Path) -> ExportedModel:
         raise ExportError(f"cannot load {path}: {first_line(error)}") from error
 
 
-def _read_keras(path) -> Any:
+def read_keras(path) -> Any:
     """The model in a ``.keras`` file, through senet's one loader (safe mode, no compile)."""
     from senet.layers import ModelLoadError, load_model
 
@@ -208,7 +210,7 @@ def _read_keras(path) -> Any:
 
 
 def _open_keras(path: str) -> ExportedModel:
-    model = _read_keras(path)
+    model = read_keras(path)
     check_single_io(model, path)
 
     def run(x):

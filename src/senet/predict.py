@@ -54,6 +54,7 @@ from senet.data.images import (
 )
 from senet.inference import (
     INPUT_RANGES,
+    ExportedModel,
     InputFormat,
     class_names_for,
     input_format,
@@ -527,8 +528,6 @@ def iter_predictions(
         input_range=input_range,
         colour=colour,
     )
-    from senet.inference import ExportedModel
-
     if fuse and not isinstance(model, ExportedModel):  # a Keras model
         from senet.models.fused import fuse_for_inference
 
