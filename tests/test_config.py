@@ -21,6 +21,7 @@ NOT_ON_THE_COMMAND_LINE = {
 }
 # a value other than the default for every option, as a user would ask for it
 ASKED = {
+    "task": "classification",
     "data": "faces.npz",
     "model": "resnet20",
     "attention": "cbam",

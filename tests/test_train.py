@@ -404,6 +404,7 @@ def test_training_and_validation_data_do_not_autotune():
 
     from senet import train as training
     from senet.data import make_dataset
+    from senet.tasks.classification import ClassificationTask
 
     sets = load_dataset("synthetic", image_size=24, synthetic_size=70, seed=0)
     datasets = [
@@ -413,7 +414,7 @@ def test_training_and_validation_data_do_not_autotune():
             seed=0,
             first_epoch=0,
             epochs=2,
-            augment=True,
+            augment=ClassificationTask().augment,
             sample_weights=None,
         ),
         training._eval_dataset(sets["val"], 16),

@@ -107,13 +107,16 @@ def test_mixed_precision_trains_in_bfloat16_and_restores_the_policy(tmp_path):
 def test_sample_weights_are_n_over_k_times_class_count():
     labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 3, 3, 3, 0])  # class 2 absent
     images = ImageSet(np.zeros((len(labels), 4, 4, 1), np.float32), labels, ("a", "b", "c", "d"))
-    weights = train_module._sample_weights(images, balanced=True)
+    from senet.tasks.classification import ClassificationTask
+
+    task = ClassificationTask()
+    weights = task.sample_weights(images, TrainConfig(class_weights=True))
     assert weights.dtype == np.float32 and weights.shape == labels.shape
     np.testing.assert_allclose(weights, _balanced_weights(labels, 4), rtol=1e-6)
     # by hand: n = 12, k = 3 classes occur; class 0 has 7 -> 12 / 21, class 1 has 2 -> 2
     assert weights[0] == pytest.approx(12 / 21) and weights[6] == pytest.approx(2.0)
     assert weights.mean() == pytest.approx(1.0)
-    assert train_module._sample_weights(images, balanced=False) is None
+    assert task.sample_weights(images, TrainConfig(class_weights=False)) is None
 
 
 @pytest.mark.slow  # a tiny training on an npz

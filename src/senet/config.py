@@ -63,6 +63,10 @@ class TrainConfig:
     """Everything that defines a training run; saved as ``RUN_DIR/config.json``.
 
     Attributes:
+        task: What kind of problem the run learns (:func:`senet.tasks.get_task`):
+            ``"classification"``, or a task a package adds (entry point group
+            ``senet.tasks``). The task reads ``data``, builds the model's head and chooses
+            the loss, the metrics and the report's sections.
         data: A FER2013 csv, an image folder, an ``.npz`` (``x``, ``y``) or ``"synthetic"``.
         model: ``"emotion_cnn"`` or ``"resnet<depth>"`` (see ``MODEL_NAMES``).
         attention: An attention kind (``"se"``, ``"eca"``, ``"sse"``, ``"scse"``, ``"cbam"``)
@@ -106,6 +110,7 @@ class TrainConfig:
             safe mode does not apply to them).
     """
 
+    task: str = "classification"
     data: str = "synthetic"
     model: str = "emotion_cnn"
     attention: str = "se"
@@ -136,6 +141,9 @@ class TrainConfig:
     allow_h5: bool = False
 
     def __post_init__(self):
+        from senet.tasks import task_names
+
+        self.task = check_choice("task", self.task, task_names())
         self.data = os.fspath(self.data)
         self.attention = "none" if self.attention is None else self.attention
         self.model = check_choice("model", self.model, MODEL_NAMES)
@@ -248,6 +256,12 @@ class Option:
 
 #: The TrainConfig fields ``senet train`` sets, in ``--help``'s order.
 TRAIN_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "task",
+        "--task",
+        "classification, or a task a package adds (entry point group senet.tasks)",
+        metavar="TASK",
+    ),
     Option(
         "data",
         "--data",

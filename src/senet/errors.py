@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["MESSAGE_LIMIT", "one_line", "printable"]
+__all__ = ["MESSAGE_LIMIT", "first_line", "one_line", "printable"]
 
 #: The longest message :func:`one_line` returns (characters).
 #: Long enough for senet's own messages that name two full paths (a run directory and a
@@ -103,6 +103,22 @@ def one_line(error: BaseException | str, limit: int = MESSAGE_LIMIT) -> str:
     if len(text) > limit:
         text = text[: limit - 3].rstrip() + "..."
     return text
+
+
+def first_line(error: BaseException | str, limit: int = 300) -> str:
+    """The first non-empty line of ``error``'s message, whitespace runs as one space, control
+    characters escaped and cut at ``limit`` characters; the type name when it has none (a
+    library's multi-line error quoted inside one of senet's).
+
+    Example:
+        >>> first_line(ValueError("bad header\n  at byte 12"))
+        'bad header'
+    """
+    for line in str(error).splitlines():
+        if line.strip():
+            text = printable(" ".join(line.split()))
+            return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+    return type(error).__name__ if isinstance(error, BaseException) else ""
 
 
 class Terminated(KeyboardInterrupt):

@@ -52,13 +52,12 @@ import numpy as np
 
 from senet._files import TEMP_PREFIX, remove_stale_temporaries
 from senet.checks import check_choice, check_positive, fail, is_none
-from senet.errors import ExportError, MissingDependencyError, ParityError
+from senet.errors import ExportError, MissingDependencyError, ParityError, first_line
 from senet.inference import (
     BATCH,
     EXTRA_HINT,
     ExportedModel,
     check_single_io,
-    first_line,
     is_exported,
     load_exported,
     open_exported,

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from senet.checks import check_choice, fail
-from senet.errors import ExportError, MissingDependencyError
+from senet.errors import ExportError, MissingDependencyError, first_line, printable
 from senet.layers.registry import EXPORTED_FILE_SUFFIXES
 from senet.runs import find_run, find_run_config, run_class_names
 
@@ -36,7 +36,6 @@ __all__ = [
     "InputFormat",
     "check_single_io",
     "class_names_for",
-    "first_line",
     "input_format",
     "is_exported",
     "load_classifier",
@@ -262,8 +261,6 @@ def _check_tflite_ops(content: bytes, path: str) -> None:
     except Exception as error:  # noqa: BLE001 - any parse failure: not a TFLite model
         raise ExportError(f"cannot load {path}: not a TFLite model ({first_line(error)})") from None
     if custom:
-        from senet.errors import printable
-
         names = printable(", ".join(custom[:5]) + (", ..." if len(custom) > 5 else ""))
         raise ExportError(
             f"cannot load {path}: it uses operators outside TFLite's built-ins ({names}); "
@@ -381,8 +378,6 @@ def _check_onnx_external_data(path: str) -> None:
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         target = (folder / location).resolve()
         if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
-            from senet.errors import printable
-
             raise ExportError(
                 f"cannot load {path}: tensor {printable(tensor.name)!r} takes its data from "
                 f"{printable(location)!r}, outside the model's folder; senet reads external "
@@ -429,13 +424,6 @@ def check_single_io(model, name) -> None:
         )
 
 
-def first_line(error: BaseException) -> str:
-    for line in str(error).splitlines():
-        if line.strip():
-            return " ".join(line.split())
-    return type(error).__name__
-
-
 # --------------------------------------------------------------------------- classifiers
 
 
@@ -467,8 +455,6 @@ def class_names_for(
 ) -> tuple[str, ...]:
     """Class names of a saved model: its ``record`` (:func:`model_record`), its run's
     ``metrics.json``, else defaults (see module)."""
-    from senet.errors import printable
-
     names = (record or {}).get("class_names")
     if not (isinstance(names, list) and len(names) == num_classes):
         names = run_class_names(model_path)

@@ -66,6 +66,7 @@ from senet.inference import (
     to_input_range,
     warn_if_synthetic,
 )
+from senet.tasks import get_task
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -301,18 +302,11 @@ def predict_faces(
     probabilities = predictor(model)(batch)
     if class_names is None:
         class_names = class_names_for("", probabilities.shape[-1])
-    if len(class_names) != probabilities.shape[-1]:
-        raise ValueError(
-            f"Expected {probabilities.shape[-1]} `class_names` (one per model output), "
-            f"got {len(class_names)}: {list(class_names)}"
-        )
+    # what a prediction says is the task's (a face is classified)
+    said = get_task("classification").predictions(probabilities, class_names)
     return [
-        FacePrediction(
-            box=tuple(int(v) for v in box),
-            label=str(class_names[int(np.argmax(row))]),
-            probabilities={str(name): float(p) for name, p in zip(class_names, row, strict=True)},
-        )
-        for box, row in zip(boxes, probabilities, strict=True)
+        FacePrediction(box=tuple(int(v) for v in box), **row)
+        for box, row in zip(boxes, said, strict=True)
     ]
 
 

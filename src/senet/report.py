@@ -34,11 +34,8 @@ __all__ = [
     "write_report",
 ]
 
-# history keys drawn as curves, in panel order: (title, y label, train key, validation key)
-_CURVE_PANELS = (
-    ("Loss", "cross-entropy loss", "loss", "val_loss"),
-    ("Accuracy", "accuracy", "accuracy", "val_accuracy"),
-)
+# the y label of the loss panel, by the task's score (classification's loss is cross-entropy)
+_LOSS_LABELS = {"accuracy": "cross-entropy loss"}
 
 
 def _history_columns(history) -> dict[str, np.ndarray]:
@@ -56,9 +53,13 @@ def _save(figure: Figure, path: str | os.PathLike | None) -> None:
 
 
 def plot_curves(
-    history, path: str | os.PathLike | None = None, *, title: str = "Training curves"
+    history,
+    path: str | os.PathLike | None = None,
+    *,
+    title: str = "Training curves",
+    score: str = "accuracy",
 ) -> Figure:
-    """Loss and accuracy per epoch, training and validation, side by side.
+    """Loss and the task's score (accuracy) per epoch, training and validation, side by side.
 
     Args:
         history: ``History.history``-like dict of per-epoch lists, or a list of per-epoch
@@ -66,9 +67,11 @@ def plot_curves(
             ``val_accuracy``; an ``epoch`` key (1-based) sets the x axis when present.
         path: Where to save a PNG, or None to only return the figure.
         title: Figure title.
+        score: The second panel's key (``score`` and ``val_<score>``, a task's
+            :attr:`senet.tasks.Task.score`); accuracy is drawn from 0 to 1.
 
     Returns:
-        The figure (two axes: loss, accuracy).
+        The figure (two axes: loss, the score).
 
     Example:
         >>> figure = plot_curves({"loss": [1.2, 0.9], "accuracy": [0.4, 0.6]})
@@ -81,8 +84,12 @@ def plot_curves(
     epochs = columns.get("epoch", np.arange(1, epochs_run + 1, dtype=float))
     figure = Figure(figsize=(10, 4), layout="constrained")
     figure.suptitle(title)
+    panels = (
+        ("Loss", _LOSS_LABELS.get(score, "loss"), "loss", "val_loss"),
+        (score.replace("_", " ").capitalize(), score.replace("_", " "), score, f"val_{score}"),
+    )
     for axes, (panel, ylabel, train_key, val_key) in zip(
-        figure.subplots(1, len(_CURVE_PANELS)), _CURVE_PANELS, strict=True
+        figure.subplots(1, len(panels)), panels, strict=True
     ):
         for key, label, style in ((train_key, "train", "-o"), (val_key, "validation", "--s")):
             if key in columns and np.isfinite(columns[key]).any():
@@ -93,7 +100,7 @@ def plot_curves(
         axes.grid(alpha=0.3)
         if axes.lines:
             axes.legend()
-        if panel == "Accuracy":
+        if score == "accuracy" and panel == "Accuracy":
             axes.set_ylim(0.0, 1.0)
     _save(figure, path)
     return figure

@@ -57,13 +57,12 @@ from senet import distributed, runs
 from senet._files import DISK_FULL, disk_full
 from senet.checks import fail
 from senet.config import RESUME_CHANGEABLE, TrainConfig
-from senet.data import ImageSet, load_dataset
 from senet.errors import ClusterError, ResumeConflict, TrainingDiverged, one_line
 from senet.layers import with_training_info
-from senet.layers.info import dataset_kind
 from senet.metrics import classification_metrics, evaluate, evaluate_model
 from senet.names import MODEL_NAMES, build_model
-from senet.report import plot_confusion, plot_curves
+from senet.report import plot_curves
+from senet.tasks import get_task
 
 __all__ = [
     "MODEL_NAMES",
@@ -109,23 +108,14 @@ class RunResult:
 # --------------------------------------------------------------------------- data
 
 
-def load_run_data(config: TrainConfig) -> dict[str, ImageSet]:
-    """The ``{"train", "val", "test"}`` splits a run with ``config`` trains and tests on.
+def load_run_data(config: TrainConfig) -> dict[str, Any]:
+    """The ``{"train", "val", "test"}`` splits a run with ``config`` trains and tests on
+    (its task's reader, :meth:`senet.tasks.Task.load_data`).
 
     The one place a run's settings turn into data, so code that inspects a run afterwards
     (the demo's explanations, for example) sees exactly the images the run saw.
     """
-    return load_dataset(
-        config.data,
-        image_size=config.image_size,
-        channels=config.channels,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        seed=config.split_seed,
-        skip_bad=config.skip_bad,
-        synthetic_size=config.synthetic_size,
-        synthetic_difficulty=config.synthetic_difficulty,
-    )
+    return get_task(config.task).load_data(config)
 
 
 def _optimizer(name: str, learning_rate) -> keras.optimizers.Optimizer:
@@ -145,10 +135,10 @@ def _learning_rate(config: TrainConfig, steps_per_epoch: int):
 
 
 def _compile(model: keras.Model, config: TrainConfig, steps_per_epoch: int = 1) -> None:
+    """The optimizer of ``config``, the loss and metrics of its task."""
     model.compile(
         optimizer=_optimizer(config.optimizer, _learning_rate(config, steps_per_epoch)),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        **get_task(config.task).compile_options(config),
     )
 
 
@@ -198,13 +188,13 @@ class _EpochScalarLogs(keras.callbacks.Callback):
 
 
 def _train_dataset(
-    images: ImageSet,
+    images,
     *,
     batch_size: int,
     seed: int,
     first_epoch: int,
     epochs: int,
-    augment: bool,
+    augment,
     sample_weights: np.ndarray | None,
     replicas: int = 1,
     whole_batches: bool = False,
@@ -214,10 +204,10 @@ def _train_dataset(
     have seen had it not stopped. Fit it with ``steps_per_epoch=ceil(N / batch_size)``
     (``floor`` with ``whole_batches``: every epoch leaves out the last ``N % batch_size``
     images of its order, for a JAX cluster, which splits every batch over the processes).
+    ``images`` is a split (``x``, ``y``); ``augment`` None or the task's
+    ``augment(x, y, seed)`` (:meth:`senet.tasks.Task.augment`).
     """
     import tensorflow as tf
-
-    from senet.data import augment_batch
 
     count = len(images)
     # the images an epoch uses: whole batches (a JAX cluster) or a multiple of the replicas
@@ -236,10 +226,9 @@ def _train_dataset(
         return batches.map(lambda step, index: (epoch, step, index))
 
     def gather(epoch, step, index):
-        batch_x = tf.gather(x, index)
-        if augment:
-            batch_x = augment_batch(batch_x, seed=tf.stack([seed * 1_000_003 + epoch, step]))
-        batch_y = tf.gather(y, index)
+        batch_x, batch_y = tf.gather(x, index), tf.gather(y, index)
+        if augment is not None:
+            batch_x, batch_y = augment(batch_x, batch_y, tf.stack([seed * 1_000_003 + epoch, step]))
         if weights is None:
             return batch_x, batch_y
         return batch_x, batch_y, tf.gather(weights, index)
@@ -287,9 +276,7 @@ def _even_batch_size(batch_size: int, count: int, replicas: int) -> int:
     return max(replicas, min(batch_size, count) // replicas * replicas)
 
 
-def _eval_dataset(
-    images: ImageSet, batch_size: int, replicas: int = 1, *, whole_batches: bool = False
-):
+def _eval_dataset(images, batch_size: int, replicas: int = 1, *, whole_batches: bool = False):
     """Validation batches; with ``whole_batches`` (a JAX cluster) every batch has the same
     size, a multiple of ``replicas``, and up to a batch of images is left out."""
     import tensorflow as tf
@@ -515,22 +502,9 @@ def _check_run_matches(
             f"{where}: its class names are {list(class_names)}, the run was trained on "
             f"{list(restored.class_names)}"
         )
-    shape, classes = None, None
-    with contextlib.suppress(AttributeError, ValueError, TypeError, IndexError):
-        shape = tuple(restored.model.inputs[0].shape[1:])
-        classes = int(restored.model.outputs[0].shape[-1])
-    expected = (config.image_size, config.image_size, config.channels)
-    if shape is not None and shape != expected:
-        raise ValueError(
-            f"{where}: images are {'x'.join(map(str, expected))} (image_size "
-            f"{config.image_size}, channels {config.channels}), the run's model takes "
-            f"{'x'.join(map(str, shape))}"
-        )
-    if classes is not None and classes != len(class_names):
-        raise ValueError(
-            f"{where}: it has {len(class_names)} classes {list(class_names)}, the run's "
-            f"model predicts {classes}"
-        )
+    problem = get_task(config.task).model_problem(restored.model, config, class_names)
+    if problem:
+        raise ValueError(f"{where}: {problem}")
     if restored.epochs_done > config.epochs:
         raise ResumeConflict(
             run_dir,
@@ -547,36 +521,27 @@ def _model_for_run(
     class_names: Sequence[str],
     steps_per_epoch: int,
 ) -> runs.Restored:
-    """The resumed run (newest good checkpoint) or a new compiled model at epoch 0."""
-    num_classes = len(class_names)
+    """The resumed run (newest good checkpoint) or a new compiled model at epoch 0: the
+    task's model (or ``init_from``) ending in the record of its training."""
+    task = get_task(config.task)
     with _dtype_policy(config.mixed_precision):
         restored = runs.resume_point(run_dir) if resume else None
         if restored is not None:
             _check_run_matches(restored, config, run_dir, class_names)
             return restored
         if config.init_from is not None:
-            model = _initial_model(config, num_classes)
+            model = _initial_model(config, class_names)
         else:
-            model = build_model(
-                config.model,
-                input_shape=(config.image_size, config.image_size, config.channels),
-                num_classes=num_classes,
-                attention=config.attention,
-                reduction=config.reduction,
-                **config.model_options,
-            )
-        model = with_training_info(model, training_record(config, class_names))
+            model = task.build_model(config, class_names)
+        model = with_training_info(model, task.record(config, class_names))
         _compile(model, config, steps_per_epoch)
     return runs.Restored(model=model, epochs_done=0, rows=[], entries=[])
 
 
 def training_record(config: TrainConfig, class_names: Sequence[str]) -> dict[str, Any]:
-    """What a model trained with ``config`` was trained on, as its file records it.
-
-    Keys: ``dataset`` (:func:`dataset_kind`), ``data`` (the source's file or folder name,
-    no directories), ``image_size``, ``channels``, ``input_range`` (``[0, 1]``: every
-    image goes through :func:`senet.data.images.to_model_input`), ``class_names`` and
-    ``init_from`` (the file name training started from, or None).
+    """What a model trained with ``config`` records of its training: its task's
+    :meth:`senet.tasks.Task.record` (classification: the data's kind and file name, the
+    input size, channels and range, the class names and ``init_from``).
 
     The record is held by a :class:`senet.layers.TrainingInfo` layer at the model's output
     (a weightless identity layer; its config is the record), chosen because it is public
@@ -584,45 +549,21 @@ def training_record(config: TrainConfig, class_names: Sequence[str]) -> dict[str
     :func:`senet.models.insert_attention`; :func:`senet.layers.training_info` reads it. A
     run's ``config.json`` and ``metrics.json`` hold the same facts for exported models.
     """
-    return {
-        "dataset": dataset_kind(config.data),
-        "data": Path(config.data).name if config.data != "synthetic" else "synthetic",
-        "synthetic_difficulty": (
-            config.synthetic_difficulty if config.data == "synthetic" else None
-        ),
-        "image_size": config.image_size,
-        "channels": config.channels,
-        "input_range": [0, 1],
-        "class_names": [str(name) for name in class_names],
-        "init_from": Path(config.init_from).name if config.init_from else None,
-    }
+    return get_task(config.task).record(config, class_names)
 
 
-def _initial_model(config: TrainConfig, num_classes: int) -> keras.Model:
-    """``config.init_from`` loaded (architecture and weights), checked against the run."""
+def _initial_model(config: TrainConfig, output_names: Sequence[str]) -> keras.Model:
+    """``config.init_from`` loaded (architecture and weights), checked by the run's task."""
     from senet.layers import load_model
     from senet.layers.info import without_training_info
 
     model = without_training_info(
         load_model(config.init_from, allow_h5=config.allow_h5, compile=False)
     )
-    expected = (config.image_size, config.image_size, config.channels)
-    if tuple(model.input_shape[1:]) != expected or model.output_shape[-1] != num_classes:
-        raise ValueError(
-            f"cannot start from {config.init_from}: it takes {model.input_shape[1:]} and "
-            f"gives {model.output_shape[-1]} outputs; this run has {expected} images "
-            f"(image_size, channels) and {num_classes} classes"
-        )
+    problem = get_task(config.task).model_problem(model, config, output_names)
+    if problem:
+        raise ValueError(f"cannot start from {config.init_from}: {problem}")
     return model
-
-
-def _sample_weights(images: ImageSet, balanced: bool) -> np.ndarray | None:
-    if not balanced:
-        return None
-    from senet.data import class_weights
-
-    table = class_weights(images.y, images.num_classes)
-    return np.asarray([table[k] for k in range(images.num_classes)], np.float32)[images.y]
 
 
 def train(
@@ -686,10 +627,10 @@ def train(
         )
     # every check that only reads comes first: a refused run changes nothing
     config, changes, sets = _read_run_start(config, run_dir, resume, overwrite)
-    class_names = sets["train"].class_names
+    class_names = get_task(config.task).output_names(sets["train"])
     if config.init_from is not None and not resume:
         # refused here, before the run directory exists (loaded again in the scope below)
-        _initial_model(config, len(class_names))
+        _initial_model(config, class_names)
 
     _seed_everything(config.seed, config.deterministic)
     scope, is_chief, replicas = _distribution_scope(config.distribute)
@@ -745,7 +686,7 @@ def _resume_hint_on_full_disk(run_dir: Path):
 def _fit_and_finish(
     run: runs.Restored,
     config: TrainConfig,
-    sets: dict[str, ImageSet],
+    sets: dict[str, Any],
     run_dir: Path,
     *,
     class_names: Sequence[str],
@@ -847,7 +788,7 @@ def _logging_callbacks(config: TrainConfig, run_dir: Path) -> list[keras.callbac
 def _fit(
     restored: runs.Restored,
     config: TrainConfig,
-    sets: dict[str, ImageSet],
+    sets: dict[str, Any],
     callbacks: list[keras.callbacks.Callback],
     *,
     steps_per_epoch: int,
@@ -856,6 +797,7 @@ def _fit(
     whole_batches: bool = False,
 ) -> None:
     """Fit the epochs after ``restored.epochs_done`` up to ``config.epochs``."""
+    task = get_task(config.task)
     train_set, val_set = sets["train"], sets["val"]
     validation, validation_steps = None, None
     if len(val_set):
@@ -873,8 +815,8 @@ def _fit(
             seed=config.seed,
             first_epoch=restored.epochs_done,
             epochs=config.epochs,
-            augment=config.augment,
-            sample_weights=_sample_weights(train_set, config.class_weights),
+            augment=task.augment if config.augment else None,
+            sample_weights=task.sample_weights(train_set, config),
             replicas=replicas,
             whole_batches=whole_batches,
         ),
@@ -889,7 +831,7 @@ def _fit(
     )
 
 
-def _build_training_state(model: keras.Model, images: ImageSet) -> None:
+def _build_training_state(model: keras.Model, images) -> None:
     """Create the optimizer's, the loss's and the metrics' variables before ``fit``.
 
     Without a distribution strategy Keras' TensorFlow trainer leaves them to the first
@@ -924,22 +866,24 @@ def _raise_if_diverged(checkpoint: runs.RunCheckpoint, config: TrainConfig) -> N
 
 
 def _finish(model, config, run_dir, rows, sets, is_chief):
-    """Final metrics; on the chief also model.keras, history.csv, metrics.json and figures."""
+    """Final metrics (the task's, on the test split, else validation); on the chief also
+    model.keras, history.csv, metrics.json, the curves and the task's figures."""
+    task = get_task(config.task)
     test_set, val_set = sets["test"], sets["val"]
     split, images = ("test", test_set) if len(test_set) else ("val", val_set)
     if len(images) == 0:
         raise ValueError("No test or validation images to compute the final metrics on.")
-    metrics = evaluate_model(model, images, batch_size=config.batch_size)
+    metrics = task.evaluate(model, images, batch_size=config.batch_size)
     metrics = {
-        "test_accuracy" if split == "test" else "val_accuracy": metrics["accuracy"],
+        f"{split}_{task.score}": metrics[task.score],
         **metrics,
         "split": split,
         "model": config.model,
         "attention": config.attention,
         "params": int(model.count_params()),
         "epochs_run": len(rows),
-        "best_val_accuracy": max(
-            (row["val_accuracy"] for row in rows if "val_accuracy" in row), default=None
+        f"best_val_{task.score}": max(
+            (row[f"val_{task.score}"] for row in rows if f"val_{task.score}" in row), default=None
         ),
         "train_seconds": round(sum(row.get("seconds", 0.0) for row in rows), 3),
     }
@@ -950,12 +894,9 @@ def _finish(model, config, run_dir, rows, sets, is_chief):
     runs.write_history_csv(run_dir / runs.HISTORY_FILE, rows)
     runs.write_metrics(run_dir, metrics)
     title = f"{config.model} ({config.attention})"
-    plot_curves(rows, run_dir / "curves.png", title=f"Training curves: {title}")
-    plot_confusion(
-        metrics["confusion_matrix"],
-        list(sets["train"].class_names),
-        run_dir / "confusion.png",
-        title=f"Confusion matrix ({split}): {title}, accuracy {metrics['accuracy']:.3f}",
+    plot_curves(rows, run_dir / "curves.png", title=f"Training curves: {title}", score=task.score)
+    task.report(
+        metrics, run_dir, title=title, split=split, output_names=task.output_names(sets["train"])
     )
     return metrics
 
@@ -993,7 +934,7 @@ def _joins_cluster(config, run_dir: Path, resume: bool) -> bool:
 
 def _read_run_start(
     config, run_dir: Path, resume: bool, overwrite: bool
-) -> tuple[TrainConfig, dict[str, tuple[Any, Any]], dict[str, ImageSet]]:
+) -> tuple[TrainConfig, dict[str, tuple[Any, Any]], dict[str, Any]]:
     """The checks a run starts with that only read (:func:`train` and the cluster's chief):
     the resolved config and its changes (:func:`_resolve_config`), the run directory not
     in use, and the run's data, which must have training images.
@@ -1026,7 +967,9 @@ def _chief_start(config, run_dir: Path, *, resume: bool, overwrite: bool, stack)
         with _dtype_policy(config.mixed_precision):
             restored = runs.resume_point(run_dir)
         if restored is not None:
-            _check_run_matches(restored, config, run_dir, sets["train"].class_names)
+            _check_run_matches(
+                restored, config, run_dir, get_task(config.task).output_names(sets["train"])
+            )
     _open_run_dir(run_dir, config, resume=resume, overwrite=overwrite, changes=changes)
     start = {
         "config": config.to_dict(),
@@ -1036,7 +979,7 @@ def _chief_start(config, run_dir: Path, *, resume: bool, overwrite: bool, stack)
     return config, sets, restored, start
 
 
-def _worker_start(config, start: dict[str, Any]) -> tuple[TrainConfig, dict[str, ImageSet]]:
+def _worker_start(config, start: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
     """A worker's check of the chief's ``start`` against what it was asked, and its data."""
     name = distributed.task_name()
     if "error" in start:
@@ -1152,7 +1095,7 @@ def _train_in_cluster(
         else:
             start = distributed.broadcast_json(strategy, None)
             config, sets = _worker_start(config, start)
-        class_names = sets["train"].class_names
+        class_names = get_task(config.task).output_names(sets["train"])
         if jax_cluster:
             steps_per_epoch = len(sets["train"]) // config.batch_size
         else:

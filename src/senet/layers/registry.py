@@ -15,11 +15,12 @@ import keras
 
 from senet._files import check_json_size
 from senet.checks import fail, is_none
-from senet.errors import ModelLoadError
+from senet.errors import ModelLoadError, first_line
 from senet.layers.cbam import CBAM
 from senet.layers.eca import EfficientChannelAttention
 from senet.layers.spatial import ChannelSpatialSqueezeExcite, SpatialSqueezeExcite
 from senet.layers.squeeze_excite import SqueezeExcite
+from senet.plugins import load_entry_points
 
 _REGISTRY: dict[str, Callable[..., keras.layers.Layer]] = {
     "se": SqueezeExcite,
@@ -52,19 +53,7 @@ def _load_plugins() -> None:
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    from importlib.metadata import entry_points
-
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        if point.name.lower() in _REGISTRY:
-            continue
-        try:
-            register(point.name, point.load())
-        except Exception as error:  # a broken plugin must not break senet
-            warnings.warn(
-                f"the attention kind {point.name!r} ({point.value}) could not be loaded: "
-                f"{type(error).__name__}: {_first_line(error)}",
-                stacklevel=2,
-            )
+    load_entry_points(ENTRY_POINT_GROUP, known=_REGISTRY, register=register, what="attention kind")
 
 
 def kinds() -> tuple[str, ...]:
@@ -287,13 +276,13 @@ def _read_keras_config(path: Path) -> dict:
             text = archive.read("config.json")
     except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as error:
         raise ModelLoadError(
-            f"cannot load model {path}: corrupt archive ({_first_line(error)})"
+            f"cannot load model {path}: corrupt archive ({first_line(error)})"
         ) from error
     try:
         config = json.loads(text)
     except (ValueError, RecursionError) as error:
         raise ModelLoadError(
-            f"cannot load model {path}: its config.json is not valid JSON ({_first_line(error)})"
+            f"cannot load model {path}: its config.json is not valid JSON ({first_line(error)})"
         ) from error
     if not isinstance(config, dict) or "class_name" not in config:
         raise ModelLoadError(
@@ -306,12 +295,6 @@ _SAFE_MODE_TEXT = ("safe_mode", "unsafe_deserialization")
 _UNKNOWN_CLASS = re.compile(r"Could not locate (?:class|function) '([^']+)'")
 _WRONG_SHAPE = re.compile(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))")
 _FAILED_OBJECT = re.compile(r"object <(\w+) name=([^,>]+)")
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = lines[0] if lines else type(error).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _chain(error: BaseException) -> list[BaseException]:
@@ -345,7 +328,7 @@ def _describe_failure(error: BaseException, config: dict | None) -> str:
     for cause in errors:
         text = str(cause)
         if any(word in text for word in _SAFE_MODE_TEXT):
-            sentence = _first_line(cause).split(". ")[0].rstrip(".")
+            sentence = first_line(cause).split(". ")[0].rstrip(".")
             return f"safe mode refused it: {sentence} (senet never runs code from a model file)"
     for cause in errors:
         match = _UNKNOWN_CLASS.search(str(cause))
@@ -374,5 +357,5 @@ def _describe_failure(error: BaseException, config: dict | None) -> str:
             return f"its weights do not fit the model its config.json describes: {where}"
     for cause in errors:
         if isinstance(cause, zipfile.BadZipFile):
-            return f"corrupt archive ({_first_line(cause)})"
-    return _first_line(error)
+            return f"corrupt archive ({first_line(cause)})"
+    return first_line(error)

@@ -1,0 +1,94 @@
+"""The task seam: what training, evaluation, the report and prediction need to know of one
+kind of problem, and nothing else.
+
+A :class:`Task` owns its data reader, its model head, its loss and metrics, its report
+sections and what a prediction says. The run directory, resume, the lock, the
+multi-worker path and the fit loop (:mod:`senet.train`) take a task and know nothing of
+classes or labels: they move arrays ``x`` and ``y`` (a split is anything with ``x``, ``y``
+and a length) and call the task's methods. Classification
+(:class:`senet.tasks.classification.ClassificationTask`) is the built-in task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Task"]
+
+
+class Task:
+    """One kind of supervised problem: subclass it and :func:`senet.tasks.register_task`.
+
+    Attributes:
+        name: What ``TrainConfig.task`` (``--task``) calls it.
+        score: The metric a run is judged by, higher is better (classification:
+            ``"accuracy"``). ``fit`` logs it as ``score`` and ``val_<score>``;
+            ``metrics.json`` holds it as ``<split>_<score>`` and ``best_val_<score>``.
+    """
+
+    name: str = ""
+    score: str = ""
+
+    # ------------------------------------------------------------------ data
+    def load_data(self, config) -> dict[str, Any]:
+        """The ``{"train", "val", "test"}`` splits a run with ``config`` uses; each split
+        has ``x`` and ``y`` arrays (first axis: the samples) and ``len()``."""
+        raise NotImplementedError
+
+    def output_names(self, split) -> list[str]:
+        """A name for each model output (classification: the class names). A run records
+        them (``state.json``, ``metrics.json``, the model's record) and a resume checks
+        that the data still gives them."""
+        raise NotImplementedError
+
+    def sample_weights(self, split, config):
+        """A float32 weight per sample of ``split`` for the loss, or None (the default)."""
+        return None
+
+    def augment(self, x, y, seed):
+        """A training batch ``(x, y)`` changed at random, as TensorFlow ops drawn from
+        ``seed`` (two integers) only, so a resumed run sees the same batches. Default:
+        unchanged."""
+        return x, y
+
+    # ------------------------------------------------------------------ model
+    def build_model(self, config, output_names: Sequence[str]):
+        """A new, uncompiled Keras model for ``config`` with one output per name."""
+        raise NotImplementedError
+
+    def model_problem(self, model, config, output_names: Sequence[str]) -> str | None:
+        """Why ``model`` (a checkpoint, ``init_from``) cannot be this run's model, or None."""
+        return None
+
+    def compile_options(self, config) -> dict[str, Any]:
+        """``loss`` and ``metrics`` for ``model.compile`` (the metrics name ``score``)."""
+        raise NotImplementedError
+
+    def record(self, config, output_names: Sequence[str]) -> dict[str, Any]:
+        """What a model trained with ``config`` records of its training
+        (:class:`senet.layers.TrainingInfo`)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, model, split, *, batch_size: int) -> dict[str, Any]:
+        """Metrics of ``model`` on ``split``, JSON values, ``score`` among them."""
+        raise NotImplementedError
+
+    def report(
+        self,
+        metrics: dict[str, Any],
+        out_dir: Path,
+        *,
+        title: str,
+        split: str,
+        output_names: Sequence[str],
+    ) -> list[str]:
+        """Write the task's figures for a finished run into ``out_dir``; the file names."""
+        return []
+
+    # ------------------------------------------------------------------ prediction
+    def predictions(self, outputs, output_names: Sequence[str]) -> list[dict[str, Any]]:
+        """What ``senet predict`` says of each row of the model's ``outputs``."""
+        raise NotImplementedError
