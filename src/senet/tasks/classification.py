@@ -86,8 +86,8 @@ class ClassificationTask(Task):
             )
         if outputs != len(output_names):
             return (
-                f"it has {len(output_names)} classes {list(output_names)}, the model "
-                f"predicts {outputs}"
+                f"the data has {len(output_names)} classes {list(output_names)}, the model "
+                f"gives {outputs} outputs"
             )
         return None
 
