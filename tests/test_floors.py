@@ -17,6 +17,11 @@ NEVER = {
     # a task stands on data, models, metrics and the report; the run machinery stands on it
     "senet.tasks": {"senet.train", "senet.runs", "senet.cli", "senet.ablate", "senet.demo"},
     "senet.distributed": {"senet.tasks", "senet.train"},
+    # the training floor, bottom up: run_start <- fitting <- cluster <- train
+    "senet.run_start": {"senet.fitting", "senet.cluster", "senet.train"},
+    "senet.fitting": {"senet.cluster", "senet.train"},
+    "senet.cluster": {"senet.train"},
+    "senet.data": {"senet.train", "senet.tasks", "senet.runs"},
     "senet.config": {"senet.train", "senet.cli"},
     "senet.names": {"senet.train", "senet.cli"},
     "senet.errors": {"senet"},  # floor 0: nothing of senet

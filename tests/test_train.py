@@ -402,13 +402,13 @@ def test_training_and_validation_data_do_not_autotune():
     # tf.data's autotuning thread held up the end of `fit` by 16-32 s in the demo's workers
     import tensorflow as tf
 
-    from senet import train as training
     from senet.data import make_dataset
+    from senet.data.pipeline import epoch_batches, eval_batches
     from senet.tasks.classification import ClassificationTask
 
     sets = load_dataset("synthetic", image_size=24, synthetic_size=70, seed=0)
     datasets = [
-        training._train_dataset(
+        epoch_batches(
             sets["train"],
             batch_size=16,
             seed=0,
@@ -417,7 +417,7 @@ def test_training_and_validation_data_do_not_autotune():
             augment=ClassificationTask().augment,
             sample_weights=None,
         ),
-        training._eval_dataset(sets["val"], 16),
+        eval_batches(sets["val"], 16),
         make_dataset(sets["train"], batch_size=16, augment=True),
     ]
     for dataset in datasets:

@@ -15,7 +15,6 @@ import keras
 import numpy as np
 import pytest
 
-import senet.train as train_module
 from senet.cli import main
 from senet.data import ImageSet, load_dataset
 from senet.layers import load_model
@@ -128,13 +127,15 @@ def test_class_weighted_run_on_an_imbalanced_npz(tmp_path, monkeypatch, rng):
     np.savez(data, x=images, y=labels)
 
     seen = []
-    original = train_module._train_dataset
+    from senet import fitting
+
+    original = fitting.epoch_batches
 
     def recording(images, **kwargs):
         seen.append((images.y.copy(), kwargs["sample_weights"]))
         return original(images, **kwargs)
 
-    monkeypatch.setattr(train_module, "_train_dataset", recording)
+    monkeypatch.setattr(fitting, "epoch_batches", recording)
     config = {**TINY, "data": str(data), "class_weights": True}
     result = train(config, tmp_path / "run", verbose=0)
 

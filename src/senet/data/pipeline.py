@@ -4,6 +4,12 @@ The pipelines are ``tf.data.Dataset`` objects, which ``model.fit`` accepts on ev
 backend (TensorFlow, JAX, PyTorch). Augmentation is built from Keras preprocessing layers
 and runs inside the tf.data map, where Keras runs them with TensorFlow whatever the
 backend, so it costs the model nothing and works everywhere.
+
+Two kinds of pipeline: :func:`make_dataset`, batches for a loop of your own; and a run's
+batches (:func:`epoch_batches`, :func:`eval_batches`), which :func:`senet.train.train` fits
+on: every epoch's order and augmentation a function of ``(seed, epoch)`` only, so a resumed
+run sees the batches it would have seen, and a distributed run's batches split evenly over
+its replicas.
 """
 
 from __future__ import annotations
@@ -20,8 +26,11 @@ __all__ = [
     "augment_batch",
     "augmentation",
     "class_weights",
+    "epoch_batches",
+    "eval_batches",
     "fixed_prefetch",
     "make_dataset",
+    "replica_multiple",
 ]
 
 # The augmentation's ranges, shared by augmentation() (Keras layers) and augment_batch()
@@ -241,3 +250,102 @@ def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
         c: float(labels.size / (present * counts[c])) if counts[c] else 0.0
         for c in range(num_classes)
     }
+
+
+# --------------------------------------------------------------------------- a run's batches
+
+
+def epoch_batches(
+    images,
+    *,
+    batch_size: int,
+    seed: int,
+    first_epoch: int,
+    epochs: int,
+    augment,
+    sample_weights: np.ndarray | None,
+    replicas: int = 1,
+    whole_batches: bool = False,
+):
+    """Batches of epochs ``first_epoch .. epochs-1``, each epoch's order and augmentation a
+    function of ``(seed, epoch)`` only, so a resumed run sees exactly the batches it would
+    have seen had it not stopped. Fit it with ``steps_per_epoch=ceil(N / batch_size)``
+    (``floor`` with ``whole_batches``: every epoch leaves out the last ``N % batch_size``
+    images of its order, for a JAX cluster, which splits every batch over the processes).
+    ``images`` is a split (``x``, ``y``); ``augment`` None or the task's
+    ``augment(x, y, seed)`` (:meth:`senet.tasks.Task.augment`).
+    """
+    count = len(images)
+    # the images an epoch uses: whole batches (a JAX cluster) or a multiple of the replicas
+    used = count - count % batch_size if whole_batches else replica_multiple(count, replicas)
+    x = tf.constant(images.x)
+    y = tf.constant(images.y)
+    weights = None if sample_weights is None else tf.constant(sample_weights, tf.float32)
+
+    def epoch_batches(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(count), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+        )
+        # different images left out every epoch: the order is shuffled
+        order = order[:used]
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
+        return batches.map(lambda step, index: (epoch, step, index))
+
+    def gather(epoch, step, index):
+        batch_x, batch_y = tf.gather(x, index), tf.gather(y, index)
+        if augment is not None:
+            batch_x, batch_y = augment(batch_x, batch_y, tf.stack([seed * 1_000_003 + epoch, step]))
+        if weights is None:
+            return batch_x, batch_y
+        return batch_x, batch_y, tf.gather(weights, index)
+
+    dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
+    dataset = dataset.map(gather)
+    if whole_batches:
+        # the same batches, with the static batch size Keras' JAX sharding reads
+        dataset = dataset.unbatch().batch(batch_size, drop_remainder=True)
+    return _with_options(dataset)
+
+
+def _with_options(dataset):
+    """``dataset`` sharded by batch across workers (in-memory data: by batch, not by file),
+    with :func:`senet.data.pipeline.fixed_prefetch` (no autotuning)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return fixed_prefetch(dataset, options)
+
+
+def replica_multiple(count: int, replicas: int) -> int:
+    """How many of ``count`` images a distributed step can use: a multiple of ``replicas``.
+
+    An empty shard breaks a distributed step (a last batch smaller than the replica count
+    gives some replica nothing), so distributed training and validation leave out up to
+    ``replicas - 1`` images per pass; metrics on the test split use every image.
+    """
+    if replicas <= 1 or count < replicas:
+        return count
+    return count - count % replicas
+
+
+def _even_batch_size(batch_size: int, count: int, replicas: int) -> int:
+    """A batch size whose first batch splits evenly over ``replicas``.
+
+    Keras' TF trainer reduces the first batch across replicas to build the model, which fails
+    when a short split (fewer images than a batch) gives replicas batches of unequal size.
+    """
+    if replicas <= 1 or count < replicas:
+        return batch_size
+    return max(replicas, min(batch_size, count) // replicas * replicas)
+
+
+def eval_batches(images, batch_size: int, replicas: int = 1, *, whole_batches: bool = False):
+    """Validation batches; with ``whole_batches`` (a JAX cluster) every batch has the same
+    size, a multiple of ``replicas``, and up to a batch of images is left out."""
+    batch_size = _even_batch_size(batch_size, len(images), replicas)
+    used = replica_multiple(len(images), replicas)
+    if whole_batches:
+        batch_size = min(batch_size, used)
+        used -= used % batch_size
+    dataset = tf.data.Dataset.from_tensor_slices((images.x, images.y))
+    dataset = dataset.take(used).batch(batch_size, drop_remainder=whole_batches)
+    return _with_options(dataset)
