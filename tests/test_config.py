@@ -70,7 +70,7 @@ def test_flags_written_by_the_table_read_back_as_the_same_config():
     made = TrainConfig(**given_options(args))
     assert {name: getattr(made, name) for name in ASKED} == ASKED
     # and the worker launcher passes on exactly what was given
-    assert cli._train_argv(args) == [
+    assert cli.training._train_argv(args) == [
         "--out",
         "run",
         *to_argv({k: v for k, v in ASKED.items() if k != "distribute"}),
@@ -89,9 +89,9 @@ def test_help_ablate_and_settings_take_trainconfig_defaults():
     assert f"(default {defaults.learning_rate})" in train_help
     assert f"default {defaults.synthetic_size}" in train_help
     ablate = parser.parse_args(["ablate", "--out", "x"])
-    for name in cli._ABLATE_SETTINGS:
+    for name in cli.training._ABLATE_SETTINGS:
         assert getattr(ablate, name) == getattr(defaults, name), name
-    for name in cli._ABLATE_GRID:
+    for name in cli.training._ABLATE_GRID:
         assert getattr(ablate, name) == [getattr(defaults, name)], name
     settings = Settings()
     for field in dataclasses.fields(Settings):
@@ -101,4 +101,4 @@ def test_help_ablate_and_settings_take_trainconfig_defaults():
     # ablate spells the difficulty --difficulty, and writes it so in its command
     args = parser.parse_args(["ablate", "--out", "x", "--difficulty", "hard"])
     assert args.synthetic_difficulty == "hard"
-    assert "--difficulty hard" in cli._ablate_command(args)
+    assert "--difficulty hard" in cli.training._ablate_command(args)

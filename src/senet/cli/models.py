@@ -1,0 +1,503 @@
+"""The subcommands that use a model: ``senet evaluate``, ``predict``, ``explain``,
+``export``, ``convert`` and ``bench``."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+from senet.cli._common import (
+    ATTENTION_HELP,
+    EXPLAIN_METHOD_CHOICES,
+    MODEL_HELP,
+    CLIError,
+    add_allow_h5,
+    add_allow_savedmodel,
+    add_model_inputs,
+    model_input_options,
+    print_warnings,
+)
+from senet.config import non_negative_int as _non_negative_int
+from senet.config import positive_float as _positive_float
+from senet.config import positive_int as _positive_int
+
+
+def add_evaluate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="accuracy, per-class precision/recall/F1 and confusion matrix of a saved model",
+    )
+    parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    parser.add_argument("--data", required=True, help="data source (as for train)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write metrics.json and confusion.png here (never into a run directory)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace metrics.json / confusion.png already in --out DIR (default: refuse)",
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=64)
+    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable samples")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_allow_h5(parser)
+    add_allow_savedmodel(parser)
+    add_model_inputs(parser)
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+
+    from senet.metrics import evaluate
+
+    # library warnings (an .h5 model's safe-mode notice) as one line each
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            metrics = evaluate(
+                args.model,
+                args.data,
+                split=args.split,
+                out_dir=args.out,
+                batch_size=args.batch_size,
+                skip_bad=args.skip_bad,
+                overwrite=args.overwrite,
+                **model_input_options(args),
+            )
+        finally:
+            print_warnings(args.command, caught)
+    print(json.dumps(metrics, indent=2) if args.json else format_metrics(metrics))
+    return 0
+
+
+def format_metrics(metrics: dict) -> str:
+    """Accuracy line, a per-class table and the confusion matrix, as plain text."""
+    names = metrics["class_names"]
+    width = max(8, *(len(name) for name in names))
+    split = metrics.get("split", "test")
+    lines = [
+        f"{split} accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}  "
+        f"macro F1 {metrics['macro_f1']:.4f}  ({metrics['num_examples']} images)",
+        "",
+        f"{'class':<{width}}  precision  recall     f1  support",
+    ]
+    for name in names:
+        row = metrics["per_class"][name]
+        lines.append(
+            f"{name:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
+            f"{row['f1']:5.3f}  {row['support']:7d}"
+        )
+    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
+    cell = max(5, *(len(name[:7]) for name in names))
+    lines.append(" " * width + "".join(f"{name[:7]:>{cell + 1}}" for name in names))
+    for name, row in zip(names, metrics["confusion_matrix"], strict=True):
+        lines.append(f"{name:<{width}}" + "".join(f"{count:>{cell + 1}d}" for count in row))
+    return "\n".join(lines)
+
+
+def add_predict(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="emotions of the faces in photos and videos",
+        description=(
+            "Detect faces (OpenCV Haar cascade), classify each and print its box, emotion and "
+            "class probabilities. Video files (.mp4, .avi, ...) are read frame by frame."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    parser.add_argument("paths", metavar="IMAGE_OR_VIDEO", nargs="+")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per image / video frame (JSON Lines)",
+    )
+    parser.add_argument(
+        "--annotate",
+        metavar="DIR",
+        help="write annotated copies here: STEM_annotated.png|jpg|avi (STEM_2_annotated... "
+        "for a second input of the same name)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace annotated copies that already exist in --annotate DIR (default: refuse)",
+    )
+    parser.add_argument(
+        "--every", type=_positive_int, default=1, help="look at every N-th video frame"
+    )
+    parser.add_argument(
+        "--no-fuse",
+        action="store_true",
+        help="run SE ResNets as trained (default: their fused inference path, fuse_se)",
+    )
+    add_allow_h5(parser)
+    add_allow_savedmodel(parser)
+    add_model_inputs(parser)
+    parser.set_defaults(handler=_run_predict)
+
+
+def _run_predict(args) -> int:
+
+    from senet.predict import iter_predictions
+
+    # library warnings (a truncated video's missing frames) as one line each, in order
+    with warnings.catch_warnings(record=True) as caught:
+        for result in iter_predictions(
+            args.model,
+            args.paths,
+            every=args.every,
+            annotate_dir=args.annotate,
+            overwrite=args.overwrite,
+            fuse=not args.no_fuse,
+            **model_input_options(args),
+        ):
+            print_warnings(args.command, caught)
+            if args.json:
+                print(json.dumps(result.to_dict()), flush=True)
+            else:
+                print(_format_prediction(result), flush=True)
+        print_warnings(args.command, caught)
+    return 0
+
+
+def _format_prediction(result) -> str:
+    from senet.errors import printable
+
+    where = printable(result.path)
+    where = where if result.frame is None else f"{where} [frame {result.frame}]"
+    if not result.faces:
+        return f"{where}: no face found"
+    names = list(result.faces[0].probabilities)
+    header = f"  {'face':>4}  {'box (x, y, w, h)':<22}  {'emotion':<10}" + "".join(
+        f"{name[:8]:>9}" for name in names
+    )
+    lines = [f"{where}: {len(result.faces)} face{'s' if len(result.faces) > 1 else ''}", header]
+    for number, face in enumerate(result.faces, 1):
+        box = ", ".join(str(v) for v in face.box)
+        lines.append(
+            f"  {number:>4}  {box:<22}  {face.label:<10}"
+            + "".join(f"{face.probabilities[name]:9.3f}" for name in names)
+        )
+    return "\n".join(lines)
+
+
+def add_explain(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "explain",
+        help="heatmaps of where a model looks on the faces in photos",
+        description=(
+            "Detect and crop faces as `senet predict` does, explain each with Grad-CAM or the "
+            "last attention layer's map, and write one overlay PNG per face and an index.html "
+            "listing them into --out DIR."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="a .keras file (e.g. RUN_DIR/model.keras)")
+    parser.add_argument("paths", metavar="IMAGE", nargs="+")
+    parser.add_argument("--out", metavar="DIR", required=True, help="folder for overlays")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier explanation in --out DIR (default: refuse)",
+    )
+    parser.add_argument(
+        "--method",
+        default="gradcam",
+        choices=EXPLAIN_METHOD_CHOICES,
+        help="gradcam (default) and its variants gradxact, gradcam++ and intgrad (integrated "
+        "gradients, what senet demo scores), or attention (gradient-free, SE models)",
+    )
+    parser.add_argument(
+        "--class",
+        dest="class_name",
+        metavar="NAME",
+        help="explain this class instead of each face's predicted class",
+    )
+    parser.add_argument(
+        "--layer", metavar="NAME", help="layer to explain (default: the last feature map)"
+    )
+    add_allow_h5(parser)
+    add_model_inputs(parser)
+    parser.set_defaults(handler=_run_explain)
+
+
+def _run_explain(args) -> int:
+
+    from senet.explain_photos import INDEX_FILE, iter_explanations
+
+    # library warnings (an .h5 model's safe-mode notice) as one line each, in order
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            for photo in iter_explanations(
+                args.model,
+                args.paths,
+                args.out,
+                method=args.method,
+                class_name=args.class_name,
+                layer=args.layer,
+                overwrite=args.overwrite,
+                **model_input_options(args),
+            ):
+                print_warnings(args.command, caught)
+                _print_explanation(photo)
+        finally:
+            print_warnings(args.command, caught)
+    print(f"index: {os.path.join(args.out, INDEX_FILE)}")
+    return 0
+
+
+def _print_explanation(photo) -> None:
+    from senet.errors import printable
+
+    if not photo.faces:
+        print(f"{printable(photo.path)}: no face found", flush=True)
+        return
+    count = len(photo.faces)
+    print(f"{printable(photo.path)}: {count} face{'s' if count > 1 else ''}", flush=True)
+    for number, face in enumerate(photo.faces, 1):
+        predicted = f"{face.label} {face.probabilities[face.label]:.3f}"
+        if face.target != face.label:
+            predicted += f", explained {face.target} {face.probability:.3f}"
+        print(f"  face {number}: {predicted} -> {printable(face.overlay)}", flush=True)
+
+
+# senet.export.FORMATS and QUANTIZATIONS (tests/test_export.py checks they agree)
+EXPORT_FORMAT_CHOICES = ("savedmodel", "tflite", "onnx")
+
+
+QUANTIZE_CHOICES = ("dynamic", "float16", "int8")
+
+
+def add_export(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a model to SavedModel, TFLite or ONNX, checked against the Keras model",
+        description=(
+            "Export MODEL, run the exported file with its runtime (TensorFlow, LiteRT, "
+            "onnxruntime) on held-out inputs and compare it with the Keras model: max abs "
+            "difference and top-1 agreement. A file beyond tolerance (float: 1e-4; float16: "
+            "5e-3; dynamic and int8: 95% top-1 agreement) is not written. ONNX needs the "
+            'optional dependencies: pip install "senet[export]".'
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="a .keras file (e.g. RUN_DIR/model.keras)")
+    parser.add_argument(
+        "--format", default="savedmodel", choices=EXPORT_FORMAT_CHOICES, help="default savedmodel"
+    )
+    parser.add_argument(
+        "--out", metavar="PATH", required=True, help="a directory (savedmodel), .tflite or .onnx"
+    )
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="TFLite only")
+    parser.add_argument(
+        "--calibration",
+        metavar="DATA",
+        help="int8 calibration data, any source train reads (default: synthetic faces); "
+        "its held-out part is what the check runs on",
+    )
+    parser.add_argument(
+        "--samples", type=_positive_int, default=100, help="held-out inputs checked (100)"
+    )
+    parser.add_argument("--no-check", action="store_true", help="skip the parity check")
+    parser.add_argument(
+        "--no-fuse", action="store_true", help="export SE ResNets unfused (default: fuse_se)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=_run_export)
+
+
+def _run_export(args) -> int:
+    from senet.export import export_model
+
+    result = export_model(
+        args.model,
+        args.out,
+        format=args.format,
+        quantize=args.quantize,
+        calibration=args.calibration,
+        check=not args.no_check,
+        samples=args.samples,
+        fuse=not args.no_fuse,
+        overwrite=args.overwrite,
+    )
+    print(json.dumps(result.to_dict(), indent=2) if args.json else _format_export(result))
+    return 0
+
+
+def _format_export(result) -> str:
+    """One line on the file, one on its parity with the Keras model."""
+    kind = result.format + (f" {result.quantize}" if result.quantize else "")
+    fused = ", fused" if result.fused else ""
+    lines = [f"wrote {result.path} ({kind}{fused}, {result.size_bytes / 1024:.1f} KiB)"]
+    if result.samples:
+        limits = ", ".join(
+            f"max abs diff <= {value:g}" if name == "max_abs_diff" else f"agreement >= {value:.0%}"
+            for name, value in result.tolerance.items()
+        )
+        lines.append(
+            f"parity on {result.samples} held-out inputs: max abs diff "
+            f"{result.max_abs_diff:.3g}, top-1 agreement {result.top1_agreement:.1%} "
+            f"(tolerance: {limits})"
+        )
+    else:
+        lines.append("parity not checked (--no-check)")
+    return "\n".join(lines)
+
+
+def add_convert(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="import timm's pretrained SE/ECA ResNet weights into a Keras model",
+        description=(
+            "Build the senet network matching a timm model (seresnet18/34/50/101/152, "
+            "seresnet152d, seresnext26d_32x4d, seresnext26t_32x4d, seresnext50_32x4d, "
+            "seresnext101_32x4d/32x8d/64x4d, seresnext101d_32x8d, ecaresnet26t, ecaresnet50d, "
+            "ecaresnet50t, ecaresnet101d), load WEIGHTS into it and save it as .keras. Every "
+            "tensor of the file must fit (--non-strict allows unused ones). Prints timm's "
+            "preprocessing (input size, crop, mean/std) for the model. .safetensors files "
+            'need pip install "senet[pretrained]", .pth/.bin files "senet[torch]" (read '
+            "with torch.load(weights_only=True))."
+        ),
+    )
+    parser.add_argument("weights", metavar="WEIGHTS", help=".safetensors, .pth or .bin file")
+    parser.add_argument(
+        "--arch", default="seresnet50", help="timm model name[.tag] (default seresnet50)"
+    )
+    parser.add_argument("--out", metavar="PATH", required=True, help="the .keras file to write")
+    parser.add_argument(
+        "--no-top", action="store_true", help="drop the classifier (a backbone, avg pooled)"
+    )
+    parser.add_argument(
+        "--input-size",
+        type=_positive_int,
+        metavar="PIXELS",
+        help="square input size (default: the variant's evaluation size)",
+    )
+    parser.add_argument(
+        "--logits", action="store_true", help="output timm's logits, not softmax probabilities"
+    )
+    parser.add_argument(
+        "--non-strict", action="store_true", help="report unused tensors instead of failing"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=_run_convert)
+
+
+def _run_convert(args) -> int:
+    from senet.models.timm import convert_timm
+
+    size = args.input_size
+    result = convert_timm(
+        args.weights,
+        args.arch,
+        include_top=not args.no_top,
+        pooling="avg" if args.no_top else None,
+        input_shape=None if size is None else (size, size, 3),
+        classifier_activation=None if args.logits else "softmax",
+        strict=not args.non_strict,
+        out=args.out,
+        overwrite=args.overwrite,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    config = result.config
+    print(
+        f"wrote {result.path} ({config.arch}.{config.tag}, {result.params:,} parameters, "
+        f"{len(result.used)} tensors in {result.seconds:.1f} s)"
+    )
+    if result.unused:
+        print(f"unused tensors: {', '.join(result.unused)}")
+    height, width, _ = config.input_size
+    print(
+        f"preprocessing: RGB in [0, 1], resize to {height}x{width} / {config.crop_pct:g} "
+        f"({config.interpolation}), centre crop {height}x{width}, "
+        f"mean {list(config.mean)}, std {list(config.std)}"
+    )
+    return 0
+
+
+def add_bench(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="parameters, FLOPs, inference and training-step time with and without attention",
+        description=(
+            "Build MODEL with and without attention (a .keras file: its attention layers "
+            "dropped, or inserted if it has none) and time both interleaved in one process "
+            "(A B, B A, ..., after warm-up calls): medians, min-max and their ratio. --json "
+            "FILE writes the result (schema senet.bench/1, see senet.bench.run_bench)."
+        ),
+    )
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        nargs="?",
+        default="emotion_cnn",
+        help="emotion_cnn (48x48, default), resnet50 (224x224) or any resnet<depth>, or a "
+        ".keras file",
+    )
+    parser.add_argument(
+        "--attention", default="se", metavar="KIND", help=f"{ATTENTION_HELP} (default se)"
+    )
+    parser.add_argument(
+        "--reduction", type=_positive_float, help="default: the builder's (8 CNN, 16 ResNet)"
+    )
+    parser.add_argument(
+        "--batch-sizes", nargs="+", type=_positive_int, default=[1, 16], help="default 1 16"
+    )
+    parser.add_argument(
+        "--train-batch",
+        type=_non_negative_int,
+        default=16,
+        help="batch of the timed training step (default 16; 0 skips it)",
+    )
+    parser.add_argument("--rounds", type=_positive_int, default=30, help="default 30")
+    parser.add_argument("--warmup", type=_non_negative_int, default=3, help="default 3")
+    parser.add_argument(
+        "--json",
+        metavar="FILE",
+        help="also write the result as JSON here; - prints only the JSON, to stdout",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json FILE")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument(
+        "--no-fuse",
+        action="store_true",
+        help="time inference on the models as built (default: the fused inference path, "
+        "with the plain model folded the same way)",
+    )
+    add_allow_h5(parser)
+    parser.set_defaults(handler=_run_bench)
+
+
+def _run_bench(args) -> int:
+    to_stdout = args.json == "-"
+    # a terminal, pipe or device is written through (nothing there to replace)
+    if not to_stdout and args.json and os.path.isfile(args.json) and not args.overwrite:
+        raise CLIError(f"{args.json} exists; give --overwrite to replace it")
+    from senet._files import atomic_write_text
+    from senet.bench import format_bench, run_bench
+
+    result = run_bench(
+        args.model,
+        attention=args.attention,
+        reduction=args.reduction,
+        batch_sizes=tuple(args.batch_sizes),
+        train_batch_size=args.train_batch or None,
+        rounds=args.rounds,
+        warmup=args.warmup,
+        allow_h5=args.allow_h5,
+        fused=not args.no_fuse,
+        progress=not args.quiet,
+    )
+    if to_stdout:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(format_bench(result))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
