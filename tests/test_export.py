@@ -403,8 +403,8 @@ def test_parity_and_sample_inputs():
 
 
 def test_cli_choices_agree_with_the_library():
-    assert cli.EXPORT_FORMAT_CHOICES == export.FORMATS
-    assert cli.QUANTIZE_CHOICES == export.QUANTIZATIONS
+    assert cli.models.EXPORT_FORMAT_CHOICES == export.FORMATS
+    assert cli.models.QUANTIZE_CHOICES == export.QUANTIZATIONS
 
 
 def test_cli_export_writes_and_reports(se_cnn, tmp_path, capsys):
