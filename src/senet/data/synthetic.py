@@ -633,47 +633,99 @@ def _boxes_of(preset: Preset) -> dict[str, list[tuple[float, float, float, float
 # ------------------------------------------------------------------------------ render
 
 
-def _render(geometry: FaceGeometry, p: dict[str, np.ndarray], size: int, rng, preset: Preset):
-    """Draw one chunk. Returns images ``(B, S, S)`` and the four masks."""
-    b = len(geometry)
+@dataclass
+class _Canvas:
+    """One chunk's drawing frame: pixel grids, face-local coordinates and the parameters."""
+
+    gx: np.ndarray  # (1, 1, S) pixel centres in [0, 1]
+    gy: np.ndarray  # (1, S, 1)
+    u: np.ndarray  # face-local coordinates (u right, v down), in face half-heights
+    v: np.ndarray
+    aspect: np.ndarray
+    ppu: np.ndarray  # pixels per face unit
+    col: dict[str, np.ndarray]  # each parameter as a (B, 1, 1) column
+    size: int
+    batch: int
+
+    def blank(self) -> np.ndarray:
+        return np.zeros((self.batch, self.size, self.size), bool)
+
+
+def _canvas(geometry: FaceGeometry, p: dict[str, np.ndarray], size: int) -> _Canvas:
     f32 = np.float32
     grid = (np.arange(size, dtype=f32) + 0.5) / size
     gx = grid[None, None, :]
     gy = grid[None, :, None]
     cx, cy = _column(geometry.center_x), _column(geometry.center_y)
     scale = _column(geometry.scale)
-    aspect = _column(geometry.aspect)
     theta = np.deg2rad(np.asarray(geometry.tilt, np.float64))
     cos, sin = _column(np.cos(theta)), _column(np.sin(theta))
     dx, dy = gx - cx, gy - cy
     # Face-local coordinates (u right, v down) in units of the face half-height; a
     # positive tilt turns the face clockwise on screen (y points down).
-    u = (cos * dx + sin * dy) / scale
-    v = (cos * dy - sin * dx) / scale
-    ppu = scale * size  # pixels per face unit
-    col = {k: _column(val) for k, val in p.items()}
+    return _Canvas(
+        gx=gx,
+        gy=gy,
+        u=(cos * dx + sin * dy) / scale,
+        v=(cos * dy - sin * dx) / scale,
+        aspect=_column(geometry.aspect),
+        ppu=scale * size,
+        col={k: _column(val) for k, val in p.items()},
+        size=size,
+        batch=len(geometry),
+    )
 
-    # Background: level + linear gradient + clutter (discs and bars).
+
+def _render(geometry: FaceGeometry, p: dict[str, np.ndarray], size: int, rng, preset: Preset):
+    """Draw one chunk. Returns images ``(B, S, S)`` and the four masks.
+
+    Back to front: background and clutter, the head (hair, face, fringe, nose), then the
+    labelled parts inside their label-free regions (brows, eyes, mouth), occluders, and the
+    pixelwise lighting and noise.
+    """
+    c = _canvas(geometry, p, size)
+    image = _background(c, preset)
+    image = _head(c, image)
+    regions = _part_regions(c, preset)
+    masks = {}
+    image, masks["brows"] = _brows(c, image, regions["brows"])
+    image, masks["eyes"] = _eyes(c, image, regions["eyes"])
+    image, masks["mouth"] = _mouth(c, image, regions["mouth"])
+    if preset.occluders:
+        image, hidden = _occlude(image, c.u, c.v, c.aspect, c.ppu, c.col, preset.occluders)
+        for part in ("eyes", "brows", "mouth"):
+            masks[part] &= ~hidden
+    image = _lighting(c, image, rng)
+    masks["regions"] = regions["eyes"] | regions["brows"] | regions["mouth"]
+    return image, masks
+
+
+def _background(c: _Canvas, preset: Preset) -> np.ndarray:
+    """Level + linear gradient + clutter (discs and bars)."""
+    col, gx, gy = c.col, c.gx, c.gy
     ang = col["background_angle"]
     image = col["background"] + col["background_slope"] * (
         np.cos(ang) * (gx - 0.5) + np.sin(ang) * (gy - 0.5)
     )
-    image = np.broadcast_to(image, (b, size, size)).astype(f32)
+    image = np.broadcast_to(image, (c.batch, c.size, c.size)).astype(np.float32)
     for k in range(preset.clutter):
         ca, sa = np.cos(col[f"clutter{k}_angle"]), np.sin(col[f"clutter{k}_angle"])
         ox, oy = gx - col[f"clutter{k}_x"], gy - col[f"clutter{k}_y"]
         r = col[f"clutter{k}_r"]
         dist = _bent_ellipse(ca * ox + sa * oy, ca * oy - sa * ox, r, r * col[f"clutter{k}_aspect"])
-        alpha = _coverage(dist, size) * col[f"clutter{k}_on"]
+        alpha = _coverage(dist, c.size) * col[f"clutter{k}_on"]
         image = _over(image, col[f"clutter{k}_tone"], alpha)
+    return image
 
-    # Hair behind the head (an ellipse wider than the face, cut at a random length).
+
+def _head(c: _Canvas, image: np.ndarray) -> np.ndarray:
+    """Hair behind the head (an ellipse wider than the face, cut at a random length), the
+    face with radial shading, the fringe over the forehead and a nose: all label-free."""
+    col, u, v, aspect, ppu = c.col, c.u, c.v, c.aspect, c.ppu
     has_hair = col["has_hair"]
     hair_back = _bent_ellipse(u, v + 0.08, aspect * col["hair_width"], 1.12)
     hair_back = np.maximum(hair_back, v - col["hair_length"])
     image = _over(image, col["hair_tone"], _coverage(hair_back, ppu) * has_hair)
-
-    # Face with radial shading, then the fringe over the forehead.
     face = _bent_ellipse(u, v, aspect, 1.0)
     radial = u * u / (aspect * aspect) + v * v
     skin = col["skin"] * (1 - col["skin_shade"] * radial)
@@ -683,24 +735,24 @@ def _render(geometry: FaceGeometry, p: dict[str, np.ndarray], size: int, rng, pr
     )
     fringe = np.maximum(face, v - fringe_edge)
     image = _over(image, col["hair_tone"], _coverage(fringe, ppu) * has_hair)
-
-    # A nose, label-free.
     nose = _bent_ellipse(u, v - (0.2 + col["nose_dv"]), col["nose_w"], col["nose_h"], curve=0.02)
-    image = _over(image, col["nose_tone"], _coverage(nose, ppu) * col["has_nose"])
+    return _over(image, col["nose_tone"], _coverage(nose, ppu) * col["has_nose"])
 
-    # Label-free regions: union of the per-part anchor boxes, grown by a pixel margin.
-    margin = REGION_MARGIN_PX / ppu
-    regions = {}
-    eye_u = EYE_U * aspect
+
+def _part_regions(c: _Canvas, preset: Preset) -> dict[str, np.ndarray]:
+    """Label-free regions: union of the per-part anchor boxes, grown by a pixel margin."""
+    margin = REGION_MARGIN_PX / c.ppu
+    eye_u = EYE_U * c.aspect
     anchors = {
         "eyes": [(-eye_u, EYE_V), (eye_u, EYE_V)],
         "brows": [(-eye_u - BROW_OUT, EYE_V - BROW_GAP), (eye_u + BROW_OUT, EYE_V - BROW_GAP)],
         "mouth": [(0.0, MOUTH_V)],
     }
+    regions = {}
     for part, boxes in _boxes_of(preset).items():
-        inside = np.zeros((b, size, size), bool)
+        inside = c.blank()
         for au, av in anchors[part]:
-            x, y = u - au, v - av
+            x, y = c.u - au, c.v - av
             for x0, x1, y0, y1 in boxes:
                 inside |= (
                     (x >= x0 - margin)
@@ -709,46 +761,55 @@ def _render(geometry: FaceGeometry, p: dict[str, np.ndarray], size: int, rng, pr
                     & (y <= y1 + margin)
                 )
         regions[part] = inside
-    masks = {}
+    return regions
 
-    # Brows: t runs outward from the face centre, so slant > 0 lowers the inner end.
-    brows = np.zeros((b, size, size), bool)
+
+def _brows(c: _Canvas, image: np.ndarray, region: np.ndarray):
+    """Brows: t runs outward from the face centre, so slant > 0 lowers the inner end."""
+    col, eye_u = c.col, EYE_U * c.aspect
+    brows = c.blank()
     for side, sign in ((0, -1.0), (1, 1.0)):
         au = sign * (eye_u + BROW_OUT) + col[f"brow_du{side}"]
         av = EYE_V - BROW_GAP - col[f"brow_raise{side}"]
         dist = _bent_ellipse(
-            (u - au) * sign,
-            v - av,
+            (c.u - au) * sign,
+            c.v - av,
             col[f"brow_w{side}"],
             col[f"brow_h{side}"],
             curve=-col[f"brow_arch{side}"],
             slant=-col[f"brow_slant{side}"],
         )
         brows |= dist <= 0
-        image = _over(image, col["brow_tone"], _coverage(dist, ppu) * regions["brows"])
-    masks["brows"] = brows
+        image = _over(image, col["brow_tone"], _coverage(dist, c.ppu) * region)
+    return image, brows
 
-    # Eyes: dark outline, light sclera, dark iris inside the sclera.
-    eyes = np.zeros((b, size, size), bool)
+
+def _eyes(c: _Canvas, image: np.ndarray, region: np.ndarray):
+    """Eyes: dark outline, light sclera, dark iris inside the sclera."""
+    col, ppu, eye_u = c.col, c.ppu, EYE_U * c.aspect
+    eyes = c.blank()
     for side, sign in ((0, -1.0), (1, 1.0)):
         au = sign * eye_u + col[f"eye_du{side}"]
         av = EYE_V + col[f"eye_dv{side}"]
         w, h = col[f"eye_w{side}"], col[f"eye_h{side}"]
-        x, y = u - au, v - av
+        x, y = c.u - au, c.v - av
         outline = _bent_ellipse(x, y, w, h)
         eyes |= outline <= 0
-        image = _over(image, col["eye_line_tone"], _coverage(outline, ppu) * regions["eyes"])
+        image = _over(image, col["eye_line_tone"], _coverage(outline, ppu) * region)
         inner_w, inner_h = w - EYE_LINE, np.maximum(h - EYE_LINE, 1e-3)
         sclera = _bent_ellipse(x, y, inner_w, inner_h)
-        sclera_alpha = _coverage(sclera, ppu) * (h > EYE_LINE) * regions["eyes"]
+        sclera_alpha = _coverage(sclera, ppu) * (h > EYE_LINE) * region
         image = _over(image, col["sclera_tone"], sclera_alpha)
         iris_x = col[f"iris_du{side}"] * (inner_w - IRIS)
         iris = _bent_ellipse(x - iris_x, y, IRIS, IRIS)
         image = _over(image, col["iris_tone"], _coverage(iris, ppu) * sclera_alpha)
-    masks["eyes"] = eyes
+    return image, eyes
 
-    # Mouth: lips, and a dark interior when the mouth is open (h > LIP).
-    x, y = u - col["mouth_du"], v - (MOUTH_V + col["mouth_dv"])
+
+def _mouth(c: _Canvas, image: np.ndarray, region: np.ndarray):
+    """Mouth: lips, and a dark interior when the mouth is open (h > LIP)."""
+    col, ppu = c.col, c.ppu
+    x, y = c.u - col["mouth_du"], c.v - (MOUTH_V + col["mouth_dv"])
     w, h = col["mouth_w"], col["mouth_h"]
     bend = {
         "curve": col["mouth_curve"],
@@ -756,27 +817,21 @@ def _render(geometry: FaceGeometry, p: dict[str, np.ndarray], size: int, rng, pr
         "wave": col["mouth_wave"] * col["mouth_side"],
     }
     lips = _bent_ellipse(x, y, w, h, **bend)
-    masks["mouth"] = lips <= 0
-    image = _over(image, col["lip_tone"], _coverage(lips, ppu) * regions["mouth"])
+    image = _over(image, col["lip_tone"], _coverage(lips, ppu) * region)
     inner_h = np.maximum(h - LIP, 1e-3)
     inside = _bent_ellipse(x, y, w - 0.5 * LIP, inner_h, **bend)
-    inside_alpha = _coverage(inside, ppu) * (h > LIP) * regions["mouth"]
-    image = _over(image, col["mouth_inside_tone"], inside_alpha)
+    inside_alpha = _coverage(inside, ppu) * (h > LIP) * region
+    return _over(image, col["mouth_inside_tone"], inside_alpha), lips <= 0
 
-    if preset.occluders:
-        image, hidden = _occlude(image, u, v, aspect, ppu, col, preset.occluders)
-        for part in ("eyes", "brows", "mouth"):
-            masks[part] &= ~hidden
 
-    # Lighting gradient, global contrast/brightness and noise: pixelwise, label-free.
+def _lighting(c: _Canvas, image: np.ndarray, rng) -> np.ndarray:
+    """Lighting gradient, global contrast/brightness and noise: pixelwise, label-free."""
+    col = c.col
     ang = col["light_angle"]
-    light = 1 + col["light_slope"] * 2 * (np.cos(ang) * (gx - 0.5) + np.sin(ang) * (gy - 0.5))
+    light = 1 + col["light_slope"] * 2 * (np.cos(ang) * (c.gx - 0.5) + np.sin(ang) * (c.gy - 0.5))
     image = (image * light - 0.5) * col["contrast"] + 0.5 + col["brightness"]
-    image = image + col["noise"] * rng.standard_normal((b, size, size), dtype=f32)
-    image = np.clip(image, 0.0, 1.0).astype(f32)
-
-    masks["regions"] = regions["eyes"] | regions["brows"] | regions["mouth"]
-    return image, masks
+    image = image + col["noise"] * rng.standard_normal((c.batch, c.size, c.size), dtype=np.float32)
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
 def _occlude(image, u, v, aspect, ppu, col, count):
