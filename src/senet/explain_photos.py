@@ -210,24 +210,7 @@ def iter_explanations(
 ) -> Iterator[PhotoExplanation]:
     """:func:`explain_photos`, one photo at a time (results as they come)."""
     _check_method(method, class_name)
-    from senet.inference import is_exported
-
-    if is_exported(model_path):
-        raise ValueError(
-            f"senet explain needs a .keras model (explanations need gradients); {model_path} "
-            "is an exported model: explain the .keras file it was exported from"
-        )
-    from senet._files import check_input_file
-
-    # every input is checked before anything is written
-    check_input_file(model_path, wanted="a .keras model file")
-    paths = [check_input_file(path) for path in paths]
-    for path in paths:
-        if path.suffix.lower() in VIDEO_EXTENSIONS:
-            raise ValueError(
-                f"Expected photos (explain takes no videos; `senet predict` reads them). "
-                f"Received: {path}"
-            )
+    paths = _checked_inputs(model_path, paths)
     model, inputs, class_names = load_for_inference(
         model_path,
         allow_h5=allow_h5,
@@ -235,15 +218,13 @@ def iter_explanations(
         input_range=input_range,
         colour=colour,
     )
-    size, channels = inputs.size, inputs.channels
     class_names = tuple(class_names)
     if class_name is not None and class_name not in class_names:
         raise fail("class_name", f"one of the model's classes {class_names}", class_name)
     # a wrong layer, or "attention" on a model without attention, fails here, before any
     # output, rather than at the first face (never, if no photo has one)
-    _heatmaps(
-        model, np.zeros((1, size, size, channels), np.float32), method, layer, np.zeros(1, int)
-    )
+    blank = np.zeros((1, inputs.size, inputs.size, inputs.channels), np.float32)
+    _heatmaps(model, blank, method, layer, np.zeros(1, int))
     out_dir = Path(out_dir)
     if not overwrite and (out_dir / INDEX_FILE).exists():
         raise FileExistsError(
@@ -255,55 +236,111 @@ def iter_explanations(
     photos: list[PhotoExplanation] = []
     used_stems: set[str] = set()
     for path in paths:
-        image = load_image(path)
-        stem = _unique_stem(path, used_stems)
-        boxes = detect_faces(image, **detect_options)
-        predictions = predict_faces(model, image, class_names, boxes=boxes, inputs=inputs)
-        photo = PhotoExplanation(str(path))
-        if predictions:
-            if class_name is None:
-                targets = [class_names.index(face.label) for face in predictions]
-            else:
-                targets = [class_names.index(class_name)] * len(predictions)
-            x = crop_inputs(
-                image, boxes, size, channels, input_range=inputs.input_range, grey=inputs.grey
-            )
-            heatmaps = _heatmaps(model, x, method, layer, np.asarray(targets, np.int64))
-            display = to_bgr8(image)
-            for number, (face, target, heatmap) in enumerate(
-                zip(predictions, targets, heatmaps, strict=True), 1
-            ):
-                target_name = class_names[target]
-                probability = face.probabilities[target_name]
-                file = out_dir / f"{stem}_face{number}_{method}_{_safe(target_name)}.png"
-                x0, y0, w, h = face.box
-                title = [f"{target_name} {probability:.2f} ({method})"]
-                if target_name != face.label:
-                    predicted = face.probabilities[face.label]
-                    title = [f"explained {target_name} {probability:.2f} ({method})"]
-                    title.append(f"predicted {face.label} {predicted:.2f}")
-                picture = _face_picture(display[y0 : y0 + h, x0 : x0 + w], heatmap, title)
-                if not overwrite and file.exists():
-                    raise FileExistsError(
-                        f"{file} exists; give --overwrite (overwrite=True) to replace it"
-                    )
-                write_image(file, picture)
-                photo.faces.append(
-                    FaceExplanation(
-                        box=face.box,
-                        label=face.label,
-                        target=target_name,
-                        probability=probability,
-                        probabilities=face.probabilities,
-                        overlay=str(file),
-                        heatmap=heatmap,
-                    )
-                )
+        photo = _explain_photo(
+            path,
+            _unique_stem(path, used_stems),
+            model,
+            inputs,
+            class_names,
+            out_dir,
+            method=method,
+            class_name=class_name,
+            layer=layer,
+            overwrite=overwrite,
+            **detect_options,
+        )
         photos.append(photo)
         _write_index(out_dir, photos, method)
         yield photo
     if not photos:
         _write_index(out_dir, photos, method)
+
+
+def _checked_inputs(model_path, paths) -> list[Path]:
+    """The photos, every input checked before anything is written: the model is a file
+    with gradients (not an exported one), each photo a file and not a video."""
+    from senet._files import check_input_file
+    from senet.inference import is_exported
+
+    if is_exported(model_path):
+        raise ValueError(
+            f"senet explain needs a .keras model (explanations need gradients); {model_path} "
+            "is an exported model: explain the .keras file it was exported from"
+        )
+    check_input_file(model_path, wanted="a .keras model file")
+    paths = [check_input_file(path) for path in paths]
+    for path in paths:
+        if path.suffix.lower() in VIDEO_EXTENSIONS:
+            raise ValueError(
+                f"Expected photos (explain takes no videos; `senet predict` reads them). "
+                f"Received: {path}"
+            )
+    return paths
+
+
+def _explain_photo(
+    path: Path,
+    stem: str,
+    model,
+    inputs,
+    class_names,
+    out_dir: Path,
+    *,
+    method,
+    class_name,
+    layer,
+    overwrite,
+    **detect_options,
+) -> PhotoExplanation:
+    """One photo's faces found, classified, explained and drawn (``OUT/<stem>_face<k>...``)."""
+    image = load_image(path)
+    boxes = detect_faces(image, **detect_options)
+    predictions = predict_faces(model, image, class_names, boxes=boxes, inputs=inputs)
+    photo = PhotoExplanation(str(path))
+    if not predictions:
+        return photo
+    if class_name is None:
+        targets = [class_names.index(face.label) for face in predictions]
+    else:
+        targets = [class_names.index(class_name)] * len(predictions)
+    x = crop_inputs(
+        image,
+        boxes,
+        inputs.size,
+        inputs.channels,
+        input_range=inputs.input_range,
+        grey=inputs.grey,
+    )
+    heatmaps = _heatmaps(model, x, method, layer, np.asarray(targets, np.int64))
+    display = to_bgr8(image)
+    for number, (face, target, heatmap) in enumerate(
+        zip(predictions, targets, heatmaps, strict=True), 1
+    ):
+        target_name = class_names[target]
+        probability = face.probabilities[target_name]
+        file = out_dir / f"{stem}_face{number}_{method}_{_safe(target_name)}.png"
+        x0, y0, w, h = face.box
+        title = [f"{target_name} {probability:.2f} ({method})"]
+        if target_name != face.label:
+            predicted = face.probabilities[face.label]
+            title = [f"explained {target_name} {probability:.2f} ({method})"]
+            title.append(f"predicted {face.label} {predicted:.2f}")
+        picture = _face_picture(display[y0 : y0 + h, x0 : x0 + w], heatmap, title)
+        if not overwrite and file.exists():
+            raise FileExistsError(f"{file} exists; give --overwrite (overwrite=True) to replace it")
+        write_image(file, picture)
+        photo.faces.append(
+            FaceExplanation(
+                box=face.box,
+                label=face.label,
+                target=target_name,
+                probability=probability,
+                probabilities=face.probabilities,
+                overlay=str(file),
+                heatmap=heatmap,
+            )
+        )
+    return photo
 
 
 def explain_photos(
