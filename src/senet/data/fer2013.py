@@ -63,57 +63,8 @@ def read_fer2013_csv(
             no valid rows.
     """
     path = Path(path)
-    rows = []  # (line, label, pixel array, split)
-    cap, held = array_cap(), 0
-    problems: list[tuple[int, str]] = []
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None:
-                raise DataError(f"{path}: empty file (expected a header emotion,pixels[,Usage])")
-            columns = [name.strip().lower() for name in header]
-            missing = [name for name in ("emotion", "pixels") if name not in columns]
-            if missing:
-                raise DataError(
-                    f"{path}, line 1: missing column(s) {missing} in header {header}; "
-                    "expected emotion,pixels[,Usage]"
-                )
-            emotion_at, pixels_at = columns.index("emotion"), columns.index("pixels")
-            usage_at = columns.index("usage") if "usage" in columns else None
-            while True:
-                line = reader.line_num + 1  # where the next row starts
-                try:
-                    row = next(reader)
-                except StopIteration:
-                    break
-                except csv.Error as error:  # the reader goes on with the next line
-                    parsed = _unreadable_row(error)
-                else:
-                    if not row or (len(row) == 1 and not row[0].strip()):
-                        continue
-                    parsed = _parse_row(row, len(columns), emotion_at, pixels_at, usage_at)
-                if isinstance(parsed, str):
-                    problems.append((line, parsed))
-                    if not skip_bad:
-                        break
-                else:
-                    rows.append((line, *parsed))
-                    held += parsed[1].nbytes
-                    if held > cap:
-                        raise DataError(
-                            f"{path}, line {line}: the rows so far hold {held} bytes of pixels, "
-                            f"over the cap of {cap} bytes; set {MAX_ARRAY_BYTES_ENV} to a "
-                            "larger number to allow it"
-                        )
-    except UnicodeDecodeError:
-        raise DataError(
-            f"{path}, line {_first_undecodable_line(path)}: not UTF-8 text; "
-            "save the csv as UTF-8 (or ASCII)"
-        ) from None
-    except (OSError, csv.Error) as error:
-        raise DataError(f"{path}: cannot read csv ({error})") from None
-
+    problems: list[tuple[int, str]] = []  # (line, reason)
+    rows = _read_rows(path, skip_bad, problems)
     expected = _expected_count([pixels.size for _, _, pixels, _ in rows])
     side = math.isqrt(expected) if expected else FER_SIDE
     kept = []
@@ -137,6 +88,66 @@ def read_fer2013_csv(
     pixels = np.stack([p for _, p, _ in kept]).reshape(-1, side, side).astype(np.uint8)
     splits = np.array([split for _, _, split in kept], dtype=str)
     return pixels, labels, splits
+
+
+def _read_rows(path: Path, skip_bad: bool, problems: list[tuple[int, str]]) -> list[tuple]:
+    """The csv's good rows as ``(line, label, pixels, split)``; a bad one's ``(line,
+    reason)`` goes to ``problems`` (and ends the reading unless ``skip_bad``). The pixels
+    held are capped (:func:`array_cap`) as they are read."""
+    rows = []
+    cap, held = array_cap(), 0
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            columns = _columns(path, next(reader, None))
+            while True:
+                line = reader.line_num + 1  # where the next row starts
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as error:  # the reader goes on with the next line
+                    parsed = _unreadable_row(error)
+                else:
+                    if not row or (len(row) == 1 and not row[0].strip()):
+                        continue
+                    parsed = _parse_row(row, *columns)
+                if isinstance(parsed, str):
+                    problems.append((line, parsed))
+                    if not skip_bad:
+                        break
+                    continue
+                rows.append((line, *parsed))
+                held += parsed[1].nbytes
+                if held > cap:
+                    raise DataError(
+                        f"{path}, line {line}: the rows so far hold {held} bytes of pixels, "
+                        f"over the cap of {cap} bytes; set {MAX_ARRAY_BYTES_ENV} to a "
+                        "larger number to allow it"
+                    )
+    except UnicodeDecodeError:
+        raise DataError(
+            f"{path}, line {_first_undecodable_line(path)}: not UTF-8 text; "
+            "save the csv as UTF-8 (or ASCII)"
+        ) from None
+    except (OSError, csv.Error) as error:
+        raise DataError(f"{path}: cannot read csv ({error})") from None
+    return rows
+
+
+def _columns(path: Path, header: list[str] | None) -> tuple[int, int, int, int | None]:
+    """``(fields, emotion column, pixels column, usage column or None)`` of the header."""
+    if header is None:
+        raise DataError(f"{path}: empty file (expected a header emotion,pixels[,Usage])")
+    columns = [name.strip().lower() for name in header]
+    missing = [name for name in ("emotion", "pixels") if name not in columns]
+    if missing:
+        raise DataError(
+            f"{path}, line 1: missing column(s) {missing} in header {header}; "
+            "expected emotion,pixels[,Usage]"
+        )
+    usage_at = columns.index("usage") if "usage" in columns else None
+    return len(columns), columns.index("emotion"), columns.index("pixels"), usage_at
 
 
 def _unreadable_row(error: csv.Error) -> str:
