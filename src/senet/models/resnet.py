@@ -316,16 +316,7 @@ def resnet(
 
     for stage, (count, filters) in enumerate(zip(blocks, widths, strict=True)):
         number = stage_numbers[stage]
-
-        def attend(block, channels, _on=number in attended):
-            if not _on:
-                return None
-            layer_options = options
-            if units_divisor is not None:
-                units = make_divisible(channels / reduction, units_divisor)
-                layer_options = {**options, "units": units}
-            return attention_layer(kind, block, reduction=reduction, options=layer_options)
-
+        attend = _attend(kind if number in attended else None, reduction, options, units_divisor)
         for index in range(count):
             strides = 2 if index == 0 and stage > 0 else 1
             x = _residual_unit(
@@ -341,25 +332,51 @@ def resnet(
                 downsample=downsample,
             )
 
+    x = _top(x, include_top, pooling, num_classes, classifier_activation)
+    if name is None:
+        name = _default_name(depth, kind, stem, downsample, cardinality, base_width)
+    return keras.Model(inputs, x, name=name)
+
+
+def _attend(kind, reduction, options, units_divisor):
+    """A stage's attention factory, ``attend(block, channels)``: the layer (None without
+    ``kind``), with ``units`` rounded to ``units_divisor`` when it is given (timm's SE)."""
+
+    def attend(block, channels):
+        if kind is None:
+            return None
+        layer_options = options
+        if units_divisor is not None:
+            units = make_divisible(channels / reduction, units_divisor)
+            layer_options = {**options, "units": units}
+        return attention_layer(kind, block, reduction=reduction, options=layer_options)
+
+    return attend
+
+
+def _top(x, include_top: bool, pooling, num_classes: int, classifier_activation):
+    """The classifier (global average pooling, Dense ``predictions``) or the pooling asked."""
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(data_format="channels_last", name="avg_pool")(x)
         # float32 output, so a mixed-precision model still gives exact probabilities.
-        x = keras.layers.Dense(
+        return keras.layers.Dense(
             num_classes, activation=classifier_activation, dtype="float32", name="predictions"
         )(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(data_format="channels_last", name="avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(data_format="channels_last", name="max_pool")(x)
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(data_format="channels_last", name="avg_pool")(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(data_format="channels_last", name="max_pool")(x)
+    return x
 
-    if name is None:
-        name = f"resnet{depth}" if cardinality == 1 else f"resnext{depth}"
-        if stem != "standard" or downsample != "conv":
-            name += {"standard": "", "deep": "d", "tiered": "t"}[stem] or "d"
-        if cardinality != 1:
-            name += f"_{cardinality}x{base_width}d"
-        name = f"{kind}_{name}" if kind else name
-    return keras.Model(inputs, x, name=name)
+
+def _default_name(depth, kind, stem, downsample, cardinality, base_width) -> str:
+    """``resnet50``, ``se_resnet50d``, ``se_resnext50_32x4d``, ..., as timm names them."""
+    name = f"resnet{depth}" if cardinality == 1 else f"resnext{depth}"
+    if stem != "standard" or downsample != "conv":
+        name += {"standard": "", "deep": "d", "tiered": "t"}[stem] or "d"
+    if cardinality != 1:
+        name += f"_{cardinality}x{base_width}d"
+    return f"{kind}_{name}" if kind else name
 
 
 def _stem(inputs, stem: str):
