@@ -179,43 +179,9 @@ def insert_attention(
     """
     graph = Graph(model)
     _check_called_once(graph)
-    if not isinstance(init, str) or init not in _INITS:
-        raise fail("init", f"one of {_INITS}", init)
-    if (
-        isinstance(identity_gain, bool)
-        or not isinstance(identity_gain, (int, float))
-        or not 0 < identity_gain <= 1
-    ):
-        raise fail("identity_gain", "a number in (0, 1]", identity_gain)
-    if "name" in layer_options:
-        raise ValueError(
-            "The inserted layers are named '<layer>_<name_suffix>'; pass `name_suffix` "
-            f"instead of `name`, got name={layer_options['name']!r}"
-        )
-    if kind is None or (isinstance(kind, str) and kind.lower() == "none"):
-        raise ValueError(f"`kind` must name an attention kind, got {kind!r}")
-    # Building one unconnected layer checks `kind` and the options before any surgery.
-    probe = attention(kind, **layer_options)
-    if init == "identity":
-        _check_identity_possible(probe, kind)
-    suffix = kind.lower() if name_suffix is None else name_suffix
-    if not isinstance(suffix, str) or not suffix:
-        raise fail("name_suffix", "a non-empty string", suffix)
-
+    suffix = _check_insert_options(kind, init, identity_gain, name_suffix, layer_options)
     anchors = _select(graph, where)
-    names = {}
-    taken = {layer.name for layer in graph.layers()}
-    for key, (tensor, layer) in anchors.items():
-        outputs = graph.outputs_of(layer)
-        index = f"_{outputs.index(tensor)}" if len(outputs) > 1 else ""
-        name = f"{layer.name}{index}_{suffix}"
-        if name in taken:
-            raise ValueError(
-                f"The inserted layer's name {name!r} is already taken in model "
-                f"{graph.name!r}; pass another `name_suffix`, got name_suffix={suffix!r}"
-            )
-        taken.add(name)
-        names[key] = name
+    names = _inserted_names(graph, anchors, suffix)
 
     def attend(ref, new):
         if id(ref) not in anchors:
@@ -249,6 +215,51 @@ def insert_attention(
         return keras.tree.pack_sequence_as(outputs, attended)
 
     return rewrite(model, call, inputs=attend)
+
+
+def _check_insert_options(kind, init, identity_gain, name_suffix, layer_options) -> str:
+    """Every argument of :func:`insert_attention` checked before any surgery (one
+    unconnected layer is built, which checks ``kind`` and the options); the name suffix."""
+    if not isinstance(init, str) or init not in _INITS:
+        raise fail("init", f"one of {_INITS}", init)
+    if (
+        isinstance(identity_gain, bool)
+        or not isinstance(identity_gain, (int, float))
+        or not 0 < identity_gain <= 1
+    ):
+        raise fail("identity_gain", "a number in (0, 1]", identity_gain)
+    if "name" in layer_options:
+        raise ValueError(
+            "The inserted layers are named '<layer>_<name_suffix>'; pass `name_suffix` "
+            f"instead of `name`, got name={layer_options['name']!r}"
+        )
+    if kind is None or (isinstance(kind, str) and kind.lower() == "none"):
+        raise ValueError(f"`kind` must name an attention kind, got {kind!r}")
+    probe = attention(kind, **layer_options)
+    if init == "identity":
+        _check_identity_possible(probe, kind)
+    suffix = kind.lower() if name_suffix is None else name_suffix
+    if not isinstance(suffix, str) or not suffix:
+        raise fail("name_suffix", "a non-empty string", suffix)
+    return suffix
+
+
+def _inserted_names(graph: Graph, anchors: dict, suffix: str) -> dict[int, str]:
+    """``<layer>[_<output>]_<suffix>`` for each anchor; a name the model has is refused."""
+    names = {}
+    taken = {layer.name for layer in graph.layers()}
+    for key, (tensor, layer) in anchors.items():
+        outputs = graph.outputs_of(layer)
+        index = f"_{outputs.index(tensor)}" if len(outputs) > 1 else ""
+        name = f"{layer.name}{index}_{suffix}"
+        if name in taken:
+            raise ValueError(
+                f"The inserted layer's name {name!r} is already taken in model "
+                f"{graph.name!r}; pass another `name_suffix`, got name_suffix={suffix!r}"
+            )
+        taken.add(name)
+        names[key] = name
+    return names
 
 
 def _check_called_once(graph: Graph) -> None:
