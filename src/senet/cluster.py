@@ -144,6 +144,57 @@ class _AverageNonTrainable(keras.callbacks.Callback):
         distributed.average_variables(self.strategy, self.model.non_trainable_weights)
 
 
+def _chief_sends(config, run_dir, strategy, replicas, *, resume, overwrite, stack):
+    """The chief's start (:func:`_chief_start`), sent to the other workers; a start that fails
+    sends its error instead, so every worker stops with the chief's reason."""
+    jax_cluster = keras.backend.backend() == "jax"
+    try:
+        config, sets, restored, start = _chief_start(
+            config, run_dir, resume=resume, overwrite=overwrite, stack=stack
+        )
+        check_batch_size(config.batch_size, replicas)
+        if jax_cluster and len(sets["train"]) < config.batch_size:
+            raise fail(
+                "batch_size",
+                f"at most the {len(sets['train'])} training images (a JAX cluster "
+                "trains on whole batches only)",
+                config.batch_size,
+            )
+    except BaseException as error:
+        distributed.broadcast_json(
+            strategy, {"error": f"{type(error).__name__}: {one_line(error)}"}
+        )
+        raise
+    distributed.broadcast_json(strategy, start)
+    return config, sets, restored, start
+
+
+def _same_run_everywhere(config, run_dir, strategy, restored, start, class_names, steps):
+    """Every worker's model, built alike under the strategy, then given the chief's state
+    (its checkpoint's, or its new model's) and the run's history: where the run stands."""
+    seed_everything(config.seed, config.deterministic)
+    with strategy.scope():
+        model = model_for_run(
+            config,
+            run_dir,
+            resume=False,
+            class_names=class_names,
+            steps_per_epoch=steps,
+        ).model
+        model.optimizer.build(model.trainable_variables)
+    # every worker assigns in the same collective (JAX's assignment to a variable spread
+    # over processes is one): the chief sends the checkpoint's state, or its new model's
+    values = _state_values(restored.model, model) if restored is not None else None
+    distributed.broadcast_variables(
+        strategy, [*model.variables, *model.optimizer.variables], values=values
+    )
+    rows = [{**row, "epoch": int(row["epoch"])} for row in start["rows"]]
+    entries = restored.entries if restored is not None else []
+    return runs.Restored(
+        model=model, epochs_done=int(start["epochs_done"]), rows=rows, entries=entries
+    )
+
+
 def train_in_cluster(
     config,
     run_dir: Path,
@@ -182,24 +233,15 @@ def train_in_cluster(
     with contextlib.ExitStack() as stack:
         restored = None
         if chief:
-            try:
-                config, sets, restored, start = _chief_start(
-                    config, run_dir, resume=resume, overwrite=overwrite, stack=stack
-                )
-                check_batch_size(config.batch_size, replicas)
-                if jax_cluster and len(sets["train"]) < config.batch_size:
-                    raise fail(
-                        "batch_size",
-                        f"at most the {len(sets['train'])} training images (a JAX cluster "
-                        "trains on whole batches only)",
-                        config.batch_size,
-                    )
-            except BaseException as error:
-                distributed.broadcast_json(
-                    strategy, {"error": f"{type(error).__name__}: {one_line(error)}"}
-                )
-                raise
-            distributed.broadcast_json(strategy, start)
+            config, sets, restored, start = _chief_sends(
+                config,
+                run_dir,
+                strategy,
+                replicas,
+                resume=resume,
+                overwrite=overwrite,
+                stack=stack,
+            )
         else:
             start = distributed.broadcast_json(strategy, None)
             config, sets = _worker_start(config, start)
@@ -210,26 +252,8 @@ def train_in_cluster(
             steps_per_epoch = math.ceil(
                 replica_multiple(len(sets["train"]), replicas) / config.batch_size
             )
-        seed_everything(config.seed, config.deterministic)
-        with strategy.scope():
-            model = model_for_run(
-                config,
-                run_dir,
-                resume=False,
-                class_names=class_names,
-                steps_per_epoch=steps_per_epoch,
-            ).model
-            model.optimizer.build(model.trainable_variables)
-        # every worker assigns in the same collective (JAX's assignment to a variable spread
-        # over processes is one): the chief sends the checkpoint's state, or its new model's
-        values = _state_values(restored.model, model) if restored is not None else None
-        distributed.broadcast_variables(
-            strategy, [*model.variables, *model.optimizer.variables], values=values
-        )
-        rows = [{**row, "epoch": int(row["epoch"])} for row in start["rows"]]
-        entries = restored.entries if restored is not None else []
-        run = runs.Restored(
-            model=model, epochs_done=int(start["epochs_done"]), rows=rows, entries=entries
+        run = _same_run_everywhere(
+            config, run_dir, strategy, restored, start, class_names, steps_per_epoch
         )
         with _cluster_errors():
             return fit_and_finish(
