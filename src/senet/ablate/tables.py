@@ -288,7 +288,15 @@ def _sections(rows, cells, settings: Settings, plots: dict[str, Path], command: 
         if axis in plots:
             blocks.append(Image(plots[axis], f"{_AXIS_TITLES[axis]}: accuracy ± std over seeds"))
         sections.append(Section(_AXIS_TITLES[axis], blocks))
-    everything = Table(
+    sections.append(Section("All cells", [_all_cells_table(rows)]))
+    return sections
+
+
+def _all_cells_table(rows: Sequence[dict]):
+    """Every cell in one table: settings, accuracy, the paired difference, the costs."""
+    from senet.report import Table
+
+    return Table(
         [*AXES, "seeds", "accuracy", "Δ accuracy [95% CI]", "verdict", "params", "FLOPs",
          "s/epoch", "latency ms"],
         [
@@ -313,8 +321,6 @@ def _sections(rows, cells, settings: Settings, plots: dict[str, Path], command: 
         ],
         caption="results.csv holds these numbers unrounded; seeds.csv every cell-seed.",
     )  # fmt: skip
-    sections.append(Section("All cells", [everything]))
-    return sections
 
 
 def _plots(rows: Sequence[dict], cells: Sequence[Cell], out_dir: Path) -> dict[str, Path]:
