@@ -341,3 +341,14 @@ def test_a_grid_over_kinds_reports_the_kind_only(tmp_path, stand_in):
     assert "## Reduction ratio r" not in markdown and "## Squeeze operator" not in markdown
     assert (out / "options_attention.png").exists()
     assert not (out / "accuracy_vs_reduction.png").exists()
+
+
+def test_a_manifest_written_before_the_task_setting_still_resumes(tmp_path):
+    import dataclasses
+
+    settings = ablate.Settings(epochs=1)
+    old = {k: v for k, v in dataclasses.asdict(settings).items() if k != "task"}
+    (tmp_path / "ablation.json").write_text(json.dumps({"settings": old}))
+    ablate._open_out_dir(tmp_path, settings)  # the default task: the same settings
+    with pytest.raises(ValueError, match="other settings: epochs 2"):
+        ablate._open_out_dir(tmp_path, ablate.Settings(epochs=2))

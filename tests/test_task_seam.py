@@ -1,4 +1,5 @@
-"""The task seam (senet.tasks): a second, tiny task goes through the run machinery.
+"""The task seam (senet.tasks): a second, tiny task goes through the run machinery and an
+ablation.
 
 The toy task regresses one number, an image's mean brightness, from 16x16 images with an
 SE layer in its model. Nothing in senet.train, senet.runs or the CLI knows it: it is
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -60,7 +62,8 @@ class Brightness(Task):
     def build_model(self, config, output_names):
         inputs = keras.Input((config.image_size, config.image_size, config.channels))
         x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
-        x = attention(config.attention, reduction=config.reduction)(x)
+        layer = attention(config.attention, reduction=config.reduction)
+        x = layer(x) if layer is not None else x
         x = keras.layers.GlobalAveragePooling2D()(x)
         return keras.Model(inputs, keras.layers.Dense(len(output_names))(x))
 
@@ -151,3 +154,38 @@ def test_an_unknown_task_is_a_one_line_error(task, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and "task" in err[0] and "nope" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_ablate_compares_a_toy_task_by_its_score(task, tmp_path):
+    from senet.ablate import run_ablation
+
+    out = tmp_path / "ablation"
+    result = run_ablation(
+        out,
+        attentions=("se",),
+        seeds=2,
+        task="brightness",
+        image_size=16,
+        epochs=2,
+        batch_size=16,
+        learning_rate=0.01,
+        latency_rounds=1,
+    )
+    rows = {row["attention"]: row for row in result.rows}
+    assert set(rows) == {"none", "se"} and {row["score"] for row in rows.values()} == {"r2"}
+    # each record is its run's metrics.json score; the rows are their mean and paired diff
+    r2 = {(r["cell"]["attention"], r["seed"]): r["r2"] for r in result.records}
+    for record in result.records:
+        metrics = json.loads((Path(record["run_dir"]) / "metrics.json").read_text())
+        assert record["r2"] == metrics["test_r2"] and record["score"] == "r2"
+    assert rows["se"]["r2_mean"] == pytest.approx((r2["se", 0] + r2["se", 1]) / 2)
+    paired = [r2["se", seed] - r2["none", seed] for seed in (0, 1)]
+    assert rows["se"]["diff_mean"] == pytest.approx(sum(paired) / 2)
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert "r2_mean" in header and not any("accuracy" in column for column in header)
+    table = (out / "ablation.md").read_text()
+    assert "Δ r2 vs none" in table and "paper top-1" not in table
+    # a rerun keeps the finished cells
+    again = run_ablation(out, attentions=("se",), seeds=2, task="brightness", image_size=16,
+                         epochs=2, batch_size=16, learning_rate=0.01, latency_rounds=1)  # fmt: skip
+    assert again.trained == 0 and again.skipped == 4

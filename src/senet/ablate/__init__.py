@@ -3,7 +3,8 @@ paper's numbers.
 
 :func:`run_ablation` trains every cell of a grid (model x attention kind x reduction x squeeze
 x gate x placement x stages) once per seed with :func:`senet.train.train`, measures each
-(test accuracy, parameters, FLOPs, seconds per training epoch, inference latency) and writes::
+(its task's test score, accuracy for classification; parameters, FLOPs, seconds per
+training epoch, inference latency) and writes::
 
     OUT/ablation.json            the settings every cell shares (a rerun must ask the same)
     OUT/cells/<cell>/seed<k>.json   one finished cell-seed, written atomically
@@ -11,13 +12,13 @@ x gate x placement x stages) once per seed with :func:`senet.train.train`, measu
     OUT/results.csv              one row per cell: mean, std, paired difference to baseline
     OUT/seeds.csv                one row per finished cell-seed
     OUT/ablation.md, .html       tables laid out like the paper's, with its numbers beside
-    OUT/accuracy_vs_reduction.png, OUT/options_<axis>.png
+    OUT/<score>_vs_reduction.png (accuracy_vs_reduction.png), OUT/options_<axis>.png
 
 Resuming: a cell-seed whose JSON exists is not trained again, so a rerun of the same command
 after a kill loses at most the cells that were running (and train() resumes those from their
 last finished epoch). More seeds or cells can be added to a finished grid the same way.
 
-Statistics: for every cell the mean and sample standard deviation (n - 1) of test accuracy
+Statistics: for every cell the mean and sample standard deviation (n - 1) of the test score
 over seeds; the difference to the same model's no-attention cell is paired by seed (both
 cells see the same data split, and seed ``k`` seeds both): the mean of the per-seed
 differences with a 95% Student-t interval, ``mean +- t(0.975, n - 1) * sd / sqrt(n)``. An
@@ -48,9 +49,10 @@ from typing import Any
 from senet._files import atomic_write_text, read_json
 from senet._tf import WorkerPool, worker_layout
 from senet.ablate.grid import AXES, SCHEMA, Cell, Settings, cell_config, make_grid
-from senet.ablate.tables import PAPER_TOP1_ERROR, summarize, write_outputs
+from senet.ablate.tables import PAPER_TOP1_ERROR, score_of, summarize, write_outputs
 from senet.checks import check_number, check_positive, fail
 from senet.progress import Progress
+from senet.tasks import get_task
 
 # senet.ablate imports Keras/TensorFlow lazily (inside functions): a worker process of
 # `jobs > 1` must limit TensorFlow's threads before TensorFlow starts.
@@ -78,7 +80,8 @@ def _cell_path(out_dir: Path, cell: Cell, seed: int) -> Path:
 
 
 def _measure(result, cell: Cell, seed: int, settings: Settings) -> dict[str, Any]:
-    """The cell-seed's record: accuracy, parameters, FLOPs, seconds per epoch, latency."""
+    """The cell-seed's record: its task's score (``"score"`` names it; classification:
+    ``"accuracy"``), parameters, FLOPs, seconds per epoch, latency."""
     import numpy as np
 
     from senet.bench import count_flops, count_params, latency_interleaved
@@ -92,14 +95,16 @@ def _measure(result, cell: Cell, seed: int, settings: Settings) -> dict[str, Any
         {"model": model}, np.zeros(shape, "float32"), rounds=settings.latency_rounds, warmup=2
     )["model"]
     metrics = result.metrics
-    split = "test" if "test_accuracy" in metrics else "val"
+    score = get_task(result.config.task).score
+    split = "test" if f"test_{score}" in metrics else "val"
     seconds = [row["seconds"] for row in result.history if "seconds" in row]
     return {
         "schema": SCHEMA,
         "cell": cell.to_dict(),
         "seed": seed,
         "config": result.config.to_dict(),
-        "accuracy": float(metrics[f"{split}_accuracy"]),
+        "score": score,
+        score: float(metrics[f"{split}_{score}"]),
         "split": split,
         "params": count_params(model),
         "flops": int(flops),
@@ -173,6 +178,10 @@ class AblationResult:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
+#: Each setting's default, for a manifest written before the setting existed (``task``).
+_SETTING_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings)}
+
+
 def _open_out_dir(out_dir: Path, settings: Settings) -> None:
     """Create ``out_dir`` or check that it holds an ablation with the same settings."""
     manifest = out_dir / "ablation.json"
@@ -182,6 +191,8 @@ def _open_out_dir(out_dir: Path, settings: Settings) -> None:
             saved = read_json(manifest)["settings"]
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"{manifest} is not an ablation manifest senet wrote") from None
+        # a setting added since the manifest was written has its default there
+        saved = {**_SETTING_DEFAULTS, **saved}
         differ = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
         if differ:
             said = ", ".join(f"{k} {new!r} (it has {old!r})" for k, (old, new) in differ.items())
@@ -229,23 +240,11 @@ def run_ablation(
     placements: Sequence[str] | str = ("standard",),
     stages: Sequence | str = ("all",),
     seeds: int | Sequence[int] = 3,
-    data: str | os.PathLike = "synthetic",
-    difficulty: str = "easy",
-    synthetic_size: int = 7000,
-    image_size: int = 48,
-    channels: int = 1,
-    epochs: int = 10,
-    batch_size: int = 64,
-    learning_rate: float = 1e-3,
-    optimizer: str = "adam",
-    lr_schedule: str = "constant",
-    augment: bool = True,
-    split_seed: int = 0,
-    latency_batch: int = 1,
-    latency_rounds: int = 10,
+    settings: Settings | None = None,
     jobs: int = 1,
     command: str | None = None,
     progress: bool | Callable[[str], None] = False,
+    **shared: Any,
 ) -> AblationResult:
     """Train and measure every cell of a grid over seeds; write the tables and plots.
 
@@ -258,11 +257,14 @@ def run_ablation(
         models, attentions, reductions, squeezes, gates, placements, stages: The grid's
             values (see :func:`make_grid`); the first of each is the base setting.
         seeds: A number of seeds (``0 .. n-1``) or the seeds themselves.
-        data, difficulty, synthetic_size, image_size, channels, epochs, batch_size,
-            learning_rate, optimizer, lr_schedule, augment, split_seed: Training settings
-            shared by every cell (see :class:`senet.train.TrainConfig`); ``difficulty``
-            (``"easy"``/``"hard"``) chooses the synthetic faces' preset.
-        latency_batch, latency_rounds: Batch size and timed calls of each cell's latency.
+        settings: What every cell shares (:class:`senet.ablate.grid.Settings`: the task,
+            data, budget and optimizer, a view of :class:`senet.config.TrainConfig`, and
+            the latency measurement's batch and rounds); or give its fields as keywords
+            (``shared``: ``task``, ``data``, ``difficulty`` (``"easy"``/``"hard"``, the
+            synthetic faces' preset), ``synthetic_size``, ``image_size``, ``channels``,
+            ``epochs``, ``batch_size``, ``learning_rate``, ``optimizer``,
+            ``lr_schedule``, ``augment``, ``split_seed``, ``latency_batch``,
+            ``latency_rounds``); a field not given has TrainConfig's default.
         jobs: Cells trained at once, in separate processes (spawned, each with
             ``cores // jobs`` TensorFlow threads); capped at the number of cores.
         command: The command line, printed in the report.
@@ -289,13 +291,7 @@ def run_ablation(
     if not seeds:
         raise fail("seeds", "a positive number or a non-empty list of seeds", seeds)
     jobs = check_positive("jobs", jobs, integer=True)
-    settings = Settings(
-        data=data, difficulty=difficulty, synthetic_size=synthetic_size,
-        image_size=image_size, channels=channels, epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, optimizer=optimizer, lr_schedule=lr_schedule,
-        augment=augment, split_seed=split_seed, latency_batch=latency_batch,
-        latency_rounds=latency_rounds,
-    )  # fmt: skip
+    settings = _shared_settings(settings, shared)
     for cell in cells:  # every config is checked before anything trains
         cell_config(cell, seeds[0], settings)
     _open_out_dir(out_dir, settings)
@@ -321,6 +317,23 @@ def run_ablation(
     return AblationResult(out_dir, rows, records, len(todo), skipped, paths)
 
 
+def _shared_settings(settings: Settings | None, shared: dict[str, Any]) -> Settings:
+    """``settings``, or a :class:`Settings` of the keywords given (not both)."""
+    if settings is not None:
+        if shared:
+            raise ValueError(f"give `settings` or its fields ({sorted(shared)}), not both")
+        if not isinstance(settings, Settings):
+            raise fail("settings", "a senet.ablate.Settings", settings)
+        return settings
+    unknown = sorted(set(shared) - set(_SETTING_DEFAULTS))
+    if unknown:
+        raise TypeError(
+            f"run_ablation() got unexpected keyword(s) {unknown}; the shared settings are "
+            f"{sorted(_SETTING_DEFAULTS)}"
+        )
+    return Settings(**shared)
+
+
 def _train_all(out_dir, todo, settings, jobs, report, *, done: int, total: int) -> None:
     """Train the cell-seeds in ``todo`` (in-process, or in ``jobs`` worker processes)."""
     if not todo:
@@ -332,13 +345,14 @@ def _train_all(out_dir, todo, settings, jobs, report, *, done: int, total: int) 
     def announce(cell: Cell, seed: int, record: dict) -> None:
         nonlocal finished
         finished += 1
+        score = score_of([record])
         if report is None:
             return
         elapsed = time.perf_counter() - started
         left = elapsed / finished * (len(todo) - finished)
         report(
-            f"[{done + finished}/{total}] {cell.name} seed {seed}: accuracy "
-            f"{record['accuracy']:.4f}; {_duration(elapsed)} elapsed, ~{_duration(left)} left"
+            f"[{done + finished}/{total}] {cell.name} seed {seed}: {score} "
+            f"{record[score]:.4f}; {_duration(elapsed)} elapsed, ~{_duration(left)} left"
         )
 
     if processes == 1:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from senet.checks import check_choice, check_number, check_positive, fail, is_none
-from senet.config import DEFAULTS, SYNTHETIC_DIFFICULTIES
+from senet.config import DEFAULTS, SYNTHETIC_DIFFICULTIES, TrainConfig
 
 #: The grid's axes, in the order of a cell's name and of the tables.
 AXES = ("model", "attention", "reduction", "squeeze", "gate", "placement", "stages")
@@ -195,6 +195,7 @@ class Settings:
     :class:`senet.config.TrainConfig` (its fields and defaults; ``difficulty`` is its
     ``synthetic_difficulty``), and the latency measurement's two."""
 
+    task: str = DEFAULTS["task"]
     data: str = DEFAULTS["data"]
     difficulty: str = DEFAULTS["synthetic_difficulty"]
     synthetic_size: int = DEFAULTS["synthetic_size"]
@@ -211,6 +212,9 @@ class Settings:
     latency_rounds: int = 10
 
     def __post_init__(self):
+        from senet.tasks import task_names
+
+        self.task = check_choice("task", self.task, task_names())
         self.data = os.fspath(self.data)
         self.difficulty = check_choice("difficulty", self.difficulty, SYNTHETIC_DIFFICULTIES)
         for name in ("latency_batch", "latency_rounds"):
@@ -218,15 +222,10 @@ class Settings:
 
 
 def cell_config(cell: Cell, seed: int, settings: Settings):
-    """The :class:`senet.train.TrainConfig` of one cell-seed.
-
-    The difficulty is passed to the data as ``TrainConfig.synthetic_difficulty`` when this
-    senet's TrainConfig has that field; without it only ``"easy"`` (the synthetic default)
-    is accepted.
-    """
-    from senet.train import TrainConfig
-
+    """The :class:`senet.config.TrainConfig` of one cell-seed: the cell's model and
+    attention, the shared settings (``difficulty`` is ``synthetic_difficulty``), ``seed``."""
     values = dict(
+        task=settings.task,
         data=settings.data,
         model=cell.model,
         attention=cell.attention,
@@ -244,12 +243,6 @@ def cell_config(cell: Cell, seed: int, settings: Settings):
         synthetic_size=settings.synthetic_size,
         keep_checkpoints=1,
         model_options=cell.model_options(),
+        synthetic_difficulty=settings.difficulty,
     )
-    if "synthetic_difficulty" in {f.name for f in dataclasses.fields(TrainConfig)}:
-        values["synthetic_difficulty"] = settings.difficulty
-    elif settings.difficulty != "easy":
-        raise ValueError(
-            f"`difficulty` {settings.difficulty!r} needs TrainConfig.synthetic_difficulty, "
-            "which this version of senet does not have yet"
-        )
     return TrainConfig(**values)

@@ -61,17 +61,28 @@ _AXIS_NOTES = {
 }
 
 
+def score_of(records: Sequence[dict]) -> str:
+    """The metric the records compare: their task's score (``"score"``; a record written
+    before tasks had one holds ``"accuracy"``)."""
+    names = {record.get("score", "accuracy") for record in records} or {"accuracy"}
+    if len(names) > 1:
+        raise ValueError(f"the cell records compare different metrics: {sorted(names)}")
+    return names.pop()
+
+
 def summarize(records: Sequence[dict], cells: Sequence[Cell] | None = None) -> list[dict]:
-    """One row per cell: accuracy mean and std over seeds, the difference to the model's
-    no-attention cell paired by seed with its 95% interval, and the cell's costs.
+    """One row per cell: the task's score (accuracy), its mean and std over seeds, the
+    difference to the model's no-attention cell paired by seed with its 95% interval, and
+    the cell's costs.
 
     Args:
         records: Cell-seed records (:func:`load_records`).
         cells: The cells to summarise, in order (default: every cell in ``records``).
 
     Returns:
-        Dicts with the cell's fields and ``name``, ``seeds``, ``accuracy_mean``,
-        ``accuracy_std`` (None with one seed), ``diff_mean``, ``diff_low``, ``diff_high``,
+        Dicts with the cell's fields and ``name``, ``seeds``, ``score`` (the metric's
+        name, :func:`score_of`), ``<score>_mean`` (``accuracy_mean``), ``<score>_std``
+        (None with one seed), ``diff_mean``, ``diff_low``, ``diff_high``,
         ``diff_n``, ``verdict`` (``"baseline"``, ``"within noise"``, ``"better"``,
         ``"worse"``, ``"n/a (1 seed)"``, ``"no baseline"``), ``params``,
         ``params_overhead_pct``, ``flops``, ``flops_overhead_pct``,
@@ -84,20 +95,21 @@ def summarize(records: Sequence[dict], cells: Sequence[Cell] | None = None) -> l
         by_cell.setdefault(info["name"], {})[int(record["seed"])] = record
         cell_of[info["name"]] = Cell(**{k: v for k, v in info.items() if k != "name"})
     order = [c for c in cells if c.name in by_cell] if cells is not None else list(cell_of.values())
+    score = score_of(records)
     rows = []
     for cell in order:
         seeds = by_cell[cell.name]
-        accuracy = {s: r["accuracy"] for s, r in seeds.items()}
+        values = {s: r[score] for s, r in seeds.items()}
         base = by_cell.get(Cell(cell.model, "none").name, {})
-        base_accuracy = {s: r["accuracy"] for s, r in base.items()}
-        mean, std = mean_std(list(accuracy.values()))
-        row: dict[str, Any] = {**cell.to_dict(), "seeds": len(seeds)}
-        row["accuracy_mean"], row["accuracy_std"] = mean, std
+        base_values = {s: r[score] for s, r in base.items()}
+        mean, std = mean_std(list(values.values()))
+        row: dict[str, Any] = {**cell.to_dict(), "seeds": len(seeds), "score": score}
+        row[f"{score}_mean"], row[f"{score}_std"] = mean, std
         if cell.attention == "none":
             diff, low, high, n = 0.0, None, None, len(seeds)
             verdict = "baseline"
         else:
-            diff, low, high, n = paired_interval(accuracy, base_accuracy)
+            diff, low, high, n = paired_interval(values, base_values)
             if n == 0:
                 verdict = "no baseline"
             elif low is None:
@@ -125,17 +137,21 @@ def _mean_of(records: dict[int, dict], key: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-_CSV_COLUMNS = (
-    "name", *AXES, "seeds", "accuracy_mean", "accuracy_std", "diff_mean", "diff_low",
-    "diff_high", "diff_n", "verdict", "params", "params_overhead_pct", "flops",
-    "flops_overhead_pct", "train_seconds_per_epoch", "latency_ms",
-)  # fmt: skip
+def csv_columns(score: str) -> tuple[str, ...]:
+    """results.csv's columns (``accuracy_mean``, ... for classification)."""
+    return (
+        "name", *AXES, "seeds", f"{score}_mean", f"{score}_std", "diff_mean", "diff_low",
+        "diff_high", "diff_n", "verdict", "params", "params_overhead_pct", "flops",
+        "flops_overhead_pct", "train_seconds_per_epoch", "latency_ms",
+    )  # fmt: skip
 
 
-_SEED_COLUMNS = (
-    "name", "seed", "accuracy", "split", "params", "flops", "train_seconds_per_epoch",
-    "latency_ms", "latency_batch", "run_dir",
-)  # fmt: skip
+def seed_columns(score: str) -> tuple[str, ...]:
+    """seeds.csv's columns."""
+    return (
+        "name", "seed", score, "split", "params", "flops", "train_seconds_per_epoch",
+        "latency_ms", "latency_batch", "run_dir",
+    )  # fmt: skip
 
 
 def _csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
@@ -152,18 +168,28 @@ def _pct(value: float | None, digits: int = 1) -> str:
 
 
 def _error_text(row: dict) -> str:
-    error = 100 * (1 - row["accuracy_mean"])
-    std = row["accuracy_std"]
+    """Accuracy as top-1 error % (the paper's unit); another score as it is."""
+    score = row["score"]
+    mean, std = row[f"{score}_mean"], row[f"{score}_std"]
+    if score != "accuracy":
+        spread = f" ± {std:.4f}" if std is not None else ""
+        return f"{mean:.4f}{spread} (n={row['seeds']})"
     spread = f" ± {100 * std:.1f}" if std is not None else ""
-    return f"{error:.1f}{spread} (n={row['seeds']})"
+    return f"{100 * (1 - mean):.1f}{spread} (n={row['seeds']})"
 
 
 def _diff_text(row: dict) -> str:
-    """The difference in top-1 error points (the paper's unit): error = 1 - accuracy."""
+    """The difference in top-1 error points (the paper's unit): error = 1 - accuracy; for
+    another score, the difference in the score."""
     if row["verdict"] == "baseline":
         return "reference"
     if row["diff_mean"] is None:
         return "—"
+    if row["score"] != "accuracy":
+        text = f"{row['diff_mean']:+.4f}"
+        if row["diff_low"] is not None:
+            text += f" [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]"
+        return text
     text = f"{-100 * row['diff_mean']:+.1f}"
     if row["diff_low"] is not None:
         text += f" [{-100 * row['diff_high']:+.1f}, {-100 * row['diff_low']:+.1f}]"
@@ -223,32 +249,49 @@ def _axis_rows(rows: Sequence[dict], cells: Sequence[Cell], axis: str) -> list[d
     return chosen
 
 
-_TABLE_HEADERS = [
-    "top-1 error % here (mean ± std)",
-    "Δ error vs none [95% CI]",
-    "verdict",
-    "params",
-    "Δ params",
-    "paper top-1 error %",
-]
+def _table_headers(score: str) -> list[str]:
+    """Accuracy next to the paper's top-1 error; another score without a paper column."""
+    if score != "accuracy":
+        return [f"{score} here (mean ± std)", f"Δ {score} vs none [95% CI]", "verdict",
+                "params", "Δ params"]  # fmt: skip
+    return [
+        "top-1 error % here (mean ± std)",
+        "Δ error vs none [95% CI]",
+        "verdict",
+        "params",
+        "Δ params",
+        "paper top-1 error %",
+    ]
 
 
 def _table_row(row: dict, label: str, axis: str) -> list[str]:
     overhead = row["params_overhead_pct"]
-    return [
+    cells = [
         label,
         _error_text(row),
         _diff_text(row),
         row["verdict"],
         f"{row['params']:,}",
         "—" if overhead is None or row["attention"] == "none" else f"{overhead:+.1f}%",
-        _paper(axis, row),
     ]
+    return [*cells, _paper(axis, row)] if row["score"] == "accuracy" else cells
 
 
 def _sections(rows, cells, settings: Settings, plots: dict[str, Path], command: str | None):
     from senet.report import Image, Section, Table
 
+    score = rows[0]["score"] if rows else "accuracy"
+    if score == "accuracy":
+        reading = (
+            "Paper: SE-ResNet-50, ImageNet top-1 error (Hu et al., Tables 10-14). Here: test "
+            "error on the data above; Δ is in error points, negative = fewer errors than the "
+            "same model without attention"
+        )
+    else:
+        reading = (
+            f"Here: test {score} (task {settings.task}) on the data above; Δ is the "
+            f"difference in {score} to the same model without attention"
+        )
     setup = [
         f"Data: `{settings.data}`"
         + (
@@ -258,11 +301,8 @@ def _sections(rows, cells, settings: Settings, plots: dict[str, Path], command: 
         )
         + f", {settings.image_size}x{settings.image_size}x{settings.channels}; "
         f"{settings.epochs} epoch(s), batch {settings.batch_size}, {settings.optimizer} "
-        f"lr {settings.learning_rate:g} ({settings.lr_schedule}). Paper: SE-ResNet-50, "
-        "ImageNet top-1 error (Hu et al., Tables 10-14). Here: test error on the data above; "
-        "Δ is in error points, negative = fewer errors than the same model without "
-        "attention, paired by seed with a 95% t interval; an interval holding 0 is "
-        "**within noise**.",
+        f"lr {settings.learning_rate:g} ({settings.lr_schedule}). {reading}, paired by seed "
+        "with a 95% t interval; an interval holding 0 is **within noise**.",
     ]
     if command:
         setup.append(f"Command: `{command}`")
@@ -270,7 +310,7 @@ def _sections(rows, cells, settings: Settings, plots: dict[str, Path], command: 
     for axis in _varying_axes(cells):
         chosen = _axis_rows(rows, cells, axis)
         table = Table(
-            [axis, *_TABLE_HEADERS],
+            [axis, *_table_headers(score)],
             [
                 _table_row(
                     row,
@@ -286,25 +326,25 @@ def _sections(rows, cells, settings: Settings, plots: dict[str, Path], command: 
         if axis in _AXIS_NOTES:
             blocks.append(_AXIS_NOTES[axis])
         if axis in plots:
-            blocks.append(Image(plots[axis], f"{_AXIS_TITLES[axis]}: accuracy ± std over seeds"))
+            blocks.append(Image(plots[axis], f"{_AXIS_TITLES[axis]}: {score} ± std over seeds"))
         sections.append(Section(_AXIS_TITLES[axis], blocks))
-    sections.append(Section("All cells", [_all_cells_table(rows)]))
+    sections.append(Section("All cells", [_all_cells_table(rows, score)]))
     return sections
 
 
-def _all_cells_table(rows: Sequence[dict]):
-    """Every cell in one table: settings, accuracy, the paired difference, the costs."""
+def _all_cells_table(rows: Sequence[dict], score: str):
+    """Every cell in one table: settings, the score, the paired difference, the costs."""
     from senet.report import Table
 
     return Table(
-        [*AXES, "seeds", "accuracy", "Δ accuracy [95% CI]", "verdict", "params", "FLOPs",
+        [*AXES, "seeds", score, f"Δ {score} [95% CI]", "verdict", "params", "FLOPs",
          "s/epoch", "latency ms"],
         [
             [
                 *(_option_text(row[a]) for a in AXES),
                 row["seeds"],
-                f"{row['accuracy_mean']:.4f}"
-                + (f" ± {row['accuracy_std']:.4f}" if row["accuracy_std"] is not None else ""),
+                f"{row[f'{score}_mean']:.4f}"
+                + (f" ± {row[f'{score}_std']:.4f}" if row[f"{score}_std"] is not None else ""),
                 "reference" if row["verdict"] == "baseline" else (
                     "—" if row["diff_mean"] is None else f"{row['diff_mean']:+.4f}"
                     + (f" [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]"
@@ -324,9 +364,12 @@ def _all_cells_table(rows: Sequence[dict]):
 
 
 def _plots(rows: Sequence[dict], cells: Sequence[Cell], out_dir: Path) -> dict[str, Path]:
-    """accuracy_vs_reduction.png and options_<axis>.png for the axes that vary."""
+    """<score>_vs_reduction.png (accuracy_vs_reduction.png) and options_<axis>.png for the
+    axes that vary."""
     from matplotlib.figure import Figure
 
+    score = rows[0]["score"] if rows else "accuracy"
+    mean, std = f"{score}_mean", f"{score}_std"
     plots: dict[str, Path] = {}
     for axis in _varying_axes(cells):
         chosen = _axis_rows(rows, cells, axis)
@@ -340,9 +383,9 @@ def _plots(rows: Sequence[dict], cells: Sequence[Cell], out_dir: Path) -> dict[s
             varied = sorted(varied, key=lambda r: r["reduction"])
             x = [r["reduction"] for r in varied]
             axes.errorbar(
-                x, [r["accuracy_mean"] for r in varied],
-                yerr=[r["accuracy_std"] or 0 for r in varied], fmt="-o", capsize=3,
-                label=f"{varied[0]['attention']} accuracy",
+                x, [r[mean] for r in varied],
+                yerr=[r[std] or 0 for r in varied], fmt="-o", capsize=3,
+                label=f"{varied[0]['attention']} {score}",
             )  # fmt: skip
             axes.set_xscale("log", base=2)
             axes.set_xticks(x, [number_text(v) for v in x])
@@ -359,20 +402,21 @@ def _plots(rows: Sequence[dict], cells: Sequence[Cell], out_dir: Path) -> dict[s
             if axis == "model":
                 labels = [f"{r['model']}\n{r['attention']}" for r in shown]
             axes.bar(
-                range(len(shown)), [r["accuracy_mean"] for r in shown],
-                yerr=[r["accuracy_std"] or 0 for r in shown], capsize=4, color="tab:blue",
+                range(len(shown)), [r[mean] for r in shown],
+                yerr=[r[std] or 0 for r in shown], capsize=4, color="tab:blue",
             )  # fmt: skip
             axes.set_xticks(range(len(shown)), labels)
             axes.set_xlabel(axis)
-            low = min(r["accuracy_mean"] - (r["accuracy_std"] or 0) for r in shown)
-            axes.set_ylim(max(0.0, low - 0.05), 1.0)
+            if score == "accuracy":
+                low = min(r[mean] - (r[std] or 0) for r in shown)
+                axes.set_ylim(max(0.0, low - 0.05), 1.0)
         for base in baselines if axis != "model" else []:
-            axes.axhline(base["accuracy_mean"], color="tab:red", linestyle=":", label="none")
-        axes.set_ylabel("test accuracy (mean ± std over seeds)")
+            axes.axhline(base[mean], color="tab:red", linestyle=":", label="none")
+        axes.set_ylabel(f"test {score} (mean ± std over seeds)")
         axes.grid(alpha=0.3)
         if axes.get_legend_handles_labels()[0]:
             axes.legend(loc="lower right")
-        name = "accuracy_vs_reduction.png" if axis == "reduction" else f"options_{axis}.png"
+        name = f"{score}_vs_reduction.png" if axis == "reduction" else f"options_{axis}.png"
         path = out_dir / name
         save_figure(figure, path, dpi=110)
         plots[axis] = path
@@ -383,9 +427,10 @@ def write_outputs(out_dir, rows, records, cells, settings, command) -> dict[str,
     from senet.report import write_report
 
     paths = {"csv": out_dir / "results.csv", "seeds_csv": out_dir / "seeds.csv"}
-    atomic_write_text(paths["csv"], _csv(rows, _CSV_COLUMNS))
+    score = score_of(records)
+    atomic_write_text(paths["csv"], _csv(rows, csv_columns(score)))
     seed_rows = [{**r, "name": r["cell"]["name"]} for r in records]
-    atomic_write_text(paths["seeds_csv"], _csv(seed_rows, _SEED_COLUMNS))
+    atomic_write_text(paths["seeds_csv"], _csv(seed_rows, seed_columns(score)))
     plots = _plots(rows, cells, out_dir)
     written = write_report(
         out_dir,

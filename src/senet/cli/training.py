@@ -196,6 +196,7 @@ _ABLATE_GRID = ("model", "attention", "reduction")
 
 
 _ABLATE_SETTINGS = (
+    "task",
     "data",
     "synthetic_difficulty",
     "synthetic_size",
@@ -214,8 +215,13 @@ _ABLATE_FLAGS = {"synthetic_difficulty": "--difficulty"}
 
 
 def _run_ablate(args) -> int:
-    from senet.ablate import run_ablation
+    from senet.ablate import Settings, run_ablation
 
+    # the settings by their field: Settings spells synthetic_difficulty `difficulty`
+    shared = {
+        "difficulty" if name == "synthetic_difficulty" else name: getattr(args, name)
+        for name in _ABLATE_SETTINGS
+    }
     result = run_ablation(
         args.out,
         models=args.model,
@@ -226,30 +232,21 @@ def _run_ablate(args) -> int:
         placements=args.placement,
         stages=args.stages,
         seeds=args.seeds,
-        data=args.data,
-        difficulty=args.synthetic_difficulty,
-        synthetic_size=args.synthetic_size,
-        image_size=args.image_size,
-        channels=args.channels,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        optimizer=args.optimizer,
-        lr_schedule=args.lr_schedule,
-        augment=args.augment,
-        latency_rounds=args.latency_rounds,
+        settings=Settings(**shared, latency_rounds=args.latency_rounds),
         jobs=args.jobs,
         command=_ablate_command(args),
         progress=not args.quiet,
     )
     for row in result.rows:
-        std = "" if row["accuracy_std"] is None else f" +- {row['accuracy_std']:.4f}"
+        score = row["score"]
+        std = "" if row[f"{score}_std"] is None else f" +- {row[f'{score}_std']:.4f}"
         diff = ""
         if row["verdict"] != "baseline" and row["diff_mean"] is not None:
             diff = f"  diff {row['diff_mean']:+.4f}"
             if row["diff_low"] is not None:
                 diff += f" [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]"
-        print(f"{row['name']}: accuracy {row['accuracy_mean']:.4f}{std}{diff}  {row['verdict']}")
+        mean = row[f"{score}_mean"]
+        print(f"{row['name']}: {score} {mean:.4f}{std}{diff}  {row['verdict']}")
     print(f"trained {result.trained}, kept {result.skipped} finished before")
     for key in ("csv", "markdown", "html"):
         print(f"wrote {result.paths[key]}")
