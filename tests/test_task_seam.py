@@ -11,7 +11,6 @@ are checked against NumPy on the model's own predictions.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -20,75 +19,10 @@ import pytest
 
 from senet.cli import main
 from senet.config import TrainConfig
-from senet.layers import attention, training_info
-from senet.tasks import Task, get_task, register_task, task_names
+from senet.layers import training_info
+from senet.tasks import get_task, register_task, task_names
 from senet.train import train
-
-
-@dataclass
-class Numbers:
-    """A split of the toy task: images and one target each."""
-
-    x: np.ndarray
-    y: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-
-class Brightness(Task):
-    name = "brightness"
-    score = "r2"
-
-    def load_data(self, config):
-        rng = np.random.default_rng(config.split_seed)
-        size = config.image_size
-        # a bright square of random size and level on a dark ground: brightness varies
-        x = np.zeros((120, size, size, 1), np.float32)
-        for image in x:
-            side, level = rng.integers(2, size), rng.uniform(0.2, 1.0)
-            image[:side, :side] = level
-        x += rng.normal(0, 0.02, x.shape).astype(np.float32)
-        y = x.mean(axis=(1, 2, 3))[:, None].astype(np.float32)
-        return {
-            "train": Numbers(x[:80], y[:80]),
-            "val": Numbers(x[80:100], y[80:100]),
-            "test": Numbers(x[100:], y[100:]),
-        }
-
-    def output_names(self, split):
-        return ["brightness"]
-
-    def build_model(self, config, output_names):
-        inputs = keras.Input((config.image_size, config.image_size, config.channels))
-        x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
-        layer = attention(config.attention, reduction=config.reduction)
-        x = layer(x) if layer is not None else x
-        x = keras.layers.GlobalAveragePooling2D()(x)
-        return keras.Model(inputs, keras.layers.Dense(len(output_names))(x))
-
-    def compile_options(self, config):
-        return {"loss": "mse", "metrics": [keras.metrics.R2Score(name="r2")]}
-
-    def record(self, config, output_names):
-        return {"task": self.name, "image_size": config.image_size, "channels": 1}
-
-    def evaluate(self, model, split, *, batch_size):
-        predicted = model.predict(split.x, batch_size=batch_size, verbose=0)
-        error = predicted - split.y
-        total = ((split.y - split.y.mean()) ** 2).sum()
-        return {
-            "mse": float((error**2).mean()),
-            "r2": float(1 - (error**2).sum() / total),
-            "num_examples": len(split),
-        }
-
-    def report(self, metrics, out_dir, *, title, split, output_names):
-        (out_dir / "residuals.json").write_text(json.dumps({"mse": metrics["mse"]}))
-        return ["residuals.json"]
-
-    def predictions(self, outputs, output_names):
-        return [{"brightness": float(row[0])} for row in np.asarray(outputs)]
+from toy_task import Brightness
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +123,34 @@ def test_ablate_compares_a_toy_task_by_its_score(task, tmp_path):
     again = run_ablation(out, attentions=("se",), seeds=2, task="brightness", image_size=16,
                          epochs=2, batch_size=16, learning_rate=0.01, latency_rounds=1)  # fmt: skip
     assert again.trained == 0 and again.skipped == 4
+
+
+def test_a_task_from_a_package_trains_from_the_command_line(tmp_path):
+    """The `senet.tasks` entry point of a package makes `senet train --task NAME` work in a
+    fresh process, which knows the task from nothing but the installed package."""
+    import os
+    import subprocess
+    import sys
+
+    info = tmp_path / "senet_toy_task-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: senet-toy-task\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[senet.tasks]\nbrightness = toy_task:Brightness\n")
+    tests = Path(__file__).resolve().parent
+    path = [str(tmp_path), str(tests), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
+    run = tmp_path / "run"
+    argv = ["--task", "brightness", "--reduction", "2", "--image-size", "16", "--epochs", "1"]
+    argv += ["--batch-size", "16", "--quiet", "--out", str(run)]
+    done = subprocess.run(
+        [sys.executable, "-m", "senet", "train", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    # what the command printed is the task's summary of those metrics
+    assert f"test r2 {metrics['r2']:.4f}" in done.stdout
+    assert json.loads((run / "config.json").read_text())["task"] == "brightness"

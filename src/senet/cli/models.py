@@ -21,6 +21,7 @@ from senet.cli._common import (
 from senet.config import non_negative_int as _non_negative_int
 from senet.config import positive_float as _positive_float
 from senet.config import positive_int as _positive_int
+from senet.tasks import get_task
 
 
 def add_evaluate(subparsers) -> None:
@@ -69,33 +70,10 @@ def _run_evaluate(args) -> int:
             )
         finally:
             print_warnings(args.command, caught)
-    print(json.dumps(metrics, indent=2) if args.json else format_metrics(metrics))
+    print(
+        json.dumps(metrics, indent=2) if args.json else get_task("classification").summary(metrics)
+    )
     return 0
-
-
-def format_metrics(metrics: dict) -> str:
-    """Accuracy line, a per-class table and the confusion matrix, as plain text."""
-    names = metrics["class_names"]
-    width = max(8, *(len(name) for name in names))
-    split = metrics.get("split", "test")
-    lines = [
-        f"{split} accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}  "
-        f"macro F1 {metrics['macro_f1']:.4f}  ({metrics['num_examples']} images)",
-        "",
-        f"{'class':<{width}}  precision  recall     f1  support",
-    ]
-    for name in names:
-        row = metrics["per_class"][name]
-        lines.append(
-            f"{name:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
-            f"{row['f1']:5.3f}  {row['support']:7d}"
-        )
-    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
-    cell = max(5, *(len(name[:7]) for name in names))
-    lines.append(" " * width + "".join(f"{name[:7]:>{cell + 1}}" for name in names))
-    for name, row in zip(names, metrics["confusion_matrix"], strict=True):
-        lines.append(f"{name:<{width}}" + "".join(f"{count:>{cell + 1}d}" for count in row))
-    return "\n".join(lines)
 
 
 def add_predict(subparsers) -> None:

@@ -9,7 +9,6 @@ import os
 from senet.cli._common import (
     CLIError,
 )
-from senet.cli.models import format_metrics
 from senet.config import (
     SYNTHETIC_DIFFICULTIES,
     TRAIN_OPTIONS,
@@ -21,6 +20,7 @@ from senet.config import (
 from senet.config import non_negative_int as _non_negative_int
 from senet.config import positive_float as _positive_float
 from senet.config import positive_int as _positive_int
+from senet.tasks import get_task
 
 
 def add_train(subparsers) -> None:
@@ -117,7 +117,7 @@ def _run_train(args) -> int:
         raise CLIError(f"cannot resume {run_dir} with {asked}: {reason}") from None
     if result.resumed_from:
         print(f"resumed after epoch {result.resumed_from}")
-    print(format_metrics(result.metrics))
+    print(get_task(result.config.task).summary(result.metrics))
     print(f"run directory: {result.out_dir}")
     return 0
 

@@ -88,6 +88,19 @@ class Task:
         """Write the task's figures for a finished run into ``out_dir``; the file names."""
         return []
 
+    def summary(self, metrics: dict[str, Any]) -> str:
+        """What ``senet train`` prints of a finished run's ``metrics``: by default the
+        score on its split, then every other number, one line."""
+        split = metrics.get("split", "test")
+        others = [
+            f"{key} {value:.4g}"
+            for key, value in metrics.items()
+            if key != self.score and isinstance(value, float)
+        ]
+        return f"{split} {self.score} {metrics[self.score]:.4f}" + (
+            f"  ({', '.join(others)})" if others else ""
+        )
+
     # ------------------------------------------------------------------ prediction
     def predictions(self, outputs, output_names: Sequence[str]) -> list[dict[str, Any]]:
         """What ``senet predict`` says of each row of the model's ``outputs``."""

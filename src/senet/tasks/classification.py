@@ -141,6 +141,30 @@ class ClassificationTask(Task):
         )
         return ["confusion.png"]
 
+    def summary(self, metrics: dict[str, Any]) -> str:
+        """Accuracy line, a per-class table and the confusion matrix, as plain text."""
+        names = metrics["class_names"]
+        width = max(8, *(len(name) for name in names))
+        split = metrics.get("split", "test")
+        lines = [
+            f"{split} accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}  "
+            f"macro F1 {metrics['macro_f1']:.4f}  ({metrics['num_examples']} images)",
+            "",
+            f"{'class':<{width}}  precision  recall     f1  support",
+        ]
+        for name in names:
+            row = metrics["per_class"][name]
+            lines.append(
+                f"{name:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
+                f"{row['f1']:5.3f}  {row['support']:7d}"
+            )
+        lines += ["", "confusion matrix (rows: true, columns: predicted)"]
+        cell = max(5, *(len(name[:7]) for name in names))
+        lines.append(" " * width + "".join(f"{name[:7]:>{cell + 1}}" for name in names))
+        for name, row in zip(names, metrics["confusion_matrix"], strict=True):
+            lines.append(f"{name:<{width}}" + "".join(f"{count:>{cell + 1}d}" for count in row))
+        return "\n".join(lines)
+
     def predictions(self, outputs, output_names: Sequence[str]) -> list[dict[str, Any]]:
         """``{"label": the most probable class, "probabilities": {class: p}}`` per row."""
         outputs = np.asarray(outputs)
