@@ -382,3 +382,26 @@ def test_run_bench_times_the_fused_path_like_for_like(monkeypatch):
         "plain": "as built",
         "attention": "as built",
     }
+
+
+def test_a_registered_kind_in_a_model_is_found_and_dropped(monkeypatch):
+    """bench finds a model's attention layers by every registered kind's class (a
+    package's too), not by a list of the built-in ones."""
+    from senet.bench import _with_and_without
+    from senet.layers import registry
+
+    class Halve(keras.layers.Layer):
+        def call(self, x):
+            return x * 0.5
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register("halve", Halve)
+    inputs = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(2, 3, padding="same")(inputs)
+    outputs = keras.layers.GlobalAveragePooling2D()(Halve(name="block_halve")(x))
+    model = keras.Model(inputs, outputs)
+    plain, attended, found = _with_and_without(model, "se", {})
+    assert found == "Halve" and attended is model
+    assert not any(isinstance(layer, Halve) for layer in plain.layers)
+    image = np.ones((1, 8, 8, 2), np.float32)
+    np.testing.assert_allclose(plain(image), 2 * model(image), rtol=1e-6)

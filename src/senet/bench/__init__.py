@@ -96,17 +96,11 @@ def _bench_pair(model: str, attention: str, reduction, allow_h5: bool):
 def _with_and_without(model: keras.Model, attention: str, options: dict):
     """A model file as ``(plain, attended, found)``: its attention layers dropped (``found``
     names their classes), or ``attention`` inserted (``found`` is None)."""
-    from senet import layers
+    from senet.layers.registry import attention_classes
     from senet.models import insert_attention
     from senet.models.rewrite import rewrite
 
-    kinds = (
-        layers.SqueezeExcite,
-        layers.EfficientChannelAttention,
-        layers.SpatialSqueezeExcite,
-        layers.ChannelSpatialSqueezeExcite,
-        layers.CBAM,
-    )
+    kinds = attention_classes()  # every registered kind's, a package's included
     found = [layer for layer in graph.nodes(model) if isinstance(layer.operation, kinds)]
     if not found:
         return model, insert_attention(model, attention, **options), None

@@ -63,6 +63,13 @@ def kinds() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+def attention_classes() -> tuple[type, ...]:
+    """The layer classes of every registered kind (built-in, :func:`register`, entry
+    points): what ``isinstance`` asks to find the attention layers in a model."""
+    _load_plugins()
+    return tuple(dict.fromkeys(f for f in _REGISTRY.values() if isinstance(f, type)))
+
+
 def check_kind(argument: str, kind) -> str | None:
     """The registered kind ``kind`` names (lower case), or ``None`` for no attention.
 
