@@ -283,14 +283,14 @@ def _check_timing(timing, batch):
 
 
 def _check_bench_schema(result, batch_sizes, train_batch):
-    """The documented schema of run_bench / `senet bench --json` (senet.bench/1)."""
+    """The documented schema of run_bench / `senet bench --json` (senet.bench/2)."""
     assert set(result) == {
-        "schema", "model", "attention", "reduction", "input_shape", "settings", "machine",
+        "schema", "model", "task", "attention", "reduction", "input_shape", "settings", "machine",
         "params", "flops", "inference", "inference_path", "train_step",
     }  # fmt: skip
     assert set(result["inference_path"]) == {"plain", "attention"}
     assert set(result["inference_path"].values()) <= {"fused", "as built"}
-    assert result["schema"] == "senet.bench/1"
+    assert result["schema"] == "senet.bench/2"
     assert set(result["settings"]) == {"rounds", "warmup", "batch_sizes", "train_batch_size"}
     assert result["settings"]["batch_sizes"] == list(batch_sizes)
     assert {"cpu", "cores", "date", "backend"} <= set(result["machine"])

@@ -154,3 +154,31 @@ def test_a_task_from_a_package_trains_from_the_command_line(tmp_path):
     # what the command printed is the task's summary of those metrics
     assert f"test r2 {metrics['r2']:.4f}" in done.stdout
     assert json.loads((run / "config.json").read_text())["task"] == "brightness"
+
+
+def test_bench_times_a_toy_task_model_with_its_own_loss(task, tmp_path, monkeypatch):
+    from senet.bench import run_bench
+
+    train(_config(epochs=1), tmp_path / "run", verbose=0)
+    losses = []
+    original = task.compile_options
+
+    def recording(config):
+        options = original(config)
+        losses.append(options["loss"])
+        return options
+
+    monkeypatch.setattr(task, "compile_options", recording)
+    result = run_bench(
+        tmp_path / "run" / "model.keras",
+        task="brightness",
+        batch_sizes=(1,),
+        train_batch_size=4,
+        rounds=1,
+        warmup=0,
+    )
+    assert result["task"] == "brightness" and result["attention"] == "SqueezeExcite"
+    assert losses == ["mse", "mse"]  # the plain and the SE model's training steps
+    assert result["train_step"]["batch"] == 4
+    with pytest.raises(ValueError, match="must be a .keras file for the task 'brightness'"):
+        run_bench("emotion_cnn", task="brightness")

@@ -57,7 +57,7 @@ __all__ = [
 # --------------------------------------------------------------------------- senet bench
 
 #: ``schema`` of :func:`run_bench`'s result (``senet bench --json``); raised when it changes.
-BENCH_SCHEMA = "senet.bench/1"
+BENCH_SCHEMA = "senet.bench/2"
 #: What ``senet bench`` builds for a model name: ``(input shape, classes)``.
 BENCH_MODELS = {"emotion_cnn": ((48, 48, 1), 7), "resnet": ((224, 224, 3), 1000)}
 
@@ -122,13 +122,16 @@ def _timing(result: dict) -> dict:
     }
 
 
-def _train_step(model: keras.Model, batch: int, seed: int = 0) -> Callable[[], object]:
-    """One compiled training step (SGD, cross-entropy) of a copy of ``model`` on random data."""
+def _train_step(model: keras.Model, batch: int, task, seed: int = 0) -> Callable[[], object]:
+    """One compiled training step (SGD, the task's loss: cross-entropy for classification)
+    of a copy of ``model`` on random images and the task's random targets."""
+    from senet.config import TrainConfig
+
     copy = keras.models.clone_model(model)
-    copy.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    copy.compile(optimizer="sgd", loss=task.compile_options(TrainConfig(task=task.name))["loss"])
     rng = np.random.default_rng(seed)
     x = rng.random((batch, *tuple(model.inputs[0].shape[1:])), dtype=np.float32)
-    y = rng.integers(0, int(model.outputs[0].shape[-1]), size=(batch,))
+    y = task.random_targets(tuple(model.outputs[0].shape), batch, rng)
 
     def step():
         return copy.train_on_batch(x, y)
@@ -151,6 +154,7 @@ def _pairs(results: dict, batch: int) -> dict:
 def run_bench(
     model: str = "emotion_cnn",
     *,
+    task: str = "classification",
     attention: str = "se",
     reduction: float | None = None,
     batch_sizes: tuple[int, ...] = (1, 16),
@@ -172,6 +176,9 @@ def run_bench(
             depths at 224x224x3 with 1000 classes, CIFAR depths at 32x32x3 with 10), or a
             ``.keras`` file: with attention layers, they are dropped for the plain model;
             without, ``attention`` is inserted (``insert_attention``, identity init).
+        task: The model's task (:func:`senet.tasks.get_task`): the training step's loss and
+            random targets are its own. The names build classifiers; another task's model
+            is benched from its file (a run's ``model.keras``).
         attention: The attention kind compared with no attention (``"se"``, ...); for a
             file with attention layers the result names their classes instead.
         reduction: Its reduction ratio (default: the builder's: 8 emotion_cnn, 16 ResNet).
@@ -189,7 +196,7 @@ def run_bench(
     Returns:
         A JSON-ready dict (``senet bench --json``)::
 
-            {"schema": "senet.bench/1", "model": str, "attention": str,
+            {"schema": "senet.bench/2", "model": str, "task": str, "attention": str,
              "reduction": float | None, "input_shape": [int, ...],
              "settings": {"rounds": int, "warmup": int, "batch_sizes": [int, ...],
                           "train_batch_size": int | None},
@@ -227,6 +234,14 @@ def run_bench(
         check_number("batch size", batch, integer=True, minimum=1)
     check_count("rounds", rounds, 1)
     check_count("warmup", warmup, 0)
+    from senet.tasks import get_task
+
+    task = get_task(task)
+    if task.name != "classification" and not os.path.isfile(model):
+        raise ValueError(
+            f"`model` must be a .keras file for the task {task.name!r} (the names build "
+            f"classifiers), got {model!r}"
+        )
     plain, attended, name, attention = _bench_pair(model, attention, reduction, allow_h5)
     pair = {"plain": plain, "attention": attended}
     params = {key: count_params(m) for key, m in pair.items()}
@@ -248,12 +263,13 @@ def run_bench(
         inference.append(_pairs(timed, batch))
     train_step = None
     if train_batch_size is not None:
-        steps = {key: _train_step(m, train_batch_size) for key, m in pair.items()}
+        steps = {key: _train_step(m, train_batch_size, task) for key, m in pair.items()}
         timed = time_interleaved(steps, rounds=rounds, warmup=warmup, progress=progress)
         train_step = _pairs(timed, train_batch_size)
     return {
         "schema": BENCH_SCHEMA,
         "model": name,
+        "task": task.name,
         "attention": attention,
         "reduction": reduction,
         "input_shape": list(shape),

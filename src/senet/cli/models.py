@@ -406,7 +406,7 @@ def add_bench(subparsers) -> None:
             "Build MODEL with and without attention (a .keras file: its attention layers "
             "dropped, or inserted if it has none) and time both interleaved in one process "
             "(A B, B A, ..., after warm-up calls): medians, min-max and their ratio. --json "
-            "FILE writes the result (schema senet.bench/1, see senet.bench.run_bench)."
+            "FILE writes the result (schema senet.bench/2, see senet.bench.run_bench)."
         ),
     )
     parser.add_argument(
@@ -419,6 +419,13 @@ def add_bench(subparsers) -> None:
     )
     parser.add_argument(
         "--attention", default="se", metavar="KIND", help=f"{ATTENTION_HELP} (default se)"
+    )
+    parser.add_argument(
+        "--task",
+        default="classification",
+        metavar="TASK",
+        help="the model's task: the timed training step's loss (default classification; "
+        "another task's model is given as its .keras file)",
     )
     parser.add_argument(
         "--reduction", type=_positive_float, help="default: the builder's (8 CNN, 16 ResNet)"
@@ -461,6 +468,7 @@ def _run_bench(args) -> int:
 
     result = run_bench(
         args.model,
+        task=args.task,
         attention=args.attention,
         reduction=args.reduction,
         batch_sizes=tuple(args.batch_sizes),

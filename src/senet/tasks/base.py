@@ -53,6 +53,11 @@ class Task:
         unchanged."""
         return x, y
 
+    def random_targets(self, output_shape, batch: int, rng):
+        """``batch`` random targets for a model whose output is ``output_shape`` (``senet
+        bench`` times a training step on them). Default: uniform floats of that shape."""
+        return rng.random((batch, *tuple(output_shape)[1:]), dtype="float32")
+
     # ------------------------------------------------------------------ model
     def build_model(self, config, output_names: Sequence[str]):
         """A new, uncompiled Keras model for ``config`` with one output per name."""

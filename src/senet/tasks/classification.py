@@ -52,6 +52,10 @@ class ClassificationTask(Task):
         table = class_weights(split.y, split.num_classes)
         return np.asarray([table[k] for k in range(split.num_classes)], np.float32)[split.y]
 
+    def random_targets(self, output_shape, batch: int, rng):
+        """Random class indices, one per image."""
+        return rng.integers(0, int(output_shape[-1]), size=(batch,))
+
     def augment(self, x, y, seed):
         """:func:`senet.data.augment_batch` on the images (flips, shifts, rotation, zoom,
         brightness, contrast); labels unchanged."""
