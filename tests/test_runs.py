@@ -184,7 +184,7 @@ def test_clear_run_deletes_only_senets_own_files(tmp_path):
     for name in senets + others:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(name)
-    removed = runs.clear_run(tmp_path)
+    removed = runs.clear_run(tmp_path, also=("confusion.png",))  # classification's figure
     assert removed[0] == "state.json"  # first: no state may name checkpoints that are gone
     assert sorted(removed) == sorted(name for name in senets if ".tmp-" not in name)
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == (

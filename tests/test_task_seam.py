@@ -182,3 +182,16 @@ def test_bench_times_a_toy_task_model_with_its_own_loss(task, tmp_path, monkeypa
     assert result["train_step"]["batch"] == 4
     with pytest.raises(ValueError, match="must be a .keras file for the task 'brightness'"):
         run_bench("emotion_cnn", task="brightness")
+
+
+def test_overwrite_deletes_the_figures_of_the_task_it_replaces(task, tmp_path):
+    run = tmp_path / "run"
+    tiny = {"data": "synthetic", "synthetic_size": 70, "image_size": 16, "epochs": 1}
+    train({**tiny, "batch_size": 16}, run, verbose=0)
+    assert (run / "confusion.png").is_file()  # classification's figure
+    train(_config(epochs=1), run, overwrite=True, verbose=0)
+    assert not (run / "confusion.png").exists()  # the old task's figure went with its run
+    assert (run / "residuals.json").is_file() and (run / "curves.png").is_file()
+    train({**tiny, "batch_size": 16}, run, overwrite=True, verbose=0)
+    assert not (run / "residuals.json").exists()  # the toy task's figure went too
+    assert (run / "confusion.png").is_file()

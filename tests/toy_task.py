@@ -28,6 +28,7 @@ class Numbers:
 class Brightness(Task):
     name = "brightness"
     score = "r2"
+    report_files = ("residuals.json",)
 
     def load_data(self, config):
         rng = np.random.default_rng(config.split_seed)

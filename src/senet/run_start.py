@@ -210,8 +210,9 @@ def open_run_dir(
 ) -> None:
     """Prepare the locked run directory: clear an old run (``overwrite``), write the config
     (new runs, or a resume's changes, announced in one line) and remove killed writes."""
+    figures = _task_figures(config, run_dir if overwrite else None)
     if overwrite and runs.holds_run(run_dir):
-        runs.clear_run(run_dir)
+        runs.clear_run(run_dir, also=figures)
     runs.make_run_dir(run_dir)
     if changes:
         said = ", ".join(f"{name} {old!r} -> {new!r}" for name, (old, new) in changes.items())
@@ -223,7 +224,17 @@ def open_run_dir(
         )
     if not resume or changes or not (run_dir / runs.CONFIG_FILE).exists():
         runs.write_config(run_dir, config.to_dict())
-    runs.remove_temporary_files(run_dir)
+    runs.remove_temporary_files(run_dir, also=figures)
+
+
+def _task_figures(config: TrainConfig, old_run: Path | None) -> tuple[str, ...]:
+    """The figures of the run's task, and of the task of the run it replaces (``old_run``,
+    when ``--overwrite`` starts a new run where another task's run was)."""
+    figures = list(get_task(config.task).report_files)
+    if old_run is not None:
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            figures += get_task(saved_config(old_run).task).report_files
+    return tuple(dict.fromkeys(figures))
 
 
 def asked_value(config, name: str) -> Any:

@@ -108,8 +108,10 @@ MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
 LOCK_FILE = "run.lock"
-#: The files a finished run has (the figures come from senet.train's last step).
-FINAL_FILES = (MODEL_FILE, METRICS_FILE, HISTORY_FILE, "curves.png", "confusion.png")
+#: The files every finished run has (the curves come from training's last step); a task
+#: adds its own figures (``senet.tasks.Task.report_files``: classification's confusion.png),
+#: which the functions here take as ``also``.
+FINAL_FILES = (MODEL_FILE, METRICS_FILE, HISTORY_FILE, "curves.png")
 #: history.csv's leading columns, in this order; any other logged key follows, sorted.
 HISTORY_KEYS = (
     "epoch",
@@ -166,16 +168,19 @@ def is_unused(run_dir: Path) -> bool:
     return True
 
 
-def _is_temporary(name: str, top: bool) -> bool:
-    """Whether ``name`` is a temporary file senet's atomic writes make (``.tmp-PID-NAME``)."""
+def _is_temporary(name: str, top: bool, also: Sequence[str] = ()) -> bool:
+    """Whether ``name`` is a temporary file senet's atomic writes make (``.tmp-PID-NAME``)
+    of a run file (or one of ``also``, a task's figures)."""
     match = re.fullmatch(re.escape(TEMP_PREFIX) + r"\d+-(.+)", name)
     if match is None:
         return False
     final = match.group(1)
-    return final in _OWN_FILES if top else _CHECKPOINT_RE.fullmatch(final) is not None
+    if top:
+        return final in _OWN_FILES or final in also
+    return _CHECKPOINT_RE.fullmatch(final) is not None
 
 
-def remove_temporary_files(run_dir: Path) -> None:
+def remove_temporary_files(run_dir: Path, also: Sequence[str] = ()) -> None:
     """Delete leftovers of writes killed half-way; nothing ever reads them.
 
     Only names senet's atomic writes use (``.tmp-PID-<a run file>``) are deleted. Call it
@@ -186,19 +191,20 @@ def remove_temporary_files(run_dir: Path) -> None:
     for directory, top in ((run_dir, True), (run_dir / CHECKPOINT_DIR, False)):
         if directory.is_dir() and not directory.is_symlink():
             for path in directory.glob(f"{TEMP_PREFIX}*"):
-                if _is_temporary(path.name, top):
+                if _is_temporary(path.name, top, also):
                     with contextlib.suppress(OSError):
                         path.unlink()
 
 
-def clear_run(run_dir: Path) -> list[str]:
+def clear_run(run_dir: Path, also: Sequence[str] = ()) -> list[str]:
     """Delete the files senet writes in ``run_dir``, to start a new run there.
 
     Deleted: ``state.json`` first (so a run killed half-way is not resumed from
     checkpoints that are gone), then ``checkpoints/epoch-NNNN.keras``, ``config.json``,
-    ``history.csv``, ``model.keras``, ``metrics.json``, the figures, TensorBoard event
-    files in ``logs/train`` and ``logs/validation`` and temporary files. Nothing else, so
-    files senet did not write stay where they are. Call it holding the run's lock.
+    ``history.csv``, ``model.keras``, ``metrics.json``, ``curves.png``, the files named in
+    ``also`` (the run's task's figures), TensorBoard event files in ``logs/train`` and
+    ``logs/validation`` and temporary files. Nothing else, so files senet did not write
+    stay where they are. Call it holding the run's lock.
 
     Returns:
         The deleted paths, relative to ``run_dir``.
@@ -208,7 +214,7 @@ def clear_run(run_dir: Path) -> list[str]:
     checkpoints = run_dir / CHECKPOINT_DIR
     if checkpoints.is_dir() and not checkpoints.is_symlink():
         doomed += sorted(p for p in checkpoints.iterdir() if _CHECKPOINT_RE.fullmatch(p.name))
-    doomed += [run_dir / name for name in _OWN_FILES if name != STATE_FILE]
+    doomed += [run_dir / name for name in (*_OWN_FILES, *also) if name != STATE_FILE]
     for split in _LOG_SPLITS:
         logs = run_dir / "logs" / split
         if logs.is_dir() and not logs.is_symlink() and not logs.parent.is_symlink():
@@ -218,13 +224,14 @@ def clear_run(run_dir: Path) -> list[str]:
         if path.is_symlink() or path.is_file():
             path.unlink()
             removed.append(str(path.relative_to(run_dir)))
-    remove_temporary_files(run_dir)
+    remove_temporary_files(run_dir, also)
     return removed
 
 
-def has_final_files(run_dir: Path) -> bool:
-    """Whether every file of a finished run (``FINAL_FILES``) is in ``run_dir``."""
-    return all((Path(run_dir) / name).is_file() for name in FINAL_FILES)
+def has_final_files(run_dir: Path, also: Sequence[str] = ()) -> bool:
+    """Whether every file of a finished run (``FINAL_FILES`` and ``also``, its task's
+    figures) is in ``run_dir``."""
+    return all((Path(run_dir) / name).is_file() for name in (*FINAL_FILES, *also))
 
 
 # --------------------------------------------------------------------------- config

@@ -79,6 +79,7 @@ from senet.explain.faithfulness import probabilities
 from senet.layers import load_model
 from senet.progress import Progress
 from senet.report import write_report
+from senet.tasks import get_task
 from senet.train import TrainConfig, load_run_data, train
 
 __all__ = [
@@ -262,7 +263,7 @@ def _finished_run(run_dir: Path, config: TrainConfig) -> bool:
             f"{run_dir} holds a run with another configuration than this demo's "
             f"({saved.to_dict()} != {config.to_dict()}); choose another `out_dir` or remove it"
         )
-    if not runs.has_final_files(run_dir):
+    if not runs.has_final_files(run_dir, also=get_task("classification").report_files):
         return False
     return runs.read_metrics(run_dir).get("epochs_run") == config.epochs
 

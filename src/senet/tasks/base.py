@@ -26,10 +26,14 @@ class Task:
         score: The metric a run is judged by, higher is better (classification:
             ``"accuracy"``). ``fit`` logs it as ``score`` and ``val_<score>``;
             ``metrics.json`` holds it as ``<split>_<score>`` and ``best_val_<score>``.
+        report_files: The figures (files) :meth:`report` writes into a run directory.
     """
 
     name: str = ""
     score: str = ""
+    #: The files :meth:`report` writes into a run directory, so that ``--overwrite``
+    #: deletes them with the rest of the run.
+    report_files: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ data
     def load_data(self, config) -> dict[str, Any]:

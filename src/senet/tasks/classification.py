@@ -24,6 +24,7 @@ class ClassificationTask(Task):
 
     name = "classification"
     score = "accuracy"
+    report_files = ("confusion.png",)
 
     def load_data(self, config) -> dict[str, Any]:
         from senet.data import load_dataset
