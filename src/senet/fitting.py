@@ -431,7 +431,13 @@ def _finish(model, config, run_dir, rows, sets, is_chief):
     runs.write_history_csv(run_dir / runs.HISTORY_FILE, rows)
     runs.write_metrics(run_dir, metrics)
     title = f"{config.model} ({config.attention})"
-    plot_curves(rows, run_dir / "curves.png", title=f"Training curves: {title}", score=task.score)
+    plot_curves(
+        rows,
+        run_dir / "curves.png",
+        title=f"Training curves: {title}",
+        score=task.score,
+        loss=task.loss_name,
+    )
     task.report(
         metrics, run_dir, title=title, split=split, output_names=task.output_names(sets["train"])
     )

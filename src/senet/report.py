@@ -34,9 +34,6 @@ __all__ = [
     "write_report",
 ]
 
-# the y label of the loss panel, by the task's score (classification's loss is cross-entropy)
-_LOSS_LABELS = {"accuracy": "cross-entropy loss"}
-
 
 def _history_columns(history) -> dict[str, np.ndarray]:
     """Accept ``{"loss": [...], ...}`` (Keras History.history) or a list of per-epoch rows."""
@@ -58,6 +55,7 @@ def plot_curves(
     *,
     title: str = "Training curves",
     score: str = "accuracy",
+    loss: str = "cross-entropy loss",
 ) -> Figure:
     """Loss and the task's score (accuracy) per epoch, training and validation, side by side.
 
@@ -69,6 +67,7 @@ def plot_curves(
         title: Figure title.
         score: The second panel's key (``score`` and ``val_<score>``, a task's
             :attr:`senet.tasks.Task.score`); accuracy is drawn from 0 to 1.
+        loss: The loss panel's y label (a task's :attr:`senet.tasks.Task.loss_name`).
 
     Returns:
         The figure (two axes: loss, the score).
@@ -85,7 +84,7 @@ def plot_curves(
     figure = Figure(figsize=(10, 4), layout="constrained")
     figure.suptitle(title)
     panels = (
-        ("Loss", _LOSS_LABELS.get(score, "loss"), "loss", "val_loss"),
+        ("Loss", loss, "loss", "val_loss"),
         (score.replace("_", " ").capitalize(), score.replace("_", " "), score, f"val_{score}"),
     )
     for axes, (panel, ylabel, train_key, val_key) in zip(

@@ -34,6 +34,8 @@ class Task:
     #: The files :meth:`report` writes into a run directory, so that ``--overwrite``
     #: deletes them with the rest of the run.
     report_files: tuple[str, ...] = ()
+    #: What the loss is called on the training curves' y axis.
+    loss_name: str = "loss"
 
     # ------------------------------------------------------------------ data
     def load_data(self, config) -> dict[str, Any]:

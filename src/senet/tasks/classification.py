@@ -25,6 +25,7 @@ class ClassificationTask(Task):
     name = "classification"
     score = "accuracy"
     report_files = ("confusion.png",)
+    loss_name = "cross-entropy loss"
 
     def load_data(self, config) -> dict[str, Any]:
         from senet.data import load_dataset
