@@ -29,7 +29,8 @@ def test_history_csv_round_trip_with_the_known_columns_first(tmp_path):
     path = tmp_path / "history.csv"
     runs.write_history_csv(path, rows)
     header = path.read_text().splitlines()[0]
-    assert header == "epoch,loss,val_accuracy,seconds,zeta"
+    # training metrics after the loss, validation ones after val_loss, then the time
+    assert header == "epoch,loss,zeta,val_accuracy,seconds"
     assert runs.read_history_csv(path) == [{k: float(v) for k, v in row.items()} for row in rows]
 
 

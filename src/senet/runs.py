@@ -60,7 +60,7 @@ __all__ = [
     "CONFIG_FILE",
     "FINAL_FILES",
     "HISTORY_FILE",
-    "HISTORY_KEYS",
+    "history_columns",
     "LOCK_FILE",
     "METRICS_FILE",
     "MODEL_FILE",
@@ -112,16 +112,6 @@ LOCK_FILE = "run.lock"
 #: adds its own figures (``senet.tasks.Task.report_files``: classification's confusion.png),
 #: which the functions here take as ``also``.
 FINAL_FILES = (MODEL_FILE, METRICS_FILE, HISTORY_FILE, "curves.png")
-#: history.csv's leading columns, in this order; any other logged key follows, sorted.
-HISTORY_KEYS = (
-    "epoch",
-    "loss",
-    "accuracy",
-    "val_loss",
-    "val_accuracy",
-    "learning_rate",
-    "seconds",
-)
 
 
 # --------------------------------------------------------------------------- directory
@@ -332,10 +322,26 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     return read_json(Path(run_dir) / METRICS_FILE)
 
 
+def history_columns(keys) -> list[str]:
+    """history.csv's column order, whatever the task logs: ``epoch``, ``loss`` and the
+    training metrics (sorted), ``val_loss`` and the validation metrics, ``learning_rate``,
+    ``seconds`` (classification: epoch, loss, accuracy, val_loss, val_accuracy, ...).
+
+    >>> history_columns(["val_r2", "seconds", "r2", "loss", "epoch", "val_loss"])
+    ['epoch', 'loss', 'r2', 'val_loss', 'val_r2', 'seconds']
+    """
+    keys = set(keys)
+    last = [key for key in ("learning_rate", "seconds") if key in keys]
+    validation = sorted(key for key in keys if key.startswith("val_") and key != "val_loss")
+    training = sorted(keys - {"epoch", "loss", "val_loss", *last, *validation})
+    ordered = [*(["epoch"] if "epoch" in keys else []), *(["loss"] if "loss" in keys else [])]
+    ordered += [*training, *(["val_loss"] if "val_loss" in keys else []), *validation, *last]
+    return ordered
+
+
 def write_history_csv(path: Path, rows: list[dict[str, float]]) -> None:
-    """One row per epoch: ``HISTORY_KEYS`` that occur first, then other keys, sorted."""
-    keys = [key for key in HISTORY_KEYS if any(key in row for row in rows)]
-    keys += sorted({key for row in rows for key in row} - set(keys))
+    """One row per epoch, in :func:`history_columns`' order."""
+    keys = history_columns({key for row in rows for key in row})
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
     writer.writeheader()
