@@ -1,5 +1,5 @@
-"""Training runs that survive being killed: TrainConfig, the models by name, the fit loop and
-its distribution over devices.
+"""Training runs that survive being killed, for any task (:mod:`senet.tasks`; the default is
+classification).
 
 :func:`train` fits a model from a :class:`TrainConfig` into a run directory::
 
@@ -8,9 +8,11 @@ its distribution over devices.
     RUN_DIR/checkpoints/         epoch-0001.keras, epoch-0002.keras, ... (the last 2 kept)
     RUN_DIR/history.csv          one row per finished epoch
     RUN_DIR/model.keras          the final model (with its optimizer state)
-    RUN_DIR/metrics.json         test metrics (see :func:`classification_metrics`), params,
+    RUN_DIR/metrics.json         the task's test metrics (classification:
+                                 :func:`classification_metrics`, ``test_accuracy``), params,
                                  epochs run and ``class_names`` (predict reads them here)
-    RUN_DIR/curves.png, confusion.png
+    RUN_DIR/curves.png           loss and the task's score per epoch
+    RUN_DIR/confusion.png ...    the task's figures (Task.report_files)
     RUN_DIR/logs/                TensorBoard logs (``tensorboard=True``)
 
 Every model a run saves (checkpoints and ``model.keras``) ends in a
