@@ -11,7 +11,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "senet"
 # module -> modules of senet it must never import, however lazily
 NEVER = {
     "senet.inference": {"senet.predict", "senet.export", "senet.metrics", "senet.train"},
-    "senet.metrics": {"senet.predict", "senet.export", "senet.train"},
+    "senet.metrics": {"senet.predict", "senet.export", "senet.train", "senet.evaluation"},
+    "senet.evaluation": {"senet.predict", "senet.export", "senet.train"},
     "senet.export": {"senet.predict", "senet.metrics", "senet.train"},
     "senet.runs": {"senet.train", "senet.metrics", "senet.predict", "senet.export", "senet.tasks"},
     # a task stands on data, models, metrics and the report; the run machinery stands on it

@@ -273,7 +273,8 @@ def test_init_from_refuses_a_model_that_does_not_fit_the_run(files, tmp_path):
 
 def test_evaluate_options_scale_the_inputs_and_check_the_class_names(files, tmp_path, rng):
     from senet.data import load_dataset
-    from senet.metrics import classification_metrics, evaluate
+    from senet.evaluation import evaluate
+    from senet.metrics import classification_metrics
 
     data = tmp_path / "faces.npz"
     images, labels, _ = synthetic_expressions(28, image_size=48, seed=1)

@@ -8,7 +8,8 @@ import pytest
 
 from senet.cli import main
 from senet.data import load_dataset
-from senet.metrics import classification_metrics, evaluate
+from senet.evaluation import evaluate
+from senet.metrics import classification_metrics
 
 CLASSES = ("calm", "glad", "sad")
 SIDE = 6

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from senet.cli import main
+from senet.evaluation import evaluate
 from senet.layers import SqueezeExcite, load_model
 from senet.layers.registry import ModelLoadError
-from senet.metrics import evaluate
 from senet.predict import load_classifier
 
 SIDE = 6

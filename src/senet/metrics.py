@@ -1,36 +1,24 @@
-"""Classification metrics and evaluation: the one metrics path of training and `evaluate`.
+"""Classification metrics: the one metrics path of training and `senet evaluate`.
 
 :func:`classification_metrics` turns labels and predicted probabilities into accuracy,
 loss, per-class precision/recall/F1 and the confusion matrix; :func:`evaluate_model` runs a
-model on an :class:`~senet.data.ImageSet` and returns them; :func:`evaluate` does it for a
-saved model on one split of a data source (``senet evaluate``): a ``.keras`` file, or one
-exported by ``senet export`` (``.tflite``, ``.onnx``, a SavedModel directory), so an exported
-file is checked with the same command and the same metrics as the model it came from.
+model (Keras or exported) on an :class:`~senet.data.ImageSet` and returns them. A saved
+model on a data source is :func:`senet.evaluation.evaluate` (``senet evaluate``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
 from senet import distributed
-from senet._files import atomic_write_text
-from senet.checks import check_choice
-from senet.config import TrainConfig
-from senet.data import ImageSet, load_dataset
+from senet.data import ImageSet
 from senet.inference import ExportedModel
-from senet.report import plot_confusion
-from senet.runs import METRICS_FILE, find_run_config, holds_run, run_class_names
 
-__all__ = ["classification_metrics", "evaluate", "evaluate_model", "run_class_names"]
-
-# load_dataset's split settings when no run config sits beside the model (TrainConfig's)
+__all__ = ["classification_metrics", "evaluate_model"]
 
 
 def classification_metrics(
@@ -130,200 +118,3 @@ def evaluate_model(
     inputs = tf.data.Dataset.from_tensor_slices(images.x).batch(batch_size)
     probabilities = model.predict(inputs, verbose=0)
     return classification_metrics(images.y, probabilities, images.class_names)
-
-
-def evaluate(
-    model_path: str | os.PathLike,
-    data: str | os.PathLike,
-    *,
-    split: str = "test",
-    out_dir: str | os.PathLike | None = None,
-    batch_size: int = 64,
-    skip_bad: bool = False,
-    overwrite: bool = False,
-    allow_h5: bool = False,
-    allow_savedmodel: bool = False,
-    class_names: Sequence[str] | None = None,
-    input_range: str | Sequence[float] | None = None,
-    colour: str | None = None,
-) -> dict[str, Any]:
-    """Evaluate a saved model on one split of a data source.
-
-    Image size and channels come from the model's input. When ``config.json`` of the run
-    sits beside the model (an exported file or SavedModel directory written into the run
-    directory counts as beside it) (or one level up, for a checkpoint), its split settings are used,
-    so ``split="test"`` is the same held-out set the run was tested on, and the class names
-    the run was trained on (its ``metrics.json`` or ``state.json``) must be the data's.
-
-    Args:
-        model_path: A ``.keras`` file (loaded by :func:`senet.layers.load_model`: safe mode),
-            or an exported model: a ``.tflite`` or ``.onnx`` file or a SavedModel directory
-            (run by :func:`senet.export.load_exported`).
-        data: Any source :func:`senet.data.load_dataset` reads.
-        split: ``"train"``, ``"val"``, ``"test"`` or ``"all"`` (every image).
-        out_dir: Where to write ``metrics.json`` and ``confusion.png`` (None: nothing). Never
-            a run directory (its own metrics stay as training wrote them); files already
-            there are replaced only with ``overwrite``.
-        batch_size: Inference batch size.
-        skip_bad: Skip unreadable samples instead of failing.
-        overwrite: Replace ``metrics.json``/``confusion.png`` already in ``out_dir``.
-        allow_h5: Accept a legacy ``.h5`` model (trusted files only: no safe mode there),
-            loaded for inference only (its training configuration is not read).
-        allow_savedmodel: Accept a SavedModel directory (trusted ones only: its graph can
-            run any TensorFlow op); see :func:`senet.export.load_exported`.
-        class_names: The model's output names, for a model without a run: they must be
-            the data's classes, in the data's order (compared without regard to case).
-        input_range: The values the model takes, ``"0,1"`` or ``"-1,1"`` (default: the
-            model's record, else ``"0,1"``); see :func:`senet.predict.input_format`.
-        colour: ``"grey"`` (repeated over a 3-channel input) or ``"rgb"``; default from
-            the model's input channels.
-
-    Returns:
-        The metrics dict (as in training's ``metrics.json``), plus ``split``, ``model``,
-        ``format`` (``"keras"``, ``"tflite"``, ``"onnx"`` or ``"savedmodel"``) and, for a
-        Keras model, ``params``.
-
-    Raises:
-        FileNotFoundError: No model file.
-        FileExistsError: ``out_dir`` is a run directory or a file, or its outputs exist.
-        ValueError: A model that cannot be loaded (:class:`senet.layers.ModelLoadError`,
-            :class:`senet.export.ExportError`), or whose classes are not the data's.
-        senet.export.MissingDependencyError: An ``.onnx`` model without ``onnxruntime``; the
-            message names ``pip install "senet[export]"``.
-    """
-    split = check_choice("split", split, ("train", "val", "test", "all"))
-    model_path = Path(model_path)
-    out_files = _out_files(out_dir, overwrite)
-    from senet.inference import load_classifier
-
-    model = load_classifier(model_path, allow_h5=allow_h5, allow_savedmodel=allow_savedmodel)
-    if len(model.input_shape) != 4:
-        raise ValueError(f"Expected a model taking (B, H, W, C) images, got {model.input_shape}")
-    _, height, width, channels = model.input_shape
-    if height != width or height is None:
-        raise ValueError(
-            f"Expected a model with a square, known input size, got {model.input_shape}"
-        )
-    from senet.inference import input_format, model_record, to_input_range
-
-    inputs = input_format(
-        model, record=model_record(model, model_path), input_range=input_range, colour=colour
-    )
-    split_options = _split_options(find_run_config(model_path))
-    sets = load_dataset(
-        data,
-        image_size=int(height),
-        channels=1 if inputs.grey else int(channels),
-        skip_bad=skip_bad,
-        **split_options,
-    )
-    if split == "all":
-        images = _concatenate([sets["train"], sets["val"], sets["test"]])
-    else:
-        images = sets[split]
-    _check_classes(model_path, int(model.output_shape[-1]), images.class_names, data)
-    if class_names is not None:
-        _check_given_classes(class_names, images.class_names, data)
-    x = images.x if images.x.shape[-1] == channels else np.repeat(images.x, channels, axis=-1)
-    images = ImageSet(to_input_range(x, inputs.input_range), images.y, images.class_names)
-    metrics = evaluate_model(model, images, batch_size=batch_size)
-    metrics.update(split=split, model=str(model_path))
-    if isinstance(model, ExportedModel):
-        metrics["format"] = model.format
-    else:
-        metrics.update(format="keras", params=int(model.count_params()))
-    if out_files is not None:
-        metrics_file, confusion_file = out_files
-        metrics_file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(metrics_file, json.dumps(metrics, indent=2))
-        plot_confusion(
-            metrics["confusion_matrix"],
-            metrics["class_names"],
-            confusion_file,
-            title=f"Confusion matrix ({split}, accuracy {metrics['accuracy']:.3f})",
-        )
-    return metrics
-
-
-def _out_files(out_dir: str | os.PathLike | None, overwrite: bool) -> tuple[Path, Path] | None:
-    """``(metrics.json, confusion.png)`` in ``out_dir``, checked before anything runs.
-
-    A run directory is refused even with ``overwrite``: its ``metrics.json`` is what
-    training measured, and evaluate did not write it.
-    """
-    if out_dir is None:
-        return None
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} is a file; the evaluate output (`out_dir`) is a folder")
-    if holds_run(out_dir):
-        raise FileExistsError(
-            f"{out_dir} is a training run directory; evaluate never writes over a run's own "
-            "metrics (choose another folder)"
-        )
-    files = (out_dir / METRICS_FILE, out_dir / "confusion.png")
-    if not overwrite:
-        for path in files:
-            if path.exists():
-                raise FileExistsError(
-                    f"{path} already exists; pass overwrite=True (senet evaluate --overwrite) "
-                    "to replace it, or choose another folder"
-                )
-    return files
-
-
-def _check_classes(
-    model_path: Path, outputs: int, class_names: Sequence[str], data: str | os.PathLike
-) -> None:
-    """The model's output width, and its run's class names, must be the data's."""
-    class_names = list(class_names)
-    if outputs != len(class_names):
-        raise ValueError(
-            f"{model_path} has {outputs} outputs but the data {os.fspath(data)} has "
-            f"{len(class_names)} classes {class_names}"
-        )
-    trained_on = run_class_names(model_path)
-    if trained_on is None or len(trained_on) != outputs:
-        return
-    if [name.casefold() for name in trained_on] != [name.casefold() for name in class_names]:
-        raise ValueError(
-            f"{model_path} was trained on the classes {trained_on} (its run's files) but the "
-            f"data {os.fspath(data)} has the classes {class_names}; the labels would not line up"
-        )
-
-
-def _check_given_classes(
-    given: Sequence[str], class_names: Sequence[str], data: str | os.PathLike
-) -> None:
-    """``--class-names`` must be the data's classes, in its order (labels line up)."""
-    if [str(name).casefold() for name in given] != [name.casefold() for name in class_names]:
-        raise ValueError(
-            f"the model's classes {list(given)} (class_names) are not the classes of the data "
-            f"{os.fspath(data)}, {list(class_names)}, in that order; the labels would not "
-            "line up"
-        )
-
-
-def _concatenate(sets: list[ImageSet]) -> ImageSet:
-    sets = [images for images in sets if len(images)]
-    return ImageSet(
-        np.concatenate([s.x for s in sets]),
-        np.concatenate([s.y for s in sets]),
-        sets[0].class_names,
-    )
-
-
-def _split_options(run_config: dict[str, Any] | None) -> dict[str, Any]:
-    """load_dataset's split settings from a run's config dict, checked as TrainConfig checks
-    them (TrainConfig's defaults if absent or invalid)."""
-    fields = ("val_fraction", "test_fraction", "split_seed", "synthetic_size")
-    try:
-        config = TrainConfig(**{name: run_config[name] for name in fields})
-    except (KeyError, TypeError, ValueError):
-        config = TrainConfig()
-    return {
-        "val_fraction": config.val_fraction,
-        "test_fraction": config.test_fraction,
-        "seed": config.split_seed,
-        "synthetic_size": config.synthetic_size,
-    }

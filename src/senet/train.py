@@ -60,6 +60,7 @@ from senet.cluster import joins_cluster, train_in_cluster
 from senet.config import TrainConfig
 from senet.data.pipeline import replica_multiple
 from senet.errors import ClusterError, ResumeConflict, TrainingDiverged
+from senet.evaluation import evaluate
 from senet.fitting import (
     RunResult,
     distribution_scope,
@@ -69,7 +70,7 @@ from senet.fitting import (
     seed_everything,
     training_record,
 )
-from senet.metrics import classification_metrics, evaluate, evaluate_model
+from senet.metrics import classification_metrics, evaluate_model
 from senet.names import MODEL_NAMES, build_model
 from senet.run_start import (
     check_batch_size,

@@ -53,7 +53,7 @@ def add_evaluate(subparsers) -> None:
 
 def _run_evaluate(args) -> int:
 
-    from senet.metrics import evaluate
+    from senet.evaluation import evaluate
 
     # library warnings (an .h5 model's safe-mode notice) as one line each
     with warnings.catch_warnings(record=True) as caught:
