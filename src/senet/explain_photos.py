@@ -32,14 +32,8 @@ import numpy as np
 
 from senet.checks import fail
 from senet.data.images import load_image, to_bgr8, write_image
-from senet.predict import (
-    VIDEO_EXTENSIONS,
-    Box,
-    crop_inputs,
-    detect_faces,
-    load_for_inference,
-    predict_faces,
-)
+from senet.faces import Box, crop_inputs, detect_faces
+from senet.predict import VIDEO_EXTENSIONS, load_for_inference, predict_faces
 from senet.report import Image, Section, Table, write_report
 
 __all__ = [
