@@ -21,3 +21,18 @@ def _ruff() -> list[str]:
 def test_ruff_clean(args):
     result = subprocess.run(_ruff() + args, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_git_ignores_no_source_file():
+    """A fresh clone has every source file: git ignores no .py file under src/ or tests/
+    (a `runs/` pattern in .gitignore once hid the senet.runs package from every clone)."""
+    if not (ROOT / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    listed = subprocess.run(
+        ["git", "ls-files", "--others", "--ignored", "--exclude-standard", "src", "tests"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert [name for name in listed.stdout.splitlines() if name.endswith(".py")] == []
