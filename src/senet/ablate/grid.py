@@ -220,29 +220,36 @@ class Settings:
         for name in ("latency_batch", "latency_rounds"):
             setattr(self, name, check_number(name, getattr(self, name), integer=True, minimum=1))
 
+    @classmethod
+    def from_train_fields(cls, values: dict[str, Any], **latency) -> Settings:
+        """Settings from TrainConfig's field names (``synthetic_difficulty``, ...)."""
+        renamed = {train: own for own, train in _TRAIN_NAMES.items()}
+        return cls(**{renamed.get(name, name): value for name, value in values.items()}, **latency)
+
+    def train_fields(self) -> dict[str, Any]:
+        """The shared settings as TrainConfig fields (``difficulty`` is
+        ``synthetic_difficulty``); the latency measurement's two are not training's."""
+        return {
+            _TRAIN_NAMES.get(f.name, f.name): getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in _LATENCY_FIELDS
+        }
+
+
+#: Settings fields TrainConfig names otherwise, and those that are not training's.
+_TRAIN_NAMES = {"difficulty": "synthetic_difficulty"}
+_LATENCY_FIELDS = ("latency_batch", "latency_rounds")
+
 
 def cell_config(cell: Cell, seed: int, settings: Settings):
     """The :class:`senet.config.TrainConfig` of one cell-seed: the cell's model and
-    attention, the shared settings (``difficulty`` is ``synthetic_difficulty``), ``seed``."""
-    values = dict(
-        task=settings.task,
-        data=settings.data,
+    attention, the shared settings (:meth:`Settings.train_fields`), ``seed``."""
+    return TrainConfig(
+        **settings.train_fields(),
         model=cell.model,
         attention=cell.attention,
         reduction=cell.reduction if cell.reduction is not None else 8,
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        optimizer=settings.optimizer,
-        lr_schedule=settings.lr_schedule,
-        augment=settings.augment,
         seed=seed,
-        split_seed=settings.split_seed,
-        image_size=settings.image_size,
-        channels=settings.channels,
-        synthetic_size=settings.synthetic_size,
         keep_checkpoints=1,
         model_options=cell.model_options(),
-        synthetic_difficulty=settings.difficulty,
     )
-    return TrainConfig(**values)

@@ -217,11 +217,7 @@ _ABLATE_FLAGS = {"synthetic_difficulty": "--difficulty"}
 def _run_ablate(args) -> int:
     from senet.ablate import Settings, run_ablation
 
-    # the settings by their field: Settings spells synthetic_difficulty `difficulty`
-    shared = {
-        "difficulty" if name == "synthetic_difficulty" else name: getattr(args, name)
-        for name in _ABLATE_SETTINGS
-    }
+    shared = {name: getattr(args, name) for name in _ABLATE_SETTINGS}
     result = run_ablation(
         args.out,
         models=args.model,
@@ -232,7 +228,7 @@ def _run_ablate(args) -> int:
         placements=args.placement,
         stages=args.stages,
         seeds=args.seeds,
-        settings=Settings(**shared, latency_rounds=args.latency_rounds),
+        settings=Settings.from_train_fields(shared, latency_rounds=args.latency_rounds),
         jobs=args.jobs,
         command=_ablate_command(args),
         progress=not args.quiet,
