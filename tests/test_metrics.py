@@ -102,6 +102,30 @@ def test_evaluate_uses_the_split_of_the_runs_config(saved):
     )
 
 
+def test_evaluate_draws_the_synthetic_faces_of_the_runs_difficulty(saved, monkeypatch):
+    """A run trained on the hard synthetic faces is evaluated on hard faces, not easy ones."""
+    import senet.evaluation
+
+    model_path, _, _ = saved
+    (model_path.parent / "config.json").write_text(
+        json.dumps({"synthetic_size": 70, "synthetic_difficulty": "hard", "split_seed": 2})
+    )
+    asked = {}
+
+    class Stop(Exception):
+        pass
+
+    def recording(data, **options):
+        asked.update(options)
+        raise Stop
+
+    monkeypatch.setattr(senet.evaluation, "load_dataset", recording)
+    with pytest.raises(Stop):
+        evaluate(model_path, "synthetic")
+    assert asked["synthetic_difficulty"] == "hard"
+    assert (asked["synthetic_size"], asked["seed"]) == (70, 2)
+
+
 def test_cli_evaluate_prints_the_same_metrics(saved, capsys):
     model_path, data, weights = saved
     status = main(["evaluate", str(model_path), "--data", str(data), "--split", "all", "--json"])

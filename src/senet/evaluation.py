@@ -213,14 +213,21 @@ def _concatenate(sets: list[ImageSet]) -> ImageSet:
 def _split_options(run_config: dict[str, Any] | None) -> dict[str, Any]:
     """load_dataset's split settings from a run's config dict, checked as TrainConfig checks
     them (TrainConfig's defaults if absent or invalid)."""
-    fields = ("val_fraction", "test_fraction", "split_seed", "synthetic_size")
+    fields = (
+        "val_fraction",
+        "test_fraction",
+        "split_seed",
+        "synthetic_size",
+        "synthetic_difficulty",
+    )
     try:
-        config = TrainConfig(**{name: run_config[name] for name in fields})
-    except (KeyError, TypeError, ValueError):
+        config = TrainConfig(**{name: run_config[name] for name in fields if name in run_config})
+    except (TypeError, ValueError):
         config = TrainConfig()
     return {
         "val_fraction": config.val_fraction,
         "test_fraction": config.test_fraction,
         "seed": config.split_seed,
         "synthetic_size": config.synthetic_size,
+        "synthetic_difficulty": config.synthetic_difficulty,
     }
