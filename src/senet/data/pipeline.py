@@ -24,6 +24,7 @@ from senet.data.base import ImageSet
 __all__ = [
     "PREFETCH",
     "augment_batch",
+    "augment_with_masks",
     "augmentation",
     "class_weights",
     "epoch_batches",
@@ -101,6 +102,59 @@ def augment_batch(images, seed) -> tf.Tensor:
         (2, 48, 48, 1)
     """
     images = tf.convert_to_tensor(images, tf.float32)
+    draw = _draw_augmentation(images, seed)
+    images = _transform(tf.where(draw["flip"], tf.reverse(images, axis=[2]), images), draw)
+    return _intensity(images, draw)
+
+
+def augment_with_masks(images, masks, seed) -> tuple[tf.Tensor, tf.Tensor]:
+    """:func:`augment_batch` on images and their label maps together.
+
+    The same flip, rotation, zoom and shift move each image and its mask (the mask with
+    the nearest label, never a blend of two classes); brightness and contrast change the
+    image only. Volumes (``(B, D, H, W, C)``) are flipped along every spatial axis at
+    random and changed in intensity; they are not rotated or zoomed.
+
+    Args:
+        images: Float batch ``(B, H, W, C)`` or ``(B, D, H, W, C)`` in ``[0, 1]``.
+        masks: Integer label maps ``(B, H, W)`` or ``(B, D, H, W)``.
+        seed: Two integers.
+
+    Returns:
+        ``(images, masks)``, shapes and dtypes as given.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    masks = tf.convert_to_tensor(masks)
+    if images.shape.rank == 5:
+        return _augment_volumes(images, masks, seed)
+    draw = _draw_augmentation(images, seed)
+    labels = tf.cast(masks, tf.float32)[..., None]
+    flip = draw["flip"]
+    images = _transform(tf.where(flip, tf.reverse(images, axis=[2]), images), draw)
+    labels = _transform(
+        tf.where(flip, tf.reverse(labels, axis=[2]), labels), draw, interpolation="NEAREST"
+    )
+    return _intensity(images, draw), tf.cast(tf.round(labels[..., 0]), masks.dtype)
+
+
+def _augment_volumes(images, masks, seed):
+    seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+    batch = tf.shape(images)[0]
+    keys = tf.random.experimental.stateless_split(seed, num=5)
+    for axis in range(3):
+        flip = tf.random.stateless_uniform([batch], keys[axis]) < 0.5
+        images = tf.where(flip[:, None, None, None, None], tf.reverse(images, [axis + 1]), images)
+        masks = tf.where(flip[:, None, None, None], tf.reverse(masks, [axis + 1]), masks)
+    scale = tf.random.stateless_uniform([batch], keys[3], 1.0 - _CONTRAST, 1.0 + _CONTRAST)
+    shift = tf.random.stateless_uniform([batch], keys[4], -_BRIGHTNESS, _BRIGHTNESS)
+    images = images * scale[:, None, None, None, None] + shift[:, None, None, None, None]
+    return images, masks
+
+
+def _draw_augmentation(images, seed) -> dict[str, tf.Tensor]:
+    """The random draws of :func:`augment_batch` for a batch like ``images``: a flip per
+    image, a projective transform (rotation about the centre, zoom, shift), brightness and
+    contrast, all from ``seed``."""
     seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
     shape = tf.shape(images)
     batch = shape[0]
@@ -112,8 +166,6 @@ def augment_batch(images, seed) -> tf.Tensor:
         return tf.random.stateless_uniform([batch], key, minval=low, maxval=high)
 
     flip = uniform(keys[0], 0.0, 1.0) < 0.5
-    images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
-
     # one projective transform per image: output pixel -> input pixel (rotation about the
     # centre, zoom, shift), reflected at the borders like the Keras layers
     angle = uniform(keys[1], -_ROTATION, _ROTATION) * 2.0 * np.pi
@@ -127,20 +179,29 @@ def augment_batch(images, seed) -> tf.Tensor:
     a2 = cx - a0 * cx - a1 * cy - dx
     b2 = cy - b0 * cx - b1 * cy - dy
     zeros = tf.zeros_like(a0)
-    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
-    images = tf.raw_ops.ImageProjectiveTransformV3(
+    return {
+        "flip": flip[:, None, None, None],
+        "transforms": tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1),
+        "output_shape": shape[1:3],
+        "brightness": uniform(keys[4], -_BRIGHTNESS, _BRIGHTNESS)[:, None, None, None],
+        "contrast": uniform(keys[5], 1.0 - _CONTRAST, 1.0 + _CONTRAST)[:, None, None, None],
+    }
+
+
+def _transform(images, draw, interpolation: str = "BILINEAR"):
+    return tf.raw_ops.ImageProjectiveTransformV3(
         images=images,
-        transforms=transforms,
-        output_shape=shape[1:3],
+        transforms=draw["transforms"],
+        output_shape=draw["output_shape"],
         fill_value=0.0,
-        interpolation="BILINEAR",
+        interpolation=interpolation,
         fill_mode="REFLECT",
     )
 
-    brightness = uniform(keys[4], -_BRIGHTNESS, _BRIGHTNESS)[:, None, None, None]
-    contrast = uniform(keys[5], 1.0 - _CONTRAST, 1.0 + _CONTRAST)[:, None, None, None]
+
+def _intensity(images, draw):
     mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
-    images = (images - mean) * contrast + mean + brightness
+    images = (images - mean) * draw["contrast"] + mean + draw["brightness"]
     return tf.clip_by_value(images, 0.0, 1.0)
 
 

@@ -38,12 +38,14 @@ from senet.data.base import EMOTIONS
 __all__ = [
     "DIFFICULTIES",
     "EMOTIONS",
+    "FACE_PARTS",
     "PRESETS",
     "FaceGeometry",
     "Preset",
     "draw_faces",
     "sample_geometry",
     "synthetic_expressions",
+    "synthetic_face_parts",
 ]
 
 
@@ -315,6 +317,54 @@ def synthetic_expressions(
     return images, labels, masks
 
 
+#: The classes of :func:`synthetic_face_parts`, in label order.
+FACE_PARTS = ("background", "skin", "eyes", "brows", "mouth")
+
+
+def synthetic_face_parts(
+    n: int, *, image_size: int = 48, seed: int = 0, difficulty: str = "easy"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The synthetic faces segmented into parts: a label map for each face.
+
+    The images are those of :func:`synthetic_expressions` with the same arguments (the
+    same draws, bit for bit); each pixel is labelled with its index in
+    :data:`FACE_PARTS`: 0 background (and hair, and the occluders of the hard preset),
+    1 skin (the nose included), 2 eyes, 3 brows, 4 mouth. A part drawn over the skin
+    takes its pixels, at anti-aliased coverage 0.5. The ``"hard"`` preset (subtler
+    expressions, occluders, stronger pose, lighting, noise and clutter) is the harder
+    segmentation problem too.
+
+    Args:
+        n: Number of images (positive).
+        image_size: Side of the square images in pixels (at least 16).
+        seed: Seed of the NumPy generator that draws everything.
+        difficulty: ``"easy"`` or ``"hard"``.
+
+    Returns:
+        ``(images, labels)``: float32 images ``(n, S, S, 1)`` in ``[0, 1]`` and uint8
+        label maps ``(n, S, S)``.
+
+    Example:
+        >>> images, labels = synthetic_face_parts(7, image_size=32)
+        >>> images.shape, labels.shape, int(labels.max()) <= 4
+        ((7, 32, 32, 1), (7, 32, 32), True)
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        raise fail("n", "a positive integer", n)
+    preset = _preset(difficulty)
+    rng = np.random.default_rng(seed)
+    expressions = rng.permutation(np.arange(n) % len(EMOTIONS)).astype(np.int64)
+    geometry = sample_geometry(int(n), rng, difficulty=preset)
+    images, masks = draw_faces(
+        geometry, expressions, rng, image_size=image_size, difficulty=preset, skin=True
+    )
+    labels = np.zeros(masks["skin"].shape, np.uint8)
+    # painted in the order they are drawn: a later part covers an earlier one
+    for part in ("skin", "brows", "eyes", "mouth"):
+        labels[masks[part]] = FACE_PARTS.index(part)
+    return images, labels
+
+
 def draw_faces(
     geometry: FaceGeometry,
     labels: np.ndarray,
@@ -322,6 +372,7 @@ def draw_faces(
     *,
     image_size: int = 48,
     difficulty: str | Preset = "easy",
+    skin: bool = False,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Draw faces with the given geometry and expression labels.
 
@@ -334,9 +385,11 @@ def draw_faces(
         rng: NumPy generator for the random nuisances.
         image_size: Side of the square images in pixels (at least 16).
         difficulty: ``"easy"`` or ``"hard"`` (see :func:`synthetic_expressions`).
+        skin: Also return the ``"skin"`` mask: the visible skin of the face (nose
+            included, hair and occluders not), whatever part is drawn over it.
 
     Returns:
-        ``(images, masks)`` as in :func:`synthetic_expressions`.
+        ``(images, masks)`` as in :func:`synthetic_expressions` (plus ``"skin"``).
     """
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)):
         raise fail("image_size", "an integer >= 16", image_size)
@@ -354,14 +407,15 @@ def draw_faces(
     params = _sample_parts(labels, rng, preset)
     params.update(_sample_nuisance(n, rng, preset))
     images = np.empty((n, size, size, 1), np.float32)
-    masks = {k: np.empty((n, size, size), bool) for k in ("eyes", "brows", "mouth", "regions")}
+    names = ("eyes", "brows", "mouth", "regions", *(("skin",) if skin else ()))
+    masks = {k: np.empty((n, size, size), bool) for k in names}
     for start in range(0, n, _CHUNK):
         index = slice(start, min(n, start + _CHUNK))
         chunk = {k: v[index] for k, v in params.items()}
         image, chunk_masks = _render(geometry.take(index), chunk, size, rng, preset)
         images[index, :, :, 0] = image
-        for k, v in chunk_masks.items():
-            masks[k][index] = v
+        for k in names:
+            masks[k][index] = chunk_masks[k]
     return images, masks
 
 
@@ -677,7 +731,8 @@ def _canvas(geometry: FaceGeometry, p: dict[str, np.ndarray], size: int) -> _Can
 
 
 def _render(geometry: FaceGeometry, p: dict[str, np.ndarray], size: int, rng, preset: Preset):
-    """Draw one chunk. Returns images ``(B, S, S)`` and the four masks.
+    """Draw one chunk. Returns images ``(B, S, S)`` and the masks: the four of
+    :func:`synthetic_expressions` and ``"skin"`` (:func:`synthetic_face_parts`).
 
     Back to front: background and clutter, the head (hair, face, fringe, nose), then the
     labelled parts inside their label-free regions (brows, eyes, mouth), occluders, and the
@@ -685,15 +740,15 @@ def _render(geometry: FaceGeometry, p: dict[str, np.ndarray], size: int, rng, pr
     """
     c = _canvas(geometry, p, size)
     image = _background(c, preset)
-    image = _head(c, image)
+    image, skin = _head(c, image)
     regions = _part_regions(c, preset)
-    masks = {}
+    masks = {"skin": skin}
     image, masks["brows"] = _brows(c, image, regions["brows"])
     image, masks["eyes"] = _eyes(c, image, regions["eyes"])
     image, masks["mouth"] = _mouth(c, image, regions["mouth"])
     if preset.occluders:
         image, hidden = _occlude(image, c.u, c.v, c.aspect, c.ppu, c.col, preset.occluders)
-        for part in ("eyes", "brows", "mouth"):
+        for part in ("skin", "eyes", "brows", "mouth"):
             masks[part] &= ~hidden
     image = _lighting(c, image, rng)
     masks["regions"] = regions["eyes"] | regions["brows"] | regions["mouth"]
@@ -718,9 +773,10 @@ def _background(c: _Canvas, preset: Preset) -> np.ndarray:
     return image
 
 
-def _head(c: _Canvas, image: np.ndarray) -> np.ndarray:
+def _head(c: _Canvas, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Hair behind the head (an ellipse wider than the face, cut at a random length), the
-    face with radial shading, the fringe over the forehead and a nose: all label-free."""
+    face with radial shading, the fringe over the forehead and a nose: all label-free.
+    Returns the image and the visible skin (boolean ``(B, S, S)``)."""
     col, u, v, aspect, ppu = c.col, c.u, c.v, c.aspect, c.ppu
     has_hair = col["has_hair"]
     hair_back = _bent_ellipse(u, v + 0.08, aspect * col["hair_width"], 1.12)
@@ -734,9 +790,13 @@ def _head(c: _Canvas, image: np.ndarray) -> np.ndarray:
         col["hair_freq"] * u + col["hair_phase"]
     )
     fringe = np.maximum(face, v - fringe_edge)
-    image = _over(image, col["hair_tone"], _coverage(fringe, ppu) * has_hair)
+    fringe_cover = _coverage(fringe, ppu) * has_hair
+    image = _over(image, col["hair_tone"], fringe_cover)
     nose = _bent_ellipse(u, v - (0.2 + col["nose_dv"]), col["nose_w"], col["nose_h"], curve=0.02)
-    return _over(image, col["nose_tone"], _coverage(nose, ppu) * col["has_nose"])
+    image = _over(image, col["nose_tone"], _coverage(nose, ppu) * col["has_nose"])
+    # visible skin (the nose included), at coverage 0.5 like the part masks
+    skin = (_coverage(face, ppu) >= 0.5) & (fringe_cover < 0.5)
+    return image, skin
 
 
 def _part_regions(c: _Canvas, preset: Preset) -> dict[str, np.ndarray]:

@@ -1,0 +1,148 @@
+"""Segmentation data: the synthetic face parts, image/mask folders, .npz masks, the nearest
+label resize and every kind of bad mask."""
+
+import cv2
+import numpy as np
+import pytest
+
+from senet.data.masks import (
+    MaskSet,
+    load_masks,
+    read_mask_folders,
+    read_mask_npz,
+    resize_labels,
+    split_random,
+)
+from senet.data.synthetic import FACE_PARTS, synthetic_expressions, synthetic_face_parts
+from senet.errors import DataError
+
+
+def test_face_parts_are_the_expression_images_labelled_by_their_masks():
+    images, labels = synthetic_face_parts(28, image_size=40, seed=5, difficulty="hard")
+    same, _, masks = synthetic_expressions(28, image_size=40, seed=5, difficulty="hard")
+    np.testing.assert_array_equal(images, same)
+    assert labels.shape == (28, 40, 40) and labels.dtype == np.uint8
+    assert FACE_PARTS == ("background", "skin", "eyes", "brows", "mouth")
+    # a part's pixels carry its label unless a part drawn later covers them
+    np.testing.assert_array_equal(labels == 4, masks["mouth"])
+    np.testing.assert_array_equal(labels == 2, masks["eyes"] & ~masks["mouth"])
+    np.testing.assert_array_equal(labels == 3, masks["brows"] & ~masks["eyes"] & ~masks["mouth"])
+    parts = masks["eyes"] | masks["brows"] | masks["mouth"]
+    assert not (parts & (labels <= 1)).any()
+    # every class is in most faces; skin is the largest foreground class
+    present = np.stack([(labels == k).any(axis=(1, 2)) for k in range(5)])
+    assert present.mean(axis=1).min() > 0.8
+    counts = np.bincount(labels.ravel(), minlength=5)
+    assert counts[1] > counts[2:].max()
+
+
+def test_face_parts_are_deterministic_and_the_hard_preset_hides_parts():
+    a = synthetic_face_parts(14, image_size=32, seed=1)
+    b = synthetic_face_parts(14, image_size=32, seed=1)
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], synthetic_face_parts(14, image_size=32, seed=2)[1])
+    with pytest.raises(ValueError, match="n"):
+        synthetic_face_parts(0)
+
+
+@pytest.mark.parametrize("size", [7, 16, 33, 100])
+def test_resize_labels_is_opencvs_exact_nearest_neighbour(size):
+    labels = np.random.default_rng(size).integers(0, 5, (23, 31), dtype=np.uint8)
+    reference = cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST_EXACT)
+    np.testing.assert_array_equal(resize_labels(labels, size), reference)
+    assert resize_labels(labels, None) is labels
+
+
+def _write_pairs(root, count=4, side=20, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    images, masks = [], []
+    for i in range(count):
+        image = rng.integers(0, 256, (side, side), dtype=np.uint8)
+        mask = rng.integers(0, classes, (side, side), dtype=np.uint8)
+        cv2.imwrite(str(root / "images" / f"case{i}.png"), image)
+        cv2.imwrite(str(root / "masks" / f"case{i}.png"), mask)
+        images.append(image)
+        masks.append(mask)
+    return np.stack(images), np.stack(masks)
+
+
+def test_mask_folders_round_trip_and_resize(tmp_path):
+    images, masks = _write_pairs(tmp_path, side=20)
+    data = read_mask_folders(tmp_path, image_size=None)
+    assert isinstance(data, MaskSet) and len(data) == 4 and data.rank == 2
+    np.testing.assert_array_equal(data.y, masks)
+    np.testing.assert_allclose(data.x[..., 0], images / 255.0, atol=1e-6)
+    assert data.class_names == ("0", "1", "2")
+    assert data.names == tuple(f"case{i}.png" for i in range(4))
+    resized = read_mask_folders(tmp_path, image_size=32, channels=3)
+    assert resized.x.shape == (4, 32, 32, 3) and resized.y.shape == (4, 32, 32)
+    np.testing.assert_array_equal(resized.y[1], resize_labels(masks[1], 32))
+    (tmp_path / "classes.txt").write_text("background\ncell\nnucleus\nspare\n")
+    assert read_mask_folders(tmp_path).class_names == ("background", "cell", "nucleus", "spare")
+
+
+def test_a_mask_of_another_size_is_an_error_naming_the_mask(tmp_path):
+    _write_pairs(tmp_path)
+    cv2.imwrite(str(tmp_path / "masks" / "case2.png"), np.zeros((21, 20), np.uint8))
+    with pytest.raises(DataError, match=r"case2\.png: mask is 20x21 pixels, its image") as info:
+        read_mask_folders(tmp_path)
+    assert "\n" not in str(info.value)
+    with pytest.warns(UserWarning, match="skipped 1 bad image/mask pair"):
+        data = read_mask_folders(tmp_path, skip_bad=True)
+    assert len(data) == 3 and "case2.png" not in data.names
+
+
+def test_an_image_without_a_mask_and_bad_labels_are_errors(tmp_path):
+    _write_pairs(tmp_path)
+    (tmp_path / "masks" / "case3.png").unlink()
+    with pytest.raises(DataError, match=r"case3\.png: no mask"):
+        read_mask_folders(tmp_path)
+    cv2.imwrite(str(tmp_path / "masks" / "case3.png"), np.full((20, 20), 5, np.uint8))
+    (tmp_path / "classes.txt").write_text("a\nb\nc\n")
+    with pytest.raises(DataError, match=r"case3\.png: mask value 5 out of range \[0, 3\)"):
+        read_mask_folders(tmp_path)
+    colour = np.zeros((20, 20, 3), np.uint8)
+    colour[..., 2] = 1
+    cv2.imwrite(str(tmp_path / "masks" / "case3.png"), colour)
+    with pytest.raises(DataError, match="one class index per pixel"):
+        read_mask_folders(tmp_path)
+    with pytest.raises(DataError, match="folder not found"):
+        read_mask_folders(tmp_path / "nothing")
+
+
+def test_npz_masks_round_trip_and_bad_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 16, 16), dtype=np.float32)
+    y = rng.integers(0, 3, (6, 16, 16))
+    np.savez(tmp_path / "good.npz", x=x, y=y, class_names=np.array(["bg", "a", "b"]))
+    data = read_mask_npz(tmp_path / "good.npz", image_size=None)
+    np.testing.assert_array_equal(data.y, y)
+    np.testing.assert_allclose(data.x[..., 0], x)
+    assert data.class_names == ("bg", "a", "b")
+    np.savez(tmp_path / "shape.npz", x=x, y=y[:, :8])
+    with pytest.raises(DataError, match=r"shape\.npz: 'y' must hold a mask"):
+        read_mask_npz(tmp_path / "shape.npz")
+    fractional = y.astype(np.float32)
+    fractional[4, 3, 3] = 0.5
+    np.savez(tmp_path / "frac.npz", x=x, y=fractional)
+    with pytest.raises(DataError, match=r"frac\.npz, index 4: mask values must be integers"):
+        read_mask_npz(tmp_path / "frac.npz")
+    with pytest.raises(DataError, match=r"good\.npz: its arrays would need \d+ bytes"):
+        read_mask_npz(tmp_path / "good.npz", max_bytes=1000)
+
+
+def test_load_masks_splits_every_case_once():
+    splits = load_masks("synthetic", synthetic_size=50, image_size=32, seed=3)
+    assert [len(splits[k]) for k in ("train", "val", "test")] == [40, 5, 5]
+    assert splits["train"].class_names == FACE_PARTS
+    whole = np.concatenate([splits[k].x for k in ("train", "val", "test")])
+    images, _ = synthetic_face_parts(50, image_size=32, seed=3)
+    assert sorted(whole.sum(axis=(1, 2, 3)).tolist()) == sorted(images.sum(axis=(1, 2, 3)).tolist())
+    parts = split_random(splits["train"], 0.5, 0.0, seed=0)
+    assert len(parts["val"]) == 20 and len(parts["test"]) == 0
+    with pytest.raises(ValueError, match="channels"):
+        load_masks("phantoms", channels=3)
+    with pytest.raises(DataError, match="segmentation data not found"):
+        load_masks("no/such/folder")
