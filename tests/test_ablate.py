@@ -139,6 +139,12 @@ def test_make_grid_drops_options_a_cell_cannot_use():
 def test_make_grid_refuses_resnet_options_without_a_resnet_and_bad_values():
     with pytest.raises(ValueError, match="`placements` must be"):
         make_grid(placements=("pre",))
+    # a U-Net has no residual units: no placement or stages in its cells (its builder takes
+    # neither)
+    unet = make_grid(models=("unet",), attentions=("scse", "sse"))
+    names = ["unet-none", "unet-scse-r8-avg-sigmoid", "unet-sse-sigmoid"]
+    assert [cell.name for cell in unet] == names
+    assert all(cell.model_options().keys() <= {"attention_options"} for cell in unet)
     with pytest.raises(ValueError, match="`stages` must be"):
         make_grid(stages=("2",))
     with pytest.raises(ValueError, match="`squeezes` must be one of"):

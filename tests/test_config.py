@@ -17,7 +17,6 @@ NOT_ON_THE_COMMAND_LINE = {
     "test_fraction",
     "deterministic",
     "keep_checkpoints",
-    "model_options",
 }
 # a value other than the default for every option, as a user would ask for it
 ASKED = {
@@ -42,6 +41,7 @@ ASKED = {
     "channels": 3,
     "synthetic_size": 900,
     "synthetic_difficulty": "hard",
+    "model_options": {"width": 2, "attention_options": {"gate": "tanh"}},
     "init_from": "start.keras",
     "allow_h5": True,
 }

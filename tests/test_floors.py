@@ -26,6 +26,18 @@ NEVER = {
     "senet.config": {"senet.train", "senet.cli"},
     "senet.names": {"senet.train", "senet.cli"},
     "senet.errors": {"senet"},  # floor 0: nothing of senet
+    # NumPy and SciPy only: metrics, sliding windows, colours
+    "senet.segmentation": {
+        "senet.layers",
+        "senet.models",
+        "senet.data",
+        "senet.explain",
+        "senet.tasks",
+        "senet.inference",
+        "senet.train",
+    },
+    "senet.explain": {"senet.segment", "senet.predict", "senet.tasks", "senet.train"},
+    "senet.segment": {"senet.train", "senet.runs", "senet.export", "senet.evaluation"},
 }
 
 

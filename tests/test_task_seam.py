@@ -163,8 +163,8 @@ def test_bench_times_a_toy_task_model_with_its_own_loss(task, tmp_path, monkeypa
     losses = []
     original = task.compile_options
 
-    def recording(config):
-        options = original(config)
+    def recording(config, model):
+        options = original(config, model)
         losses.append(options["loss"])
         return options
 
@@ -180,7 +180,9 @@ def test_bench_times_a_toy_task_model_with_its_own_loss(task, tmp_path, monkeypa
     assert result["task"] == "brightness" and result["attention"] == "SqueezeExcite"
     assert losses == ["mse", "mse"]  # the plain and the SE model's training steps
     assert result["train_step"]["batch"] == 4
-    with pytest.raises(ValueError, match="must be a .keras file for the task 'brightness'"):
+    with pytest.raises(
+        ValueError, match="must be a .keras file or a network of the task 'brightness'"
+    ):
         run_bench("emotion_cnn", task="brightness")
 
 

@@ -57,7 +57,7 @@ class Brightness(Task):
         x = keras.layers.GlobalAveragePooling2D()(x)
         return keras.Model(inputs, keras.layers.Dense(len(output_names))(x))
 
-    def compile_options(self, config):
+    def compile_options(self, config, model):
         return {"loss": "mse", "metrics": [keras.metrics.R2Score(name="r2")]}
 
     def record(self, config, output_names):

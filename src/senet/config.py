@@ -141,12 +141,15 @@ class TrainConfig:
     allow_h5: bool = False
 
     def __post_init__(self):
-        from senet.tasks import task_names
+        from senet.tasks import get_task, task_names
 
         self.task = check_choice("task", self.task, task_names())
         self.data = os.fspath(self.data)
         self.attention = "none" if self.attention is None else self.attention
         self.model = check_choice("model", self.model, MODEL_NAMES)
+        models = get_task(self.task).models
+        if models is not None and self.model not in models:
+            raise fail("model", f"a network of the {self.task} task, one of {models}", self.model)
         from senet.layers import kinds  # the registry (Keras) only when a config is made
 
         self.attention = check_choice("attention", self.attention, (*kinds(), "none"))
@@ -191,11 +194,11 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-#: TrainConfig's defaults by field (those with a plain default).
+#: TrainConfig's defaults by field (a new ``{}`` for ``model_options``).
 DEFAULTS = {
-    f.name: f.default
+    f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
     for f in dataclasses.fields(TrainConfig)
-    if f.default is not dataclasses.MISSING
+    if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 }
 
 
@@ -225,6 +228,19 @@ positive_float = _number(
     float, lambda value: 0 < value < float("inf"), "a positive number", "positive_float"
 )
 non_negative_int = _number(int, lambda value: value >= 0, "an integer >= 0", "non_negative_int")
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """An argparse type: a JSON object (``'{"depth": 3}'``), else "expected ..." (one line)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object such as '{{\"depth\": 3}}', got {text!r}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -259,13 +275,16 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
     Option(
         "task",
         "--task",
-        "classification, or a task a package adds (entry point group senet.tasks)",
+        "classification, segmentation, or a task a package adds (entry point group senet.tasks)",
         metavar="TASK",
     ),
     Option(
         "data",
         "--data",
-        "FER2013 csv, image folder (one sub-folder per class), .npz (x, y) or 'synthetic'",
+        "classification: FER2013 csv, image folder (one sub-folder per class), .npz (x, y) "
+        "or 'synthetic'; segmentation: a folder with images/ and masks/, .npz (x, y masks), "
+        "a Decathlon folder (imagesTr/, labelsTr/), 'synthetic' (face parts) or 'phantoms' "
+        "(3-D)",
     ),
     Option("model", "--model", "", choices=MODEL_NAMES),
     Option(
@@ -314,6 +333,14 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
         "--synthetic-difficulty",
         "synthetic faces for --data synthetic: easy or hard",
         choices=SYNTHETIC_DIFFICULTIES,
+    ),
+    Option(
+        "model_options",
+        "--model-options",
+        "further arguments of the network's builder as JSON, e.g. "
+        '\'{"depth": 3, "base_filters": 8}\' for unet',
+        json_object,
+        metavar="JSON",
     ),
     Option(
         "init_from",
@@ -411,6 +438,8 @@ def flag_for(name: str, value: Any, flags: dict[str, str] | None = None) -> list
 
 
 def _word(value: Any) -> str:
+    if isinstance(value, dict):
+        return json.dumps(value)
     # str() of a float reads back as the same float; 8.0 is written 8, as typed
     if isinstance(value, float) and value.is_integer():
         return str(int(value))

@@ -94,6 +94,14 @@ def evaluate(
     from senet.inference import load_classifier
 
     model = load_classifier(model_path, allow_h5=allow_h5, allow_savedmodel=allow_savedmodel)
+    from senet.inference import model_record
+
+    if ((model_record(model, model_path) or {}).get("task") or "classification") == (
+        "segmentation"
+    ):
+        return _evaluate_masks(
+            model, model_path, data, split, out_files, batch_size=batch_size, skip_bad=skip_bad
+        )
     if len(model.input_shape) != 4:
         raise ValueError(f"Expected a model taking (B, H, W, C) images, got {model.input_shape}")
     _, height, width, channels = model.input_shape
@@ -101,7 +109,7 @@ def evaluate(
         raise ValueError(
             f"Expected a model with a square, known input size, got {model.input_shape}"
         )
-    from senet.inference import input_format, model_record, to_input_range
+    from senet.inference import input_format, to_input_range
 
     inputs = input_format(
         model, record=model_record(model, model_path), input_range=input_range, colour=colour
@@ -142,6 +150,57 @@ def evaluate(
     return metrics
 
 
+def _evaluate_masks(
+    model, model_path: Path, data, split: str, out_files, *, batch_size: int, skip_bad: bool
+) -> dict[str, Any]:
+    """``evaluate`` for a segmentation model: the split of its run (or the defaults),
+    :meth:`senet.tasks.segmentation.SegmentationTask.evaluate`'s Dice, IoU and HD95."""
+    from senet.data.masks import MaskSet, load_masks
+    from senet.tasks import get_task
+
+    task = get_task("segmentation")
+    shape = tuple(model.input_shape[1:])
+    options = _split_options(find_run_config(model_path))
+    sets = load_masks(
+        data,
+        image_size=int(shape[0]),
+        channels=int(shape[-1]) if len(shape) == 3 else 1,
+        skip_bad=skip_bad,
+        **options,
+    )
+    if split == "all":
+        parts = [sets[name] for name in ("train", "val", "test") if len(sets[name])]
+        cases = MaskSet(
+            np.concatenate([p.x for p in parts]),
+            np.concatenate([p.y for p in parts]),
+            parts[0].class_names,
+            spacing=parts[0].spacing,
+        )
+    else:
+        cases = sets[split]
+    if len(cases) == 0:
+        raise ValueError(f"the {split} split of {os.fspath(data)} has no cases")
+    _check_classes(model_path, int(model.output_shape[-1]), cases.class_names, data)
+    metrics = task.evaluate(model, cases, batch_size=batch_size)
+    metrics.update(task="segmentation", split=split, model=str(model_path))
+    if isinstance(model, ExportedModel):
+        metrics["format"] = model.format
+    else:
+        metrics.update(format="keras", params=int(model.count_params()))
+    if out_files is not None:
+        metrics_file, _ = out_files
+        metrics_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(metrics_file, json.dumps(metrics, indent=2))
+        task.report(
+            metrics,
+            metrics_file.parent,
+            title=model_path.name,
+            split=split,
+            output_names=cases.class_names,
+        )
+    return metrics
+
+
 def _out_files(out_dir: str | os.PathLike | None, overwrite: bool) -> tuple[Path, Path] | None:
     """``(metrics.json, confusion.png)`` in ``out_dir``, checked before anything runs.
 
@@ -160,7 +219,10 @@ def _out_files(out_dir: str | os.PathLike | None, overwrite: bool) -> tuple[Path
         )
     files = (out_dir / METRICS_FILE, out_dir / "confusion.png")
     if not overwrite:
-        for path in files:
+        from senet.tasks import get_task, task_names
+
+        figures = {name for task in task_names() for name in get_task(task).report_files}
+        for path in (*files, *(out_dir / name for name in sorted(figures))):
             if path.exists():
                 raise FileExistsError(
                     f"{path} already exists; pass overwrite=True (senet evaluate --overwrite) "

@@ -73,7 +73,7 @@ def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int 
     """The optimizer of ``config``, the loss and metrics of its task."""
     model.compile(
         optimizer=_optimizer(config.optimizer, _learning_rate(config, steps_per_epoch)),
-        **get_task(config.task).compile_options(config),
+        **get_task(config.task).compile_options(config, model),
     )
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "load_for_inference",
     "model_input_size",
     "model_record",
+    "model_task",
     "open_exported",
     "predictor",
     "read_keras",
@@ -537,6 +538,7 @@ def model_record(model, model_path: str | os.PathLike) -> dict[str, Any] | None:
         return None
     try:
         record = {
+            "task": config.get("task"),
             "dataset": dataset_kind(config["data"]),
             "image_size": config.get("image_size"),
             "channels": config.get("channels"),
@@ -548,6 +550,27 @@ def model_record(model, model_path: str | os.PathLike) -> dict[str, Any] | None:
     if names is not None:
         record["class_names"] = names
     return check_record(record, find_run(model_path) / "config.json")
+
+
+def model_task(
+    model_path: str | os.PathLike, *, allow_h5: bool = False, allow_savedmodel: bool = False
+) -> str:
+    """The task a saved model was trained for (``"classification"`` unless it says).
+
+    Its run's ``config.json`` when the model sits in a run (nothing is loaded), else the
+    record in the model (:func:`model_record`). A model that cannot be loaded counts as a
+    classifier here: the command that loads it next reports why it cannot.
+    """
+    config = find_run_config(model_path)
+    if config is not None and isinstance(config.get("task"), str):
+        return config["task"]
+    try:
+        model = load_classifier(model_path, allow_h5=allow_h5, allow_savedmodel=allow_savedmodel)
+        record = model_record(model, model_path)
+    except (OSError, ValueError, ImportError):
+        return "classification"
+    task = (record or {}).get("task")
+    return task if isinstance(task, str) and task else "classification"
 
 
 def warn_if_synthetic(record: dict | None, model_path: str | os.PathLike) -> None:

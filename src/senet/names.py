@@ -16,9 +16,11 @@ from typing import Any
 
 __all__ = [
     "CIFAR_DEPTHS",
+    "CLASSIFICATION_MODELS",
     "IMAGENET_DEPTHS",
     "MODEL_NAMES",
     "RESNET_DEPTHS",
+    "SEGMENTATION_MODELS",
     "build_model",
     "is_cifar_depth",
     "resnet_depth",
@@ -43,6 +45,13 @@ MODEL_NAMES: tuple[str, ...] = (
     "emotion_cnn",
     *(f"resnet{depth}" for depth in CIFAR_DEPTHS),
     *(f"resnet{depth}" for depth in IMAGENET_DEPTHS),
+    "unet",
+)
+#: The networks of :data:`MODEL_NAMES` that label every pixel (segmentation), not images.
+SEGMENTATION_MODELS: tuple[str, ...] = ("unet",)
+#: The networks that give one label an image (classification).
+CLASSIFICATION_MODELS: tuple[str, ...] = tuple(
+    name for name in MODEL_NAMES if name not in SEGMENTATION_MODELS
 )
 
 
@@ -69,8 +78,8 @@ def build_model(
 ):
     """Build the network ``name`` of :data:`MODEL_NAMES` (a new, untrained Keras model).
 
-    ``options`` go to the builder (:func:`senet.models.emotion_cnn` or
-    :func:`senet.models.resnet`).
+    ``options`` go to the builder (:func:`senet.models.emotion_cnn`,
+    :func:`senet.models.resnet` or :func:`senet.models.unet`).
     """
     from senet.checks import check_choice
 
@@ -79,6 +88,12 @@ def build_model(
         from senet.models import emotion_cnn
 
         return emotion_cnn(
+            tuple(input_shape), num_classes, attention=attention, reduction=reduction, **options
+        )
+    if name == "unet":
+        from senet.models import unet
+
+        return unet(
             tuple(input_shape), num_classes, attention=attention, reduction=reduction, **options
         )
     from senet.models import resnet

@@ -179,7 +179,10 @@ class AblationResult:
 
 
 #: Each setting's default, for a manifest written before the setting existed (``task``).
-_SETTING_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings)}
+_SETTING_DEFAULTS = {
+    f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+    for f in dataclasses.fields(Settings)
+}
 
 
 def _open_out_dir(out_dir: Path, settings: Settings) -> None:

@@ -129,8 +129,8 @@ def make_grid(
     """The cells of a grid: every combination, each model's no-attention baseline first.
 
     Options a cell cannot use are dropped (None) and the duplicates this makes removed: the
-    baseline has none, ECA/sSE take no reduction, sSE/CBAM no squeeze, ``emotion_cnn`` no
-    placement or stages. The first value of each axis is the base setting the per-axis
+    baseline has none, ECA/sSE take no reduction, sSE/CBAM no squeeze, networks other than
+    the ResNets (``emotion_cnn``, ``unet``) no placement or stages. The first value of each axis is the base setting the per-axis
     tables vary one option from.
 
     Raises:
@@ -142,6 +142,7 @@ def make_grid(
     """
     from senet.layers.registry import check_kind
     from senet.models.resnet import PLACEMENTS
+    from senet.names import resnet_depth
     from senet.train import MODEL_NAMES
 
     models = [check_choice("models", m, MODEL_NAMES) for m in _as_list("models", models)]
@@ -157,7 +158,7 @@ def make_grid(
         check_choice("placements", p, PLACEMENTS) for p in _as_list("placements", placements)
     ]
     stage_sets = [_parse_stages(s) for s in _as_list("stages", stages)]
-    if all(m == "emotion_cnn" for m in models):
+    if all(resnet_depth(m) is None for m in models):
         for argument, values, default in (
             ("placements", placements, "standard"),
             ("stages", stage_sets, "all"),
@@ -168,7 +169,7 @@ def make_grid(
 
     cells: dict[Cell, None] = {}
     for model in models:
-        resnet = model != "emotion_cnn"
+        resnet = resnet_depth(model) is not None
         cells[Cell(model, "none")] = None
         for kind, r, squeeze, gate, placement, stage in itertools.product(
             kinds, reductions, squeezes, gates, placements, stage_sets
@@ -208,6 +209,9 @@ class Settings:
     lr_schedule: str = DEFAULTS["lr_schedule"]
     augment: bool = DEFAULTS["augment"]
     split_seed: int = DEFAULTS["split_seed"]
+    #: Builder arguments every cell shares (``{"depth": 3}`` for a U-Net); a cell's own
+    #: (:meth:`Cell.model_options`) are added to them.
+    model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     latency_batch: int = 1
     latency_rounds: int = 10
 
@@ -244,12 +248,14 @@ _LATENCY_FIELDS = ("latency_batch", "latency_rounds")
 def cell_config(cell: Cell, seed: int, settings: Settings):
     """The :class:`senet.config.TrainConfig` of one cell-seed: the cell's model and
     attention, the shared settings (:meth:`Settings.train_fields`), ``seed``."""
+    shared = settings.train_fields()
+    model_options = {**shared.pop("model_options"), **cell.model_options()}
     return TrainConfig(
-        **settings.train_fields(),
+        **shared,
         model=cell.model,
         attention=cell.attention,
         reduction=cell.reduction if cell.reduction is not None else 8,
         seed=seed,
         keep_checkpoints=1,
-        model_options=cell.model_options(),
+        model_options=model_options,
     )

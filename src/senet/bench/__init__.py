@@ -59,7 +59,12 @@ __all__ = [
 #: ``schema`` of :func:`run_bench`'s result (``senet bench --json``); raised when it changes.
 BENCH_SCHEMA = "senet.bench/2"
 #: What ``senet bench`` builds for a model name: ``(input shape, classes)``.
-BENCH_MODELS = {"emotion_cnn": ((48, 48, 1), 7), "resnet": ((224, 224, 3), 1000)}
+BENCH_MODELS = {
+    "emotion_cnn": ((48, 48, 1), 7),
+    "resnet": ((224, 224, 3), 1000),
+    # the U-Net's defaults (depth 4, 16 filters), the synthetic face parts' five classes
+    "unet": ((128, 128, 1), 5),
+}
 
 
 def _bench_pair(model: str, attention: str, reduction, allow_h5: bool):
@@ -76,6 +81,11 @@ def _bench_pair(model: str, attention: str, reduction, allow_h5: bool):
         plain = models.emotion_cnn(shape, classes, attention=None)
         attended = models.emotion_cnn(shape, classes, attention=attention, **options)
         return plain, attended, "emotion_cnn", attention
+    if model == "unet":
+        shape, classes = BENCH_MODELS["unet"]
+        plain = models.unet(shape, classes, attention=None)
+        attended = models.unet(shape, classes, attention=attention, **options)
+        return plain, attended, "unet", attention
     depth = resnet_depth(model)
     if depth is not None:
         shape, classes = BENCH_MODELS["resnet"]
@@ -125,10 +135,8 @@ def _timing(result: dict) -> dict:
 def _train_step(model: keras.Model, batch: int, task, seed: int = 0) -> Callable[[], object]:
     """One compiled training step (SGD, the task's loss: cross-entropy for classification)
     of a copy of ``model`` on random images and the task's random targets."""
-    from senet.config import TrainConfig
-
     copy = keras.models.clone_model(model)
-    copy.compile(optimizer="sgd", loss=task.compile_options(TrainConfig(task=task.name))["loss"])
+    copy.compile(optimizer="sgd", loss=task.compile_options(None, copy)["loss"])
     rng = np.random.default_rng(seed)
     x = rng.random((batch, *tuple(model.inputs[0].shape[1:])), dtype=np.float32)
     y = task.random_targets(tuple(model.outputs[0].shape), batch, rng)
@@ -173,12 +181,13 @@ def run_bench(
 
     Args:
         model: ``"emotion_cnn"`` (48x48x1, 7 classes), ``"resnet<depth>"`` (ImageNet
-            depths at 224x224x3 with 1000 classes, CIFAR depths at 32x32x3 with 10), or a
+            depths at 224x224x3 with 1000 classes, CIFAR depths at 32x32x3 with 10),
+            ``"unet"`` (task ``segmentation``: 128x128x1, 5 classes), or a
             ``.keras`` file: with attention layers, they are dropped for the plain model;
             without, ``attention`` is inserted (``insert_attention``, identity init).
         task: The model's task (:func:`senet.tasks.get_task`): the training step's loss and
-            random targets are its own. The names build classifiers; another task's model
-            is benched from its file (a run's ``model.keras``).
+            random targets are its own. A name must be one of the task's networks; a
+            task's other models are benched from their file (a run's ``model.keras``).
         attention: The attention kind compared with no attention (``"se"``, ...); for a
             file with attention layers the result names their classes instead.
         reduction: Its reduction ratio (default: the builder's: 8 emotion_cnn, 16 ResNet).
@@ -237,10 +246,11 @@ def run_bench(
     from senet.tasks import get_task
 
     task = get_task(task)
-    if task.name != "classification" and not os.path.isfile(model):
+    if not os.path.isfile(model) and model not in (task.models or ()):
+        networks = f" ({', '.join(task.models)})" if task.models else ""
         raise ValueError(
-            f"`model` must be a .keras file for the task {task.name!r} (the names build "
-            f"classifiers), got {model!r}"
+            f"`model` must be a .keras file or a network of the task {task.name!r}{networks}, "
+            f"got {model!r}"
         )
     plain, attended, name, attention = _bench_pair(model, attention, reduction, allow_h5)
     pair = {"plain": plain, "attention": attended}

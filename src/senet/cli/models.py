@@ -27,7 +27,8 @@ from senet.tasks import get_task
 def add_evaluate(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="accuracy, per-class precision/recall/F1 and confusion matrix of a saved model",
+        help="accuracy, per-class precision/recall/F1 and confusion matrix of a saved classifier; "
+        "Dice, IoU and HD95 per class of a segmentation model",
     )
     parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     parser.add_argument("--data", required=True, help="data source (as for train)")
@@ -70,19 +71,22 @@ def _run_evaluate(args) -> int:
             )
         finally:
             print_warnings(args.command, caught)
-    print(
-        json.dumps(metrics, indent=2) if args.json else get_task("classification").summary(metrics)
-    )
+    task = get_task(metrics.get("task", "classification"))
+    print(json.dumps(metrics, indent=2) if args.json else task.summary(metrics))
     return 0
 
 
 def add_predict(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict",
-        help="emotions of the faces in photos and videos",
+        help="emotions of the faces in photos and videos; masks of images and volumes",
         description=(
-            "Detect faces (OpenCV Haar cascade), classify each and print its box, emotion and "
-            "class probabilities. Video files (.mp4, .avi, ...) are read frame by frame."
+            "A classifier: detect faces (OpenCV Haar cascade), classify each and print its "
+            "box, emotion and class probabilities; video files (.mp4, .avi, ...) are read "
+            "frame by frame. A segmentation model (senet train --task segmentation): label "
+            "every pixel of images, or voxel of NIfTI volumes (.nii, .nii.gz; sliding "
+            "windows), and write STEM_mask.png + STEM_overlay.png or STEM_mask.nii.gz into "
+            "--annotate DIR."
         ),
     )
     parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
@@ -96,7 +100,7 @@ def add_predict(subparsers) -> None:
         "--annotate",
         metavar="DIR",
         help="write annotated copies here: STEM_annotated.png|jpg|avi (STEM_2_annotated... "
-        "for a second input of the same name)",
+        "for a second input of the same name); a segmentation model's masks and overlays",
     )
     parser.add_argument(
         "--overwrite",
@@ -118,7 +122,11 @@ def add_predict(subparsers) -> None:
 
 
 def _run_predict(args) -> int:
+    from senet.inference import model_task
 
+    task = model_task(args.model, allow_h5=args.allow_h5, allow_savedmodel=args.allow_savedmodel)
+    if task == "segmentation":
+        return _run_segment(args)
     from senet.predict import iter_predictions
 
     # library warnings (a truncated video's missing frames) as one line each, in order
@@ -137,6 +145,34 @@ def _run_predict(args) -> int:
                 print(json.dumps(result.to_dict()), flush=True)
             else:
                 print(_format_prediction(result), flush=True)
+        print_warnings(args.command, caught)
+    return 0
+
+
+def _run_segment(args) -> int:
+    from senet.errors import printable
+    from senet.segment import iter_segmentations
+
+    if not args.annotate:
+        raise CLIError("a segmentation model writes masks: give --annotate DIR")
+    with warnings.catch_warnings(record=True) as caught:
+        for result in iter_segmentations(
+            args.model,
+            args.paths,
+            out_dir=args.annotate,
+            overwrite=args.overwrite,
+            allow_h5=args.allow_h5,
+            allow_savedmodel=args.allow_savedmodel,
+        ):
+            print_warnings(args.command, caught)
+            if args.json:
+                print(json.dumps(result.to_dict()), flush=True)
+                continue
+            shares = ", ".join(
+                f"{name} {row['fraction']:.1%}" for name, row in result.classes.items()
+            )
+            size = "x".join(map(str, result.shape))
+            print(f"{printable(result.path)} ({size}): {shares} -> {result.mask}", flush=True)
         print_warnings(args.command, caught)
     return 0
 
@@ -165,7 +201,8 @@ def _format_prediction(result) -> str:
 def add_explain(subparsers) -> None:
     parser = subparsers.add_parser(
         "explain",
-        help="heatmaps of where a model looks on the faces in photos",
+        help="heatmaps of where a model looks on the faces in photos; a segmentation "
+        "model's attention gates per decoder level",
         description=(
             "Detect and crop faces as `senet predict` does, explain each with Grad-CAM or the "
             "last attention layer's map, and write one overlay PNG per face and an index.html "
@@ -202,7 +239,16 @@ def add_explain(subparsers) -> None:
 
 
 def _run_explain(args) -> int:
+    from senet.inference import model_task
 
+    if model_task(args.model, allow_h5=args.allow_h5) == "segmentation":
+        from senet.segment import explain_segmentation
+
+        for written in explain_segmentation(
+            args.model, args.paths, out_dir=args.out, overwrite=args.overwrite
+        ):
+            print(written, flush=True)
+        return 0
     from senet.explain_photos import INDEX_FILE, iter_explanations
 
     # library warnings (an .h5 model's safe-mode notice) as one line each, in order

@@ -208,6 +208,7 @@ _ABLATE_SETTINGS = (
     "optimizer",
     "lr_schedule",
     "augment",
+    "model_options",
 )
 
 

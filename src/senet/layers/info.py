@@ -140,6 +140,7 @@ def _number(value) -> bool:
 
 # field -> (rule, what the rule wants); None is allowed for every field (not recorded)
 _FIELDS = {
+    "task": (_text, "a short string"),
     "dataset": (_text, "a short string"),
     "data": (_text, "a short string"),
     "synthetic_difficulty": (_text, "a short string"),

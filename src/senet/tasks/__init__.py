@@ -1,6 +1,6 @@
 """Tasks: the kinds of problem senet trains (:class:`Task`, the seam), by name.
 
-``TrainConfig.task`` (``senet train --task NAME``) names one. Built in: ``classification``.
+``TrainConfig.task`` (``senet train --task NAME``) names one. Built in: ``classification`` and ``segmentation``.
 A package adds one through the ``senet.tasks`` entry point (then every command, and the
 worker processes of ``--workers`` and ``senet ablate``, find it)::
 
@@ -22,7 +22,10 @@ __all__ = ["ENTRY_POINT_GROUP", "Task", "get_task", "register_task", "task_names
 ENTRY_POINT_GROUP = "senet.tasks"
 
 #: The built-in tasks, imported when first asked for.
-_BUILT_IN = {"classification": "senet.tasks.classification:ClassificationTask"}
+_BUILT_IN = {
+    "classification": "senet.tasks.classification:ClassificationTask",
+    "segmentation": "senet.tasks.segmentation:SegmentationTask",
+}
 _REGISTRY: dict[str, Task] = {}
 _plugins_loaded = False
 

@@ -36,6 +36,9 @@ class Task:
     report_files: tuple[str, ...] = ()
     #: What the loss is called on the training curves' y axis.
     loss_name: str = "loss"
+    #: The names of :data:`senet.names.MODEL_NAMES` :meth:`build_model` builds (``--model``),
+    #: or None when it builds its own network whatever the name.
+    models: tuple[str, ...] | None = None
 
     # ------------------------------------------------------------------ data
     def load_data(self, config) -> dict[str, Any]:
@@ -73,8 +76,11 @@ class Task:
         """Why ``model`` (a checkpoint, ``init_from``) cannot be this run's model, or None."""
         return None
 
-    def compile_options(self, config) -> dict[str, Any]:
-        """``loss`` and ``metrics`` for ``model.compile`` (the metrics name ``score``)."""
+    def compile_options(self, config, model) -> dict[str, Any]:
+        """``loss`` and ``metrics`` for ``model.compile`` (the metrics name ``score``).
+
+        ``config`` is the run's TrainConfig, or None outside a run (``senet bench`` times a
+        training step with the loss); ``model`` is the model to compile."""
         raise NotImplementedError
 
     def record(self, config, output_names: Sequence[str]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from senet.names import CLASSIFICATION_MODELS
 from senet.tasks.base import Task
 
 __all__ = ["ClassificationTask"]
@@ -26,6 +27,7 @@ class ClassificationTask(Task):
     score = "accuracy"
     report_files = ("confusion.png",)
     loss_name = "cross-entropy loss"
+    models = CLASSIFICATION_MODELS
 
     def load_data(self, config) -> dict[str, Any]:
         from senet.data import load_dataset
@@ -97,7 +99,7 @@ class ClassificationTask(Task):
             )
         return None
 
-    def compile_options(self, config) -> dict[str, Any]:
+    def compile_options(self, config, model) -> dict[str, Any]:
         return {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
 
     def record(self, config, output_names: Sequence[str]) -> dict[str, Any]:
