@@ -185,3 +185,35 @@ def test_export_keeps_the_label_maps(run, tmp_path):
         result = export_model(run / "model.keras", tmp_path / f"unet{suffix}", format=fmt)
         # the argmax may differ on a pixel where two classes tie to 1e-7
         assert result.top1_agreement > 0.9999 and result.max_abs_diff < 1e-4
+
+
+def test_volumes_train_and_predict_nifti_masks_in_the_inputs_orientation(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    from senet.data.nifti import read_volume, write_volume
+    from senet.data.phantoms import synthetic_phantoms
+
+    config = _config(data="phantoms", image_size=16, synthetic_size=12, batch_size=4, epochs=1)
+    result = train(config, tmp_path / "run", verbose=0)
+    assert result.model.input_shape == (None, 16, 16, 16, 1)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert list(metrics["per_class"]) == ["liver", "kidney", "spleen"]
+    # a volume larger than the model's input, stored as RAS and as its LPS twin
+    images, _ = synthetic_phantoms(1, size=24, seed=9)
+    volume = images[0, ..., 0] * 800 - 100
+    ras = np.diag([1.5, 1.0, 2.0, 1.0])
+    lps = np.diag([-1.5, -1.0, 2.0, 1.0])
+    lps[:2, 3] = [1.5 * 23, 1.0 * 23]
+    write_volume(tmp_path / "ras.nii.gz", volume, ras)
+    write_volume(tmp_path / "lps.nii.gz", volume[::-1, ::-1], lps)
+    out = tmp_path / "masks"
+    model = str(tmp_path / "run" / "model.keras")
+    argv = ["predict", model, str(tmp_path / "ras.nii.gz"), str(tmp_path / "lps.nii.gz")]
+    assert main([*argv, "--annotate", str(out)]) == 0
+    for name, affine in (("ras", ras), ("lps", lps)):
+        written = nib.load(out / f"{name}_mask.nii.gz")
+        assert written.shape == (24, 24, 24)
+        np.testing.assert_allclose(written.affine, affine)
+    a = read_volume(out / "ras_mask.nii.gz", kind="label").array
+    b = read_volume(out / "lps_mask.nii.gz", kind="label").array
+    np.testing.assert_array_equal(a, b)  # one physical volume, one mask
+    assert set(np.unique(a)) <= {0, 1, 2, 3}

@@ -6,7 +6,8 @@ Sources (:func:`load_masks`):
   (:func:`senet.data.synthetic.synthetic_face_parts`: background, skin, eyes, brows,
   mouth), ``easy`` or ``hard``.
 - ``"phantoms"``: synthetic 3-D volumes of organs in a body
-  (:func:`senet.data.phantoms.synthetic_phantoms`), cubes of side ``image_size``.
+  (:func:`senet.data.phantoms.synthetic_phantoms`, four classes), cubes of side
+  ``image_size``, z-scored like NIfTI volumes.
 - a folder with ``images/NAME.png`` and ``masks/NAME.png`` (any image format
   :func:`senet.data.images.load_image` reads): the mask's pixel value is the class. An
   optional ``classes.txt`` (one name a line, in label order) names the classes.
@@ -340,10 +341,13 @@ def _synthetic(source, image_size, channels, size, difficulty, seed) -> MaskSet:
         if channels == 3:
             x = np.repeat(x, 3, axis=-1)
         return MaskSet(x, y, FACE_PARTS)
+    from senet.data.nifti import normalize_intensity
     from senet.data.phantoms import PHANTOM_CLASS_NAMES, synthetic_phantoms
 
     x, y = synthetic_phantoms(size, size=image_size, difficulty=difficulty, seed=seed)
-    return MaskSet(x, y, tuple(PHANTOM_CLASS_NAMES[: int(y.max()) + 1]), spacing=(1.0, 1.0, 1.0))
+    for volume in x:  # z-scored like every NIfTI volume senet reads
+        volume[...] = normalize_intensity(volume)
+    return MaskSet(x, y, PHANTOM_CLASS_NAMES[:4], spacing=(1.0, 1.0, 1.0))
 
 
 def load_masks(
@@ -412,23 +416,21 @@ def _read_source(path: Path, image_size, channels, skip_bad) -> MaskSet:
 
 
 def read_decathlon_set(root: Path, *, image_size: int | None) -> MaskSet:
-    """The labelled cases of a Decathlon folder as one :class:`MaskSet`: every volume
-    must have the same shape (resampling to a common grid is not done here), one channel
-    (the first of a multi-channel image), z-score intensities."""
+    """The labelled cases of a Decathlon folder as one :class:`MaskSet`: every volume a
+    cube of side ``image_size`` (training takes whole volumes; resampling and patch
+    sampling are not done here), one channel (the first of a multi-channel image),
+    z-scored intensities, each case's affine and the first case's spacing."""
     from senet.data.nifti import decathlon_class_names, read_decathlon
 
     cases = read_decathlon(root, split="train")
     if not cases:
         raise DataError(f"{root}: no labelled volumes in imagesTr/")
-    shapes = {case.label.array.shape for case in cases}
-    if len(shapes) > 1:
+    shapes = sorted({case.label.array.shape for case in cases})
+    if image_size is not None and shapes != [(image_size,) * 3]:
         raise DataError(
-            f"{root}: volumes of different shapes {sorted(shapes)[:3]}: resample them to one "
-            "grid first (senet trains on whole volumes of one shape)"
+            f"{root}: volumes of shape {shapes[:3]}; training takes whole volumes, cubes of "
+            f"--image-size {image_size}: resample or crop them to that grid first"
         )
-    shape = next(iter(shapes))
-    if image_size is not None and any(side % 16 for side in shape):
-        raise DataError(f"{root}: volume sides {shape} must be multiples of 16 for the U-Net")
     x = np.stack([_first_channel(case.image.array) for case in cases])[..., None]
     y = np.stack([case.label.array for case in cases]).astype(np.int32)
     names = decathlon_class_names(root)
