@@ -102,3 +102,12 @@ def test_help_ablate_and_settings_take_trainconfig_defaults():
     args = parser.parse_args(["ablate", "--out", "x", "--difficulty", "hard"])
     assert args.synthetic_difficulty == "hard"
     assert "--difficulty hard" in cli.training._ablate_command(args)
+
+
+def test_a_task_refuses_the_networks_of_another(capsys):
+    argv = ["train", "--task", "segmentation", "--model", "emotion_cnn", "--out", "x", "--quiet"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "a network of the segmentation task" in err and len(err.splitlines()) == 1
+    with pytest.raises(ValueError, match="classification task"):
+        TrainConfig(model="unet")

@@ -17,6 +17,9 @@ from senet.data.masks import load_masks, resize_labels
 from senet.data.synthetic import FACE_PARTS, synthetic_face_parts
 from senet.train import train
 
+# every test here trains or reads a trained run: the quick lane leaves them out
+pytestmark = pytest.mark.slow
+
 SIDE = 32
 OPTIONS = {"depth": 2, "base_filters": 4}
 
@@ -168,16 +171,6 @@ def test_the_gates_are_the_layers_own(run):
     np.testing.assert_allclose(rebuilt, y, rtol=1e-4, atol=1e-5)
 
 
-def test_a_classifier_name_is_refused_for_segmentation(capsys):
-    argv = ["train", "--task", "segmentation", "--model", "emotion_cnn", "--out", "x", "--quiet"]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "a network of the segmentation task" in err and len(err.splitlines()) == 1
-    with pytest.raises(ValueError, match="classification task"):
-        TrainConfig(model="unet")
-
-
-@pytest.mark.slow
 def test_export_keeps_the_label_maps(run, tmp_path):
     from senet.export import export_model
 
