@@ -193,6 +193,18 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def split_options(self) -> dict[str, Any]:
+        """What chooses a run's images and splits besides the source, as the readers
+        (``load_dataset``, ``load_masks``) name it: the fractions, the split seed and the
+        synthetic set's size and difficulty."""
+        return {
+            "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction,
+            "seed": self.split_seed,
+            "synthetic_size": self.synthetic_size,
+            "synthetic_difficulty": self.synthetic_difficulty,
+        }
+
 
 #: TrainConfig's defaults by field (a new ``{}`` for ``model_options``).
 DEFAULTS = {

@@ -132,11 +132,7 @@ def evaluate(
     x = images.x if images.x.shape[-1] == channels else np.repeat(images.x, channels, axis=-1)
     images = ImageSet(to_input_range(x, inputs.input_range), images.y, images.class_names)
     metrics = evaluate_model(model, images, batch_size=batch_size)
-    metrics.update(split=split, model=str(model_path))
-    if isinstance(model, ExportedModel):
-        metrics["format"] = model.format
-    else:
-        metrics.update(format="keras", params=int(model.count_params()))
+    metrics.update(split=split, model=str(model_path), **_model_facts(model))
     if out_files is not None:
         metrics_file, confusion_file = out_files
         metrics_file.parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +144,13 @@ def evaluate(
             title=f"Confusion matrix ({split}, accuracy {metrics['accuracy']:.3f})",
         )
     return metrics
+
+
+def _model_facts(model) -> dict[str, Any]:
+    """``format`` (``"keras"`` or the export's) and, for a Keras model, ``params``."""
+    if isinstance(model, ExportedModel):
+        return {"format": model.format}
+    return {"format": "keras", "params": int(model.count_params())}
 
 
 def _evaluate_masks(
@@ -182,11 +185,7 @@ def _evaluate_masks(
         raise ValueError(f"the {split} split of {os.fspath(data)} has no cases")
     _check_classes(model_path, int(model.output_shape[-1]), cases.class_names, data)
     metrics = task.evaluate(model, cases, batch_size=batch_size)
-    metrics.update(task="segmentation", split=split, model=str(model_path))
-    if isinstance(model, ExportedModel):
-        metrics["format"] = model.format
-    else:
-        metrics.update(format="keras", params=int(model.count_params()))
+    metrics.update(task="segmentation", split=split, model=str(model_path), **_model_facts(model))
     if out_files is not None:
         metrics_file, _ = out_files
         metrics_file.parent.mkdir(parents=True, exist_ok=True)
@@ -286,10 +285,4 @@ def _split_options(run_config: dict[str, Any] | None) -> dict[str, Any]:
         config = TrainConfig(**{name: run_config[name] for name in fields if name in run_config})
     except (TypeError, ValueError):
         config = TrainConfig()
-    return {
-        "val_fraction": config.val_fraction,
-        "test_fraction": config.test_fraction,
-        "seed": config.split_seed,
-        "synthetic_size": config.synthetic_size,
-        "synthetic_difficulty": config.synthetic_difficulty,
-    }
+    return config.split_options()

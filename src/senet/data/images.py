@@ -45,6 +45,7 @@ __all__ = [
     "check_inputs_fit",
     "fit_images",
     "list_images",
+    "load_npz_arrays",
     "load_image",
     "pixel_cap",
     "pixel_scale",
@@ -604,28 +605,7 @@ def read_npz(
     """
     path = Path(path)
     _check_size_channels(image_size, channels)
-    cap = array_cap(max_bytes)
-    try:
-        names_in_file, shapes = _npz_headers(path)
-        needed = _npz_bytes_needed(shapes, image_size, channels)
-        if needed > cap:
-            raise DataError(
-                f"{path}: its arrays would need {needed} bytes of memory, over the cap of "
-                f"{cap} bytes (a decompression bomb?); set {MAX_ARRAY_BYTES_ENV} to a larger "
-                "number to read it"
-            )
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in _NPZ_ARRAYS if key in shapes}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        if isinstance(error, DataError):
-            raise
-        raise DataError(f"{path}: cannot read .npz file ({error})") from None
-    missing = [key for key in ("x", "y") if key not in arrays]
-    if missing:
-        raise DataError(
-            f"{path}: missing array(s) {missing}; expected 'x' (images) and 'y' (labels), "
-            f"found {sorted(names_in_file)}"
-        )
+    arrays = load_npz_arrays(path, image_size, channels, max_bytes=max_bytes, labels="labels")
     x, y = arrays["x"], np.asarray(arrays["y"])
     if y.ndim != 1 or x.ndim < 1 or x.shape[0] != y.shape[0]:
         raise DataError(
@@ -663,6 +643,46 @@ def read_npz(
         raise DataError(f"{path}: no valid samples")
     kept = x if keep.all() else x[keep]
     return fit_images(kept, image_size, channels, source=str(path)), labels[keep], names
+
+
+def load_npz_arrays(
+    path: Path,
+    image_size: int | None,
+    channels: int,
+    *,
+    max_bytes: int | None = None,
+    labels: str = "labels",
+) -> dict[str, np.ndarray]:
+    """``x``, ``y`` and (if there) ``class_names`` of an ``.npz``, after the byte cap is
+    checked from the arrays' headers (nothing is decompressed before); the one ``.npz``
+    loader of the readers. ``labels`` says what ``y`` holds in the missing-array message.
+
+    Raises:
+        DataError: Not an ``.npz`` (zip) archive, over the cap, ``x`` or ``y`` missing.
+    """
+    cap = array_cap(max_bytes)
+    try:
+        names_in_file, shapes = _npz_headers(path)
+        needed = _npz_bytes_needed(shapes, image_size, channels)
+        if needed > cap:
+            raise DataError(
+                f"{path}: its arrays would need {needed} bytes of memory, over the cap of "
+                f"{cap} bytes (a decompression bomb?); set {MAX_ARRAY_BYTES_ENV} to a larger "
+                "number to read it"
+            )
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in _NPZ_ARRAYS if key in shapes}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        if isinstance(error, DataError):
+            raise
+        raise DataError(f"{path}: cannot read .npz file ({error})") from None
+    missing = [key for key in ("x", "y") if key not in arrays]
+    if missing:
+        raise DataError(
+            f"{path}: missing array(s) {missing}; expected 'x' (images) and 'y' ({labels}), "
+            f"found {sorted(names_in_file)}"
+        )
+    return arrays
 
 
 def _npz_headers(path: Path) -> tuple[list[str], dict[str, tuple[tuple[int, ...], np.dtype]]]:

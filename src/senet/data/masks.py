@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,14 +35,11 @@ import numpy as np
 from senet.checks import check_choice, fail
 from senet.data.base import MAX_INFERRED_CLASSES, report_problems
 from senet.data.images import (
-    MAX_ARRAY_BYTES_ENV,
-    _npz_bytes_needed,
-    _npz_headers,
-    array_cap,
     check_inputs_fit,
     fit_images,
     list_images,
     load_image,
+    load_npz_arrays,
     to_model_input,
 )
 from senet.errors import DataError
@@ -274,28 +270,7 @@ def read_mask_npz(
             classes (naming the file and the case's index).
     """
     path = Path(path)
-    cap = array_cap(max_bytes)
-    try:
-        found, shapes = _npz_headers(path)
-        # the masks resized: one int32 per output pixel
-        needed = _npz_bytes_needed(shapes, image_size, channels)
-        if needed > cap:
-            raise DataError(
-                f"{path}: its arrays would need {needed} bytes of memory, over the cap of "
-                f"{cap} bytes; set {MAX_ARRAY_BYTES_ENV} to a larger number to read it"
-            )
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in ("x", "y", "class_names") if key in shapes}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        if isinstance(error, DataError):
-            raise
-        raise DataError(f"{path}: cannot read .npz file ({error})") from None
-    missing = [key for key in ("x", "y") if key not in arrays]
-    if missing:
-        raise DataError(
-            f"{path}: missing array(s) {missing}; expected 'x' (images) and 'y' (masks), "
-            f"found {sorted(found)}"
-        )
+    arrays = load_npz_arrays(path, image_size, channels, max_bytes=max_bytes, labels="masks")
     x, y = arrays["x"], arrays["y"]
     if y.ndim != 3 or x.ndim not in (3, 4) or x.shape[:3] != y.shape:
         raise DataError(

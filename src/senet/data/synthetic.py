@@ -307,13 +307,20 @@ def synthetic_expressions(
         >>> images.shape, labels.shape, sorted(masks)
         ((14, 32, 32, 1), (14,), ['brows', 'eyes', 'mouth', 'regions'])
     """
+    return _draw_set(n, image_size, seed, difficulty, skin=False)
+
+
+def _draw_set(n, image_size, seed, difficulty, *, skin: bool):
+    """The draws of :func:`synthetic_expressions` (``skin``: with the skin mask too)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
         raise fail("n", "a positive integer", n)
     preset = _preset(difficulty)
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % len(EMOTIONS)).astype(np.int64)
     geometry = sample_geometry(int(n), rng, difficulty=preset)
-    images, masks = draw_faces(geometry, labels, rng, image_size=image_size, difficulty=preset)
+    images, masks = draw_faces(
+        geometry, labels, rng, image_size=image_size, difficulty=preset, skin=skin
+    )
     return images, labels, masks
 
 
@@ -349,15 +356,7 @@ def synthetic_face_parts(
         >>> images.shape, labels.shape, int(labels.max()) <= 4
         ((7, 32, 32, 1), (7, 32, 32), True)
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
-        raise fail("n", "a positive integer", n)
-    preset = _preset(difficulty)
-    rng = np.random.default_rng(seed)
-    expressions = rng.permutation(np.arange(n) % len(EMOTIONS)).astype(np.int64)
-    geometry = sample_geometry(int(n), rng, difficulty=preset)
-    images, masks = draw_faces(
-        geometry, expressions, rng, image_size=image_size, difficulty=preset, skin=True
-    )
+    images, _, masks = _draw_set(n, image_size, seed, difficulty, skin=True)
     labels = np.zeros(masks["skin"].shape, np.uint8)
     # painted in the order they are drawn: a later part covers an earlier one
     for part in ("skin", "brows", "eyes", "mouth"):

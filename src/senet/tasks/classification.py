@@ -36,12 +36,8 @@ class ClassificationTask(Task):
             config.data,
             image_size=config.image_size,
             channels=config.channels,
-            val_fraction=config.val_fraction,
-            test_fraction=config.test_fraction,
-            seed=config.split_seed,
             skip_bad=config.skip_bad,
-            synthetic_size=config.synthetic_size,
-            synthetic_difficulty=config.synthetic_difficulty,
+            **config.split_options(),
         )
 
     def output_names(self, split) -> list[str]:
