@@ -42,6 +42,7 @@ ASKED = {
     "synthetic_size": 900,
     "synthetic_difficulty": "hard",
     "model_options": {"width": 2, "attention_options": {"gate": "tanh"}},
+    "patch_size": 16,
     "init_from": "start.keras",
     "allow_h5": True,
 }

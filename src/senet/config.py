@@ -100,7 +100,12 @@ class TrainConfig:
         keep_checkpoints: How many epoch checkpoints to keep (at least 1).
         model_options: Further keyword arguments of the model builder, as JSON values:
             ``attention_options`` (``{"squeeze": "max", "gate": "tanh"}``) for any model,
-            ``placement`` and ``stages`` for ResNets (see :func:`senet.models.resnet`).
+            ``placement`` and ``stages`` for ResNets (see :func:`senet.models.resnet`),
+            ``depth`` and ``base_filters`` for the U-Net.
+        patch_size: Segmentation of volumes: train on random cubes of this side (2 in 3
+            centred on a foreground voxel, the rest anywhere), drawn anew every batch from
+            ``(seed, epoch, step)``; the network takes any size, so validation and the test
+            label whole volumes. None: train on whole volumes.
         init_from: Start from this saved Keras classifier (architecture and weights, e.g.
             one :func:`senet.models.insert_attention` made) instead of building ``model``;
             its input must be ``(image_size, image_size, channels)`` and its outputs one
@@ -137,6 +142,7 @@ class TrainConfig:
     deterministic: bool = True
     keep_checkpoints: int = 2
     model_options: dict[str, Any] = field(default_factory=dict)
+    patch_size: int | None = None
     init_from: str | None = None
     allow_h5: bool = False
 
@@ -168,6 +174,10 @@ class TrainConfig:
         self.channels = check_choice("channels", self.channels, (1, 3))
         if self.init_from is not None:
             self.init_from = os.fspath(self.init_from)
+        if self.patch_size is not None:
+            self.patch_size = check_number("patch_size", self.patch_size, integer=True, minimum=1)
+            if self.patch_size > self.image_size:
+                raise fail("patch_size", f"at most image_size ({self.image_size})", self.patch_size)
         try:  # as config.json holds it (tuples become lists), so a resume compares alike
             self.model_options = json.loads(json.dumps(dict(self.model_options)))
         except (TypeError, ValueError):
@@ -353,6 +363,14 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
         '\'{"depth": 3, "base_filters": 8}\' for unet',
         json_object,
         metavar="JSON",
+    ),
+    Option(
+        "patch_size",
+        "--patch-size",
+        "segmentation of volumes: train on random PATCH^3 crops (2 in 3 centred on a "
+        "foreground voxel) and label whole volumes; default: whole volumes",
+        positive_int,
+        metavar="PATCH",
     ),
     Option(
         "init_from",

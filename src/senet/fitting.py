@@ -352,7 +352,7 @@ def _fit(
             seed=config.seed,
             first_epoch=restored.epochs_done,
             epochs=config.epochs,
-            augment=task.augment if config.augment else None,
+            augment=task.train_transform(config),
             sample_weights=task.sample_weights(train_set, config),
             replicas=replicas,
             whole_batches=whole_batches,

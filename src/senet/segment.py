@@ -181,9 +181,14 @@ def iter_segmentations(
     targets = _targets(paths, out_dir, overwrite)
     model = load_classifier(model_path, allow_h5=allow_h5, allow_savedmodel=allow_savedmodel)
     shape = tuple(model.input_shape[1:])
-    names = class_names_for(
-        model_path, int(model.output_shape[-1]), model_record(model, model_path)
-    )
+    record = model_record(model, model_path) or {}
+    names = class_names_for(model_path, int(model.output_shape[-1]), record)
+    if len(shape) == 4 and shape[0] is None:
+        # a network trained on patches takes any size: windows of its patch
+        side = record.get("patch_size") or record.get("image_size")
+        if not isinstance(side, int):
+            raise ValueError(f"{model_path} takes any size and records no patch size")
+        shape = (side, side, side, shape[-1])
     predict = predictor(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, files in zip(paths, targets, strict=True):

@@ -175,3 +175,32 @@ def test_augmentation_moves_image_and_mask_together():
     for image, mask in zip(moved_x.numpy()[..., 0], moved_y.numpy(), strict=True):
         slope, offset = np.polyfit(mask.ravel(), image.ravel(), 1)
         np.testing.assert_allclose(image, slope * mask + offset, atol=1e-5)
+
+
+def test_patches_are_drawn_from_the_seed_and_centred_on_foreground():
+    from senet.data.pipeline import sample_patches
+
+    rng = np.random.default_rng(0)
+    images = rng.random((4, 20, 20, 20, 1)).astype(np.float32)
+    masks = np.zeros((4, 20, 20, 20), np.int32)
+    masks[0, 17, 2, 9] = 2  # one foreground voxel near a face of the cube
+    masks[1, 3:6, 3:6, 3:6] = 1
+    x, y = (a.numpy() for a in sample_patches(images, masks, (5, 6), 8, foreground=1.0))
+    assert x.shape == (4, 8, 8, 8, 1) and y.shape == (4, 8, 8, 8)
+    assert y[0].sum() == 2 and y[1].sum() > 0  # the foreground is inside the patch
+    # the image crop is the mask crop's place: find where it came from
+    for b in range(4):
+        hits = [
+            (i, j, k)
+            for i in range(13)
+            for j in range(13)
+            for k in range(13)
+            if np.array_equal(images[b, i : i + 8, j : j + 8, k : k + 8], x[b])
+        ]
+        assert len(hits) == 1
+        i, j, k = hits[0]
+        np.testing.assert_array_equal(masks[b, i : i + 8, j : j + 8, k : k + 8], y[b])
+    again = sample_patches(images, masks, (5, 6), 8, foreground=1.0)[0].numpy()
+    np.testing.assert_array_equal(again, x)
+    other = sample_patches(images, masks, (5, 7), 8, foreground=1.0)[0].numpy()
+    assert not np.array_equal(other[2:], x[2:])  # no foreground there: anywhere

@@ -25,6 +25,7 @@ __all__ = [
     "PREFETCH",
     "augment_batch",
     "augment_with_masks",
+    "sample_patches",
     "augmentation",
     "class_weights",
     "epoch_batches",
@@ -135,6 +136,63 @@ def augment_with_masks(images, masks, seed) -> tuple[tf.Tensor, tf.Tensor]:
         tf.where(flip, tf.reverse(labels, axis=[2]), labels), draw, interpolation="NEAREST"
     )
     return _intensity(images, draw), tf.cast(tf.round(labels[..., 0]), masks.dtype)
+
+
+def sample_patches(images, masks, seed, patch: int, foreground: float = 2 / 3):
+    """A random ``patch``-sided crop of every image and mask of a batch of volumes.
+
+    For each volume, with probability ``foreground`` the crop is centred on a foreground
+    voxel (mask > 0) drawn uniformly, else on any voxel (and on any voxel when the mask
+    has no foreground); a crop that would leave the volume is shifted back inside. Every
+    draw is a pure function of ``seed`` (two integers), so a resumed run sees the same
+    patches. MONAI's ``RandCropByPosNegLabeld`` with ``pos=2, neg=1`` draws alike.
+
+    Args:
+        images: ``(B, D, H, W, C)`` float volumes.
+        masks: ``(B, D, H, W)`` integer label maps.
+        seed: Two integers.
+        patch: The crop's side (at most each volume side).
+        foreground: The share of crops centred on foreground.
+
+    Returns:
+        ``(images, masks)`` of shapes ``(B, P, P, P, C)`` and ``(B, P, P, P)``.
+    """
+    images = tf.convert_to_tensor(images)
+    masks = tf.convert_to_tensor(masks)
+    seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+    batch = tf.shape(images)[0]
+    spatial = tf.shape(masks)[1:4]
+    keys = tf.random.experimental.stateless_split(seed, num=3)
+    on_foreground = tf.random.stateless_uniform([batch], keys[0]) < foreground
+    pick = tf.random.stateless_uniform([batch], keys[1])
+    anywhere = tf.random.stateless_uniform([batch, 3], keys[2])
+    half = patch // 2
+
+    def one(index):
+        mask = masks[index]
+        voxels = tf.where(mask > 0)  # (K, 3) int64
+        count = tf.shape(voxels, out_type=tf.int64)[0]
+        chosen = tf.minimum(tf.cast(pick[index] * tf.cast(count, tf.float32), tf.int64), count - 1)
+        random_centre = tf.cast(anywhere[index] * tf.cast(spatial, tf.float32), tf.int64)
+        centre = tf.cond(
+            on_foreground[index] & (count > 0),
+            lambda: voxels[tf.maximum(chosen, 0)],
+            lambda: random_centre,
+        )
+        start = tf.clip_by_value(centre - half, 0, tf.cast(spatial, tf.int64) - patch)
+        start = tf.cast(start, tf.int32)
+        image = tf.slice(images[index], tf.concat([start, [0]], 0), [patch, patch, patch, -1])
+        label = tf.slice(mask, start, [patch, patch, patch])
+        return image, label
+
+    return tf.map_fn(
+        one,
+        tf.range(batch),
+        fn_output_signature=(
+            tf.TensorSpec([patch, patch, patch, None], images.dtype),
+            tf.TensorSpec([patch, patch, patch], masks.dtype),
+        ),
+    )
 
 
 def _augment_volumes(images, masks, seed):

@@ -62,6 +62,12 @@ class Task:
         unchanged."""
         return x, y
 
+    def train_transform(self, config):
+        """What a training batch goes through: ``f(x, y, seed) -> (x, y)`` in TensorFlow
+        ops drawn from ``seed`` only, or None. Default: :meth:`augment` when
+        ``config.augment``."""
+        return self.augment if config.augment else None
+
     def random_targets(self, output_shape, batch: int, rng):
         """``batch`` random targets for a model whose output is ``output_shape`` (``senet
         bench`` times a training step on them). Default: uniform floats of that shape."""

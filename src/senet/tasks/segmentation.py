@@ -53,6 +53,26 @@ class SegmentationTask(Task):
 
         return augment_with_masks(x, y, seed)
 
+    def train_transform(self, config):
+        """With ``config.patch_size``: a random patch of every volume
+        (:func:`senet.data.pipeline.sample_patches`, foreground-weighted), then the
+        augmentation when ``config.augment``; else the augmentation alone."""
+        augment = self.augment if config.augment else None
+        if config.patch_size is None:
+            return augment
+        import tensorflow as tf
+
+        from senet.data.pipeline import sample_patches
+
+        patch = int(config.patch_size)
+
+        def transform(x, y, seed):
+            keys = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
+            x, y = sample_patches(x, y, keys[0], patch)
+            return (x, y) if augment is None else augment(x, y, keys[1])
+
+        return transform
+
     def random_targets(self, output_shape, batch: int, rng):
         """Random label maps of the output's spatial shape."""
         shape = tuple(output_shape)
@@ -64,6 +84,11 @@ class SegmentationTask(Task):
 
         spatial = (config.image_size,) * self._rank(config)
         channels = 1 if len(spatial) == 3 else config.channels
+        if config.patch_size is not None:
+            if len(spatial) != 3:
+                raise ValueError("`patch_size` is for volumes (phantoms, a Decathlon folder)")
+            # trained on patches, it labels whole volumes: any size
+            spatial = (None, None, None)
         return build_model(
             config.model,
             input_shape=(*spatial, channels),
@@ -88,6 +113,8 @@ class SegmentationTask(Task):
             outputs = tuple(model.outputs[0].shape[1:])
         except (AttributeError, ValueError, TypeError, IndexError):
             return None
+        if config.patch_size is not None and any(s is not None for s in inputs[:-1]):
+            return f"training on patches needs a model taking any size, this one takes {inputs}"
         if len(outputs) != len(inputs) or outputs[:-1] != inputs[:-1]:
             return (
                 f"a segmentation model gives a label map the size of its input; this one "
@@ -121,6 +148,7 @@ class SegmentationTask(Task):
             "data": str(config.data) if synthetic else Path(config.data).name,
             "synthetic_difficulty": config.synthetic_difficulty if synthetic else None,
             "image_size": config.image_size,
+            "patch_size": config.patch_size,
             "channels": config.channels,
             "input_range": [0, 1],
             "class_names": [str(name) for name in output_names],
