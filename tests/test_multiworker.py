@@ -303,3 +303,38 @@ def test_cli_error_is_one_short_line_and_debug_shows_the_traceback(
         monkeypatch.setenv("SENET_DEBUG", "1")
     with pytest.raises(ValueError, match="PerReplica"):
         main(argv)
+
+
+@pytest.mark.slow
+def test_a_segmentation_run_trains_and_scores_on_two_workers(tmp_path):
+    """The segmentation task on the cluster path: its uint8 synthetic labels once broke the
+    workers' collectives, and its final labels must be the model's for each test image
+    (a distributed predict hands each worker a share of the batch)."""
+    import json
+    import subprocess
+    import sys
+
+    run = tmp_path / "seg"
+    argv = ["train", "--workers", "2", "--task", "segmentation", "--model", "unet"]
+    argv += ["--attention", "scse", "--synthetic-size", "40", "--image-size", "16"]
+    argv += ["--epochs", "1", "--batch-size", "8", "--quiet", "--out", str(run)]
+    argv += ["--model-options", '{"depth": 2, "base_filters": 4}']
+    done = subprocess.run(
+        [sys.executable, "-m", "senet", *argv],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    from senet.data.masks import load_masks
+    from senet.layers import load_model
+    from senet.tasks import get_task
+
+    test = load_masks("synthetic", synthetic_size=40, image_size=16)["test"]
+    model = load_model(run / "model.keras", compile=False)
+    again = get_task("segmentation").evaluate(model, test, batch_size=8)
+    assert metrics["num_examples"] == len(test) == 4
+    assert metrics["test_dice"] == pytest.approx(again["dice"], abs=1e-6)

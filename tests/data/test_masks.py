@@ -136,6 +136,8 @@ def test_npz_masks_round_trip_and_bad_arrays(tmp_path):
 def test_load_masks_splits_every_case_once():
     splits = load_masks("synthetic", synthetic_size=50, image_size=32, seed=3)
     assert [len(splits[k]) for k in ("train", "val", "test")] == [40, 5, 5]
+    # int32, not the generator's uint8: a multi-worker run's collectives take no uint8
+    assert {splits[k].y.dtype for k in splits} == {np.dtype(np.int32)}
     assert splits["train"].class_names == FACE_PARTS
     whole = np.concatenate([splits[k].x for k in ("train", "val", "test")])
     images, _ = synthetic_face_parts(50, image_size=32, seed=3)

@@ -67,7 +67,7 @@ class MaskSet:
     Attributes:
         x: float32 images ``(N, *spatial, C)`` (2-D: ``(N, H, W, C)``; 3-D:
             ``(N, D, H, W, C)``).
-        y: Integer label maps ``(N, *spatial)``, each value in ``[0, len(class_names))``.
+        y: int32 label maps ``(N, *spatial)``, each value in ``[0, len(class_names))``.
         class_names: Name of each class, indexed by label (0 is the background).
         names: A name per case (its file name), or None.
         spacing: The physical size of a pixel or voxel along each spatial axis (mm), the
@@ -81,6 +81,12 @@ class MaskSet:
     names: tuple[str, ...] | None = None
     spacing: tuple[float, ...] | None = None
     affines: list[np.ndarray] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # int32 whatever the reader gave (the synthetic parts are uint8): TensorFlow's
+        # collectives, which a multi-worker run reduces a batch with, take no uint8
+        if self.y.dtype != np.int32:
+            self.y = self.y.astype(np.int32)
 
     def __len__(self) -> int:
         return int(self.y.shape[0])

@@ -243,11 +243,21 @@ class SegmentationTask(Task):
 
 
 def predict_labels(model, x: np.ndarray, *, batch_size: int) -> np.ndarray:
-    """The argmax label map of ``model`` for every case of ``x``, batch by batch (the
-    probabilities of one batch at a time are held, never the whole split's)."""
+    """The argmax label map of ``model`` (Keras or exported) for every case of ``x``,
+    batch by batch: the probabilities of one batch at a time are held, never the whole
+    split's. A Keras model is called directly, which reads mirrored weights too (a
+    distributed ``predict`` would hand every replica a share of the batch)."""
+    from senet.inference import ExportedModel
+
     out = []
     for start in range(0, len(x), batch_size):
-        probabilities = model.predict_on_batch(x[start : start + batch_size])
+        chunk = x[start : start + batch_size]
+        if isinstance(model, ExportedModel):
+            probabilities = model(chunk)
+        else:
+            import keras
+
+            probabilities = keras.ops.convert_to_numpy(model(chunk, training=False))
         out.append(np.argmax(np.asarray(probabilities), axis=-1).astype(np.uint8))
     return np.concatenate(out) if out else np.zeros((0, *x.shape[1:-1]), np.uint8)
 
