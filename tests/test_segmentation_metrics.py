@@ -88,6 +88,8 @@ def _monai(pred, target, classes, spacing=None):
     return {"dice": dice.numpy()[0], "iou": iou.numpy()[0], "hd95": hd.numpy()[0]}
 
 
+# the MONAI references load torch (seconds): the full suite runs them, the quick lane not
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(20, 24), (12, 14, 10)])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_metrics_match_monai_on_random_masks(shape, seed):
@@ -102,6 +104,7 @@ def test_metrics_match_monai_on_random_masks(shape, seed):
         np.testing.assert_allclose(ours[name], reference[name], rtol=1e-5, equal_nan=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "case",
     ["empty pred", "empty target", "both empty", "full", "one voxel", "one voxel apart"],

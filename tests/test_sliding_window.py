@@ -31,6 +31,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow  # loads torch and MONAI (seconds); the quick lane checks the rest
 @pytest.mark.parametrize("shape, patch, overlap, mode", CASES)
 def test_sliding_window_matches_monai(shape, patch, overlap, mode):
     torch = pytest.importorskip("torch")

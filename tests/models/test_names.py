@@ -13,10 +13,13 @@ from senet.train import TrainConfig
 def test_every_name_is_accepted_by_training_ablate_and_the_cli():
     assert MODEL_NAMES[0] == "emotion_cnn"
     depths = {*names.IMAGENET_DEPTHS, *names.CIFAR_DEPTHS}
-    assert {f"resnet{depth}" for depth in depths} == set(MODEL_NAMES[1:])
+    assert {f"resnet{depth}" for depth in depths} | {"unet"} == set(MODEL_NAMES[1:])
+    assert names.SEGMENTATION_MODELS == ("unet",)
+    assert set(names.CLASSIFICATION_MODELS) | {"unet"} == set(MODEL_NAMES)
     parser = cli._parser()
     for name in MODEL_NAMES:
-        assert TrainConfig(model=name).model == name
+        task = "segmentation" if name in names.SEGMENTATION_MODELS else "classification"
+        assert TrainConfig(model=name, task=task).model == name
         assert parser.parse_args(["train", "--model", name]).model == name
         assert parser.parse_args(["ablate", "--model", name, "--out", "x"]).model == [name]
     for refused in ("resnet99", "resnet1202", "resnet", "vgg16"):
@@ -30,6 +33,9 @@ def test_every_name_is_accepted_by_training_ablate_and_the_cli():
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_every_name_builds_its_network(name):
     model = build_model(name, input_shape=(32, 32, 3), num_classes=5, attention="se")
+    if name in names.SEGMENTATION_MODELS:  # a class for every pixel
+        assert model.output_shape == (None, 32, 32, 5)
+        return
     assert model.output_shape == (None, 5)
     depth = names.resnet_depth(name)
     if depth is None:
