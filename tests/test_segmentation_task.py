@@ -212,7 +212,7 @@ def test_volumes_train_and_predict_nifti_masks_in_the_inputs_orientation(tmp_pat
     assert set(np.unique(a)) <= {0, 1, 2, 3}
 
 
-def test_volumes_train_on_patches_and_label_whole_volumes(tmp_path):
+def test_volumes_train_on_patches_and_label_whole_volumes(tmp_path, capsys):
     pytest.importorskip("nibabel")
     from senet.data.nifti import read_volume, write_volume
     from senet.data.phantoms import synthetic_phantoms
@@ -226,11 +226,15 @@ def test_volumes_train_on_patches_and_label_whole_volumes(tmp_path):
     assert training_info(result.model)["patch_size"] == 16
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["num_examples"] == 1 and metrics["split"] == "test"
+    model = str(tmp_path / "run" / "model.keras")
+    capsys.readouterr()
+    assert main(["evaluate", model, "--data", "phantoms", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["dice"] == pytest.approx(metrics["test_dice"], abs=1e-6)
     # whole volumes by 16^3 windows, the input's size out
     images, _ = synthetic_phantoms(1, size=24, seed=2)
     write_volume(tmp_path / "v.nii.gz", images[0, ..., 0], np.eye(4))
     out = tmp_path / "masks"
-    model = str(tmp_path / "run" / "model.keras")
     assert main(["predict", model, str(tmp_path / "v.nii.gz"), "--annotate", str(out)]) == 0
     assert read_volume(out / "v_mask.nii.gz", kind="label").array.shape == (24, 24, 24)
     with pytest.raises(ValueError, match="patch_size"):

@@ -159,14 +159,20 @@ def _evaluate_masks(
     """``evaluate`` for a segmentation model: the split of its run (or the defaults),
     :meth:`senet.tasks.segmentation.SegmentationTask.evaluate`'s Dice, IoU and HD95."""
     from senet.data.masks import MaskSet, load_masks
+    from senet.inference import model_record
     from senet.tasks import get_task
 
     task = get_task("segmentation")
     shape = tuple(model.input_shape[1:])
+    side = shape[0]
+    if side is None:  # trained on patches, it labels volumes of the size it was trained on
+        side = (model_record(model, model_path) or {}).get("image_size")
+        if not isinstance(side, int):
+            raise ValueError(f"{model_path} takes any size and records no image size")
     options = _split_options(find_run_config(model_path))
     sets = load_masks(
         data,
-        image_size=int(shape[0]),
+        image_size=int(side),
         channels=int(shape[-1]) if len(shape) == 3 else 1,
         skip_bad=skip_bad,
         **options,
