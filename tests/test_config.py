@@ -43,6 +43,7 @@ ASKED = {
     "synthetic_difficulty": "hard",
     "model_options": {"width": 2, "attention_options": {"gate": "tanh"}},
     "patch_size": 16,
+    "ct_window": [-160.0, 240.0],
     "init_from": "start.keras",
     "allow_h5": True,
 }

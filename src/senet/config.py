@@ -102,6 +102,9 @@ class TrainConfig:
             ``attention_options`` (``{"squeeze": "max", "gate": "tanh"}``) for any model,
             ``placement`` and ``stages`` for ResNets (see :func:`senet.models.resnet`),
             ``depth`` and ``base_filters`` for the U-Net.
+        ct_window: NIfTI volumes: clip intensities to this CT window ``[low, high]`` (HU,
+            e.g. ``[-160, 240]`` for the abdomen) and scale them to ``[0, 1]``, instead of
+            the z-score. The model records it, so ``senet predict`` reads volumes alike.
         patch_size: Segmentation of volumes: train on random cubes of this side (2 in 3
             centred on a foreground voxel, the rest anywhere), drawn anew every batch from
             ``(seed, epoch, step)``; the network takes any size, so validation and the test
@@ -143,6 +146,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     model_options: dict[str, Any] = field(default_factory=dict)
     patch_size: int | None = None
+    ct_window: list[float] | None = None
     init_from: str | None = None
     allow_h5: bool = False
 
@@ -174,6 +178,16 @@ class TrainConfig:
         self.channels = check_choice("channels", self.channels, (1, 3))
         if self.init_from is not None:
             self.init_from = os.fspath(self.init_from)
+        if self.ct_window is not None:
+            window = self.ct_window
+            if (
+                not isinstance(window, list | tuple)
+                or len(window) != 2
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in window)
+                or not window[0] < window[1]
+            ):
+                raise fail("ct_window", "two numbers [low, high] with low < high", window)
+            self.ct_window = [float(v) for v in window]
         if self.patch_size is not None:
             self.patch_size = check_number("patch_size", self.patch_size, integer=True, minimum=1)
             if self.patch_size > self.image_size:
@@ -250,6 +264,19 @@ positive_float = _number(
     float, lambda value: 0 < value < float("inf"), "a positive number", "positive_float"
 )
 non_negative_int = _number(int, lambda value: value >= 0, "an integer >= 0", "non_negative_int")
+
+
+def number_pair(text: str) -> list[float]:
+    """An argparse type: ``LOW,HIGH`` (two numbers, low < high), e.g. ``-160,240``."""
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected LOW,HIGH such as -160,240, got {text!r}"
+        ) from None
+    if not low < high:
+        raise argparse.ArgumentTypeError(f"expected LOW below HIGH, got {text!r}")
+    return [low, high]
 
 
 def json_object(text: str) -> dict[str, Any]:
@@ -373,6 +400,14 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
         metavar="PATCH",
     ),
     Option(
+        "ct_window",
+        "--ct-window",
+        "NIfTI volumes: clip intensities to this CT window (HU) and scale to [0, 1] instead "
+        "of the z-score, e.g. --ct-window=-160,240",
+        number_pair,
+        metavar="LOW,HIGH",
+    ),
+    Option(
         "init_from",
         "--init-from",
         "start from this saved classifier (.keras; .h5 with --allow-h5), architecture and "
@@ -463,6 +498,8 @@ def flag_for(name: str, value: Any, flags: dict[str, str] | None = None) -> list
         if value:
             return [flag]
         return [flag.replace("--", "--no-", 1)] if option.negatable else []
+    if option.type is number_pair:  # one value; "=" since it may begin with "-"
+        return [f"{flag}={_word(list(value))}"]
     values = value if isinstance(value, list | tuple) else [value]
     return [flag, *map(_word, values)]
 
@@ -470,6 +507,8 @@ def flag_for(name: str, value: Any, flags: dict[str, str] | None = None) -> list
 def _word(value: Any) -> str:
     if isinstance(value, dict):
         return json.dumps(value)
+    if isinstance(value, list):  # a pair such as --ct-window
+        return ",".join(_word(v) for v in value)
     # str() of a float reads back as the same float; 8.0 is written 8, as typed
     if isinstance(value, float) and value.is_integer():
         return str(int(value))

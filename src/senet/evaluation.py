@@ -165,8 +165,9 @@ def _evaluate_masks(
     task = get_task("segmentation")
     shape = tuple(model.input_shape[1:])
     side = shape[0]
+    record = model_record(model, model_path) or {}
     if side is None:  # trained on patches, it labels volumes of the size it was trained on
-        side = (model_record(model, model_path) or {}).get("image_size")
+        side = record.get("image_size")
         if not isinstance(side, int):
             raise ValueError(f"{model_path} takes any size and records no image size")
     options = _split_options(find_run_config(model_path))
@@ -175,6 +176,7 @@ def _evaluate_masks(
         image_size=int(side),
         channels=int(shape[-1]) if len(shape) == 3 else 1,
         skip_bad=skip_bad,
+        ct_window=record.get("ct_window"),
         **options,
     )
     if split == "all":

@@ -8,7 +8,8 @@ class indices (so it reads back as a mask senet trains on) and whose colours sho
 classes, with ``STEM_overlay.png``, the photo with the classes tinted over it.
 
 A NIfTI volume (``.nii``, ``.nii.gz``, the ``senet[medical]`` extra) is read in RAS+
-orientation and z-scored like the training volumes (:mod:`senet.data.nifti`), labelled by
+orientation and normalised like the training volumes (z-scored, or clipped to the CT
+window the model records; :mod:`senet.data.nifti`), labelled by
 sliding-window inference (:func:`senet.segmentation.sliding_window_inference`: windows
 the size of the model's input, 25% overlap, Gaussian weights, so memory is bounded by the
 window and the output, never by a batch of the whole volume) and written as
@@ -195,7 +196,9 @@ def iter_segmentations(
         if _is_volume(path):
             if len(shape) != 4:
                 raise ValueError(f"{path}: a volume needs a 3-D model; {model_path} takes {shape}")
-            labels = _segment_volume(path, files[0], shape, predict, overlap, batch_size)
+            labels = _segment_volume(
+                path, files[0], shape, predict, overlap, batch_size, record.get("ct_window")
+            )
             yield Segmentation(str(path), labels.shape, _class_table(labels, names), str(files[0]))
             continue
         if len(shape) != 3:
@@ -259,14 +262,17 @@ def explain_segmentation(
     return [str(target) for target in targets]
 
 
-def _segment_volume(path: Path, target: Path, shape, predict, overlap, batch_size) -> np.ndarray:
+def _segment_volume(
+    path: Path, target: Path, shape, predict, overlap, batch_size, window=None
+) -> np.ndarray:
     """Label one NIfTI volume and write its mask in the input's own orientation."""
     from senet.data.nifti import normalize_intensity, read_volume, write_volume
     from senet.segmentation import sliding_window_inference
 
     volume = read_volume(path, kind="image")
     array = volume.array if volume.array.ndim == 3 else volume.array[..., 0]
-    image = normalize_intensity(array)[..., None].astype(np.float32)
+    # the normalisation the model was trained with: its CT window, else the z-score
+    image = normalize_intensity(array, window=window)[..., None].astype(np.float32)
     patch = tuple(int(s) for s in shape[:3])
     probabilities = sliding_window_inference(
         image, patch, predict, overlap=overlap, batch_size=batch_size

@@ -138,6 +138,18 @@ def test_decathlon_cases_in_name_order_with_class_names(tmp_path):
     assert [len(splits[k]) for k in ("train", "val", "test")] == [3, 1, 1]
     assert splits["train"].class_names == ("background", "tissue", "tumour")
     assert splits["train"].x.shape == (3, 16, 16, 16, 1) and splits["train"].spacing == (1.5, 1, 2)
+    # a CT window instead of the z-score: the raw intensities clipped and scaled
+    windowed = load_masks(tmp_path, image_size=16, test_fraction=0.0, ct_window=(80, 140))
+    raw = read_volume(tmp_path / "imagesTr" / "case_000.nii.gz").array
+    found = [
+        split.x[split.names.index("case_000.nii.gz"), ..., 0]
+        for split in windowed.values()
+        if "case_000.nii.gz" in (split.names or ())
+    ]
+    assert len(found) == 1
+    np.testing.assert_allclose(found[0], np.clip((raw - 80) / 60, 0, 1), atol=1e-6)
+    with pytest.raises(ValueError, match="ct_window"):
+        load_masks("synthetic", ct_window=(0, 1))
     (tmp_path / "labelsTr" / "case_003.nii.gz").unlink()
     with pytest.raises(DataError, match=r"case_003\.nii\.gz: no label"):
         read_decathlon(tmp_path)

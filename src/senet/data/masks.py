@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numbers
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -342,6 +343,7 @@ def load_masks(
     skip_bad: bool = False,
     synthetic_size: int = 2000,
     synthetic_difficulty: str = "easy",
+    ct_window: Sequence[float] | None = None,
 ) -> dict[str, MaskSet]:
     """Load a segmentation source (see the module docstring) and split it at random into
     ``{"train", "val", "test"}`` :class:`MaskSet`\\ s.
@@ -356,6 +358,8 @@ def load_masks(
         skip_bad: Skip bad pairs with one warning instead of raising.
         synthetic_size: Number of synthetic cases.
         synthetic_difficulty: ``"easy"`` or ``"hard"``.
+        ct_window: A Decathlon folder's intensities clipped to this CT window ``(low,
+            high)`` and scaled to ``[0, 1]`` instead of z-scored; NIfTI sources only.
 
     Returns:
         The three splits, sharing class names.
@@ -367,7 +371,13 @@ def load_masks(
         raise fail("val_fraction + test_fraction", "below 1", val_fraction + test_fraction)
     if isinstance(channels, bool) or channels not in (1, 3):
         raise fail("channels", "1 or 3", channels)
-    if isinstance(source, str) and source in SEGMENTATION_SOURCES:
+    is_decathlon = not isinstance(source, str) or source not in SEGMENTATION_SOURCES
+    is_decathlon = is_decathlon and (Path(source) / "imagesTr").is_dir()
+    if ct_window is not None and not is_decathlon:
+        raise fail("ct_window", "used with NIfTI volumes (a Decathlon folder) only", ct_window)
+    if is_decathlon:
+        data = read_decathlon_set(Path(source), image_size=image_size, window=ct_window)
+    elif isinstance(source, str) and source in SEGMENTATION_SOURCES:
         difficulty = check_choice("synthetic_difficulty", synthetic_difficulty, ("easy", "hard"))
         if source == "phantoms" and channels != 1:
             raise fail("channels", "1 for the 3-D phantoms", channels)
@@ -385,8 +395,6 @@ def _read_source(path: Path, image_size, channels, skip_bad) -> MaskSet:
         )
     options = {"image_size": image_size, "channels": channels}
     if path.is_dir():
-        if (path / "imagesTr").is_dir():
-            return read_decathlon_set(path, image_size=image_size)
         return read_mask_folders(path, skip_bad=skip_bad, **options)
     if path.suffix.lower() == ".npz":
         return read_mask_npz(path, **options)
@@ -396,14 +404,16 @@ def _read_source(path: Path, image_size, channels, skip_bad) -> MaskSet:
     )
 
 
-def read_decathlon_set(root: Path, *, image_size: int | None) -> MaskSet:
+def read_decathlon_set(
+    root: Path, *, image_size: int | None, window: Sequence[float] | None = None
+) -> MaskSet:
     """The labelled cases of a Decathlon folder as one :class:`MaskSet`: every volume a
     cube of side ``image_size`` (training takes whole volumes; resampling and patch
     sampling are not done here), one channel (the first of a multi-channel image),
     z-scored intensities, each case's affine and the first case's spacing."""
     from senet.data.nifti import decathlon_class_names, read_decathlon
 
-    cases = read_decathlon(root, split="train")
+    cases = read_decathlon(root, split="train", window=window)
     if not cases:
         raise DataError(f"{root}: no labelled volumes in imagesTr/")
     shapes = sorted({case.label.array.shape for case in cases})

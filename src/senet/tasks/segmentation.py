@@ -41,6 +41,7 @@ class SegmentationTask(Task):
             image_size=config.image_size,
             channels=config.channels,
             skip_bad=config.skip_bad,
+            ct_window=config.ct_window,
             **config.split_options(),
         )
 
@@ -136,7 +137,8 @@ class SegmentationTask(Task):
 
     def record(self, config, output_names: Sequence[str]) -> dict[str, Any]:
         """Keys: ``task`` (``"segmentation"``: ``senet evaluate`` and ``senet predict`` read
-        it), ``dataset`` (``"synthetic"``, ``"phantoms"``, ``"npz"`` or ``"folder"``),
+        it), ``patch_size`` and ``ct_window`` (how ``senet predict`` reads and windows a
+        volume), ``dataset`` (``"synthetic"``, ``"phantoms"``, ``"npz"`` or ``"folder"``),
         ``data`` (the source's file or folder name), ``image_size``, ``channels``,
         ``input_range``, ``class_names``, ``init_from``."""
         from senet.layers.info import dataset_kind
@@ -149,6 +151,7 @@ class SegmentationTask(Task):
             "synthetic_difficulty": config.synthetic_difficulty if synthetic else None,
             "image_size": config.image_size,
             "patch_size": config.patch_size,
+            "ct_window": config.ct_window,
             "channels": config.channels,
             "input_range": [0, 1],
             "class_names": [str(name) for name in output_names],
