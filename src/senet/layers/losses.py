@@ -105,7 +105,7 @@ class DiceScore(keras.metrics.Metric):
 
     def reset_state(self):
         for variable in (self.intersection, self.predicted, self.actual):
-            variable.assign(ops.zeros_like(variable))
+            variable.assign(ops.zeros(variable.shape, dtype=variable.dtype))
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes}
