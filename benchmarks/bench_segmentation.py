@@ -38,21 +38,23 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _senet_unet(kind: str, side: int, depth: int, base: int):
+    """senet's 3-D U-Net on ``side``^3 volumes, 4 classes, ``kind`` attention (r=2)."""
+    from senet.models import unet
+
+    attention = None if kind == "none" else kind
+    return unet(
+        (side,) * 3 + (1,), 4, attention=attention, depth=depth, base_filters=base, reduction=2
+    )
+
+
 def _keras_train(kind: str, side: int, batch: int, steps: int, depth: int, base: int) -> dict:
     import numpy as np
 
     from senet.layers import DiceCELoss
-    from senet.models import unet
 
     before = _rss_mb()
-    model = unet(
-        (side, side, side, 1),
-        4,
-        attention=None if kind == "none" else kind,
-        depth=depth,
-        base_filters=base,
-        reduction=2,
-    )
+    model = _senet_unet(kind, side, depth, base)
     model.compile("adam", loss=DiceCELoss())
     rng = np.random.default_rng(0)
     x = rng.random((batch, side, side, side, 1), dtype=np.float32)
@@ -77,18 +79,10 @@ def _keras_sliding(kind: str, volume: int, window: int, depth: int, base: int) -
     import numpy as np
 
     from senet.inference import predictor
-    from senet.models import unet
     from senet.segmentation import sliding_window_inference
 
     before = _rss_mb()
-    model = unet(
-        (window, window, window, 1),
-        4,
-        attention=None if kind == "none" else kind,
-        depth=depth,
-        base_filters=base,
-        reduction=2,
-    )
+    model = _senet_unet(kind, window, depth, base)
     predict = predictor(model)
     x = np.random.default_rng(0).random((volume, volume, volume, 1), dtype=np.float32)
     predict(x[None, :window, :window, :window])  # trace

@@ -48,6 +48,8 @@ from senet.errors import DataError
 __all__ = [
     "SEGMENTATION_SOURCES",
     "MaskSet",
+    "is_decathlon_folder",
+    "is_volume_source",
     "load_masks",
     "read_mask_folders",
     "read_mask_npz",
@@ -299,6 +301,18 @@ def read_mask_npz(
     return MaskSet(x, y, _class_names(names, int(y.max(initial=0))))
 
 
+def is_decathlon_folder(source: str | os.PathLike) -> bool:
+    """Whether ``source`` is a Decathlon folder (it holds ``imagesTr/``), not a name."""
+    if isinstance(source, str) and source in SEGMENTATION_SOURCES:
+        return False
+    return (Path(source) / "imagesTr").is_dir()
+
+
+def is_volume_source(source: str | os.PathLike) -> bool:
+    """Whether ``source`` gives 3-D volumes: ``"phantoms"`` or a Decathlon folder."""
+    return (isinstance(source, str) and source == "phantoms") or is_decathlon_folder(source)
+
+
 def split_random(
     data: MaskSet, val_fraction: float, test_fraction: float, *, seed: int = 0
 ) -> dict[str, MaskSet]:
@@ -371,8 +385,7 @@ def load_masks(
         raise fail("val_fraction + test_fraction", "below 1", val_fraction + test_fraction)
     if isinstance(channels, bool) or channels not in (1, 3):
         raise fail("channels", "1 or 3", channels)
-    is_decathlon = not isinstance(source, str) or source not in SEGMENTATION_SOURCES
-    is_decathlon = is_decathlon and (Path(source) / "imagesTr").is_dir()
+    is_decathlon = is_decathlon_folder(source)
     if ct_window is not None and not is_decathlon:
         raise fail("ct_window", "used with NIfTI volumes (a Decathlon folder) only", ct_window)
     if is_decathlon:

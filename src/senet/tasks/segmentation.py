@@ -102,10 +102,9 @@ class SegmentationTask(Task):
     @staticmethod
     def _rank(config) -> int:
         """3 for volumes (the phantoms, a Decathlon folder), else 2."""
-        data = str(config.data)
-        if data == "phantoms" or (Path(data).is_dir() and (Path(data) / "imagesTr").is_dir()):
-            return 3
-        return 2
+        from senet.data.masks import is_volume_source
+
+        return 3 if is_volume_source(config.data) else 2
 
     def model_problem(self, model, config, output_names: Sequence[str]) -> str | None:
         """The model must label every pixel of the data's images with one of its classes."""
