@@ -96,11 +96,18 @@ def evaluate(
     model = load_classifier(model_path, allow_h5=allow_h5, allow_savedmodel=allow_savedmodel)
     from senet.inference import model_record
 
-    if ((model_record(model, model_path) or {}).get("task") or "classification") == (
-        "segmentation"
-    ):
+    # what the model was trained on, read once: its task, its input format
+    record = model_record(model, model_path)
+    if ((record or {}).get("task") or "classification") == "segmentation":
         return _evaluate_masks(
-            model, model_path, data, split, out_files, batch_size=batch_size, skip_bad=skip_bad
+            model,
+            model_path,
+            record or {},
+            data,
+            split,
+            out_files,
+            batch_size=batch_size,
+            skip_bad=skip_bad,
         )
     if len(model.input_shape) != 4:
         raise ValueError(f"Expected a model taking (B, H, W, C) images, got {model.input_shape}")
@@ -111,9 +118,7 @@ def evaluate(
         )
     from senet.inference import input_format, to_input_range
 
-    inputs = input_format(
-        model, record=model_record(model, model_path), input_range=input_range, colour=colour
-    )
+    inputs = input_format(model, record=record, input_range=input_range, colour=colour)
     split_options = _split_options(find_run_config(model_path))
     sets = load_dataset(
         data,
@@ -154,18 +159,25 @@ def _model_facts(model) -> dict[str, Any]:
 
 
 def _evaluate_masks(
-    model, model_path: Path, data, split: str, out_files, *, batch_size: int, skip_bad: bool
+    model,
+    model_path: Path,
+    record: dict[str, Any],
+    data,
+    split: str,
+    out_files,
+    *,
+    batch_size: int,
+    skip_bad: bool,
 ) -> dict[str, Any]:
-    """``evaluate`` for a segmentation model: the split of its run (or the defaults),
-    :meth:`senet.tasks.segmentation.SegmentationTask.evaluate`'s Dice, IoU and HD95."""
+    """``evaluate`` for a segmentation model (``record``: what it was trained on): the split
+    of its run (or the defaults), :meth:`senet.tasks.segmentation.SegmentationTask.evaluate`'s
+    Dice, IoU and HD95."""
     from senet.data.masks import MaskSet, load_masks
-    from senet.inference import model_record
     from senet.tasks import get_task
 
     task = get_task("segmentation")
     shape = tuple(model.input_shape[1:])
     side = shape[0]
-    record = model_record(model, model_path) or {}
     if side is None:  # trained on patches, it labels volumes of the size it was trained on
         side = record.get("image_size")
         if not isinstance(side, int):
