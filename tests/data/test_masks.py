@@ -171,12 +171,60 @@ def test_augmentation_moves_image_and_mask_together():
         slope, offset = np.polyfit(mask.ravel(), image.ravel(), 1)
         agree = np.abs(image - (slope * mask + offset)) < 0.25 * slope
         assert agree.mean() > 0.85  # 0.88-0.97 here; a mask left behind: 0.0-0.85
-    # volumes: flips only, then intensity: the image stays an affine map of its mask
-    volumes = rng.integers(0, 3, (3, 8, 8, 8)).astype(np.int32)
-    moved_x, moved_y = augment_with_masks((volumes / 2.0)[..., None], volumes, (3, 4))
-    for image, mask in zip(moved_x.numpy()[..., 0], moved_y.numpy(), strict=True):
+
+
+def test_volume_augmentation_rotates_and_zooms_image_and_mask_together():
+    from senet.data.pipeline import augment_with_masks
+
+    rng = np.random.default_rng(1)
+    masks = np.zeros((4, 24, 24, 24), np.int32)
+    for mask in masks:  # boxes of classes 1-3 in background
+        for k in (1, 2, 3):
+            z, y, x = rng.integers(3, 14, 3)
+            mask[z : z + 7, y : y + 7, x : x + 7] = k
+    images = (masks / 4.0).astype(np.float32)[..., None]
+    out_x, out_y = (a.numpy() for a in augment_with_masks(images, masks, (3, 4)))
+    assert out_x.shape == images.shape and out_y.shape == masks.shape
+    assert out_y.dtype == np.int32 and set(np.unique(out_y)) <= {0, 1, 2, 3}
+    flips = [
+        np.flip(mask, axes) if axes else mask
+        for mask in masks
+        for axes in [(), (0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]
+    ]
+    for image, mask in zip(out_x[..., 0], out_y, strict=True):
+        # more than a flip moved it: no flip of any input is the output
+        assert not any(np.array_equal(mask, flipped) for flipped in flips)
+        # brightness and contrast are affine, so the image is an affine map of its mask
+        # away from the voxels interpolated at the boxes' faces
         slope, offset = np.polyfit(mask.ravel(), image.ravel(), 1)
-        np.testing.assert_allclose(image, slope * mask + offset, atol=1e-5)
+        agree = np.abs(image - (slope * mask + offset)) < 0.25 * slope
+        assert slope > 0 and agree.mean() > 0.9
+
+
+def test_resample_volumes_against_numpy_rotations():
+    from senet.data.pipeline import resample_volumes
+
+    rng = np.random.default_rng(2)
+    x = rng.random((2, 5, 5, 5, 2)).astype(np.float32)
+    labels = rng.integers(0, 4, (2, 5, 5, 5)).astype(np.int32)
+    eye = np.tile(np.eye(3, dtype=np.float32), (2, 1, 1))
+    np.testing.assert_array_equal(resample_volumes(x, eye).numpy(), x)
+    # output (d, h, w) reads input (d, w, 4 - h): a quarter turn in the (H, W) plane
+    quarter = np.tile(np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], np.float32), (2, 1, 1))
+    turned = np.rot90(x, k=1, axes=(2, 3))
+    np.testing.assert_allclose(resample_volumes(x, quarter).numpy(), turned, atol=1e-5)
+    np.testing.assert_array_equal(
+        resample_volumes(labels, quarter, nearest=True).numpy(), np.rot90(labels, 1, (2, 3))
+    )
+    # a half-voxel shift of the sampling grid is the mean of two neighbours (trilinear),
+    # and a zoom out by 2 reads every second voxel, reflected at the faces
+    half = 0.5 * eye
+    line = np.arange(5, dtype=np.float32)
+    volume = np.broadcast_to(line[None, None, :, None], (1, 5, 5, 5, 1)).copy()
+    got = resample_volumes(volume, np.diag([1.0, 1.0, 2.0]).astype(np.float32)[None]).numpy()
+    np.testing.assert_allclose(got[0, 0, 0, :, 0], [1, 0, 2, 4, 3], atol=1e-5)
+    got = resample_volumes(volume, half[:1]).numpy()
+    np.testing.assert_allclose(got[0, 2, 2, :, 0], [1.0, 1.5, 2.0, 2.5, 3.0], atol=1e-5)
 
 
 def test_patches_are_drawn_from_the_seed_and_centred_on_foreground():

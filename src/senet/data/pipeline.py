@@ -114,7 +114,9 @@ def augment_with_masks(images, masks, seed) -> tuple[tf.Tensor, tf.Tensor]:
     The same flip, rotation, zoom and shift move each image and its mask (the mask with
     the nearest label, never a blend of two classes); brightness and contrast change the
     image only. Volumes (``(B, D, H, W, C)``) are flipped along every spatial axis at
-    random and changed in intensity; they are not rotated or zoomed.
+    random, turned by a small rotation about each axis and zoomed alike along all three
+    (:func:`resample_volumes`: trilinear for the image, nearest voxel for the mask), and
+    changed in intensity.
 
     Args:
         images: Float batch ``(B, H, W, C)`` or ``(B, D, H, W, C)`` in ``[0, 1]``.
@@ -198,15 +200,100 @@ def sample_patches(images, masks, seed, patch: int, foreground: float = 2 / 3):
 def _augment_volumes(images, masks, seed):
     seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
     batch = tf.shape(images)[0]
-    keys = tf.random.experimental.stateless_split(seed, num=5)
+    keys = tf.random.experimental.stateless_split(seed, num=7)
     for axis in range(3):
         flip = tf.random.stateless_uniform([batch], keys[axis]) < 0.5
         images = tf.where(flip[:, None, None, None, None], tf.reverse(images, [axis + 1]), images)
         masks = tf.where(flip[:, None, None, None], tf.reverse(masks, [axis + 1]), masks)
+    # a small rotation about each axis and an isotropic zoom, about the volume's centre
+    angles = tf.random.stateless_uniform([batch, 3], keys[5], -_ROTATION, _ROTATION) * 2 * np.pi
+    zoom = tf.random.stateless_uniform([batch], keys[6], 1.0 - _ZOOM, 1.0 + _ZOOM)
+    matrices = _rotations(angles) * zoom[:, None, None]
+    images = resample_volumes(images, matrices)
+    masks = resample_volumes(masks, matrices, nearest=True)
     scale = tf.random.stateless_uniform([batch], keys[3], 1.0 - _CONTRAST, 1.0 + _CONTRAST)
     shift = tf.random.stateless_uniform([batch], keys[4], -_BRIGHTNESS, _BRIGHTNESS)
     images = images * scale[:, None, None, None, None] + shift[:, None, None, None, None]
     return images, masks
+
+
+def _rotations(angles):
+    """``(B, 3, 3)`` rotation matrices ``R_0 @ R_1 @ R_2`` from ``(B, 3)`` angles (radians),
+    ``R_k`` turning the plane of the two axes other than ``k``."""
+    cos, sin = tf.cos(angles), tf.sin(angles)
+    one, zero = tf.ones_like(cos[:, 0]), tf.zeros_like(cos[:, 0])
+
+    def turn(k):
+        c, s = cos[:, k], sin[:, k]
+        rows = {
+            0: [[one, zero, zero], [zero, c, -s], [zero, s, c]],
+            1: [[c, zero, s], [zero, one, zero], [-s, zero, c]],
+            2: [[c, -s, zero], [s, c, zero], [zero, zero, one]],
+        }[k]
+        return tf.stack([tf.stack(row, axis=1) for row in rows], axis=1)
+
+    return turn(0) @ turn(1) @ turn(2)
+
+
+def resample_volumes(volumes, matrices, *, nearest: bool = False):
+    """Each volume of a batch resampled through a linear map about its centre.
+
+    The output voxel at ``p`` takes the input's value at ``M (p - c) + c`` (``c`` the
+    centre in voxel units), trilinearly interpolated, or the nearest voxel's value when
+    ``nearest`` (label maps: never a blend of two classes). Points outside the volume are
+    reflected back in, like the 2-D augmentation's ``fill_mode="reflect"``.
+
+    Args:
+        volumes: ``(B, D, H, W, C)`` float volumes or ``(B, D, H, W)`` label maps.
+        matrices: ``(B, 3, 3)`` maps from output to input voxel offsets.
+        nearest: Take the nearest voxel instead of interpolating.
+
+    Returns:
+        The resampled batch, shape and dtype as given.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.arange(8, dtype="float32").reshape(1, 2, 2, 2, 1)
+        >>> same = resample_volumes(x, np.eye(3, dtype="float32")[None])
+        >>> bool(np.array_equal(same.numpy(), x))
+        True
+    """
+    volumes = tf.convert_to_tensor(volumes)
+    labels = volumes.shape.rank == 4
+    if labels:
+        volumes = volumes[..., None]
+    matrices = tf.cast(tf.convert_to_tensor(matrices), tf.float32)
+    spatial = tf.shape(volumes)[1:4]
+    size = tf.cast(spatial, tf.float32)
+    grid = tf.stack(
+        tf.meshgrid(*(tf.range(size[k]) for k in range(3)), indexing="ij"), axis=-1
+    )  # (D, H, W, 3)
+    centre = (size - 1.0) / 2.0
+    coords = tf.einsum("bij,dhwj->bdhwi", matrices, grid - centre) + centre
+    # reflect about the outer faces of the edge voxels (... c b a | a b c ... | ... c b a)
+    period = 2.0 * size
+    folded = tf.math.floormod(coords + 0.5, period)
+    coords = tf.clip_by_value(
+        tf.where(folded >= size, period - folded, folded) - 0.5, 0.0, size - 1
+    )
+    last = spatial - 1
+    if nearest:
+        index = tf.minimum(tf.cast(tf.round(coords), tf.int32), last)
+        out = tf.gather_nd(volumes, index, batch_dims=1)
+    else:
+        low = tf.floor(coords)
+        frac = tf.cast(coords - low, volumes.dtype)
+        low = tf.cast(low, tf.int32)
+        high = tf.minimum(low + 1, last)
+        out = 0.0
+        for corner in range(8):
+            pick = [(corner >> k) & 1 for k in range(3)]
+            index = tf.stack([(high if pick[k] else low)[..., k] for k in range(3)], axis=-1)
+            weight = 1.0
+            for k in range(3):
+                weight = weight * (frac[..., k] if pick[k] else 1.0 - frac[..., k])
+            out = out + weight[..., None] * tf.gather_nd(volumes, index, batch_dims=1)
+    return out[..., 0] if labels else out
 
 
 def _draw_augmentation(images, seed) -> dict[str, tf.Tensor]:
