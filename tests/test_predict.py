@@ -293,3 +293,22 @@ def test_predict_runs_the_fused_inference_path_by_default(tmp_path, monkeypatch)
         np.testing.assert_allclose(
             list(a.probabilities.values()), list(b.probabilities.values()), atol=1e-4
         )
+
+
+def test_predict_and_explain_load_a_model_outside_a_run_once(files, tmp_path, monkeypatch):
+    # a model outside a run is loaded to read its task; the command then uses that model
+    import senet.layers
+
+    loads = []
+    real = senet.layers.load_model
+
+    def counting(*args, **kwargs):
+        loads.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(senet.layers, "load_model", counting)
+    photo = str(files["root"] / "photo.png")
+    assert main(["predict", str(files["path"]), photo, "--json"]) == 0
+    assert len(loads) == 1
+    assert main(["explain", str(files["path"]), photo, "--out", str(tmp_path / "x")]) == 0
+    assert len(loads) == 2

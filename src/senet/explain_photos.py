@@ -200,9 +200,11 @@ def iter_explanations(
     input_range: str | Sequence[float] | None = None,
     colour: str | None = None,
     overwrite: bool = False,
+    model: Any = None,
     **detect_options,
 ) -> Iterator[PhotoExplanation]:
-    """:func:`explain_photos`, one photo at a time (results as they come)."""
+    """:func:`explain_photos`, one photo at a time (results as they come). ``model``: the
+    model at ``model_path`` when already loaded; else it is loaded here."""
     _check_method(method, class_name)
     paths = _checked_inputs(model_path, paths)
     model, inputs, class_names = load_for_inference(
@@ -211,6 +213,7 @@ def iter_explanations(
         class_names=class_names,
         input_range=input_range,
         colour=colour,
+        model=model,
     )
     class_names = tuple(class_names)
     if class_name is not None and class_name not in class_names:

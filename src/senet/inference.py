@@ -44,6 +44,7 @@ __all__ = [
     "model_input_size",
     "model_record",
     "model_task",
+    "open_model",
     "open_exported",
     "predictor",
     "read_keras",
@@ -552,25 +553,38 @@ def model_record(model, model_path: str | os.PathLike) -> dict[str, Any] | None:
     return check_record(record, find_run(model_path) / "config.json")
 
 
-def model_task(
+def open_model(
     model_path: str | os.PathLike, *, allow_h5: bool = False, allow_savedmodel: bool = False
-) -> str:
-    """The task a saved model was trained for (``"classification"`` unless it says).
+) -> tuple[str, Any]:
+    """The task a saved model was trained for (``"classification"`` unless it says), and
+    the model when telling meant loading it.
 
-    Its run's ``config.json`` when the model sits in a run (nothing is loaded), else the
-    record in the model (:func:`model_record`). A model that cannot be loaded counts as a
-    classifier here: the command that loads it next reports why it cannot.
+    Its run's ``config.json`` when the model sits in a run (nothing is loaded: the model
+    is None), else the record in the model (:func:`model_record`): then the loaded model
+    comes back too, for the command to use instead of loading it again. A model that
+    cannot be loaded counts as a classifier here (model None): the command that loads it
+    next reports why it cannot.
+
+    Returns:
+        ``(task, model or None)``.
     """
     config = find_run_config(model_path)
     if config is not None and isinstance(config.get("task"), str):
-        return config["task"]
+        return config["task"], None
     try:
         model = load_classifier(model_path, allow_h5=allow_h5, allow_savedmodel=allow_savedmodel)
         record = model_record(model, model_path)
     except (OSError, ValueError, ImportError):
-        return "classification"
+        return "classification", None
     task = (record or {}).get("task")
-    return task if isinstance(task, str) and task else "classification"
+    return (task if isinstance(task, str) and task else "classification"), model
+
+
+def model_task(
+    model_path: str | os.PathLike, *, allow_h5: bool = False, allow_savedmodel: bool = False
+) -> str:
+    """The task a saved model was trained for (:func:`open_model`'s first answer)."""
+    return open_model(model_path, allow_h5=allow_h5, allow_savedmodel=allow_savedmodel)[0]
 
 
 def warn_if_synthetic(record: dict | None, model_path: str | os.PathLike) -> None:
@@ -651,18 +665,21 @@ def load_for_inference(
     class_names: Sequence[str] | None = None,
     input_range: str | Sequence[float] | None = None,
     colour: str | None = None,
+    model: Any = None,
 ) -> tuple[Any, InputFormat, Sequence[str]]:
     """A saved classifier, how faces become its inputs, and its class names.
 
     What prediction and explanation both do first: :func:`load_classifier`, then
     :func:`input_format` from the model's record (:func:`model_record`) and the
     overrides, the class names (``class_names``, else :func:`class_names_for`), and
-    :func:`warn_if_synthetic`.
+    :func:`warn_if_synthetic`. ``model``: the model at ``model_path`` when already loaded
+    (:func:`open_model`), else it is loaded here.
 
     Returns:
         ``(model, inputs, class_names)``.
     """
-    model = load_classifier(model_path, allow_h5=allow_h5, allow_savedmodel=allow_savedmodel)
+    if model is None:
+        model = load_classifier(model_path, allow_h5=allow_h5, allow_savedmodel=allow_savedmodel)
     record = model_record(model, model_path)
     inputs = input_format(model, record=record, input_range=input_range, colour=colour)
     if class_names is None:

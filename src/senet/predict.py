@@ -373,9 +373,14 @@ def iter_predictions(
     input_range: str | Sequence[float] | None = None,
     colour: str | None = None,
     fuse: bool = True,
+    model: Any = None,
     **detect_options,
 ) -> Iterator[FramePrediction]:
-    """:func:`predict_paths`, one image or video frame at a time (results as they come)."""
+    """:func:`predict_paths`, one image or video frame at a time (results as they come).
+
+    ``model``: the model at ``model_path`` when already loaded
+    (:func:`senet.inference.open_model`); else it is loaded here.
+    """
 
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise fail("every", "a positive integer", every)
@@ -393,6 +398,7 @@ def iter_predictions(
         class_names=class_names,
         input_range=input_range,
         colour=colour,
+        model=model,
     )
     if fuse and not isinstance(model, ExportedModel):  # a Keras model
         from senet.models.fused import fuse_for_inference

@@ -106,10 +106,16 @@ def _stem(path: Path) -> str:
     return name
 
 
-def _targets(paths: Sequence[Path], out_dir: Path, overwrite: bool) -> list[tuple[Path, ...]]:
-    """The files each input gives, checked before anything runs: ``STEM_mask.png`` and
-    ``STEM_overlay.png`` for an image, ``STEM_mask.nii.gz`` for a volume; a second input
-    of the same stem gets ``STEM_2_...``."""
+_MASK_FILES = {"image": ("_mask.png", "_overlay.png"), "volume": ("_mask.nii.gz",)}
+
+
+def _targets(
+    paths: Sequence[Path], out_dir: Path, overwrite: bool, suffixes: dict = _MASK_FILES
+) -> list[tuple[Path, ...]]:
+    """The files each input gives, checked before anything runs: ``STEM`` + each of
+    ``suffixes["image"]`` for an image (``STEM_mask.png`` and ``STEM_overlay.png``), of
+    ``suffixes["volume"]`` for a volume (``STEM_mask.nii.gz``); a second input of the same
+    stem gets ``STEM_2_...``."""
     seen: dict[str, int] = {}
     out = []
     for path in paths:
@@ -117,10 +123,8 @@ def _targets(paths: Sequence[Path], out_dir: Path, overwrite: bool) -> list[tupl
         seen[stem] = seen.get(stem, 0) + 1
         if seen[stem] > 1:
             stem = f"{stem}_{seen[stem]}"
-        if _is_volume(path):
-            files = (out_dir / f"{stem}_mask.nii.gz",)
-        else:
-            files = (out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.png")
+        kind = "volume" if _is_volume(path) else "image"
+        files = tuple(out_dir / f"{stem}{suffix}" for suffix in suffixes[kind])
         for file in files:
             if file.exists() and not overwrite:
                 raise FileExistsError(
@@ -153,6 +157,7 @@ def iter_segmentations(
     batch_size: int = 4,
     allow_h5: bool = False,
     allow_savedmodel: bool = False,
+    model: Any = None,
 ) -> Iterator[Segmentation]:
     """Label every image and volume of ``paths`` with a segmentation model, one at a time.
 
@@ -166,6 +171,8 @@ def iter_segmentations(
         batch_size: Windows the model labels at once.
         allow_h5: Accept a legacy ``.h5`` model (trusted files only).
         allow_savedmodel: Accept a SavedModel directory (trusted ones only).
+        model: The model at ``model_path``, when already loaded
+            (:func:`senet.inference.open_model`); else it is loaded here.
 
     Yields:
         A :class:`Segmentation` per input, after its files are written.
@@ -180,7 +187,8 @@ def iter_segmentations(
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"{out_dir} is a file; the masks go into a folder")
     targets = _targets(paths, out_dir, overwrite)
-    model = load_classifier(model_path, allow_h5=allow_h5, allow_savedmodel=allow_savedmodel)
+    if model is None:
+        model = load_classifier(model_path, allow_h5=allow_h5, allow_savedmodel=allow_savedmodel)
     shape = tuple(model.input_shape[1:])
     record = model_record(model, model_path) or {}
     names = class_names_for(model_path, int(model.output_shape[-1]), record)
@@ -221,11 +229,13 @@ def explain_segmentation(
     out_dir: str | os.PathLike,
     overwrite: bool = False,
     allow_h5: bool = False,
+    model: Any = None,
 ) -> list[str]:
     """``senet explain`` for a 2-D segmentation model: ``STEM_gates.png`` per image, the
     image, its predicted mask and every attention layer's gates
     (:func:`senet.explain.gates.plot_gates`: sSE's spatial gate and cSE's channel gate per
-    decoder level). Returns the files written."""
+    decoder level). ``model``: the model at ``model_path`` when already loaded. Returns
+    the files written."""
     from senet._files import check_input_file
     from senet.explain.gates import attention_gates, plot_gates
 
@@ -233,15 +243,13 @@ def explain_segmentation(
         raise FileNotFoundError(f"no such file: {model_path}")
     paths = [check_input_file(path, wanted="an image") for path in paths]
     out_dir = Path(out_dir)
-    targets = []
-    for (mask_file, _), path in zip(_targets(paths, out_dir, True), paths, strict=True):
+    for path in paths:
         if _is_volume(path):
             raise ValueError(f"{path}: explain draws the gates of 2-D images, not volumes")
-        target = mask_file.with_name(mask_file.name.replace("_mask.png", "_gates.png"))
-        if target.exists() and not overwrite:
-            raise FileExistsError(f"{target} already exists; pass --overwrite to replace it")
-        targets.append(target)
-    model = load_classifier(model_path, allow_h5=allow_h5)
+    gates = {"image": ("_gates.png",), "volume": ()}
+    targets = [files[0] for files in _targets(paths, out_dir, overwrite, gates)]
+    if model is None:
+        model = load_classifier(model_path, allow_h5=allow_h5)
     shape = tuple(model.input_shape[1:])
     if len(shape) != 3:
         raise ValueError(f"{model_path} takes {shape}: explain draws 2-D segmentation models")

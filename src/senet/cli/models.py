@@ -122,11 +122,14 @@ def add_predict(subparsers) -> None:
 
 
 def _run_predict(args) -> int:
-    from senet.inference import model_task
+    from senet.inference import open_model
 
-    task = model_task(args.model, allow_h5=args.allow_h5, allow_savedmodel=args.allow_savedmodel)
+    # a model outside a run is loaded to read its task, once: the command then uses it
+    task, model = open_model(
+        args.model, allow_h5=args.allow_h5, allow_savedmodel=args.allow_savedmodel
+    )
     if task == "segmentation":
-        return _run_segment(args)
+        return _run_segment(args, model)
     from senet.predict import iter_predictions
 
     # library warnings (a truncated video's missing frames) as one line each, in order
@@ -138,6 +141,7 @@ def _run_predict(args) -> int:
             annotate_dir=args.annotate,
             overwrite=args.overwrite,
             fuse=not args.no_fuse,
+            model=model,
             **model_input_options(args),
         ):
             print_warnings(args.command, caught)
@@ -149,7 +153,7 @@ def _run_predict(args) -> int:
     return 0
 
 
-def _run_segment(args) -> int:
+def _run_segment(args, model=None) -> int:
     from senet.errors import printable
     from senet.segment import iter_segmentations
 
@@ -163,6 +167,7 @@ def _run_segment(args) -> int:
             overwrite=args.overwrite,
             allow_h5=args.allow_h5,
             allow_savedmodel=args.allow_savedmodel,
+            model=model,
         ):
             print_warnings(args.command, caught)
             if args.json:
@@ -239,13 +244,19 @@ def add_explain(subparsers) -> None:
 
 
 def _run_explain(args) -> int:
-    from senet.inference import model_task
+    from senet.inference import open_model
 
-    if model_task(args.model, allow_h5=args.allow_h5) == "segmentation":
+    task, model = open_model(args.model, allow_h5=args.allow_h5)
+    if task == "segmentation":
         from senet.segment import explain_segmentation
 
         for written in explain_segmentation(
-            args.model, args.paths, out_dir=args.out, overwrite=args.overwrite
+            args.model,
+            args.paths,
+            out_dir=args.out,
+            overwrite=args.overwrite,
+            allow_h5=args.allow_h5,
+            model=model,
         ):
             print(written, flush=True)
         return 0
@@ -262,6 +273,7 @@ def _run_explain(args) -> int:
                 class_name=args.class_name,
                 layer=args.layer,
                 overwrite=args.overwrite,
+                model=model,
                 **model_input_options(args),
             ):
                 print_warnings(args.command, caught)
