@@ -276,23 +276,37 @@ def resample_volumes(volumes, matrices, *, nearest: bool = False):
     coords = tf.clip_by_value(
         tf.where(folded >= size, period - folded, folded) - 0.5, 0.0, size - 1
     )
+    # gather from the flattened batch: voxel (b, d, h, w) is row ((b D + d) H + h) W + w
     last = spatial - 1
+    channels = tf.shape(volumes)[-1]
+    flat = tf.reshape(volumes, [-1, channels])
+    base = tf.range(tf.shape(volumes)[0])[:, None, None, None] * tf.reduce_prod(spatial)
+
+    def rows(index):  # (B, D, H, W, 3) voxel indices -> rows of ``flat``
+        depth, height, width = (index[..., k] for k in range(3))
+        return base + (depth * spatial[1] + height) * spatial[2] + width
+
     if nearest:
         index = tf.minimum(tf.cast(tf.round(coords), tf.int32), last)
-        out = tf.gather_nd(volumes, index, batch_dims=1)
+        out = tf.gather(flat, rows(index))
     else:
         low = tf.floor(coords)
         frac = tf.cast(coords - low, volumes.dtype)
         low = tf.cast(low, tf.int32)
-        high = tf.minimum(low + 1, last)
+        start = rows(low)
+        # the step to the next voxel along each axis: its stride, 0 on the last voxel
+        strides = (spatial[1] * spatial[2], spatial[2], 1)
+        steps = [tf.cast(low[..., k] < last[k], tf.int32) * strides[k] for k in range(3)]
+        weights = [(1.0 - frac[..., k], frac[..., k]) for k in range(3)]
         out = 0.0
         for corner in range(8):
             pick = [(corner >> k) & 1 for k in range(3)]
-            index = tf.stack([(high if pick[k] else low)[..., k] for k in range(3)], axis=-1)
-            weight = 1.0
+            row = start
+            weight = weights[0][pick[0]] * weights[1][pick[1]] * weights[2][pick[2]]
             for k in range(3):
-                weight = weight * (frac[..., k] if pick[k] else 1.0 - frac[..., k])
-            out = out + weight[..., None] * tf.gather_nd(volumes, index, batch_dims=1)
+                if pick[k]:
+                    row = row + steps[k]
+            out = out + weight[..., None] * tf.gather(flat, row)
     return out[..., 0] if labels else out
 
 
