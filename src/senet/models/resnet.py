@@ -335,7 +335,10 @@ def resnet(
     x = _top(x, include_top, pooling, num_classes, classifier_activation)
     if name is None:
         name = _default_name(depth, kind, stem, downsample, cardinality, base_width)
-    return keras.Model(inputs, x, name=name)
+    model = keras.Model(inputs, x, name=name)
+    if not cifar:
+        model.pyramid_outputs = pyramid_outputs(model)
+    return model
 
 
 def _attend(kind, reduction, options, units_divisor):
@@ -416,3 +419,49 @@ def resnet_stage_outputs(model: keras.Model) -> list[str]:
             stage, block = int(match.group(1)), int(match.group(2))
             last[stage] = max(block, last.get(stage, 0))
     return [f"conv{stage}_block{last[stage]}_out" for stage in sorted(last)]
+
+
+def pyramid_outputs(model: keras.Model) -> dict:
+    """A ResNet's feature pyramid as keras-hub's detectors take it (``pyramid_outputs``).
+
+    Level ``N`` is the output of stage ``convN`` (:func:`resnet_stage_outputs`), at stride
+    ``2**N`` (its side within one of the input's over ``2**N``): ``P2`` to ``P5`` for an ImageNet-layout ResNet. :func:`resnet` sets
+    ``model.pyramid_outputs`` to this; call it for a model that lost the attribute (one
+    loaded from a file) or never had it: a ``keras.applications`` ResNet (before or after
+    :func:`senet.models.insert_attention`), a timm-imported network.
+
+    Args:
+        model: A functional model with ``conv<N>_block<M>_out`` layers.
+
+    Returns:
+        ``{"P2": tensor, ...}``, the stage outputs as symbolic tensors of ``model``.
+
+    Raises:
+        ValueError: When the model has no such layers, or a stage is not at the stride of
+            its level (a CIFAR-layout ResNet: its conv2 keeps the input's size).
+
+    Example:
+        >>> model = resnet(18, input_shape=(64, 64, 3), include_top=False)
+        >>> {level: tuple(t.shape[1:]) for level, t in pyramid_outputs(model).items()}
+        {'P2': (16, 16, 64), 'P3': (8, 8, 128), 'P4': (4, 4, 256), 'P5': (2, 2, 512)}
+    """
+    names = resnet_stage_outputs(model)
+    if not names:
+        raise ValueError(
+            f"model {model.name!r} has no conv<N>_block<M>_out layers, so no ResNet stages "
+            "to take a feature pyramid from"
+        )
+    height = model.inputs[0].shape[1] if model.inputs else None
+    out = {}
+    for name in names:
+        level = int(_STAGE_OUTPUT.match(name).group(1))
+        tensor = model.get_layer(name).output
+        size = tensor.shape[1]
+        if height is not None and size is not None and abs(size - height / 2**level) >= 1:
+            raise ValueError(
+                f"model {model.name!r}: stage {name} is {size} high for a {height}-high "
+                f"input, not at stride {2**level} (P{level}); a CIFAR-layout ResNet has no "
+                "detection pyramid"
+            )
+        out[f"P{level}"] = tensor
+    return out
