@@ -193,18 +193,20 @@ def to_unit_range(array: np.ndarray, *, source: str = "array") -> np.ndarray:
     return pixels.astype(np.float32) / np.float32(scale)
 
 
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize to ``size`` x ``size`` in the image's own type: the one interpolation rule.
+def resize_image(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize to ``size`` x ``size`` (or ``(height, width)``) in the image's own type: the
+    one interpolation rule.
 
     Area averaging when either side shrinks (no aliasing), bilinear when both grow; a
-    non-square image is stretched (the aspect ratio is not kept). Every model input of the
-    project is resized here, before its pixels become floats.
+    non-square image is stretched to a square (the aspect ratio is not kept). Every model
+    input of the project is resized here, before its pixels become floats.
     """
-    if image.shape[:2] == (size, size):
+    height, width = (size, size) if isinstance(size, (int, np.integer)) else size
+    if image.shape[:2] == (height, width):
         return image
-    shrink = image.shape[0] > size or image.shape[1] > size
+    shrink = image.shape[0] > height or image.shape[1] > width
     return cv2.resize(
-        image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
     )
 
 
