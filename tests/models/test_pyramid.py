@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from senet.models import insert_attention, pyramid_outputs, resnet
+from senet.models import PyramidEncoder, insert_attention, pyramid_encoder, pyramid_outputs, resnet
 
 
 def _sizes(pyramid):
@@ -57,10 +57,30 @@ def test_models_without_a_detection_pyramid_are_refused():
         pyramid_outputs(plain)
 
 
-@pytest.mark.skipif(
+def test_an_encoder_keeps_its_pyramid_through_a_file(tmp_path):
+    model = resnet(18, input_shape=(64, 64, 3), attention="se")  # with its classifier
+    encoder = pyramid_encoder(model)
+    assert encoder.output.shape[1:] == (2, 2, 512)
+    assert encoder.get_layer("conv2_block1_se") is model.get_layer("conv2_block1_se")
+    encoder.save(tmp_path / "encoder.keras")
+    back = keras.saving.load_model(tmp_path / "encoder.keras")
+    assert isinstance(back, PyramidEncoder)
+    assert _sizes(back.pyramid_outputs) == _sizes(encoder.pyramid_outputs)
+    x = np.random.default_rng(1).random((2, 64, 64, 3)).astype("float32")
+    probe = keras.Model(back.inputs, back.pyramid_outputs["P3"])
+    reference = keras.Model(model.inputs, model.get_layer("conv3_block2_out").output)
+    np.testing.assert_allclose(
+        probe.predict(x, verbose=0), reference.predict(x, verbose=0), rtol=1e-5, atol=1e-5
+    )
+
+
+needs_keras_hub = pytest.mark.skipif(
     importlib.util.find_spec("keras_hub") is None,
     reason="keras-hub is not installed (the senet[detection] extra)",
 )
+
+
+@needs_keras_hub
 def test_keras_hub_retinanet_backbone_builds_on_an_se_resnet():
     from keras_hub.models import RetinaNetBackbone
 
@@ -76,3 +96,21 @@ def test_keras_hub_retinanet_backbone_builds_on_an_se_resnet():
         "P6": 1,
         "P7": 1,
     }
+
+
+@needs_keras_hub
+def test_a_retinanet_on_an_encoder_saves_and_loads(tmp_path):
+    from keras_hub.models import RetinaNetBackbone, RetinaNetObjectDetector
+
+    encoder = pyramid_encoder(resnet(18, input_shape=(64, 64, 1), attention="se"))
+    backbone = RetinaNetBackbone(
+        image_encoder=encoder, min_level=3, max_level=7, use_p5=False, image_shape=(64, 64, 1)
+    )
+    detector = RetinaNetObjectDetector(backbone=backbone, num_classes=3, bounding_box_format="xyxy")
+    x = np.random.default_rng(2).random((2, 64, 64, 1)).astype("float32")
+    before = detector.predict(x, verbose=0)
+    detector.save(tmp_path / "detector.keras")
+    back = keras.saving.load_model(tmp_path / "detector.keras")
+    after = back.predict(x, verbose=0)
+    np.testing.assert_allclose(after["boxes"], before["boxes"], atol=1e-3)
+    np.testing.assert_allclose(after["confidence"], before["confidence"], atol=1e-5)

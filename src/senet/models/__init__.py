@@ -9,13 +9,20 @@ imports timm's pretrained SE-ResNets, SE-ResNeXts and ECA-ResNets from a weights
 
 from senet.models.emotion import emotion_cnn
 from senet.models.fused import FusedSEResidual, fuse_for_inference, fuse_se
-from senet.models.resnet import pyramid_outputs, resnet, resnet_stage_outputs
+from senet.models.resnet import (
+    PyramidEncoder,
+    pyramid_encoder,
+    pyramid_outputs,
+    resnet,
+    resnet_stage_outputs,
+)
 from senet.models.surgery import insert_attention
 from senet.models.timm import convert_timm, from_timm, pretrained_config
 from senet.models.unet import unet
 
 __all__ = [
     "FusedSEResidual",
+    "PyramidEncoder",
     "convert_timm",
     "emotion_cnn",
     "fuse_for_inference",
@@ -23,6 +30,7 @@ __all__ = [
     "from_timm",
     "insert_attention",
     "pretrained_config",
+    "pyramid_encoder",
     "pyramid_outputs",
     "resnet",
     "resnet_stage_outputs",

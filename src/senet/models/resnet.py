@@ -425,10 +425,11 @@ def pyramid_outputs(model: keras.Model) -> dict:
     """A ResNet's feature pyramid as keras-hub's detectors take it (``pyramid_outputs``).
 
     Level ``N`` is the output of stage ``convN`` (:func:`resnet_stage_outputs`), at stride
-    ``2**N`` (its side within one of the input's over ``2**N``): ``P2`` to ``P5`` for an ImageNet-layout ResNet. :func:`resnet` sets
-    ``model.pyramid_outputs`` to this; call it for a model that lost the attribute (one
-    loaded from a file) or never had it: a ``keras.applications`` ResNet (before or after
-    :func:`senet.models.insert_attention`), a timm-imported network.
+    ``2**N`` (its side within one of the input's over ``2**N``): ``P2`` to ``P5`` for an
+    ImageNet-layout ResNet. :func:`resnet` sets ``model.pyramid_outputs`` to this; call it
+    for a model that never had the attribute: a ``keras.applications`` ResNet (before or
+    after :func:`senet.models.insert_attention`), a timm-imported network. A model loaded
+    from a file loses the attribute; :func:`pyramid_encoder` makes one that keeps it.
 
     Args:
         model: A functional model with ``conv<N>_block<M>_out`` layers.
@@ -445,6 +446,12 @@ def pyramid_outputs(model: keras.Model) -> dict:
         >>> {level: tuple(t.shape[1:]) for level, t in pyramid_outputs(model).items()}
         {'P2': (16, 16, 64), 'P3': (8, 8, 128), 'P4': (4, 4, 256), 'P5': (2, 2, 512)}
     """
+    return {level: model.get_layer(name).output for level, name in _pyramid_layers(model).items()}
+
+
+def _pyramid_layers(model: keras.Model) -> dict[str, str]:
+    """``{"P2": "conv2_block2_out", ...}``: the layer of each level, checked as
+    :func:`pyramid_outputs` says."""
     names = resnet_stage_outputs(model)
     if not names:
         raise ValueError(
@@ -455,13 +462,52 @@ def pyramid_outputs(model: keras.Model) -> dict:
     out = {}
     for name in names:
         level = int(_STAGE_OUTPUT.match(name).group(1))
-        tensor = model.get_layer(name).output
-        size = tensor.shape[1]
+        size = model.get_layer(name).output.shape[1]
         if height is not None and size is not None and abs(size - height / 2**level) >= 1:
             raise ValueError(
                 f"model {model.name!r}: stage {name} is {size} high for a {height}-high "
                 f"input, not at stride {2**level} (P{level}); a CIFAR-layout ResNet has no "
                 "detection pyramid"
             )
-        out[f"P{level}"] = tensor
+        out[f"P{level}"] = name
     return out
+
+
+@keras.saving.register_keras_serializable(package="senet")
+class PyramidEncoder(keras.Model):
+    """A functional image encoder whose ``pyramid_outputs`` survive saving and loading.
+
+    keras-hub's ``RetinaNetBackbone`` reads ``image_encoder.pyramid_outputs`` when it is
+    built, and again when a saved detector is loaded; a plain functional model loses the
+    attribute in the file, this one rebuilds it from the layer names it saves. Make one
+    with :func:`pyramid_encoder`.
+    """
+
+    def __init__(self, inputs, outputs, name=None, **kwargs):
+        layers = kwargs.pop("pyramid_layers", None)
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        self.pyramid_layers = dict(layers) if layers else _pyramid_layers(self)
+        self.pyramid_outputs = {
+            level: self.get_layer(layer).output for level, layer in self.pyramid_layers.items()
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config["pyramid_layers"] = dict(self.pyramid_layers)
+        return config
+
+
+def pyramid_encoder(model: keras.Model) -> PyramidEncoder:
+    """``model`` (a ResNet of any kind, with or without its classifier) as a detector's
+    image encoder: its layers up to the last stage, with ``pyramid_outputs``
+    (:func:`pyramid_outputs`) that survive saving and loading. The layers and weights are
+    ``model``'s own, shared, not copied.
+
+    Example:
+        >>> encoder = pyramid_encoder(resnet(18, input_shape=(64, 64, 3), attention="se"))
+        >>> sorted(encoder.pyramid_outputs), encoder.output.shape[1:]
+        (['P2', 'P3', 'P4', 'P5'], (2, 2, 512))
+    """
+    layers = _pyramid_layers(model)
+    last = model.get_layer(layers[max(layers, key=lambda level: int(level[1:]))]).output
+    return PyramidEncoder(model.inputs, last, name=f"{model.name}_encoder", pyramid_layers=layers)
