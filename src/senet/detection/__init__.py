@@ -1,0 +1,6 @@
+"""Detection without Keras: COCO box metrics through pycocotools
+(:mod:`senet.detection.metrics`)."""
+
+from senet.detection.metrics import coco_metrics
+
+__all__ = ["coco_metrics"]
