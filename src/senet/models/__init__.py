@@ -16,6 +16,7 @@ from senet.models.resnet import (
     resnet,
     resnet_stage_outputs,
 )
+from senet.models.retinanet import retinanet
 from senet.models.surgery import insert_attention
 from senet.models.timm import convert_timm, from_timm, pretrained_config
 from senet.models.unet import unet
@@ -34,5 +35,6 @@ __all__ = [
     "pyramid_outputs",
     "resnet",
     "resnet_stage_outputs",
+    "retinanet",
     "unet",
 ]

@@ -1,0 +1,126 @@
+"""RetinaNet detectors on senet's ResNets, through keras-hub.
+
+senet writes no detector: keras-hub's ``RetinaNetObjectDetector`` (feature pyramid, box
+and class heads, focal loss, anchors, non-maximum suppression) runs on any image encoder
+with ``pyramid_outputs``; :func:`retinanet` gives it a senet ResNet of any attention kind,
+or a saved network (a timm-imported SE-ResNet, a ``keras.applications`` ResNet after
+``insert_attention``), through :func:`~senet.models.resnet.pyramid_encoder`.
+
+keras-hub is installed without its dependencies (its full install pulls in
+tensorflow-text and with it a second TensorFlow)::
+
+    pip install "senet[detection]" && pip install --no-deps "keras-hub==0.32.*"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import keras
+
+from senet.checks import check_positive, fail
+from senet.models._blocks import check_attention
+from senet.models.resnet import pyramid_encoder, resnet
+from senet.names import IMAGENET_DEPTHS
+
+__all__ = ["KERAS_HUB_INSTALL", "retinanet"]
+
+#: How to install keras-hub for senet (without tensorflow-text and a second TensorFlow).
+KERAS_HUB_INSTALL = 'pip install "senet[detection]" && pip install --no-deps "keras-hub==0.32.*"'
+
+_BACKBONE = re.compile(r"^resnet(\d+)$")
+
+
+def keras_hub():
+    """keras-hub, or the one-line ImportError saying how to install it."""
+    try:
+        import keras_hub as module
+    except ImportError as error:
+        raise ImportError(f"detection needs keras-hub: {KERAS_HUB_INSTALL}") from error
+    return module
+
+
+def retinanet(
+    num_classes: int,
+    *,
+    backbone: str | os.PathLike | keras.Model = "resnet18",
+    attention: str | None = None,
+    reduction: float = 16,
+    image_size: int = 128,
+    channels: int = 3,
+    bounding_box_format: str = "xyxy",
+    attention_options: dict | None = None,
+):
+    """A keras-hub RetinaNet whose image encoder is a senet ResNet.
+
+    The encoder's stages conv3-conv5 feed the feature pyramid's P3-P5 (keras-hub adds P6
+    and P7); the detector takes float images in ``[0, 1]`` of ``image_size`` square and
+    returns boxes in ``bounding_box_format``, scores and classes (keras-hub's non-maximum
+    suppression decodes them in ``predict``).
+
+    Args:
+        num_classes: Object classes (no background class).
+        backbone: ``"resnet18"``, ``"resnet50"`` (any ImageNet depth of
+            :func:`~senet.models.resnet.resnet`, built here without its classifier), a
+            ``.keras`` file of a ResNet (its classifier is dropped), or a model.
+        attention: Attention kind of a built backbone (``"se"``, ``"eca"``, ...); a file or
+            model brings its own.
+        reduction: Reduction ratio of a built backbone's attention.
+        image_size: Side of the square input images.
+        channels: Image channels (1 or 3).
+        bounding_box_format: keras-hub's name of the box layout (``"xyxy"``: pixels).
+        attention_options: Further arguments for a built backbone's attention layers.
+
+    Returns:
+        A ``keras_hub.models.RetinaNetObjectDetector``, not compiled.
+
+    Raises:
+        ImportError: keras-hub is not installed (the message says how).
+        ValueError: An unknown backbone, attention given with a file or model, or a saved
+            network whose input does not take ``image_size`` x ``image_size`` x ``channels``.
+    """
+    num_classes = check_positive("num_classes", num_classes, integer=True)
+    image_size = check_positive("image_size", image_size, integer=True)
+    if channels not in (1, 3):
+        raise fail("channels", "1 or 3", channels)
+    shape = (image_size, image_size, channels)
+    kind = check_attention(attention)
+    if isinstance(backbone, keras.Model) or str(backbone).endswith(".keras"):
+        if kind is not None:
+            raise fail("attention", "None for a saved backbone (it has its own)", attention)
+        if isinstance(backbone, keras.Model):
+            model = backbone
+        else:
+            from senet.layers import load_model
+
+            model = load_model(backbone, compile=False)
+        given = tuple(model.inputs[0].shape[1:])
+        if len(given) != 3 or any(
+            g is not None and g != s for g, s in zip(given, shape, strict=True)
+        ):
+            raise ValueError(
+                f"backbone {getattr(model, 'name', backbone)!r} takes {given}, not the "
+                f"{shape} images asked for"
+            )
+    else:
+        match = _BACKBONE.match(str(backbone))
+        if not match or int(match.group(1)) not in IMAGENET_DEPTHS:
+            names = ", ".join(f"resnet{d}" for d in IMAGENET_DEPTHS)
+            raise fail("backbone", f"one of {names} or a .keras file", backbone)
+        model = resnet(
+            int(match.group(1)),
+            input_shape=shape,
+            attention=kind,
+            reduction=reduction,
+            include_top=False,
+            attention_options=attention_options,
+        )
+    hub = keras_hub()
+    encoder = pyramid_encoder(model)
+    pyramid = hub.models.RetinaNetBackbone(
+        image_encoder=encoder, min_level=3, max_level=7, use_p5=False, image_shape=shape
+    )
+    return hub.models.RetinaNetObjectDetector(
+        backbone=pyramid, num_classes=num_classes, bounding_box_format=bounding_box_format
+    )
