@@ -20,9 +20,9 @@ NOT_ON_THE_COMMAND_LINE = {
 }
 # a value other than the default for every option, as a user would ask for it
 ASKED = {
-    "task": "classification",
+    "task": "detection",
     "data": "faces.npz",
-    "model": "resnet20",
+    "model": "retinanet",
     "attention": "cbam",
     "reduction": 16.0,
     "epochs": 3,
@@ -46,6 +46,7 @@ ASKED = {
     "ct_window": [-160.0, 240.0],
     "init_from": "start.keras",
     "allow_h5": True,
+    "backbone": "resnet50",
 }
 
 

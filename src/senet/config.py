@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from senet.checks import check_choice, check_number, fail
-from senet.names import MODEL_NAMES
+from senet.names import DETECTION_MODELS, MODEL_NAMES
 
 __all__ = [
     "DEFAULTS",
@@ -116,6 +116,9 @@ class TrainConfig:
             then not used. The model's record (:func:`training_record`) names the file.
         allow_h5: Let ``init_from`` be a legacy ``.h5`` file (trusted files only: Keras's
             safe mode does not apply to them).
+        backbone: Detection (``model="retinanet"``): the encoder, ``"resnet18"`` (None),
+            ``"resnet50"``, any ImageNet depth, or a ResNet ``.keras`` file (which brings
+            its own attention, so ``attention`` must be ``"none"``).
     """
 
     task: str = "classification"
@@ -149,6 +152,7 @@ class TrainConfig:
     ct_window: list[float] | None = None
     init_from: str | None = None
     allow_h5: bool = False
+    backbone: str | None = None
 
     def __post_init__(self):
         from senet.tasks import get_task, task_names
@@ -178,6 +182,12 @@ class TrainConfig:
         self.channels = check_choice("channels", self.channels, (1, 3))
         if self.init_from is not None:
             self.init_from = os.fspath(self.init_from)
+        if self.backbone is not None:
+            self.backbone = os.fspath(self.backbone)
+            if self.model not in DETECTION_MODELS:
+                raise fail(
+                    "backbone", f"None unless model is one of {DETECTION_MODELS}", self.backbone
+                )
         if self.ct_window is not None:
             window = self.ct_window
             if (
@@ -415,6 +425,13 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
         metavar="MODEL",
     ),
     Option("allow_h5", "--allow-h5", ALLOW_H5_HELP, bool),
+    Option(
+        "backbone",
+        "--backbone",
+        "detection: the RetinaNet's encoder, resnet18 (default), resnet50 (any ImageNet "
+        "depth, with --attention) or a ResNet .keras file (its own attention: --attention none)",
+        metavar="NAME|FILE",
+    ),
 )
 _BY_FIELD = {option.field: option for option in TRAIN_OPTIONS}
 

@@ -98,6 +98,10 @@ def evaluate(
 
     # what the model was trained on, read once: its task, its input format
     record = model_record(model, model_path)
+    if ((record or {}).get("task") or "classification") == "detection":
+        return _evaluate_boxes(
+            model, model_path, data, split, out_files, batch_size=batch_size, skip_bad=skip_bad
+        )
     if ((record or {}).get("task") or "classification") == "segmentation":
         return _evaluate_masks(
             model,
@@ -206,6 +210,51 @@ def _evaluate_masks(
     _check_classes(model_path, int(model.output_shape[-1]), cases.class_names, data)
     metrics = task.evaluate(model, cases, batch_size=batch_size)
     metrics.update(task="segmentation", split=split, model=str(model_path), **_model_facts(model))
+    if out_files is not None:
+        metrics_file, _ = out_files
+        metrics_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(metrics_file, json.dumps(metrics, indent=2))
+        task.report(
+            metrics,
+            metrics_file.parent,
+            title=model_path.name,
+            split=split,
+            output_names=cases.class_names,
+        )
+    return metrics
+
+
+def _evaluate_boxes(
+    model, model_path: Path, data, split: str, out_files, *, batch_size: int, skip_bad: bool
+) -> dict[str, Any]:
+    """``evaluate`` for a detector: the split of its run (or the defaults),
+    :meth:`senet.tasks.detection.DetectionTask.evaluate`'s COCO mAP and per-class AP."""
+    from senet.data.coco import DetectionSet, load_detection, pad_boxes
+    from senet.tasks import get_task
+
+    task = get_task("detection")
+    side, _, channels = tuple(model.inputs[0].shape[1:])
+    sets = load_detection(
+        data,
+        image_size=int(side),
+        channels=int(channels),
+        skip_bad=skip_bad,
+        **_split_options(find_run_config(model_path)),
+    )
+    if split == "all":
+        parts = [sets[name] for name in ("train", "val", "test") if len(sets[name])]
+        lists = [part.image_boxes(i) for part in parts for i in range(len(part))]
+        boxes, labels = pad_boxes([b for b, _ in lists], [k for _, k in lists])
+        cases = DetectionSet(
+            np.concatenate([p.x for p in parts]), boxes, labels, parts[0].class_names
+        )
+    else:
+        cases = sets[split]
+    if len(cases) == 0:
+        raise ValueError(f"the {split} split of {os.fspath(data)} has no images")
+    _check_classes(model_path, int(model.num_classes), cases.class_names, data)
+    metrics = task.evaluate(model, cases, batch_size=batch_size)
+    metrics.update(task="detection", split=split, model=str(model_path), **_model_facts(model))
     if out_files is not None:
         metrics_file, _ = out_files
         metrics_file.parent.mkdir(parents=True, exist_ok=True)

@@ -380,9 +380,10 @@ def _build_training_state(model: keras.Model, images) -> None:
         model.optimizer.build(model.trainable_variables)
     if not len(images):
         return
-    x, y = images.x[:2], images.y[:2]
+    x = images.x[:2]
+    y = keras.tree.map_structure(lambda array: array[:2], images.y)  # detection: a dict
     y_pred = model(x, training=False)
-    model.compute_loss(x, y, y_pred, training=False)
+    model.compute_loss(x, y, y_pred, sample_weight=None, training=False)
     model.compute_metrics(x, y, y_pred, sample_weight=None)
     model.reset_metrics()
 

@@ -17,6 +17,7 @@ from typing import Any
 __all__ = [
     "CIFAR_DEPTHS",
     "CLASSIFICATION_MODELS",
+    "DETECTION_MODELS",
     "IMAGENET_DEPTHS",
     "MODEL_NAMES",
     "RESNET_DEPTHS",
@@ -46,12 +47,15 @@ MODEL_NAMES: tuple[str, ...] = (
     *(f"resnet{depth}" for depth in CIFAR_DEPTHS),
     *(f"resnet{depth}" for depth in IMAGENET_DEPTHS),
     "unet",
+    "retinanet",
 )
 #: The networks of :data:`MODEL_NAMES` that label every pixel (segmentation), not images.
 SEGMENTATION_MODELS: tuple[str, ...] = ("unet",)
+#: The networks that find boxes (detection: keras-hub's RetinaNet on a senet ResNet).
+DETECTION_MODELS: tuple[str, ...] = ("retinanet",)
 #: The networks that give one label an image (classification).
 CLASSIFICATION_MODELS: tuple[str, ...] = tuple(
-    name for name in MODEL_NAMES if name not in SEGMENTATION_MODELS
+    name for name in MODEL_NAMES if name not in (*SEGMENTATION_MODELS, *DETECTION_MODELS)
 )
 
 
@@ -79,7 +83,8 @@ def build_model(
     """Build the network ``name`` of :data:`MODEL_NAMES` (a new, untrained Keras model).
 
     ``options`` go to the builder (:func:`senet.models.emotion_cnn`,
-    :func:`senet.models.resnet` or :func:`senet.models.unet`).
+    :func:`senet.models.resnet`, :func:`senet.models.unet` or
+    :func:`senet.models.retinanet`: ``backbone`` there).
     """
     from senet.checks import check_choice
 
@@ -89,6 +94,17 @@ def build_model(
 
         return emotion_cnn(
             tuple(input_shape), num_classes, attention=attention, reduction=reduction, **options
+        )
+    if name == "retinanet":
+        from senet.models import retinanet
+
+        return retinanet(
+            num_classes,
+            image_size=int(input_shape[0]),
+            channels=int(input_shape[-1]),
+            attention=attention,
+            reduction=reduction,
+            **options,
         )
     if name == "unet":
         from senet.models import unet

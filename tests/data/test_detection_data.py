@@ -166,3 +166,41 @@ def test_subsets_keep_their_boxes():
     np.testing.assert_array_equal(part.boxes[1, 0], [1, 2, 3, 4])
     with pytest.raises(ValueError, match="do not fit"):
         DetectionSet(np.zeros((2, 8, 8, 1)), boxes, labels, ("a", "b"))
+
+
+def test_box_augmentation_moves_boxes_with_the_pixels():
+    import keras
+
+    from senet.data.pipeline import augment_with_boxes, box_augmentation
+
+    rng = np.random.default_rng(4)
+    images = np.zeros((6, 64, 64, 1), np.float32)
+    boxes = np.zeros((6, 2, 4), np.float32)
+    labels = np.full((6, 2), -1, np.int32)
+    for index in range(6):  # one white rectangle an image, its box exact
+        x0, y0 = rng.integers(8, 30, 2)
+        w, h = rng.integers(10, 24, 2)
+        images[index, y0 : y0 + h, x0 : x0 + w] = 1.0
+        boxes[index, 0] = [x0, y0, x0 + w, y0 + h]
+        labels[index, 0] = index % 3
+    targets = {"boxes": boxes, "labels": labels}
+    layers, generator = box_augmentation(), keras.random.SeedGenerator(0)
+    x, y = augment_with_boxes(images, targets, (3, 1), layers, generator)
+    again_x, again_y = augment_with_boxes(images, targets, (3, 1), layers, generator)
+    np.testing.assert_array_equal(x.numpy(), again_x.numpy())  # a function of the seed
+    other, _ = augment_with_boxes(images, targets, (4, 1), layers, generator)
+    assert not np.allclose(other.numpy(), x.numpy())
+    x, moved, kept = x.numpy()[..., 0], y["boxes"].numpy(), y["labels"].numpy()
+    assert kept[:, 1].tolist() == [-1] * 6  # padding stays padding
+    checked = 0
+    for index in range(6):
+        if kept[index, 0] < 0:
+            continue
+        assert kept[index, 0] == index % 3
+        # the bright pixels (brightness and contrast keep them brightest) fill the box
+        bright = x[index] > (x[index].max() + x[index].min()) / 2
+        rows, cols = np.flatnonzero(bright.any(axis=1)), np.flatnonzero(bright.any(axis=0))
+        found = [cols[0], rows[0], cols[-1] + 1, rows[-1] + 1]
+        np.testing.assert_allclose(found, moved[index, 0], atol=2.0)
+        checked += 1
+    assert checked >= 4

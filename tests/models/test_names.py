@@ -1,6 +1,7 @@
 """senet.names: the one table of model names; every name in it is accepted wherever a model
 is named, and builds the network its table entry describes."""
 
+import importlib.util
 import re
 
 import pytest
@@ -13,12 +14,13 @@ from senet.train import TrainConfig
 def test_every_name_is_accepted_by_training_ablate_and_the_cli():
     assert MODEL_NAMES[0] == "emotion_cnn"
     depths = {*names.IMAGENET_DEPTHS, *names.CIFAR_DEPTHS}
-    assert {f"resnet{depth}" for depth in depths} | {"unet"} == set(MODEL_NAMES[1:])
-    assert names.SEGMENTATION_MODELS == ("unet",)
-    assert set(names.CLASSIFICATION_MODELS) | {"unet"} == set(MODEL_NAMES)
+    assert {f"resnet{depth}" for depth in depths} | {"unet", "retinanet"} == set(MODEL_NAMES[1:])
+    assert names.SEGMENTATION_MODELS == ("unet",) and names.DETECTION_MODELS == ("retinanet",)
+    assert set(names.CLASSIFICATION_MODELS) | {"unet", "retinanet"} == set(MODEL_NAMES)
     parser = cli._parser()
+    tasks = {"unet": "segmentation", "retinanet": "detection"}
     for name in MODEL_NAMES:
-        task = "segmentation" if name in names.SEGMENTATION_MODELS else "classification"
+        task = tasks.get(name, "classification")
         assert TrainConfig(model=name, task=task).model == name
         assert parser.parse_args(["train", "--model", name]).model == name
         assert parser.parse_args(["ablate", "--model", name, "--out", "x"]).model == [name]
@@ -32,7 +34,13 @@ def test_every_name_is_accepted_by_training_ablate_and_the_cli():
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_every_name_builds_its_network(name):
+    if name in names.DETECTION_MODELS and importlib.util.find_spec("keras_hub") is None:
+        pytest.skip("keras-hub is not installed")
     model = build_model(name, input_shape=(32, 32, 3), num_classes=5, attention="se")
+    if name in names.DETECTION_MODELS:  # keras-hub's RetinaNet: boxes, classes, scores
+        assert model.num_classes == 5 and model.inputs[0].shape[1:] == (32, 32, 3)
+        assert any(layer.name.endswith("_se") for layer in model.backbone.image_encoder.layers)
+        return
     if name in names.SEGMENTATION_MODELS:  # a class for every pixel
         assert model.output_shape == (None, 32, 32, 5)
         return

@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from senet.models import PyramidEncoder, insert_attention, pyramid_encoder, pyramid_outputs, resnet
+from senet.layers import PyramidEncoder
+from senet.models import insert_attention, pyramid_encoder, pyramid_outputs, resnet
 
 
 def _sizes(pyramid):

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from senet.checks import fail
 from senet.data.base import report_problems
 from senet.data.images import (
     array_cap,
@@ -44,7 +45,14 @@ from senet.data.images import (
 )
 from senet.errors import DataError
 
-__all__ = ["ANNOTATIONS_FILE", "DetectionSet", "read_coco", "write_coco"]
+__all__ = [
+    "ANNOTATIONS_FILE",
+    "DetectionSet",
+    "load_detection",
+    "pad_boxes",
+    "read_coco",
+    "write_coco",
+]
 
 #: The annotation file of a detection folder (:func:`write_coco`, :func:`read_coco`).
 ANNOTATIONS_FILE = "annotations.json"
@@ -89,6 +97,12 @@ class DetectionSet:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    @property
+    def y(self) -> dict[str, np.ndarray]:
+        """The targets as the training loop and keras-hub's detectors take them:
+        ``{"boxes": boxes, "labels": labels}``."""
+        return {"boxes": self.boxes, "labels": self.labels}
 
     @property
     def num_classes(self) -> int:
@@ -367,3 +381,60 @@ def write_coco(
     partial.write_text(json.dumps(document), encoding="utf-8")
     partial.replace(target)
     return target
+
+
+def load_detection(
+    source: str | os.PathLike,
+    *,
+    image_size: int = 128,
+    channels: int = 1,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    skip_bad: bool = False,
+    synthetic_size: int = 2000,
+    synthetic_difficulty: str = "easy",
+) -> dict[str, DetectionSet]:
+    """Load a detection source and split it at random into ``{"train", "val", "test"}``.
+
+    Args:
+        source: ``"synthetic"`` (the face scenes, :func:`senet.data.scenes.synthetic_scenes`),
+            a COCO instances file, or a folder with ``annotations.json`` and ``images/``.
+        image_size: Side of the stored square images.
+        channels: 1 or 3.
+        val_fraction: Fraction of the images held out for validation.
+        test_fraction: Fraction held out for test.
+        seed: Seed of the split and of the synthetic scenes.
+        skip_bad: Leave bad annotations and images out with one warning instead of raising.
+        synthetic_size: Number of synthetic scenes.
+        synthetic_difficulty: ``"easy"`` or ``"hard"``.
+
+    Returns:
+        The three splits, sharing class names.
+    """
+    from senet.data.masks import split_random
+
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise fail(name, "a number in [0, 1)", value)
+    if val_fraction + test_fraction >= 1:
+        raise fail("val_fraction + test_fraction", "below 1", val_fraction + test_fraction)
+    if source == "synthetic":
+        from senet.data.scenes import synthetic_scenes
+
+        data = synthetic_scenes(
+            synthetic_size,
+            image_size=image_size,
+            seed=seed,
+            difficulty=synthetic_difficulty,
+            channels=channels,
+        )
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise DataError(
+                f"{path}: detection data not found (expected 'synthetic', a COCO .json file "
+                "or a folder with annotations.json and images/)"
+            )
+        data = read_coco(path, image_size=image_size, channels=channels, skip_bad=skip_bad)
+    return split_random(data, val_fraction, test_fraction, seed=seed)

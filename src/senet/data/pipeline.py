@@ -140,6 +140,69 @@ def augment_with_masks(images, masks, seed) -> tuple[tf.Tensor, tf.Tensor]:
     return _intensity(images, draw), tf.cast(tf.round(labels[..., 0]), masks.dtype)
 
 
+def box_augmentation(bounding_box_format: str = "xyxy") -> list:
+    """The box-aware Keras preprocessing layers :func:`augment_with_boxes` applies, in
+    order (new ones each call): a horizontal flip, a shift of up to 10% of each side and a
+    zoom of up to 20% in or out, the parts of the image they uncover filled with 0 (a
+    reflection would show objects without boxes)."""
+    return [
+        keras.layers.RandomFlip("horizontal", bounding_box_format=bounding_box_format),
+        keras.layers.RandomTranslation(
+            0.1, 0.1, fill_mode="constant", bounding_box_format=bounding_box_format
+        ),
+        keras.layers.RandomZoom(0.2, fill_mode="constant", bounding_box_format=bounding_box_format),
+    ]
+
+
+def augment_with_boxes(images, targets, seed, layers=None, generator=None):
+    """A detection batch moved at random by Keras' own box-aware preprocessing layers.
+
+    Each layer (:func:`box_augmentation`: flip, shift, zoom) draws its transformation from
+    a Keras ``SeedGenerator`` whose state is set from ``seed`` first, so the draws are a
+    function of ``seed`` (two integers) only and a resumed run sees the same batches; then
+    it moves the images and their boxes alike (``transform_images`` and
+    ``transform_bounding_boxes``). Brightness and contrast change the images only. A box
+    that leaves the image, or keeps less than a pixel of width or height, gets label -1
+    (no box).
+
+    Args:
+        images: Float batch ``(B, H, W, C)`` in ``[0, 1]``.
+        targets: ``{"boxes": (B, M, 4) xyxy pixels, "labels": (B, M)}`` (-1: no box).
+        seed: Two integers.
+        layers: The layers (default: a new :func:`box_augmentation`).
+        generator: The ``keras.random.SeedGenerator`` to draw with (default: a new one).
+            Call it in one thread at a time: its state is set for each batch.
+
+    Returns:
+        ``(images, targets)``, shapes and dtypes as given.
+    """
+    layers = box_augmentation() if layers is None else layers
+    generator = keras.random.SeedGenerator(0) if generator is None else generator
+    seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+    generator.state.assign(tf.cast(seed, generator.state.dtype))
+    images = tf.convert_to_tensor(images, tf.float32)
+    boxes = {"boxes": targets["boxes"], "labels": targets["labels"]}
+    for layer in layers:
+        data = {"images": images, "bounding_boxes": boxes}
+        change = layer.get_random_transformation(data, training=True, seed=generator)
+        images = layer.transform_images(images, change, training=True)
+        boxes = layer.transform_bounding_boxes(boxes, change, training=True)
+    keys = tf.random.experimental.stateless_split(seed, num=2)
+    batch = tf.shape(images)[0]
+    contrast = tf.random.stateless_uniform([batch], keys[0], 1.0 - _CONTRAST, 1.0 + _CONTRAST)
+    brightness = tf.random.stateless_uniform([batch], keys[1], -_BRIGHTNESS, _BRIGHTNESS)
+    images = _intensity(
+        images,
+        {"contrast": contrast[:, None, None, None], "brightness": brightness[:, None, None, None]},
+    )
+    moved = tf.cast(boxes["boxes"], tf.float32)
+    width = moved[..., 2] - moved[..., 0]
+    height = moved[..., 3] - moved[..., 1]
+    labels = tf.cast(boxes["labels"], targets["labels"].dtype)
+    labels = tf.where((width >= 1.0) & (height >= 1.0), labels, -tf.ones_like(labels))
+    return images, {"boxes": moved, "labels": labels}
+
+
 def sample_patches(images, masks, seed, patch: int, foreground: float = 2 / 3):
     """A random ``patch``-sided crop of every image and mask of a batch of volumes.
 
@@ -499,7 +562,8 @@ def epoch_batches(
     # the images an epoch uses: whole batches (a JAX cluster) or a multiple of the replicas
     used = count - count % batch_size if whole_batches else replica_multiple(count, replicas)
     x = tf.constant(images.x)
-    y = tf.constant(images.y)
+    # y: an array, or a structure of arrays (detection: boxes and labels)
+    y = tf.nest.map_structure(tf.constant, images.y)
     weights = None if sample_weights is None else tf.constant(sample_weights, tf.float32)
 
     def epoch_batches(epoch):
@@ -512,7 +576,8 @@ def epoch_batches(
         return batches.map(lambda step, index: (epoch, step, index))
 
     def gather(epoch, step, index):
-        batch_x, batch_y = tf.gather(x, index), tf.gather(y, index)
+        batch_x = tf.gather(x, index)
+        batch_y = tf.nest.map_structure(lambda t: tf.gather(t, index), y)
         if augment is not None:
             batch_x, batch_y = augment(batch_x, batch_y, tf.stack([seed * 1_000_003 + epoch, step]))
         if weights is None:

@@ -10,6 +10,7 @@ from senet.layers.eca import ECA, EfficientChannelAttention
 from senet.layers.fused import FusedSEResidual
 from senet.layers.info import TrainingInfo, training_info, with_training_info
 from senet.layers.losses import DiceCELoss, DiceScore
+from senet.layers.pyramid import PyramidEncoder
 from senet.layers.registry import ModelLoadError, attention, kinds, load_model, register
 from senet.layers.spatial import ChannelSpatialSqueezeExcite, SpatialSqueezeExcite
 from senet.layers.squeeze_excite import SEModule, SqueezeExcite, bottleneck_units
@@ -23,6 +24,7 @@ __all__ = [
     "EfficientChannelAttention",
     "FusedSEResidual",
     "ModelLoadError",
+    "PyramidEncoder",
     "SEModule",
     "SpatialSqueezeExcite",
     "SqueezeExcite",

@@ -91,10 +91,22 @@ def _info_layers(model) -> list[TrainingInfo]:
     return [layer for layer in getattr(model, "layers", []) if isinstance(layer, TrainingInfo)]
 
 
+def _encoder_record(model) -> TrainingInfo | None:
+    """A keras-hub detector's record: the :class:`TrainingInfo` layer in its image encoder
+    (:func:`senet.models.pyramid_encoder` puts an empty one there), or None."""
+    encoder = getattr(getattr(model, "backbone", None), "image_encoder", None)
+    layers = _info_layers(encoder) if encoder is not None else []
+    return layers[-1] if layers else None
+
+
 def training_info(model) -> dict[str, Any] | None:
-    """The record of the model's last :class:`TrainingInfo` layer (a copy), or None."""
+    """The record of the model's last :class:`TrainingInfo` layer (a copy), or None; for a
+    keras-hub detector, the record in its image encoder."""
     layers = _info_layers(model)
-    return json.loads(json.dumps(layers[-1].info)) if layers else None
+    layer = layers[-1] if layers else _encoder_record(model)
+    if layer is None or not layer.info:
+        return None
+    return json.loads(json.dumps(layer.info))
 
 
 def without_training_info(model: keras.Model) -> keras.Model:
@@ -111,8 +123,15 @@ def with_training_info(model: keras.Model, info: dict[str, Any]) -> keras.Model:
     """A functional model sharing ``model``'s layers, with ``info`` recorded at its output.
 
     An earlier record at the output is replaced (not stacked). The returned model has the
-    same weights (the same variables) and computes the same values.
+    same weights (the same variables) and computes the same values. A keras-hub detector
+    (several outputs, its own training and prediction steps) keeps its record in its image
+    encoder's :class:`TrainingInfo` layer instead: that layer's record is replaced and the
+    same detector returned.
     """
+    holder = None if _info_layers(model) else _encoder_record(model)
+    if holder is not None:
+        holder.info = TrainingInfo(info).info  # checked as JSON values, copied
+        return model
     base = without_training_info(model)
     if len(base.outputs) != 1:
         raise ValueError(f"`model` must have one output, got {len(base.outputs)}")

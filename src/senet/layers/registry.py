@@ -205,6 +205,7 @@ def load_model(
         _check_h5_file(path)
     else:
         config = _read_keras_config(path)
+        _import_keras_hub(path, config)
     try:
         # safe_mode=True for .h5 too, though Keras ignores it there (hence the warning)
         return keras.saving.load_model(
@@ -254,6 +255,22 @@ def _check_h5_file(path: Path) -> None:
         signature = file.read(len(_HDF5_SIGNATURE))
     if signature != _HDF5_SIGNATURE:
         raise ModelLoadError(f"cannot load model {path}: not an HDF5 file (corrupt or renamed?)")
+
+
+def _import_keras_hub(path: Path, config) -> None:
+    """keras-hub registers its classes (a detector's) when it is imported: import it when
+    the file uses them, or say in one line how to install it."""
+    if "keras_hub" not in json.dumps(config):
+        return
+    try:
+        import keras_hub  # noqa: F401
+    except ImportError:
+        from senet.layers.pyramid import KERAS_HUB_INSTALL
+
+        raise ModelLoadError(
+            f"cannot load model {path}: it is a keras-hub model (a detector) and keras-hub is "
+            f"not installed: {KERAS_HUB_INSTALL}"
+        ) from None
 
 
 def _read_keras_config(path: Path) -> dict:

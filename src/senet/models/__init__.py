@@ -10,7 +10,6 @@ imports timm's pretrained SE-ResNets, SE-ResNeXts and ECA-ResNets from a weights
 from senet.models.emotion import emotion_cnn
 from senet.models.fused import FusedSEResidual, fuse_for_inference, fuse_se
 from senet.models.resnet import (
-    PyramidEncoder,
     pyramid_encoder,
     pyramid_outputs,
     resnet,
@@ -23,7 +22,6 @@ from senet.models.unet import unet
 
 __all__ = [
     "FusedSEResidual",
-    "PyramidEncoder",
     "convert_timm",
     "emotion_cnn",
     "fuse_for_inference",

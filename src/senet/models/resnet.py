@@ -473,41 +473,25 @@ def _pyramid_layers(model: keras.Model) -> dict[str, str]:
     return out
 
 
-@keras.saving.register_keras_serializable(package="senet")
-class PyramidEncoder(keras.Model):
-    """A functional image encoder whose ``pyramid_outputs`` survive saving and loading.
-
-    keras-hub's ``RetinaNetBackbone`` reads ``image_encoder.pyramid_outputs`` when it is
-    built, and again when a saved detector is loaded; a plain functional model loses the
-    attribute in the file, this one rebuilds it from the layer names it saves. Make one
-    with :func:`pyramid_encoder`.
-    """
-
-    def __init__(self, inputs, outputs, name=None, **kwargs):
-        layers = kwargs.pop("pyramid_layers", None)
-        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
-        self.pyramid_layers = dict(layers) if layers else _pyramid_layers(self)
-        self.pyramid_outputs = {
-            level: self.get_layer(layer).output for level, layer in self.pyramid_layers.items()
-        }
-
-    def get_config(self):
-        config = super().get_config()
-        config["pyramid_layers"] = dict(self.pyramid_layers)
-        return config
-
-
-def pyramid_encoder(model: keras.Model) -> PyramidEncoder:
+def pyramid_encoder(model: keras.Model):
     """``model`` (a ResNet of any kind, with or without its classifier) as a detector's
-    image encoder: its layers up to the last stage, with ``pyramid_outputs``
-    (:func:`pyramid_outputs`) that survive saving and loading. The layers and weights are
-    ``model``'s own, shared, not copied.
+    image encoder (a :class:`senet.layers.PyramidEncoder`): its layers up to the last
+    stage, with ``pyramid_outputs``
+    (:func:`pyramid_outputs`) that survive saving and loading, and an empty
+    :class:`senet.layers.TrainingInfo` at its output (where a detector senet trains keeps
+    its training record). The layers and weights are ``model``'s own, shared, not copied.
 
     Example:
         >>> encoder = pyramid_encoder(resnet(18, input_shape=(64, 64, 3), attention="se"))
         >>> sorted(encoder.pyramid_outputs), encoder.output.shape[1:]
         (['P2', 'P3', 'P4', 'P5'], (2, 2, 512))
     """
+    from senet.layers.info import TrainingInfo
+    from senet.layers.pyramid import PyramidEncoder
+
     layers = _pyramid_layers(model)
     last = model.get_layer(layers[max(layers, key=lambda level: int(level[1:]))]).output
-    return PyramidEncoder(model.inputs, last, name=f"{model.name}_encoder", pyramid_layers=layers)
+    # an empty record at the output: a detector trained by senet keeps its record here
+    # (senet.layers.with_training_info), since the detector itself has no single output
+    record = TrainingInfo({}, name="training_info")(last)
+    return PyramidEncoder(model.inputs, record, name=f"{model.name}_encoder", pyramid_layers=layers)

@@ -19,15 +19,14 @@ import re
 
 import keras
 
-from senet.checks import check_positive, fail
+from senet.checks import check_number, check_positive, fail
+from senet.layers.pyramid import KERAS_HUB_INSTALL
 from senet.models._blocks import check_attention
 from senet.models.resnet import pyramid_encoder, resnet
 from senet.names import IMAGENET_DEPTHS
 
 __all__ = ["KERAS_HUB_INSTALL", "retinanet"]
 
-#: How to install keras-hub for senet (without tensorflow-text and a second TensorFlow).
-KERAS_HUB_INSTALL = 'pip install "senet[detection]" && pip install --no-deps "keras-hub==0.32.*"'
 
 _BACKBONE = re.compile(r"^resnet(\d+)$")
 
@@ -51,6 +50,7 @@ def retinanet(
     channels: int = 3,
     bounding_box_format: str = "xyxy",
     attention_options: dict | None = None,
+    min_score: float = 0.05,
 ):
     """A keras-hub RetinaNet whose image encoder is a senet ResNet.
 
@@ -71,6 +71,8 @@ def retinanet(
         channels: Image channels (1 or 3).
         bounding_box_format: keras-hub's name of the box layout (``"xyxy"``: pixels).
         attention_options: Further arguments for a built backbone's attention layers.
+        min_score: The lowest score a decoded detection keeps (after non-maximum
+            suppression at IoU 0.5, at most 100 an image).
 
     Returns:
         A ``keras_hub.models.RetinaNetObjectDetector``, not compiled.
@@ -81,6 +83,7 @@ def retinanet(
             network whose input does not take ``image_size`` x ``image_size`` x ``channels``.
     """
     num_classes = check_positive("num_classes", num_classes, integer=True)
+    min_score = check_number("min_score", min_score, minimum=0, maximum=1)
     image_size = check_positive("image_size", image_size, integer=True)
     if channels not in (1, 3):
         raise fail("channels", "1 or 3", channels)
@@ -121,6 +124,19 @@ def retinanet(
     pyramid = hub.models.RetinaNetBackbone(
         image_encoder=encoder, min_level=3, max_level=7, use_p5=False, image_shape=shape
     )
+    # COCO's evaluation keeps detections down to a low score (0.05 here, as in Detectron
+    # and torchvision), so precision is measured over the whole recall range; keras-hub's
+    # default (0.5) cuts the curve. A user-facing threshold belongs to prediction.
+    decoder = hub.layers.NonMaxSuppression(
+        bounding_box_format=bounding_box_format,
+        from_logits=True,
+        iou_threshold=0.5,
+        confidence_threshold=min_score,
+        max_detections=100,
+    )
     return hub.models.RetinaNetObjectDetector(
-        backbone=pyramid, num_classes=num_classes, bounding_box_format=bounding_box_format
+        backbone=pyramid,
+        num_classes=num_classes,
+        bounding_box_format=bounding_box_format,
+        prediction_decoder=decoder,
     )

@@ -1,6 +1,7 @@
 """Tasks: the kinds of problem senet trains (:class:`Task`, the seam), by name.
 
-``TrainConfig.task`` (``senet train --task NAME``) names one. Built in: ``classification`` and ``segmentation``.
+``TrainConfig.task`` (``senet train --task NAME``) names one. Built in: ``classification``, ``segmentation`` and
+``detection``.
 A package adds one through the ``senet.tasks`` entry point (then every command, and the
 worker processes of ``--workers`` and ``senet ablate``, find it)::
 
@@ -25,6 +26,7 @@ ENTRY_POINT_GROUP = "senet.tasks"
 _BUILT_IN = {
     "classification": "senet.tasks.classification:ClassificationTask",
     "segmentation": "senet.tasks.segmentation:SegmentationTask",
+    "detection": "senet.tasks.detection:DetectionTask",
 }
 _REGISTRY: dict[str, Task] = {}
 _plugins_loaded = False

@@ -1,0 +1,77 @@
+"""`senet train --task detection`: keras-hub's RetinaNet on a senet ResNet, trained on the
+synthetic face scenes, recorded, evaluated with COCO mAP; its options refused where they
+do not apply."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from senet.cli import main
+from senet.config import TrainConfig
+from senet.data.base import EMOTIONS
+from senet.layers.pyramid import KERAS_HUB_INSTALL
+
+needs_keras_hub = pytest.mark.skipif(
+    importlib.util.find_spec("keras_hub") is None,
+    reason=f"keras-hub is not installed ({KERAS_HUB_INSTALL})",
+)
+
+
+def test_detection_options_are_refused_where_they_do_not_apply():
+    with pytest.raises(ValueError, match="backbone"):
+        TrainConfig(model="resnet18", backbone="resnet50")
+    with pytest.raises(ValueError, match="a network of the detection task"):
+        TrainConfig(task="detection", model="unet")
+    with pytest.raises(ValueError, match="a network of the classification task"):
+        TrainConfig(model="retinanet")
+    assert TrainConfig(task="detection", model="retinanet", backbone="resnet50").backbone
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("det") / "run"
+    argv = ["train", "--task", "detection", "--model", "retinanet", "--attention", "se"]
+    argv += ["--synthetic-size", "40", "--image-size", "64", "--epochs", "1"]
+    argv += ["--batch-size", "8", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    return out
+
+
+@needs_keras_hub
+@pytest.mark.slow
+def test_a_detection_run_records_and_evaluates_alike(run, tmp_path):
+    from senet.layers import load_model, training_info
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"map", "map_50", "map_75", "per_class", "test_map"} <= set(metrics)
+    assert 0.0 <= metrics["map"] <= metrics["map_50"] <= 1.0
+    assert list(metrics["per_class"]) == list(EMOTIONS)
+    assert (run / "ap.png").stat().st_size > 0
+    model = load_model(run / "model.keras", compile=False)  # a fresh load: keras-hub classes
+    record = training_info(model)
+    assert record["task"] == "detection" and record["class_names"] == list(EMOTIONS)
+    assert record["backbone"] == "resnet18" and record["image_size"] == 64
+    assert any(layer.name.endswith("_se") for layer in model.backbone.image_encoder.layers)
+    # evaluate reads the run's split: the same test images, the same mAP
+    out = tmp_path / "eval"
+    argv = ["evaluate", str(run / "model.keras"), "--data", "synthetic", "--out", str(out)]
+    assert main(argv) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["task"] == "detection" and again["num_images"] == metrics["num_images"]
+    assert again["map"] == pytest.approx(metrics["map"], abs=1e-6)
+    assert (out / "ap.png").exists()
+
+
+@needs_keras_hub
+@pytest.mark.slow
+def test_a_detection_run_resumes_after_its_last_epoch(run, tmp_path):
+    # a finished run asked for one epoch more trains that one epoch from its checkpoint
+    state = json.loads((run / "state.json").read_text())
+    assert state["epochs_done"] == 1
+    argv = ["train", "--resume", str(run), "--epochs", "2", "--quiet"]
+    assert main(argv) == 0
+    rows = (run / "history.csv").read_text().strip().splitlines()
+    assert len(rows) == 3  # header and two epochs
+    assert np.isfinite(json.loads((run / "metrics.json").read_text())["map"])
