@@ -62,6 +62,14 @@ def test_a_detection_run_records_and_evaluates_alike(run, tmp_path):
     assert again["task"] == "detection" and again["num_images"] == metrics["num_images"]
     assert again["map"] == pytest.approx(metrics["map"], abs=1e-6)
     assert (out / "ap.png").exists()
+    # what does not take detectors yet says so in one line
+    photo = tmp_path / "x.png"
+    photo.write_bytes((run / "ap.png").read_bytes())
+    for command in (
+        ["predict", str(run / "model.keras"), str(photo)],
+        ["explain", str(run / "model.keras"), str(photo), "--out", str(tmp_path)],
+    ):
+        assert main(command) == 2
 
 
 @needs_keras_hub

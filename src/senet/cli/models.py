@@ -130,6 +130,8 @@ def _run_predict(args) -> int:
     )
     if task == "segmentation":
         return _run_segment(args, model)
+    if task == "detection":
+        raise CLIError(f"{args.model} is a detector: senet predict does not take detectors yet")
     from senet.predict import iter_predictions
 
     # library warnings (a truncated video's missing frames) as one line each, in order
@@ -247,6 +249,8 @@ def _run_explain(args) -> int:
     from senet.inference import open_model
 
     task, model = open_model(args.model, allow_h5=args.allow_h5)
+    if task == "detection":
+        raise CLIError(f"{args.model} is a detector: senet explain does not take detectors yet")
     if task == "segmentation":
         from senet.segment import explain_segmentation
 
