@@ -82,6 +82,7 @@ needs_keras_hub = pytest.mark.skipif(
 
 
 @needs_keras_hub
+@pytest.mark.slow  # builds a RetinaNet: the full suite runs it, the quick lane not
 def test_keras_hub_retinanet_backbone_builds_on_an_se_resnet():
     from keras_hub.models import RetinaNetBackbone
 
@@ -100,6 +101,7 @@ def test_keras_hub_retinanet_backbone_builds_on_an_se_resnet():
 
 
 @needs_keras_hub
+@pytest.mark.slow  # builds a RetinaNet: the full suite runs it, the quick lane not
 def test_a_retinanet_on_an_encoder_saves_and_loads(tmp_path):
     from keras_hub.models import RetinaNetBackbone, RetinaNetObjectDetector
 

@@ -37,6 +37,7 @@ def test_bad_arguments_are_refused_before_anything_is_built():
 
 
 @needs_keras_hub
+@pytest.mark.slow  # builds a RetinaNet: the full suite runs it, the quick lane not
 def test_an_se_backbone_adds_exactly_its_attention_parameters():
     plain = retinanet(7, image_size=64, channels=1)
     se = retinanet(7, attention="se", image_size=64, channels=1)
@@ -50,6 +51,7 @@ def test_an_se_backbone_adds_exactly_its_attention_parameters():
 
 
 @needs_keras_hub
+@pytest.mark.slow  # builds a RetinaNet: the full suite runs it, the quick lane not
 def test_a_saved_resnet_file_is_a_backbone(tmp_path):
     keras.utils.set_random_seed(0)
     resnet(18, input_shape=(64, 64, 3), attention="eca", num_classes=5).save(tmp_path / "r.keras")
