@@ -98,11 +98,12 @@ def evaluate(
 
     # what the model was trained on, read once: its task, its input format
     record = model_record(model, model_path)
-    if ((record or {}).get("task") or "classification") == "detection":
+    task = (record or {}).get("task") or "classification"
+    if task == "detection":
         return _evaluate_boxes(
             model, model_path, data, split, out_files, batch_size=batch_size, skip_bad=skip_bad
         )
-    if ((record or {}).get("task") or "classification") == "segmentation":
+    if task == "segmentation":
         return _evaluate_masks(
             model,
             model_path,
@@ -205,23 +206,18 @@ def _evaluate_masks(
         )
     else:
         cases = sets[split]
-    if len(cases) == 0:
-        raise ValueError(f"the {split} split of {os.fspath(data)} has no cases")
-    _check_classes(model_path, int(model.output_shape[-1]), cases.class_names, data)
-    metrics = task.evaluate(model, cases, batch_size=batch_size)
-    metrics.update(task="segmentation", split=split, model=str(model_path), **_model_facts(model))
-    if out_files is not None:
-        metrics_file, _ = out_files
-        metrics_file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(metrics_file, json.dumps(metrics, indent=2))
-        task.report(
-            metrics,
-            metrics_file.parent,
-            title=model_path.name,
-            split=split,
-            output_names=cases.class_names,
-        )
-    return metrics
+    return _score_cases(
+        task,
+        model,
+        model_path,
+        cases,
+        int(model.output_shape[-1]),
+        data,
+        split,
+        out_files,
+        batch_size=batch_size,
+        what="cases",
+    )
 
 
 def _evaluate_boxes(
@@ -250,11 +246,42 @@ def _evaluate_boxes(
         )
     else:
         cases = sets[split]
+    return _score_cases(
+        task,
+        model,
+        model_path,
+        cases,
+        int(model.num_classes),
+        data,
+        split,
+        out_files,
+        batch_size=batch_size,
+        what="images",
+    )
+
+
+def _score_cases(
+    task,
+    model,
+    model_path: Path,
+    cases,
+    outputs: int,
+    data,
+    split: str,
+    out_files,
+    *,
+    batch_size: int,
+    what: str,
+) -> dict[str, Any]:
+    """What evaluating a segmentation or detection model ends with: the split checked
+    (not empty, the model's ``outputs`` classes the data's), the task's metrics with the
+    facts of the evaluation, and, with ``out_files``, ``metrics.json`` and the task's
+    figures written."""
     if len(cases) == 0:
-        raise ValueError(f"the {split} split of {os.fspath(data)} has no images")
-    _check_classes(model_path, int(model.num_classes), cases.class_names, data)
+        raise ValueError(f"the {split} split of {os.fspath(data)} has no {what}")
+    _check_classes(model_path, outputs, cases.class_names, data)
     metrics = task.evaluate(model, cases, batch_size=batch_size)
-    metrics.update(task="detection", split=split, model=str(model_path), **_model_facts(model))
+    metrics.update(task=task.name, split=split, model=str(model_path), **_model_facts(model))
     if out_files is not None:
         metrics_file, _ = out_files
         metrics_file.parent.mkdir(parents=True, exist_ok=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from senet.checks import fail
 from senet.errors import DataError, printable
 
 __all__ = [
@@ -16,6 +18,7 @@ __all__ = [
     "DataError",
     "ImageSet",
     "check_labels",
+    "check_split_fractions",
     "infer_class_names",
     "warn_missing_classes",
 ]
@@ -148,3 +151,13 @@ def report_problems(problems: list[str], skip_bad: bool, *, what: str) -> None:
     warnings.warn(
         what.format(count=len(problems)) + f"; first: {problems[0]}", UserWarning, stacklevel=3
     )
+
+
+def check_split_fractions(val_fraction, test_fraction) -> None:
+    """``val_fraction`` and ``test_fraction`` each in ``[0, 1)`` and together below 1: the
+    one check of the segmentation and detection readers' split arguments."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+            raise fail(name, "a number in [0, 1)", value)
+    if val_fraction + test_fraction >= 1:
+        raise fail("val_fraction + test_fraction", "below 1", val_fraction + test_fraction)

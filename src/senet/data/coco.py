@@ -34,8 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from senet.checks import fail
-from senet.data.base import report_problems
+from senet.data.base import check_split_fractions, report_problems
 from senet.data.images import (
     array_cap,
     check_inputs_fit,
@@ -414,11 +413,7 @@ def load_detection(
     """
     from senet.data.masks import split_random
 
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-            raise fail(name, "a number in [0, 1)", value)
-    if val_fraction + test_fraction >= 1:
-        raise fail("val_fraction + test_fraction", "below 1", val_fraction + test_fraction)
+    check_split_fractions(val_fraction, test_fraction)
     if source == "synthetic":
         from senet.data.scenes import synthetic_scenes
 

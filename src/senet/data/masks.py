@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from senet.checks import check_choice, fail
-from senet.data.base import MAX_INFERRED_CLASSES, report_problems
+from senet.data.base import MAX_INFERRED_CLASSES, check_split_fractions, report_problems
 from senet.data.images import (
     check_inputs_fit,
     fit_images,
@@ -378,11 +378,7 @@ def load_masks(
     Returns:
         The three splits, sharing class names.
     """
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
-            raise fail(name, "a number in [0, 1)", value)
-    if val_fraction + test_fraction >= 1:
-        raise fail("val_fraction + test_fraction", "below 1", val_fraction + test_fraction)
+    check_split_fractions(val_fraction, test_fraction)
     if isinstance(channels, bool) or channels not in (1, 3):
         raise fail("channels", "1 or 3", channels)
     is_decathlon = is_decathlon_folder(source)
