@@ -43,7 +43,6 @@ __all__ = [
     "load_for_inference",
     "model_input_size",
     "model_record",
-    "model_task",
     "open_model",
     "open_exported",
     "predictor",
@@ -578,13 +577,6 @@ def open_model(
         return "classification", None
     task = (record or {}).get("task")
     return (task if isinstance(task, str) and task else "classification"), model
-
-
-def model_task(
-    model_path: str | os.PathLike, *, allow_h5: bool = False, allow_savedmodel: bool = False
-) -> str:
-    """The task a saved model was trained for (:func:`open_model`'s first answer)."""
-    return open_model(model_path, allow_h5=allow_h5, allow_savedmodel=allow_savedmodel)[0]
 
 
 def warn_if_synthetic(record: dict | None, model_path: str | os.PathLike) -> None:
