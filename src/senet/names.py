@@ -17,6 +17,7 @@ from typing import Any
 __all__ = [
     "CIFAR_DEPTHS",
     "CLASSIFICATION_MODELS",
+    "DEFAULT_BACKBONE",
     "DETECTION_MODELS",
     "IMAGENET_DEPTHS",
     "MODEL_NAMES",
@@ -53,6 +54,8 @@ MODEL_NAMES: tuple[str, ...] = (
 SEGMENTATION_MODELS: tuple[str, ...] = ("unet",)
 #: The networks that find boxes (detection: keras-hub's RetinaNet on a senet ResNet).
 DETECTION_MODELS: tuple[str, ...] = ("retinanet",)
+#: The encoder of a detection network when none is named (``--backbone``).
+DEFAULT_BACKBONE = "resnet18"
 #: The networks that give one label an image (classification).
 CLASSIFICATION_MODELS: tuple[str, ...] = tuple(
     name for name in MODEL_NAMES if name not in (*SEGMENTATION_MODELS, *DETECTION_MODELS)

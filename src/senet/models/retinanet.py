@@ -23,7 +23,7 @@ from senet.checks import check_number, check_positive, fail
 from senet.layers.pyramid import KERAS_HUB_INSTALL
 from senet.models._blocks import check_attention
 from senet.models.resnet import pyramid_encoder, resnet
-from senet.names import IMAGENET_DEPTHS
+from senet.names import DEFAULT_BACKBONE, IMAGENET_DEPTHS
 
 __all__ = ["KERAS_HUB_INSTALL", "retinanet"]
 
@@ -43,7 +43,7 @@ def keras_hub():
 def retinanet(
     num_classes: int,
     *,
-    backbone: str | os.PathLike | keras.Model = "resnet18",
+    backbone: str | os.PathLike | keras.Model = DEFAULT_BACKBONE,
     attention: str | None = None,
     reduction: float = 16,
     image_size: int = 128,

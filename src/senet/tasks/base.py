@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Task"]
+__all__ = ["Task", "number_text"]
 
 
 class Task:
@@ -128,3 +128,8 @@ class Task:
     def predictions(self, outputs, output_names: Sequence[str]) -> list[dict[str, Any]]:
         """What ``senet predict`` says of each row of the model's ``outputs``."""
         raise NotImplementedError
+
+
+def number_text(value) -> str:
+    """A metric in a task's summary table: three decimals, or ``n/a`` for None."""
+    return "n/a" if value is None else f"{value:.3f}"

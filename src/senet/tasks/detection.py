@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from senet.names import DETECTION_MODELS
-from senet.tasks.base import Task
+from senet.names import DEFAULT_BACKBONE, DETECTION_MODELS
+from senet.tasks.base import Task, number_text
 
 __all__ = ["DetectionTask", "predict_boxes"]
 
@@ -76,7 +76,7 @@ class DetectionTask(Task):
             num_classes=len(output_names),
             attention=config.attention,
             reduction=config.reduction,
-            backbone=config.backbone or "resnet18",
+            backbone=config.backbone or DEFAULT_BACKBONE,
             bounding_box_format=BOX_FORMAT,
             **config.model_options,
         )
@@ -118,7 +118,7 @@ class DetectionTask(Task):
             "channels": config.channels,
             "input_range": [0, 1],
             "class_names": [str(name) for name in output_names],
-            "backbone": Path(config.backbone).name if config.backbone else "resnet18",
+            "backbone": Path(config.backbone).name if config.backbone else DEFAULT_BACKBONE,
             "bounding_box_format": BOX_FORMAT,
             "init_from": Path(config.init_from).name if config.init_from else None,
         }
@@ -164,7 +164,9 @@ class DetectionTask(Task):
         lines.append(f"{'class':<{width}}  {'AP':>6}  {'AP@.5':>6}")
         for name in names:
             row = metrics["per_class"][name]
-            lines.append(f"{name:<{width}}  {_number(row['ap']):>6}  {_number(row['ap_50']):>6}")
+            lines.append(
+                f"{name:<{width}}  {number_text(row['ap']):>6}  {number_text(row['ap_50']):>6}"
+            )
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ prediction
@@ -210,10 +212,6 @@ def predict_boxes(
             scores.append(np.asarray(out["confidence"][index][:count], np.float32))
             labels.append(np.asarray(out["labels"][index][:count], np.int64))
     return boxes, scores, labels
-
-
-def _number(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def plot_class_ap(metrics: dict[str, Any], path: Path, *, title: str) -> None:

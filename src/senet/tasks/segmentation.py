@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from senet.names import SEGMENTATION_MODELS
-from senet.tasks.base import Task
+from senet.tasks.base import Task, number_text
 
 __all__ = ["SegmentationTask"]
 
@@ -214,7 +214,7 @@ class SegmentationTask(Task):
             row = metrics["per_class"][name]
             lines.append(
                 f"{name:<{width}}  {_with_interval(row['dice']):>22}  "
-                f"{_number(row['iou']['mean']):>6}  {_number(row['hd95']['mean']):>7}"
+                f"{number_text(row['iou']['mean']):>6}  {number_text(row['hd95']['mean']):>7}"
             )
         return "\n".join(lines)
 
@@ -262,10 +262,6 @@ def predict_labels(model, x: np.ndarray, *, batch_size: int) -> np.ndarray:
             probabilities = keras.ops.convert_to_numpy(model(chunk, training=False))
         out.append(np.argmax(np.asarray(probabilities), axis=-1).astype(np.uint8))
     return np.concatenate(out) if out else np.zeros((0, *x.shape[1:-1]), np.uint8)
-
-
-def _number(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _with_interval(stat: dict[str, Any]) -> str:
