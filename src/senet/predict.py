@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,7 @@ __all__ = [
     "class_names_for",
     "crop_inputs",
     "detect_faces",
+    "draw_boxes",
     "input_format",
     "iter_predictions",
     "load_classifier",
@@ -187,11 +188,19 @@ def predict_faces(
 
 def annotate(image_bgr: np.ndarray, faces: Sequence[FacePrediction]) -> np.ndarray:
     """An 8-bit BGR copy of the image with each face's box and ``label probability`` on it."""
+    return draw_boxes(
+        image_bgr,
+        [(face.box, f"{face.label} {face.probabilities[face.label]:.2f}") for face in faces],
+    )
+
+
+def draw_boxes(image_bgr: np.ndarray, boxes: Sequence[tuple[Sequence[int], str]]) -> np.ndarray:
+    """An 8-bit BGR copy of the image with each ``((x, y, w, h), text)`` box drawn and
+    labelled (the text above the box, or inside it at the image's top edge)."""
     canvas = np.array(to_bgr8(image_bgr), copy=True, order="C")
     thickness = max(1, round(max(canvas.shape[:2]) / 300))
-    for face in faces:
-        x, y, w, h = face.box
-        text = f"{face.label} {face.probabilities[face.label]:.2f}"
+    for box, text in boxes:
+        x, y, w, h = (int(v) for v in box)
         cv2.rectangle(canvas, (x, y), (x + w, y + h), (0, 220, 0), thickness)
         font_scale = max(0.4, w / 250)
         (text_w, text_h), baseline = cv2.getTextSize(
@@ -315,7 +324,22 @@ def _annotation_targets(
 def _predict_video(
     model, path: Path, target: Path | None, every: int, class_names, inputs, detect_options
 ) -> Iterator[FramePrediction]:
-    """Predictions frame by frame; the annotated copy (``target``) is written under a
+    def see(frame):
+        return predict_faces(model, frame, class_names, inputs=inputs, **detect_options)
+
+    for index, faces in iter_video(path, target, every, see, annotate):
+        yield FramePrediction(str(path), index, faces)
+
+
+def iter_video(
+    path: Path,
+    target: Path | None,
+    every: int,
+    see: Callable[[np.ndarray], Any],
+    draw: Callable[[np.ndarray, Any], np.ndarray],
+) -> Iterator[tuple[int, Any]]:
+    """``(frame index, see(frame))`` for every ``every``-th frame of a video; with a
+    ``target``, ``draw(frame, seen)`` of each goes into an MJPG video written under a
     temporary name, read back (every frame written must decode: OpenCV's writer only
     warns when the disk is full) and then renamed, else removed with an ``OSError``."""
     from senet._files import writing
@@ -323,7 +347,7 @@ def _predict_video(
     with contextlib.ExitStack() as stack:
         writer, temporary, written = None, None, 0
         for index, frame, fps in _video_frames(path, every):
-            faces = predict_faces(model, frame, class_names, inputs=inputs, **detect_options)
+            seen = see(frame)
             if target is not None:
                 if writer is None:
                     temporary = stack.enter_context(writing(target))
@@ -336,9 +360,9 @@ def _predict_video(
                     stack.callback(writer.release)
                     if not writer.isOpened():
                         raise OSError(f"cannot write {target}: OpenCV cannot open a video there")
-                writer.write(annotate(frame, faces))
+                writer.write(draw(frame, seen))
                 written += 1
-            yield FramePrediction(str(path), index, faces)
+            yield index, seen
         if writer is not None:
             writer.release()
             _check_video(temporary, written, target)

@@ -257,8 +257,34 @@ def test_resnet20_loss_goes_down_on_a_fixed_batch():
         ({"depth": 20, "include_top": False, "pooling": "mean"}, "pooling"),
         ({"depth": 20, "input_shape": (32, 32)}, "input_shape"),
         ({"depth": 20, "attention_options": {"reduction": 4}}, "attention_options"),
+        ({"depth": 18, "normalization": "layer"}, "normalization"),
     ],
 )
 def test_bad_arguments_raise_value_errors_naming_them(kwargs, argument):
     with pytest.raises(ValueError, match=f"`{argument}`"):
         resnet(**kwargs)
+
+
+def test_group_normalization_is_the_same_in_training_and_inference():
+    keras.utils.set_random_seed(0)
+    shape = (32, 32, 3)
+    batch = resnet(18, input_shape=shape, include_top=False)
+    group = resnet(18, input_shape=shape, include_top=False, normalization="group")
+    kinds = {type(layer).__name__ for layer in group.layers}
+    assert "GroupNormalization" in kinds and "BatchNormalization" not in kinds
+    # the same layers by name; GroupNormalization has no running statistics (2 of BN's 4
+    # numbers a channel)
+    norms = [layer for layer in batch.layers if layer.name.endswith("_bn")]
+    assert [layer.name for layer in norms] == [
+        layer.name for layer in group.layers if layer.name.endswith("_bn")
+    ]
+    channels = sum(int(layer.gamma.shape[0]) for layer in norms)
+    assert batch.count_params() - group.count_params() == 2 * channels
+    assert group.get_layer("conv1_bn").groups == 32
+    x = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
+    np.testing.assert_allclose(
+        np.asarray(group(x, training=True)), np.asarray(group(x, training=False)), atol=1e-5
+    )
+    # BatchNormalization: batch statistics in training, running ones in inference
+    gap = np.abs(np.asarray(batch(x, training=True)) - np.asarray(batch(x, training=False)))
+    assert gap.max() > 0.1

@@ -56,5 +56,13 @@ def test_a_saved_resnet_file_is_a_backbone(tmp_path):
     keras.utils.set_random_seed(0)
     resnet(18, input_shape=(64, 64, 3), attention="eca", num_classes=5).save(tmp_path / "r.keras")
     detector = retinanet(2, backbone=tmp_path / "r.keras", image_size=64)
-    names = [layer.name for layer in detector.backbone.image_encoder.layers]
+    layers = detector.backbone.image_encoder.layers
+    names = [layer.name for layer in layers]
     assert "conv3_block1_eca" in names and "predictions" not in names
+    # the saved statistics stay: its BatchNormalization layers are frozen (inference mode)
+    norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 20 and not any(layer.trainable for layer in norms)
+    # a built backbone normalizes by groups
+    built = retinanet(2, image_size=64).backbone.image_encoder.layers
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in built)
+    assert sum(isinstance(layer, keras.layers.GroupNormalization) for layer in built) == 20

@@ -47,6 +47,7 @@ from senet.errors import DataError
 __all__ = [
     "ANNOTATIONS_FILE",
     "DetectionSet",
+    "letterbox",
     "load_detection",
     "pad_boxes",
     "read_coco",
@@ -214,12 +215,8 @@ def read_coco(
         except DataError as error:
             unreadable.append(str(error))
             continue
-        height, width = image.shape[:2]
-        scale = image_size / max(height, width)
-        new_h = max(1, round(height * scale))
-        new_w = max(1, round(width * scale))
         row = len(names)
-        x[row, :new_h, :new_w] = _fit(image, new_h, new_w, channels, str(file))
+        x[row], scale = letterbox(image, image_size, channels, source=str(file))
         annotations_here = by_image.get(entry["id"], [])
         boxes = np.array([a["box"] for a in annotations_here], np.float32).reshape(-1, 4)
         all_boxes.append(boxes * np.float32(scale))
@@ -241,13 +238,32 @@ def read_coco(
     )
 
 
-def _fit(image: np.ndarray, height: int, width: int, channels: int, source: str) -> np.ndarray:
-    """One decoded image at ``height`` x ``width``, float32 in [0, 1], ``channels`` deep:
-    resized by the one rule (:func:`senet.data.images.resize_image`), then brought to the
-    model's colours and range as every reader does (``to_model_input``, size kept)."""
-    return to_model_input(
-        resize_image(image, (height, width)), None, channels, order="bgr", source=source
+def letterbox(
+    image: np.ndarray, image_size: int, channels: int, *, source: str = "image"
+) -> tuple[np.ndarray, float]:
+    """A decoded (BGR) image as a detector sees it, and the scale from the file's pixels.
+
+    The longer side is scaled to ``image_size`` and the rest padded with 0 at the right
+    and bottom, so a box in the returned image's pixels divided by ``scale`` is a box in
+    the file's. Resized by the one rule (:func:`senet.data.images.resize_image`), then
+    brought to the model's colours and range as every reader does (``to_model_input``).
+
+    Returns:
+        ``(float32 (image_size, image_size, channels) in [0, 1], scale)``.
+
+    Example:
+        >>> x, scale = letterbox(np.full((10, 20, 3), 255, np.uint8), 8, 1)
+        >>> x.shape, scale, float(x[3, 0, 0]), float(x[4, 0, 0])
+        ((8, 8, 1), 0.4, 1.0, 0.0)
+    """
+    height, width = image.shape[:2]
+    scale = image_size / max(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    out = np.zeros((image_size, image_size, channels), np.float32)
+    out[:new_h, :new_w] = to_model_input(
+        resize_image(image, (new_h, new_w)), None, channels, order="bgr", source=source
     )
+    return out, scale
 
 
 def _parse(document, path: Path):

@@ -21,6 +21,7 @@ and ResNet-D's average-pooled projection shortcuts (``downsample="avg"``); depth
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 
@@ -40,6 +41,10 @@ from senet.names import CIFAR_DEPTHS, IMAGENET_DEPTHS, RESNET_DEPTHS
 PLACEMENTS = ("standard", "pre", "post", "identity")
 STEMS = ("standard", "deep", "tiered")
 DOWNSAMPLES = ("conv", "avg")
+#: Normalization layers: BatchNormalization, or GroupNormalization (32 groups, fewer where
+#: the channels do not divide by 32), which does not depend on the batch (detectors).
+NORMALIZATIONS = ("batch", "group")
+_GROUPS = 32
 # The three 3x3 convolutions of each deep stem (the last one is followed by conv1_bn).
 _DEEP_STEMS = {"deep": (32, 32, 64), "tiered": (24, 32, 64)}
 
@@ -90,7 +95,10 @@ def _conv(x, filters: int, kernel_size: int, name: str, *, strides: int = 1, gro
     )(x)
 
 
-def _bn(x, name: str):
+def _bn(x, name: str, norm: str):
+    if norm == "group":
+        groups = math.gcd(_GROUPS, int(x.shape[-1]))
+        return keras.layers.GroupNormalization(groups, epsilon=BN_EPSILON, name=name)(x)
     return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
 
 
@@ -99,25 +107,33 @@ def _relu(x, name: str):
 
 
 def _residual_branch(
-    x, block_type: str, filters: int, strides: int, name: str, *, cardinality: int, base_width: int
+    x,
+    block_type: str,
+    filters: int,
+    strides: int,
+    name: str,
+    *,
+    cardinality: int,
+    base_width: int,
+    norm: str,
 ):
     """The residual function F(x), up to its last BN (no ReLU)."""
     if block_type == "basic":
         x = _conv(x, filters, 3, f"{name}_1_conv", strides=strides)
-        x = _relu(_bn(x, f"{name}_1_bn"), f"{name}_1_relu")
+        x = _relu(_bn(x, f"{name}_1_bn", norm), f"{name}_1_relu")
         x = _conv(x, filters, 3, f"{name}_2_conv")
-        return _bn(x, f"{name}_2_bn")
+        return _bn(x, f"{name}_2_bn", norm)
     # ResNeXt: `cardinality` groups of `base_width` channels per 64 (1 x 64 is ResNet's width).
     width = (filters * base_width // 64) * cardinality
     x = _conv(x, width, 1, f"{name}_1_conv")
-    x = _relu(_bn(x, f"{name}_1_bn"), f"{name}_1_relu")
+    x = _relu(_bn(x, f"{name}_1_bn", norm), f"{name}_1_relu")
     x = _conv(x, width, 3, f"{name}_2_conv", strides=strides, groups=cardinality)
-    x = _relu(_bn(x, f"{name}_2_bn"), f"{name}_2_relu")
+    x = _relu(_bn(x, f"{name}_2_bn", norm), f"{name}_2_relu")
     x = _conv(x, 4 * filters, 1, f"{name}_3_conv")
-    return _bn(x, f"{name}_3_bn")
+    return _bn(x, f"{name}_3_bn", norm)
 
 
-def _shortcut(x, out_channels: int, strides: int, name: str, downsample: str):
+def _shortcut(x, out_channels: int, strides: int, name: str, downsample: str, norm: str):
     """The identity, or a projection (1x1 conv + BN) where the unit changes shape."""
     if strides == 1 and x.shape[-1] == out_channels:
         return x
@@ -128,7 +144,7 @@ def _shortcut(x, out_channels: int, strides: int, name: str, downsample: str):
             strides, strides, padding="same", data_format="channels_last", name=f"{name}_0_pool"
         )(x)
         strides = 1
-    return _bn(_conv(x, out_channels, 1, f"{name}_0_conv", strides=strides), f"{name}_0_bn")
+    return _bn(_conv(x, out_channels, 1, f"{name}_0_conv", strides=strides), f"{name}_0_bn", norm)
 
 
 def _residual_unit(
@@ -143,11 +159,12 @@ def _residual_unit(
     cardinality: int = 1,
     base_width: int = 64,
     downsample: str = "conv",
+    norm: str = "batch",
 ):
     """One residual unit; ``attend(block_name, channels)`` makes its attention layer (or None)."""
     out_channels = filters * (4 if block_type == "bottleneck" else 1)
     layer = attend(name, x.shape[-1] if placement == "pre" else out_channels)
-    shortcut = _shortcut(x, out_channels, strides, name, downsample)
+    shortcut = _shortcut(x, out_channels, strides, name, downsample, norm)
     branch_input = x
     if layer is not None and placement == "pre":
         # SE-PRE: recalibrate the unit's input on the residual branch; the identity stays plain.
@@ -160,6 +177,7 @@ def _residual_unit(
         name,
         cardinality=cardinality,
         base_width=base_width,
+        norm=norm,
     )
     if layer is not None and placement == "standard":
         residual = layer(residual)
@@ -214,6 +232,7 @@ def resnet(
     downsample: str = "conv",
     units_divisor: int | None = None,
     classifier_activation: str | None = "softmax",
+    normalization: str = "batch",
 ) -> keras.Model:
     """A ResNet (ImageNet or CIFAR layout) with optional attention in its residual units.
 
@@ -258,6 +277,10 @@ def resnet(
             to a multiple of this (:func:`make_divisible`, as timm does with 8); None keeps
             ``C // reduction``.
         classifier_activation: Activation of ``predictions``: ``"softmax"`` or None (logits).
+        normalization: ``"batch"`` (BatchNormalization, the paper's) or ``"group"``
+            (GroupNormalization of 32 groups: the same in training and inference at any
+            batch size, for detectors trained on a few images a step). The layers keep
+            their ``_bn`` names.
 
     Returns:
         A functional ``keras.Model``.
@@ -282,6 +305,7 @@ def resnet(
     cifar = depth in CIFAR_DEPTHS
     stem = check_choice("stem", stem, STEMS)
     downsample = check_choice("downsample", downsample, DOWNSAMPLES)
+    norm = check_choice("normalization", normalization, NORMALIZATIONS)
     cardinality = check_positive("cardinality", cardinality, integer=True)
     base_width = check_positive("base_width", base_width, integer=True)
     bottleneck = not cifar and IMAGENET_DEPTHS[depth][0] == "bottleneck"
@@ -310,9 +334,9 @@ def resnet(
     inputs = keras.Input(input_shape, name="input")
     if cifar:
         x = _conv(inputs, widths[0], 3, "conv1_conv")
-        x = _relu(_bn(x, "conv1_bn"), "conv1_relu")
+        x = _relu(_bn(x, "conv1_bn", norm), "conv1_relu")
     else:
-        x = _stem(inputs, stem)
+        x = _stem(inputs, stem, norm)
 
     for stage, (count, filters) in enumerate(zip(blocks, widths, strict=True)):
         number = stage_numbers[stage]
@@ -330,6 +354,7 @@ def resnet(
                 cardinality=cardinality,
                 base_width=base_width,
                 downsample=downsample,
+                norm=norm,
             )
 
     x = _top(x, include_top, pooling, num_classes, classifier_activation)
@@ -382,7 +407,7 @@ def _default_name(depth, kind, stem, downsample, cardinality, base_width) -> str
     return f"{kind}_{name}" if kind else name
 
 
-def _stem(inputs, stem: str):
+def _stem(inputs, stem: str, norm: str):
     """The ImageNet stem: 7x7/2 conv (or three 3x3 convs, the first strided), BN, ReLU, 3x3/2 max pool."""
     if stem == "standard":
         x = _conv(inputs, _IMAGENET_WIDTHS[0], 7, "conv1_conv", strides=2)
@@ -392,8 +417,8 @@ def _stem(inputs, stem: str):
         for index, filters in enumerate(widths, start=1):
             x = _conv(x, filters, 3, f"conv1_{index}_conv", strides=2 if index == 1 else 1)
             if index < len(widths):
-                x = _relu(_bn(x, f"conv1_{index}_bn"), f"conv1_{index}_relu")
-    x = _relu(_bn(x, "conv1_bn"), "conv1_relu")
+                x = _relu(_bn(x, f"conv1_{index}_bn", norm), f"conv1_{index}_relu")
+    x = _relu(_bn(x, "conv1_bn", norm), "conv1_relu")
     # Zero padding equals PyTorch's -inf padding here: the input is a ReLU output.
     x = keras.layers.ZeroPadding2D(1, data_format="channels_last", name="pool1_pad")(x)
     return keras.layers.MaxPooling2D(3, strides=2, data_format="channels_last", name="pool1_pool")(

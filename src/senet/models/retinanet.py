@@ -51,6 +51,7 @@ def retinanet(
     bounding_box_format: str = "xyxy",
     attention_options: dict | None = None,
     min_score: float = 0.05,
+    normalization: str = "group",
 ):
     """A keras-hub RetinaNet whose image encoder is a senet ResNet.
 
@@ -73,6 +74,14 @@ def retinanet(
         attention_options: Further arguments for a built backbone's attention layers.
         min_score: The lowest score a decoded detection keeps (after non-maximum
             suppression at IoU 0.5, at most 100 an image).
+        normalization: A built backbone's normalization layers: ``"group"`` (default) or
+            ``"batch"``. A detector trains on a few images a step, and BatchNormalization's
+            statistics of so few differ from its running ones: trained from scratch that
+            way, senet's detectors placed boxes well in training mode and badly in
+            inference mode. GroupNormalization is the same in both (Wu & He, 2018, trained
+            detectors from scratch with it). A saved backbone's BatchNormalization layers
+            are frozen instead (``trainable = False``: they use the statistics they were
+            trained with, as Detectron and torchvision do with pretrained backbones).
 
     Returns:
         A ``keras_hub.models.RetinaNetObjectDetector``, not compiled.
@@ -98,6 +107,9 @@ def retinanet(
             from senet.layers import load_model
 
             model = load_model(backbone, compile=False)
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
         given = tuple(model.inputs[0].shape[1:])
         if len(given) != 3 or any(
             g is not None and g != s for g, s in zip(given, shape, strict=True)
@@ -118,6 +130,7 @@ def retinanet(
             reduction=reduction,
             include_top=False,
             attention_options=attention_options,
+            normalization=normalization,
         )
     hub = keras_hub()
     encoder = pyramid_encoder(model)
