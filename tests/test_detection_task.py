@@ -5,6 +5,7 @@ do not apply."""
 import importlib.util
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -41,7 +42,7 @@ def run(tmp_path_factory):
 
 @needs_keras_hub
 @pytest.mark.slow
-def test_a_detection_run_records_and_evaluates_alike(run, tmp_path):
+def test_a_detection_run_records_and_evaluates_alike(run, tmp_path, capsys):
     from senet.layers import load_model, training_info
 
     metrics = json.loads((run / "metrics.json").read_text())
@@ -62,14 +63,23 @@ def test_a_detection_run_records_and_evaluates_alike(run, tmp_path):
     assert again["task"] == "detection" and again["num_images"] == metrics["num_images"]
     assert again["map"] == pytest.approx(metrics["map"], abs=1e-6)
     assert (out / "ap.png").exists()
-    # what does not take detectors yet says so in one line
+    # predict: one JSON line per photo, boxes inside it, classes of the run, a drawn copy
     photo = tmp_path / "x.png"
     photo.write_bytes((run / "ap.png").read_bytes())
-    for command in (
-        ["predict", str(run / "model.keras"), str(photo)],
-        ["explain", str(run / "model.keras"), str(photo), "--out", str(tmp_path)],
-    ):
-        assert main(command) == 2
+    argv = ["predict", str(run / "model.keras"), str(photo), "--json", "--min-score", "0"]
+    capsys.readouterr()  # what came before
+    assert main([*argv, "--annotate", str(tmp_path / "drawn")]) == 0
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(line)
+    assert result["path"] == str(photo) and 1 <= len(result["detections"]) <= 100
+    height, width = cv2.imread(str(photo)).shape[:2]
+    for item in result["detections"]:
+        x0, y0, x1, y1 = item["box"]
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        assert item["class"] in EMOTIONS and 0 <= item["score"] <= 1
+    assert (tmp_path / "drawn" / "x_annotated.png").stat().st_size > 0
+    # explain does not take detectors yet, and says so in one line
+    assert main(["explain", str(run / "model.keras"), str(photo), "--out", str(tmp_path)]) == 2
 
 
 @needs_keras_hub

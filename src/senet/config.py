@@ -274,6 +274,8 @@ positive_float = _number(
     float, lambda value: 0 < value < float("inf"), "a positive number", "positive_float"
 )
 non_negative_int = _number(int, lambda value: value >= 0, "an integer >= 0", "non_negative_int")
+#: argparse type: a number in [0, 1] (a score or probability).
+unit_float = _number(float, lambda value: 0 <= value <= 1, "a number in [0, 1]", "unit_float")
 
 
 def number_pair(text: str) -> list[float]:

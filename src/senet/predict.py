@@ -75,6 +75,7 @@ __all__ = [
     "InputFormat",
     "annotate",
     "annotated_names",
+    "annotation_targets",
     "class_names_for",
     "crop_inputs",
     "detect_faces",
@@ -302,7 +303,7 @@ def annotated_names(paths: Sequence[str | os.PathLike]) -> list[str]:
     return names
 
 
-def _annotation_targets(
+def annotation_targets(
     paths: Sequence[Path], annotate_dir: str | os.PathLike | None, overwrite: bool
 ) -> list[Path | None]:
     """Where each path's annotated copy goes; refuses existing files unless ``overwrite``."""
@@ -414,7 +415,7 @@ def iter_predictions(
         raise FileNotFoundError(f"no such file: {model_path}")
     paths = [check_input_file(path) for path in paths]
     # every input and output name is checked before the model loads or anything is written
-    targets = _annotation_targets(paths, annotate_dir, overwrite)
+    targets = annotation_targets(paths, annotate_dir, overwrite)
     model, inputs, class_names = load_for_inference(
         model_path,
         allow_h5=allow_h5,

@@ -21,6 +21,7 @@ from senet.cli._common import (
 from senet.config import non_negative_int as _non_negative_int
 from senet.config import positive_float as _positive_float
 from senet.config import positive_int as _positive_int
+from senet.config import unit_float as _unit_float
 from senet.tasks import get_task
 
 
@@ -79,14 +80,16 @@ def _run_evaluate(args) -> int:
 def add_predict(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict",
-        help="emotions of the faces in photos and videos; masks of images and volumes",
+        help="emotions of the faces in photos and videos; masks of images and volumes; "
+        "a detector's boxes",
         description=(
             "A classifier: detect faces (OpenCV Haar cascade), classify each and print its "
             "box, emotion and class probabilities; video files (.mp4, .avi, ...) are read "
             "frame by frame. A segmentation model (senet train --task segmentation): label "
             "every pixel of images, or voxel of NIfTI volumes (.nii, .nii.gz; sliding "
             "windows), and write STEM_mask.png + STEM_overlay.png or STEM_mask.nii.gz into "
-            "--annotate DIR."
+            "--annotate DIR. A detector (senet train --task detection): boxes, classes and "
+            "scores of images and video frames (--min-score), drawn into --annotate DIR."
         ),
     )
     parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
@@ -111,6 +114,12 @@ def add_predict(subparsers) -> None:
         "--every", type=_positive_int, default=1, help="look at every N-th video frame"
     )
     parser.add_argument(
+        "--min-score",
+        type=_unit_float,
+        default=None,
+        help="a detector's lowest score printed and drawn (default 0.5)",
+    )
+    parser.add_argument(
         "--no-fuse",
         action="store_true",
         help="run SE ResNets as trained (default: their fused inference path, fuse_se)",
@@ -131,7 +140,9 @@ def _run_predict(args) -> int:
     if task == "segmentation":
         return _run_segment(args, model)
     if task == "detection":
-        raise CLIError(f"{args.model} is a detector: senet predict does not take detectors yet")
+        return _run_detect(args, model)
+    if args.min_score is not None:
+        raise CLIError("--min-score is for detectors (senet train --task detection)")
     from senet.predict import iter_predictions
 
     # library warnings (a truncated video's missing frames) as one line each, in order
@@ -151,6 +162,36 @@ def _run_predict(args) -> int:
                 print(json.dumps(result.to_dict()), flush=True)
             else:
                 print(_format_prediction(result), flush=True)
+        print_warnings(args.command, caught)
+    return 0
+
+
+def _run_detect(args, model=None) -> int:
+    from senet.detect import DEFAULT_MIN_SCORE, iter_detections
+    from senet.errors import printable
+
+    with warnings.catch_warnings(record=True) as caught:
+        for result in iter_detections(
+            args.model,
+            args.paths,
+            min_score=DEFAULT_MIN_SCORE if args.min_score is None else args.min_score,
+            every=args.every,
+            annotate_dir=args.annotate,
+            overwrite=args.overwrite,
+            allow_h5=args.allow_h5,
+            model=model,
+        ):
+            print_warnings(args.command, caught)
+            if args.json:
+                print(json.dumps(result.to_dict()), flush=True)
+                continue
+            where = printable(result.path)
+            where = where if result.frame is None else f"{where} [frame {result.frame}]"
+            found = "; ".join(
+                f"{d.label} {d.score:.2f} ({', '.join(f'{v:.0f}' for v in d.box)})"
+                for d in result.detections
+            )
+            print(f"{where}: {found or 'nothing found'}", flush=True)
         print_warnings(args.command, caught)
     return 0
 
