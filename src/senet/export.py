@@ -222,6 +222,9 @@ def export_model(
 
     Args:
         model: A single-input, single-output Keras model, or the path of a ``.keras`` file.
+            A keras-hub detector is exported as its raw head outputs
+            (:func:`senet.models.retinanet.raw_detections`: box deltas and class
+            probabilities per anchor), compared with the Keras model's the same way.
         out: Where to write: a directory for ``"savedmodel"``, a ``.tflite`` or ``.onnx``
             file.
         format: One of :data:`FORMATS`.
@@ -275,6 +278,11 @@ def export_model(
             require("onnxruntime", "onnxruntime", "checking an ONNX export")
 
     model = _load_model(model)
+    from senet.models.retinanet import is_detector, raw_detections
+
+    if is_detector(model):
+        # the heads' outputs as one array; decoding them is documented (docs/detection.md)
+        model = raw_detections(model)
     check_single_io(model, getattr(model, "name", "model"))
     representative, check_inputs = _inputs(
         model, quantize, calibration, samples, calibration_size, seed

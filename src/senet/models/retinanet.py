@@ -25,7 +25,7 @@ from senet.models._blocks import check_attention
 from senet.models.resnet import pyramid_encoder, resnet
 from senet.names import DEFAULT_BACKBONE, IMAGENET_DEPTHS
 
-__all__ = ["KERAS_HUB_INSTALL", "retinanet"]
+__all__ = ["KERAS_HUB_INSTALL", "is_detector", "raw_detections", "retinanet"]
 
 
 _BACKBONE = re.compile(r"^resnet(\d+)$")
@@ -152,4 +152,36 @@ def retinanet(
         num_classes=num_classes,
         bounding_box_format=bounding_box_format,
         prediction_decoder=decoder,
+        # GroupNormalization in the box and class heads too: their convolutions start
+        # from N(0, 0.05) kernels, which without it multiply the scale of the pyramid's
+        # features layer by layer (outputs of std ~40 at the start, and a first epoch
+        # spent undoing them)
+        use_prediction_head_norm=True,
     )
+
+
+def is_detector(model) -> bool:
+    """Whether ``model`` is a keras-hub object detector (it decodes its own outputs)."""
+    return callable(getattr(model, "decode_predictions", None)) and hasattr(model, "num_classes")
+
+
+def raw_detections(detector) -> keras.Model:
+    """A detector's heads as one output, for export: ``(B, A, 4 + classes)``.
+
+    For each of the ``A`` anchors (keras-hub's order: levels P3-P7, then rows, columns
+    and the 9 anchors of a position), the 4 box deltas of keras-hub's encoding
+    (``center_xywh``: the centre's offset in anchor widths and heights, then the log of
+    the size ratios; ``RetinaNetLabelEncoder``'s variances are 1), then one probability
+    per class (the sigmoid of the logits). Decoding them into boxes (anchors, deltas to boxes,
+    non-maximum suppression) is what ``detector.decode_predictions`` does;
+    ``docs/detection.md`` shows it on the exported outputs.
+    """
+    inputs = keras.Input(tuple(detector.inputs[0].shape[1:]), name="images")
+    heads = detector(inputs, training=False)
+    probabilities = keras.layers.Activation("sigmoid", name="class_probabilities")(
+        heads["cls_logits"]
+    )
+    joined = keras.layers.Concatenate(axis=-1, name="raw_detections", dtype="float32")(
+        [heads["bbox_regression"], probabilities]
+    )
+    return keras.Model(inputs, joined, name=f"{detector.name}_raw")
