@@ -1,6 +1,7 @@
 """senet.bench: analytic FLOPs against hand counts, parameter counts, latency result structure,
 and the JSON schema of `senet bench`."""
 
+import importlib.util
 import json
 import math
 
@@ -405,3 +406,30 @@ def test_a_registered_kind_in_a_model_is_found_and_dropped(monkeypatch):
     assert not any(isinstance(layer, Halve) for layer in plain.layers)
     image = np.ones((1, 8, 8, 2), np.float32)
     np.testing.assert_allclose(plain(image), 2 * model(image), rtol=1e-6)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("keras_hub") is None, reason="keras-hub is not installed"
+)
+@pytest.mark.slow  # builds, times and trains two RetinaNets
+def test_run_bench_takes_detectors_at_a_given_size():
+    from senet.bench import run_bench
+    from senet.models import resnet
+
+    result = run_bench(
+        "retinanet",
+        task="detection",
+        image_size=64,
+        batch_sizes=(1,),
+        train_batch_size=2,
+        rounds=1,
+        warmup=0,
+    )
+    assert result["task"] == "detection" and result["input_shape"] == [64, 64, 3]
+    # SE adds its layers' parameters to the backbone and nothing else
+    added = count_params(resnet(18, (64, 64, 3), include_top=False, attention="se"))
+    added -= count_params(resnet(18, (64, 64, 3), include_top=False))
+    assert result["params"]["attention"] - result["params"]["plain"] == added
+    assert result["train_step"]["plain"]["median_ms"] > 0
+    with pytest.raises(ValueError, match="image_size"):
+        run_bench("retinanet", task="detection", image_size=8)

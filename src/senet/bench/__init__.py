@@ -64,11 +64,14 @@ BENCH_MODELS = {
     "resnet": ((224, 224, 3), 1000),
     # the U-Net's defaults (depth 4, 16 filters), the synthetic face parts' five classes
     "unet": ((128, 128, 1), 5),
+    # keras-hub's RetinaNet on a ResNet-18 (task detection), 7 classes: the face scenes'
+    "retinanet": ((320, 320, 3), 7),
 }
 
 
-def _bench_pair(model: str, attention: str, reduction, allow_h5: bool):
-    """``(plain, attended, name, attention)`` for a model name or a ``.keras`` file."""
+def _bench_pair(model: str, attention: str, reduction, allow_h5: bool, image_size=None):
+    """``(plain, attended, name, attention)`` for a model name or a ``.keras`` file;
+    ``image_size`` replaces a named network's default side."""
     from senet import models
     from senet.checks import check_choice
     from senet.layers import kinds, load_model
@@ -76,13 +79,27 @@ def _bench_pair(model: str, attention: str, reduction, allow_h5: bool):
 
     attention = check_choice("attention", attention, kinds())
     options = {} if reduction is None else {"reduction": reduction}
+
+    def sized(shape):
+        return shape if image_size is None else (image_size, image_size, *shape[2:])
+
+    if model == "retinanet":
+        shape, classes = BENCH_MODELS["retinanet"]
+        side, channels = sized(shape)[0], shape[-1]
+        plain = models.retinanet(classes, image_size=side, channels=channels)
+        attended = models.retinanet(
+            classes, image_size=side, channels=channels, attention=attention, **options
+        )
+        return plain, attended, "retinanet", attention
     if model == "emotion_cnn":
         shape, classes = BENCH_MODELS["emotion_cnn"]
+        shape = sized(shape)
         plain = models.emotion_cnn(shape, classes, attention=None)
         attended = models.emotion_cnn(shape, classes, attention=attention, **options)
         return plain, attended, "emotion_cnn", attention
     if model == "unet":
         shape, classes = BENCH_MODELS["unet"]
+        shape = sized(shape)
         plain = models.unet(shape, classes, attention=None)
         attended = models.unet(shape, classes, attention=attention, **options)
         return plain, attended, "unet", attention
@@ -91,6 +108,7 @@ def _bench_pair(model: str, attention: str, reduction, allow_h5: bool):
         shape, classes = BENCH_MODELS["resnet"]
         if is_cifar_depth(depth):
             shape, classes = (32, 32, 3), 10
+        shape = sized(shape)
         plain = models.resnet(depth, shape, classes, attention=None)
         attended = models.resnet(depth, shape, classes, attention=attention, **options)
         return plain, attended, model, attention
@@ -135,14 +153,27 @@ def _timing(result: dict) -> dict:
 def _train_step(model: keras.Model, batch: int, task, seed: int = 0) -> Callable[[], object]:
     """One compiled training step (SGD, the task's loss: cross-entropy for classification)
     of a copy of ``model`` on random images and the task's random targets."""
-    copy = keras.models.clone_model(model)
-    copy.compile(optimizer="sgd", loss=task.compile_options(None, copy)["loss"])
+    from senet.models.retinanet import is_detector
+
+    # a keras-hub detector trains through its own class (its loss encodes the boxes);
+    # clone_model would give a plain functional model
+    copy = (
+        type(model).from_config(model.get_config())
+        if is_detector(model)
+        else keras.models.clone_model(model)
+    )
+    # a task whose models bring their losses (a keras-hub detector) gives none
+    options = task.compile_options(None, copy)
+    copy.compile(optimizer="sgd", **({"loss": options["loss"]} if "loss" in options else {}))
     rng = np.random.default_rng(seed)
     x = rng.random((batch, *tuple(model.inputs[0].shape[1:])), dtype=np.float32)
     y = task.random_targets(tuple(model.outputs[0].shape), batch, rng)
 
     def step():
-        return copy.train_on_batch(x, y)
+        # Keras' own method: keras-hub's override (its PipelineModel, detectors included)
+        # turns a dict of targets into one tensor and fails; without a preprocessor it
+        # has nothing else to do
+        return keras.Model.train_on_batch(copy, x, y)
 
     return step
 
@@ -172,6 +203,7 @@ def run_bench(
     allow_h5: bool = False,
     fused: bool = True,
     progress: bool | Callable[[str], None] = False,
+    image_size: int | None = None,
 ) -> dict:
     """What attention costs one model: parameters, FLOPs, inference and training-step time.
 
@@ -182,7 +214,9 @@ def run_bench(
     Args:
         model: ``"emotion_cnn"`` (48x48x1, 7 classes), ``"resnet<depth>"`` (ImageNet
             depths at 224x224x3 with 1000 classes, CIFAR depths at 32x32x3 with 10),
-            ``"unet"`` (task ``segmentation``: 128x128x1, 5 classes), or a
+            ``"unet"`` (task ``segmentation``: 128x128x1, 5 classes), ``"retinanet"``
+            (task ``detection``: keras-hub's RetinaNet on a ResNet-18, 320x320x3, 7
+            classes; the network's outputs are timed, not their decoding), or a
             ``.keras`` file: with attention layers, they are dropped for the plain model;
             without, ``attention`` is inserted (``insert_attention``, identity init).
         task: The model's task (:func:`senet.tasks.get_task`): the training step's loss and
@@ -201,6 +235,8 @@ def run_bench(
             model's residual tails are folded the same way (``fold_plain``). False times
             both models as built. Training always runs the models as built.
         progress: As :func:`time_interleaved`.
+        image_size: The side of a named network's square input (default as above);
+            None for a file.
 
     Returns:
         A JSON-ready dict (``senet bench --json``)::
@@ -252,7 +288,13 @@ def run_bench(
             f"`model` must be a .keras file or a network of the task {task.name!r}{networks}, "
             f"got {model!r}"
         )
-    plain, attended, name, attention = _bench_pair(model, attention, reduction, allow_h5)
+    if image_size is not None:
+        image_size = check_number("image_size", image_size, integer=True, minimum=16)
+        if os.path.isfile(model):
+            raise ValueError("`image_size` is for a named network; a file has its own")
+    plain, attended, name, attention = _bench_pair(
+        model, attention, reduction, allow_h5, image_size
+    )
     pair = {"plain": plain, "attention": attended}
     params = {key: count_params(m) for key, m in pair.items()}
     with warnings.catch_warnings():

@@ -517,8 +517,9 @@ def add_bench(subparsers) -> None:
         metavar="MODEL",
         nargs="?",
         default="emotion_cnn",
-        help="emotion_cnn (48x48, default), resnet50 (224x224) or any resnet<depth>, or a "
-        ".keras file",
+        help="emotion_cnn (48x48, default), resnet50 (224x224) or any resnet<depth>, unet "
+        "(--task segmentation, 128x128), retinanet (--task detection, 320x320), or a .keras "
+        "file",
     )
     parser.add_argument(
         "--attention", default="se", metavar="KIND", help=f"{ATTENTION_HELP} (default se)"
@@ -532,6 +533,11 @@ def add_bench(subparsers) -> None:
     )
     parser.add_argument(
         "--reduction", type=_positive_float, help="default: the builder's (8 CNN, 16 ResNet)"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=_positive_int,
+        help="side of a named network's square input (default: the size above)",
     )
     parser.add_argument(
         "--batch-sizes", nargs="+", type=_positive_int, default=[1, 16], help="default 1 16"
@@ -581,6 +587,7 @@ def _run_bench(args) -> int:
         allow_h5=args.allow_h5,
         fused=not args.no_fuse,
         progress=not args.quiet,
+        image_size=args.image_size,
     )
     if to_stdout:
         print(json.dumps(result, indent=2))

@@ -97,6 +97,15 @@ class DetectionTask(Task):
             return f"the detector takes {inputs}, the data gives {wanted}"
         return None
 
+    def random_targets(self, output_shape, batch: int, rng):
+        """Four random boxes of 8-32 pixels an image, of class 0, inside its top-left
+        64x64 corner (``output_shape``, a head's, gives neither the image size nor the
+        classes)."""
+        corner = rng.uniform(0, 32, size=(batch, 4, 2))
+        size = rng.uniform(8, 32, size=(batch, 4, 2))
+        boxes = np.concatenate([corner, corner + size], axis=-1).astype(np.float32)
+        return {"boxes": boxes, "labels": np.zeros((batch, 4), np.int32)}
+
     def compile_options(self, config, model) -> dict[str, Any]:
         """Nothing: keras-hub's detector brings its losses (focal loss for the classes,
         Huber for the boxes); mAP is measured on whole splits, not per batch."""
