@@ -93,3 +93,36 @@ def test_a_detection_run_resumes_after_its_last_epoch(run, tmp_path):
     rows = (run / "history.csv").read_text().strip().splitlines()
     assert len(rows) == 3  # header and two epochs
     assert np.isfinite(json.loads((run / "metrics.json").read_text())["map"])
+
+
+@needs_keras_hub
+def test_anchor_coverage_counts_the_boxes_an_anchor_matches():
+    from senet.data.coco import DetectionSet, pad_boxes
+    from senet.tasks.detection import anchor_coverage
+
+    # 64x64 images: P3's anchors are centred at 0, 8, 16, ... (keras-hub: multiples of the
+    # stride, 8); its square ones are 8 * anchor_size pixels a side at the first scale:
+    # (0, 0, 32, 32) with anchor_size 4, (6, 6, 10, 10) with 0.5
+    big, small = [0, 0, 32, 32], [6, 6, 10, 10]
+    boxes, labels = pad_boxes(
+        [np.array([big, small], np.float32), np.array([small], np.float32)],
+        [np.array([0, 0]), np.array([0])],
+    )
+    split = DetectionSet(np.zeros((2, 64, 64, 1), np.float32), boxes, labels, ("face",))
+    assert anchor_coverage(split, 64, 4) == pytest.approx(1 / 3)  # the small ones match none
+    assert anchor_coverage(split.subset([1]), 64, 4) == 0.0
+    assert anchor_coverage(split.subset([1]), 64, 0.5) == 1.0
+    nothing = pad_boxes([np.zeros((0, 4), np.float32)], [np.zeros(0, int)])
+    empty = DetectionSet(np.zeros((1, 64, 64, 1), np.float32), *nothing, ("face",))
+    assert anchor_coverage(empty, 64) == 1.0  # no boxes
+
+
+@needs_keras_hub
+def test_too_few_boxes_matching_an_anchor_is_a_warning():
+    config = TrainConfig(
+        task="detection", model="retinanet", data="synthetic", image_size=64, synthetic_size=20
+    )
+    from senet.tasks import get_task
+
+    with pytest.warns(UserWarning, match=r'match an anchor.*"anchor_size": 2'):
+        get_task("detection").load_data(config)

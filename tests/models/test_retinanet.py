@@ -62,7 +62,12 @@ def test_a_saved_resnet_file_is_a_backbone(tmp_path):
     # the saved statistics stay: its BatchNormalization layers are frozen (inference mode)
     norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) == 20 and not any(layer.trainable for layer in norms)
-    # a built backbone normalizes by groups
-    built = retinanet(2, image_size=64).backbone.image_encoder.layers
+    # a built backbone normalizes by groups; the anchor size stays with the saved detector
+    detector = retinanet(2, image_size=64, anchor_size=2)
+    detector.save(tmp_path / "d.keras")
+    from senet.layers import load_model
+
+    assert load_model(tmp_path / "d.keras", compile=False).anchor_generator.anchor_size == 2
+    built = detector.backbone.image_encoder.layers
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in built)
     assert sum(isinstance(layer, keras.layers.GroupNormalization) for layer in built) == 20

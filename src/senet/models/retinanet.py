@@ -52,6 +52,7 @@ def retinanet(
     attention_options: dict | None = None,
     min_score: float = 0.05,
     normalization: str = "group",
+    anchor_size: float = 4,
 ):
     """A keras-hub RetinaNet whose image encoder is a senet ResNet.
 
@@ -82,6 +83,11 @@ def retinanet(
             detectors from scratch with it). A saved backbone's BatchNormalization layers
             are frozen instead (``trainable = False``: they use the statistics they were
             trained with, as Detectron and torchvision do with pretrained backbones).
+        anchor_size: Side of a level's base anchor in strides (keras-hub's 4: 32 pixels
+            at P3, three scales and three aspect ratios each). A box matches an anchor at
+            IoU 0.5 or more, so objects much smaller than ``8 * anchor_size`` pixels
+            match none and train as background: 2 suits objects of 16-32 pixels (faces
+            in scenes of 64-96 pixels).
 
     Returns:
         A ``keras_hub.models.RetinaNetObjectDetector``, not compiled.
@@ -93,6 +99,7 @@ def retinanet(
     """
     num_classes = check_positive("num_classes", num_classes, integer=True)
     min_score = check_number("min_score", min_score, minimum=0, maximum=1)
+    anchor_size = check_number("anchor_size", anchor_size, minimum=0.25, maximum=64)
     image_size = check_positive("image_size", image_size, integer=True)
     if channels not in (1, 3):
         raise fail("channels", "1 or 3", channels)
@@ -147,8 +154,17 @@ def retinanet(
         confidence_threshold=min_score,
         max_detections=100,
     )
+    anchors = hub.layers.AnchorGenerator(
+        bounding_box_format,
+        min_level=3,
+        max_level=7,
+        num_scales=3,
+        aspect_ratios=[0.5, 1.0, 2.0],
+        anchor_size=anchor_size,
+    )
     return hub.models.RetinaNetObjectDetector(
         backbone=pyramid,
+        anchor_generator=anchors,
         num_classes=num_classes,
         bounding_box_format=bounding_box_format,
         prediction_decoder=decoder,

@@ -11,6 +11,7 @@ The score is mAP@[.5:.95].
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 from senet.names import DEFAULT_BACKBONE, DETECTION_MODELS
 from senet.tasks.base import Task, number_text
 
-__all__ = ["DetectionTask", "predict_boxes"]
+__all__ = ["DetectionTask", "anchor_coverage", "predict_boxes"]
 
 #: The box layout of senet's detection data and models: corners in pixels.
 BOX_FORMAT = "xyxy"
@@ -37,15 +38,29 @@ class DetectionTask(Task):
 
     # ------------------------------------------------------------------ data
     def load_data(self, config) -> dict[str, Any]:
+        """The splits (:func:`senet.data.coco.load_detection`), and a one-line warning when
+        fewer than 90% of the training boxes match an anchor (:func:`anchor_coverage`)."""
         from senet.data.coco import load_detection
 
-        return load_detection(
+        sets = load_detection(
             config.data,
             image_size=config.image_size,
             channels=config.channels,
             skip_bad=config.skip_bad,
             **config.split_options(),
         )
+        size = config.model_options.get("anchor_size", 4)
+        share = anchor_coverage(sets["train"], config.image_size, size)
+        if share < 0.9:
+            warnings.warn(
+                f"only {share:.0%} of the training boxes match an anchor at IoU 0.5 "
+                f"(anchor_size {size}: {8 * size:g} pixels at P3); the rest train as "
+                'background: give a smaller one, --model-options \'{"anchor_size": '
+                f"{size / 2:g}}}'",
+                UserWarning,
+                stacklevel=2,
+            )
+        return sets
 
     def output_names(self, split) -> list[str]:
         return [str(name) for name in split.class_names]
@@ -197,6 +212,39 @@ class DetectionTask(Task):
                 }
             )
         return rows
+
+
+def anchor_coverage(split, image_size: int, anchor_size: float = 4) -> float:
+    """The share of ``split``'s boxes that match one of a RetinaNet's anchors at IoU 0.5 or
+    more (keras-hub's positive threshold: the others are its background): anchors of
+    levels P3-P7, three scales and three aspect ratios, ``anchor_size`` strides a side.
+    1.0 for a split without boxes."""
+    from senet.models.retinanet import keras_hub
+
+    generator = keras_hub().layers.AnchorGenerator(
+        BOX_FORMAT,
+        min_level=3,
+        max_level=7,
+        num_scales=3,
+        aspect_ratios=[0.5, 1.0, 2.0],
+        anchor_size=anchor_size,
+    )
+    levels = generator(np.zeros((1, image_size, image_size, 1), np.float32))
+    anchors = np.concatenate([np.asarray(level) for level in levels.values()])
+    area = (anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])
+    matched = total = 0
+    for index in range(len(split)):
+        boxes, _ = split.image_boxes(index)
+        if not len(boxes):
+            continue
+        low = np.maximum(boxes[:, None, :2], anchors[None, :, :2])
+        high = np.minimum(boxes[:, None, 2:], anchors[None, :, 2:])
+        inter = np.prod(np.clip(high - low, 0, None), axis=-1)
+        own = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        iou = inter / (own[:, None] + area[None] - inter)
+        matched += int((iou.max(axis=1) >= 0.5).sum())
+        total += len(boxes)
+    return matched / total if total else 1.0
 
 
 def predict_boxes(
