@@ -336,7 +336,8 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
     Option(
         "task",
         "--task",
-        "classification, segmentation, or a task a package adds (entry point group senet.tasks)",
+        "classification, segmentation, detection, or a task a package adds (entry point "
+        "group senet.tasks)",
         metavar="TASK",
     ),
     Option(
@@ -345,7 +346,8 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
         "classification: FER2013 csv, image folder (one sub-folder per class), .npz (x, y) "
         "or 'synthetic'; segmentation: a folder with images/ and masks/, .npz (x, y masks), "
         "a Decathlon folder (imagesTr/, labelsTr/), 'synthetic' (face parts) or 'phantoms' "
-        "(3-D)",
+        "(3-D); detection: a COCO .json with its images, a folder with annotations.json and "
+        "images/, or 'synthetic' (face scenes)",
     ),
     Option("model", "--model", "", choices=MODEL_NAMES),
     Option(
