@@ -1,8 +1,9 @@
 """Tasks: the kinds of problem senet trains (:class:`Task`, the seam), by name.
 
-``TrainConfig.task`` (``senet train --task NAME``) names one. Built in: ``classification``,
-``segmentation`` and ``detection``. A package adds one through the ``senet.tasks`` entry point (then every command, and the
-worker processes of ``--workers`` and ``senet ablate``, find it)::
+``TrainConfig.task`` (``senet train --task NAME``) names one. Built in:
+``classification``, ``segmentation`` and ``detection``. A package adds one through the
+``senet.tasks`` entry point (then every command, and the worker processes of ``--workers``
+and ``senet ablate``, find it)::
 
     [project.entry-points."senet.tasks"]
     mytask = "mypackage.tasks:MyTask"
