@@ -145,55 +145,60 @@ def _run_predict(args) -> int:
         raise CLIError("--min-score is for detectors (senet train --task detection)")
     from senet.predict import iter_predictions
 
-    # library warnings (a truncated video's missing frames) as one line each, in order
+    results = iter_predictions(
+        args.model,
+        args.paths,
+        every=args.every,
+        annotate_dir=args.annotate,
+        overwrite=args.overwrite,
+        fuse=not args.no_fuse,
+        model=model,
+        **model_input_options(args),
+    )
+    return _print_results(args, results, _format_prediction)
+
+
+def _print_results(args, results, text) -> int:
+    """Each result as it comes, as a JSON line (``--json``) or ``text(result)``; library
+    warnings (a truncated video's missing frames) as one line each, in order."""
     with warnings.catch_warnings(record=True) as caught:
-        for result in iter_predictions(
-            args.model,
-            args.paths,
-            every=args.every,
-            annotate_dir=args.annotate,
-            overwrite=args.overwrite,
-            fuse=not args.no_fuse,
-            model=model,
-            **model_input_options(args),
-        ):
+        for result in results:  # a generator: its work runs here, warnings caught
             print_warnings(args.command, caught)
-            if args.json:
-                print(json.dumps(result.to_dict()), flush=True)
-            else:
-                print(_format_prediction(result), flush=True)
+            print(json.dumps(result.to_dict()) if args.json else text(result), flush=True)
         print_warnings(args.command, caught)
     return 0
+
+
+def _where(result) -> str:
+    """A result's file, and its video frame if any."""
+    from senet.errors import printable
+
+    where = printable(result.path)
+    return where if result.frame is None else f"{where} [frame {result.frame}]"
 
 
 def _run_detect(args, model=None) -> int:
     from senet.detect import DEFAULT_MIN_SCORE, iter_detections
-    from senet.errors import printable
 
-    with warnings.catch_warnings(record=True) as caught:
-        for result in iter_detections(
-            args.model,
-            args.paths,
-            min_score=DEFAULT_MIN_SCORE if args.min_score is None else args.min_score,
-            every=args.every,
-            annotate_dir=args.annotate,
-            overwrite=args.overwrite,
-            allow_h5=args.allow_h5,
-            model=model,
-        ):
-            print_warnings(args.command, caught)
-            if args.json:
-                print(json.dumps(result.to_dict()), flush=True)
-                continue
-            where = printable(result.path)
-            where = where if result.frame is None else f"{where} [frame {result.frame}]"
-            found = "; ".join(
-                f"{d.label} {d.score:.2f} ({', '.join(f'{v:.0f}' for v in d.box)})"
-                for d in result.detections
-            )
-            print(f"{where}: {found or 'nothing found'}", flush=True)
-        print_warnings(args.command, caught)
-    return 0
+    results = iter_detections(
+        args.model,
+        args.paths,
+        min_score=DEFAULT_MIN_SCORE if args.min_score is None else args.min_score,
+        every=args.every,
+        annotate_dir=args.annotate,
+        overwrite=args.overwrite,
+        allow_h5=args.allow_h5,
+        model=model,
+    )
+
+    def text(result) -> str:
+        found = "; ".join(
+            f"{d.label} {d.score:.2f} ({', '.join(f'{v:.0f}' for v in d.box)})"
+            for d in result.detections
+        )
+        return f"{_where(result)}: {found or 'nothing found'}"
+
+    return _print_results(args, results, text)
 
 
 def _run_segment(args, model=None) -> int:
@@ -202,34 +207,26 @@ def _run_segment(args, model=None) -> int:
 
     if not args.annotate:
         raise CLIError("a segmentation model writes masks: give --annotate DIR")
-    with warnings.catch_warnings(record=True) as caught:
-        for result in iter_segmentations(
-            args.model,
-            args.paths,
-            out_dir=args.annotate,
-            overwrite=args.overwrite,
-            allow_h5=args.allow_h5,
-            allow_savedmodel=args.allow_savedmodel,
-            model=model,
-        ):
-            print_warnings(args.command, caught)
-            if args.json:
-                print(json.dumps(result.to_dict()), flush=True)
-                continue
-            shares = ", ".join(
-                f"{name} {row['fraction']:.1%}" for name, row in result.classes.items()
-            )
-            size = "x".join(map(str, result.shape))
-            print(f"{printable(result.path)} ({size}): {shares} -> {result.mask}", flush=True)
-        print_warnings(args.command, caught)
-    return 0
+    results = iter_segmentations(
+        args.model,
+        args.paths,
+        out_dir=args.annotate,
+        overwrite=args.overwrite,
+        allow_h5=args.allow_h5,
+        allow_savedmodel=args.allow_savedmodel,
+        model=model,
+    )
+
+    def text(result) -> str:
+        shares = ", ".join(f"{name} {row['fraction']:.1%}" for name, row in result.classes.items())
+        size = "x".join(map(str, result.shape))
+        return f"{printable(result.path)} ({size}): {shares} -> {result.mask}"
+
+    return _print_results(args, results, text)
 
 
 def _format_prediction(result) -> str:
-    from senet.errors import printable
-
-    where = printable(result.path)
-    where = where if result.frame is None else f"{where} [frame {result.frame}]"
+    where = _where(result)
     if not result.faces:
         return f"{where}: no face found"
     names = list(result.faces[0].probabilities)

@@ -25,7 +25,13 @@ from senet.models._blocks import check_attention
 from senet.models.resnet import pyramid_encoder, resnet
 from senet.names import DEFAULT_BACKBONE, IMAGENET_DEPTHS
 
-__all__ = ["KERAS_HUB_INSTALL", "is_detector", "raw_detections", "retinanet"]
+__all__ = [
+    "KERAS_HUB_INSTALL",
+    "anchor_generator",
+    "is_detector",
+    "raw_detections",
+    "retinanet",
+]
 
 
 _BACKBONE = re.compile(r"^resnet(\d+)$")
@@ -154,17 +160,9 @@ def retinanet(
         confidence_threshold=min_score,
         max_detections=100,
     )
-    anchors = hub.layers.AnchorGenerator(
-        bounding_box_format,
-        min_level=3,
-        max_level=7,
-        num_scales=3,
-        aspect_ratios=[0.5, 1.0, 2.0],
-        anchor_size=anchor_size,
-    )
     return hub.models.RetinaNetObjectDetector(
         backbone=pyramid,
-        anchor_generator=anchors,
+        anchor_generator=anchor_generator(bounding_box_format, anchor_size),
         num_classes=num_classes,
         bounding_box_format=bounding_box_format,
         prediction_decoder=decoder,
@@ -173,6 +171,19 @@ def retinanet(
         # features layer by layer (outputs of std ~40 at the start, and a first epoch
         # spent undoing them)
         use_prediction_head_norm=True,
+    )
+
+
+def anchor_generator(bounding_box_format: str = "xyxy", anchor_size: float = 4):
+    """keras-hub's anchors of senet's RetinaNets: levels P3-P7, three scales and three
+    aspect ratios a position, ``anchor_size`` strides a side (see :func:`retinanet`)."""
+    return keras_hub().layers.AnchorGenerator(
+        bounding_box_format,
+        min_level=3,
+        max_level=7,
+        num_scales=3,
+        aspect_ratios=[0.5, 1.0, 2.0],
+        anchor_size=anchor_size,
     )
 
 

@@ -219,17 +219,11 @@ def anchor_coverage(split, image_size: int, anchor_size: float = 4) -> float:
     more (keras-hub's positive threshold: the others are its background): anchors of
     levels P3-P7, three scales and three aspect ratios, ``anchor_size`` strides a side.
     1.0 for a split without boxes."""
-    from senet.models.retinanet import keras_hub
+    from senet.models.retinanet import anchor_generator
 
-    generator = keras_hub().layers.AnchorGenerator(
-        BOX_FORMAT,
-        min_level=3,
-        max_level=7,
-        num_scales=3,
-        aspect_ratios=[0.5, 1.0, 2.0],
-        anchor_size=anchor_size,
+    levels = anchor_generator(BOX_FORMAT, anchor_size)(
+        np.zeros((1, image_size, image_size, 1), np.float32)
     )
-    levels = generator(np.zeros((1, image_size, image_size, 1), np.float32))
     anchors = np.concatenate([np.asarray(level) for level in levels.values()])
     area = (anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])
     matched = total = 0
