@@ -94,3 +94,21 @@ def test_min_score_is_refused_for_classifiers(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["predict", str(tmp_path / "m.keras"), str(photo), "--min-score", "3"])
     assert exit_.value.code == 2 and "a number in [0, 1]" in capsys.readouterr().err
+
+
+def test_an_exported_detector_is_refused_by_evaluate_in_one_line(tmp_path):
+    from senet.evaluation import _evaluate_boxes
+
+    class Exported:  # what load_exported gives: callable, with shapes, no decoder
+        input_shape = (None, 64, 64, 1)
+
+    with pytest.raises(ValueError, match=r"det.tflite is not a Keras detector"):
+        _evaluate_boxes(
+            Exported(),
+            tmp_path / "det.tflite",
+            "synthetic",
+            "test",
+            None,
+            batch_size=2,
+            skip_bad=False,
+        )

@@ -226,8 +226,14 @@ def _evaluate_boxes(
     """``evaluate`` for a detector: the split of its run (or the defaults),
     :meth:`senet.tasks.detection.DetectionTask.evaluate`'s COCO mAP and per-class AP."""
     from senet.data.coco import DetectionSet, load_detection, pad_boxes
+    from senet.models.retinanet import is_detector
     from senet.tasks import get_task
 
+    if not is_detector(model):
+        raise ValueError(
+            f"{model_path} is not a Keras detector: evaluate a detector's .keras file (an "
+            "exported one gives raw outputs, see docs/detection.md)"
+        )
     task = get_task("detection")
     side, _, channels = tuple(model.inputs[0].shape[1:])
     sets = load_detection(
