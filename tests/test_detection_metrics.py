@@ -70,12 +70,16 @@ def test_ranked_detections_match_the_interpolated_precision_by_hand():
     result = coco_metrics(truth, boxes, scores, [np.array([1, 0]), np.array([0])])
     assert result["map"] == pytest.approx(_interpolated_ap([False, True], positives=2))
     assert result["per_class"]["b"]["ap"] is None
+    # with the classes ignored the wrongly named hit counts again: hit, miss, hit
+    assert result["map_agnostic"] == pytest.approx(expected)
+    assert result["map_50_agnostic"] == pytest.approx(expected)
 
 
 def test_no_detections_and_mismatched_lengths():
     truth = _truth([[[5, 5, 25, 25]]], [[0]])
     empty = coco_metrics(truth, [np.zeros((0, 4))], [np.zeros(0)], [np.zeros(0, int)])
     assert empty["map"] == 0.0 and empty["per_class"]["a"]["ap"] == 0.0
+    assert empty["map_agnostic"] == 0.0
     assert empty["per_class"]["b"]["ap"] is None
     with pytest.raises(ValueError, match="predictions for 2"):
         coco_metrics(truth, [np.zeros((0, 4))] * 2, [np.zeros(0)] * 2, [np.zeros(0)] * 2)

@@ -18,6 +18,8 @@ import numpy as np
 
 __all__ = ["coco_metrics"]
 
+_MEANS = ("map", "map_50", "map_75", "map_agnostic", "map_50_agnostic")
+
 
 def coco_metrics(
     truth,
@@ -37,10 +39,12 @@ def coco_metrics(
         max_detections: Detections counted an image, the highest scores first.
 
     Returns:
-        ``{"map", "map_50", "map_75", "per_class": {name: {"ap", "ap_50"}}, "num_images",
-        "num_boxes", "num_detections"}``. A class without a true box has ``None`` APs and
-        is left out of the means (COCO's convention); with no detections at all every AP
-        is 0.
+        ``{"map", "map_50", "map_75", "map_agnostic", "map_50_agnostic", "per_class":
+        {name: {"ap", "ap_50"}}, "num_images", "num_boxes", "num_detections"}``. A class
+        without a true box has ``None`` APs and is left out of the means (COCO's
+        convention); with no detections at all every AP is 0. The ``_agnostic`` pair is
+        COCO's evaluation with the classes ignored (``useCats = 0``: a detection matches a
+        true box of any class): how well the objects are found, whatever they are called.
 
     Example:
         >>> from senet.data.coco import DetectionSet
@@ -99,7 +103,7 @@ def coco_metrics(
     }
     present = {a["category_id"] - 1 for a in annotations}
     if not detections or not annotations:
-        result.update({"map": 0.0, "map_50": 0.0, "map_75": 0.0})
+        result.update(dict.fromkeys(_MEANS, 0.0))
         result["per_class"] = {
             name: {"ap": 0.0 if k in present else None, "ap_50": 0.0 if k in present else None}
             for k, name in enumerate(truth.class_names)
@@ -110,13 +114,21 @@ def coco_metrics(
         ground.dataset = {"images": images, "annotations": annotations, "categories": categories}
         ground.createIndex()
         found = ground.loadRes(detections)
-        evaluation = COCOeval(ground, found, "bbox")
-        evaluation.params.maxDets = [1, 10, max_detections]
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
+        runs = []
+        for by_class in (True, False):
+            evaluation = COCOeval(ground, found, "bbox")
+            evaluation.params.maxDets = [1, 10, max_detections]
+            evaluation.params.useCats = int(by_class)
+            evaluation.evaluate()
+            evaluation.accumulate()
+            evaluation.summarize()
+            runs.append(evaluation)
+    evaluation, agnostic = runs
     stats = evaluation.stats
     result.update({"map": float(stats[0]), "map_50": float(stats[1]), "map_75": float(stats[2])})
+    result.update(
+        {"map_agnostic": float(agnostic.stats[0]), "map_50_agnostic": float(agnostic.stats[1])}
+    )
     # precision: [IoU threshold, recall point, class, area range (0: all), max detections]
     precision = evaluation.eval["precision"][:, :, :, 0, -1]
     per_class = {}

@@ -175,14 +175,19 @@ class DetectionTask(Task):
         return ["ap.png"]
 
     def summary(self, metrics: dict[str, Any]) -> str:
-        """mAP, mAP@.5 and mAP@.75, then AP per class."""
+        """mAP, mAP@.5 and mAP@.75, the same with the classes ignored, then AP per class."""
         split = metrics.get("split", "test")
         lines = [
             f"{split} mAP@[.5:.95] {metrics['map']:.4f}  mAP@.5 {metrics['map_50']:.4f}  "
             f"mAP@.75 {metrics['map_75']:.4f}  ({metrics['num_examples']} images, "
             f"{metrics['num_boxes']} boxes, {metrics['num_detections']} detections)",
-            "",
         ]
+        if "map_agnostic" in metrics:  # written before it was measured: absent
+            lines.append(
+                f"classes ignored: mAP@[.5:.95] {metrics['map_agnostic']:.4f}  mAP@.5 "
+                f"{metrics['map_50_agnostic']:.4f}"
+            )
+        lines.append("")
         names = list(metrics["per_class"])
         width = max(8, *(len(name) for name in names))
         lines.append(f"{'class':<{width}}  {'AP':>6}  {'AP@.5':>6}")
