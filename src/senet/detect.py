@@ -101,21 +101,11 @@ def detect_image(
 
 def annotate_detections(image_bgr: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
     """An 8-bit BGR copy of the image with each box and ``class score`` drawn."""
-    return draw_boxes(
-        image_bgr,
-        [
-            (
-                (
-                    round(d.box[0]),
-                    round(d.box[1]),
-                    round(d.box[2] - d.box[0]),
-                    round(d.box[3] - d.box[1]),
-                ),
-                f"{d.label} {d.score:.2f}",
-            )
-            for d in detections
-        ],
-    )
+    boxes = []
+    for item in detections:
+        x0, y0, x1, y1 = (round(v) for v in item.box)
+        boxes.append(((x0, y0, x1 - x0, y1 - y0), f"{item.label} {item.score:.2f}"))
+    return draw_boxes(image_bgr, boxes)
 
 
 def iter_detections(
