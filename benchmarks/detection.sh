@@ -22,6 +22,7 @@ ANCHORS='{"anchor_size": 2}'
 mkdir -p "$OUT"
 if [[ " $PARTS " == *" ablation "* ]]; then
     "$SENET" ablate --out "$OUT/ablation" --task detection --model retinanet --attention se \
+        --reduction 16 \
         --seeds 3 --synthetic-size 800 --epochs 20 "${SCENES[@]}" --model-options "$ANCHORS"
 fi
 if [[ " $PARTS " == *" timm "* ]]; then
