@@ -112,3 +112,17 @@ def test_an_exported_detector_is_refused_by_evaluate_in_one_line(tmp_path):
             batch_size=2,
             skip_bad=False,
         )
+
+
+def test_an_image_with_nothing_over_the_bar_says_how_close_it_came(tmp_path):
+    model = FakeDetector(50, 1, [[10, 5, 20, 15], [1, 1, 9, 9]], [0.45, 0.3], [1, 0])
+    model.layers = []  # what senet's record lookup reads of a Keras model
+    photo, path = tmp_path / "p.png", tmp_path / "d.keras"
+    cv2.imwrite(str(photo), np.zeros((100, 200, 3), np.uint8))
+    path.write_bytes(b"")  # loaded already: only its name is read (class names, record)
+    (frame,) = iter_detections(path, [photo], model=model)
+    assert frame.detections == [] and frame.best_score == pytest.approx(0.45)
+    assert frame.to_dict()["best_score"] == pytest.approx(0.45)
+    (low,) = iter_detections(path, [photo], model=model, min_score=0.4)
+    assert [d.label for d in low.detections] == ["class_1"]
+    assert low.best_score == low.detections[0].score

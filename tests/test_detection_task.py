@@ -78,6 +78,10 @@ def test_a_detection_run_records_and_evaluates_alike(run, tmp_path, capsys):
         assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
         assert item["class"] in EMOTIONS and 0 <= item["score"] <= 1
     assert (tmp_path / "drawn" / "x_annotated.png").stat().st_size > 0
+    # as text, an image with nothing over the bar says how close it came
+    assert main(["predict", str(run / "model.keras"), str(photo), "--min-score", "1"]) == 0
+    best = max(item["score"] for item in result["detections"])
+    assert f"x.png: nothing scored 1 or more (best {best:.2f};" in capsys.readouterr().out
     # explain does not take detectors yet, and says so in one line
     assert main(["explain", str(run / "model.keras"), str(photo), "--out", str(tmp_path)]) == 2
 

@@ -52,17 +52,21 @@ class Detection:
 
 @dataclass
 class DetectionFrame:
-    """The detections in one image, or one video frame (``frame``: its index)."""
+    """The detections in one image, or one video frame (``frame``: its index);
+    ``best_score``: the highest score of any detection decoded, kept or not (None when
+    the decoder kept none), so an empty result can say how far below the bar it was."""
 
     path: str
     frame: int | None = None
     detections: list[Detection] = field(default_factory=list)
+    best_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,
             "frame": self.frame,
             "detections": [item.to_dict() for item in self.detections],
+            "best_score": self.best_score,
         }
 
 
@@ -159,16 +163,21 @@ def iter_detections(
         )
     names = class_names_for(model_path, int(model.num_classes), model_record(model, model_path))
 
-    def see(image: np.ndarray, source: str = "frame") -> list[Detection]:
-        return detect_image(model, image, names, min_score=min_score, source=source)
+    def see(image: np.ndarray, source: str = "frame") -> tuple[list[Detection], float | None]:
+        every_one = detect_image(model, image, names, min_score=0, source=source)
+        best = max((item.score for item in every_one), default=None)
+        return [item for item in every_one if item.score >= min_score], best
+
+    def draw(image: np.ndarray, seen) -> np.ndarray:
+        return annotate_detections(image, seen[0])
 
     for path, target in zip(paths, targets, strict=True):
         if path.suffix.lower() in VIDEO_EXTENSIONS:
-            for index, found in iter_video(path, target, every, see, annotate_detections):
-                yield DetectionFrame(str(path), index, found)
+            for index, (found, best) in iter_video(path, target, every, see, draw):
+                yield DetectionFrame(str(path), index, found, best)
             continue
         image = load_image(path)
-        found = see(image, str(path))
+        found, best = see(image, str(path))
         if target is not None:
             write_image(target, annotate_detections(image, found))
-        yield DetectionFrame(str(path), None, found)
+        yield DetectionFrame(str(path), None, found, best)

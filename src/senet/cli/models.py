@@ -180,10 +180,11 @@ def _where(result) -> str:
 def _run_detect(args, model=None) -> int:
     from senet.detect import DEFAULT_MIN_SCORE, iter_detections
 
+    bar = DEFAULT_MIN_SCORE if args.min_score is None else args.min_score
     results = iter_detections(
         args.model,
         args.paths,
-        min_score=DEFAULT_MIN_SCORE if args.min_score is None else args.min_score,
+        min_score=bar,
         every=args.every,
         annotate_dir=args.annotate,
         overwrite=args.overwrite,
@@ -196,7 +197,14 @@ def _run_detect(args, model=None) -> int:
             f"{d.label} {d.score:.2f} ({', '.join(f'{v:.0f}' for v in d.box)})"
             for d in result.detections
         )
-        return f"{_where(result)}: {found or 'nothing found'}"
+        if not found:
+            found = "nothing found"
+            if result.best_score is not None:
+                found = (
+                    f"nothing scored {bar:g} or more (best {result.best_score:.2f}; "
+                    "--min-score lowers the bar)"
+                )
+        return f"{_where(result)}: {found}"
 
     return _print_results(args, results, text)
 
