@@ -17,6 +17,7 @@ from typing import Any
 __all__ = [
     "CIFAR_DEPTHS",
     "CLASSIFICATION_MODELS",
+    "DEFAULT_ANCHOR_SIZE",
     "DEFAULT_BACKBONE",
     "DETECTION_MODELS",
     "IMAGENET_DEPTHS",
@@ -56,6 +57,8 @@ SEGMENTATION_MODELS: tuple[str, ...] = ("unet",)
 DETECTION_MODELS: tuple[str, ...] = ("retinanet",)
 #: The encoder of a detection network when none is named (``--backbone``).
 DEFAULT_BACKBONE = "resnet18"
+#: A RetinaNet's base anchor side in strides (keras-hub's: 32 pixels at P3).
+DEFAULT_ANCHOR_SIZE = 4
 #: The networks that give one label an image (classification).
 CLASSIFICATION_MODELS: tuple[str, ...] = tuple(
     name for name in MODEL_NAMES if name not in (*SEGMENTATION_MODELS, *DETECTION_MODELS)

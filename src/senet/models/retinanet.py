@@ -23,7 +23,7 @@ from senet.checks import check_number, check_positive, fail
 from senet.layers.pyramid import KERAS_HUB_INSTALL
 from senet.models._blocks import check_attention
 from senet.models.resnet import pyramid_encoder, resnet
-from senet.names import DEFAULT_BACKBONE, IMAGENET_DEPTHS
+from senet.names import DEFAULT_ANCHOR_SIZE, DEFAULT_BACKBONE, IMAGENET_DEPTHS
 
 __all__ = [
     "KERAS_HUB_INSTALL",
@@ -58,7 +58,7 @@ def retinanet(
     attention_options: dict | None = None,
     min_score: float = 0.05,
     normalization: str = "group",
-    anchor_size: float = 4,
+    anchor_size: float = DEFAULT_ANCHOR_SIZE,
 ):
     """A keras-hub RetinaNet whose image encoder is a senet ResNet.
 
@@ -174,7 +174,7 @@ def retinanet(
     )
 
 
-def anchor_generator(bounding_box_format: str = "xyxy", anchor_size: float = 4):
+def anchor_generator(bounding_box_format: str = "xyxy", anchor_size: float = DEFAULT_ANCHOR_SIZE):
     """keras-hub's anchors of senet's RetinaNets: levels P3-P7, three scales and three
     aspect ratios a position, ``anchor_size`` strides a side (see :func:`retinanet`)."""
     return keras_hub().layers.AnchorGenerator(

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from senet.names import DEFAULT_BACKBONE, DETECTION_MODELS
+from senet.names import DEFAULT_ANCHOR_SIZE, DEFAULT_BACKBONE, DETECTION_MODELS
 from senet.tasks.base import Task, number_text
 
 __all__ = ["DetectionTask", "anchor_coverage", "predict_boxes"]
@@ -49,7 +49,7 @@ class DetectionTask(Task):
             skip_bad=config.skip_bad,
             **config.split_options(),
         )
-        size = config.model_options.get("anchor_size", 4)
+        size = config.model_options.get("anchor_size", DEFAULT_ANCHOR_SIZE)
         share = anchor_coverage(sets["train"], config.image_size, size)
         if share < 0.9:
             warnings.warn(
@@ -219,7 +219,7 @@ class DetectionTask(Task):
         return rows
 
 
-def anchor_coverage(split, image_size: int, anchor_size: float = 4) -> float:
+def anchor_coverage(split, image_size: int, anchor_size: float = DEFAULT_ANCHOR_SIZE) -> float:
     """The share of ``split``'s boxes that match one of a RetinaNet's anchors at IoU 0.5 or
     more (keras-hub's positive threshold: the others are its background): anchors of
     levels P3-P7, three scales and three aspect ratios, ``anchor_size`` strides a side.
