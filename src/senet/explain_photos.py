@@ -41,6 +41,7 @@ __all__ = [
     "FaceExplanation",
     "PhotoExplanation",
     "explain_photos",
+    "face_heatmaps",
     "iter_explanations",
 ]
 
@@ -143,6 +144,48 @@ def _heatmaps(model, x: np.ndarray, method: str, layer: str | None, targets: np.
     if method == "attention":
         return attention_map(model, x, layer)
     return grad_cam(model, x, layer, targets, method=method)
+
+
+def face_heatmaps(
+    model,
+    image: np.ndarray,
+    faces: Sequence,
+    inputs,
+    class_names: Sequence[str],
+    *,
+    method: str = "gradcam",
+    layer: str | None = None,
+    class_name: str | None = None,
+) -> tuple[list[int], np.ndarray]:
+    """Where a Keras classifier looks in each face already found and classified.
+
+    Args:
+        model: The Keras classifier (gradients are taken through it).
+        image: The photo, as :func:`senet.data.images.load_image` gives it.
+        faces: Its :class:`senet.predict.FacePrediction` s (boxes and labels).
+        inputs: How faces become the model's inputs (:func:`senet.inference.input_format`).
+        class_names: The model's classes.
+        method: One of :data:`EXPLAIN_METHODS`.
+        layer: The layer explained (default: the last feature map, or the last attention
+            layer for ``"attention"``).
+        class_name: Explain this class in every face (default: each face's label).
+
+    Returns:
+        ``(target class index per face, heatmaps (faces, S, S) in [0, 1])``.
+    """
+    if class_name is None:
+        targets = [list(class_names).index(face.label) for face in faces]
+    else:
+        targets = [list(class_names).index(class_name)] * len(faces)
+    x = crop_inputs(
+        image,
+        [face.box for face in faces],
+        inputs.size,
+        inputs.channels,
+        input_range=inputs.input_range,
+        grey=inputs.grey,
+    )
+    return targets, _heatmaps(model, x, method, layer, np.asarray(targets, np.int64))
 
 
 def _check_method(method: str, class_name: str | None) -> None:
@@ -296,19 +339,16 @@ def _explain_photo(
     photo = PhotoExplanation(str(path))
     if not predictions:
         return photo
-    if class_name is None:
-        targets = [class_names.index(face.label) for face in predictions]
-    else:
-        targets = [class_names.index(class_name)] * len(predictions)
-    x = crop_inputs(
+    targets, heatmaps = face_heatmaps(
+        model,
         image,
-        boxes,
-        inputs.size,
-        inputs.channels,
-        input_range=inputs.input_range,
-        grey=inputs.grey,
+        predictions,
+        inputs,
+        class_names,
+        method=method,
+        layer=layer,
+        class_name=class_name,
     )
-    heatmaps = _heatmaps(model, x, method, layer, np.asarray(targets, np.int64))
     display = to_bgr8(image)
     for number, (face, target, heatmap) in enumerate(
         zip(predictions, targets, heatmaps, strict=True), 1

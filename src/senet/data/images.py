@@ -43,6 +43,7 @@ __all__ = [
     "MAX_IMAGE_PIXELS_ENV",
     "array_cap",
     "check_inputs_fit",
+    "decode_image",
     "fit_images",
     "list_images",
     "load_npz_arrays",
@@ -407,6 +408,24 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.
         raise DataError(f"{path}: cannot read image file ({error.strerror or error})") from None
     if len(raw) > byte_cap:  # the file grew while it was read
         raise DataError(f"{path}: image file is over the cap of {byte_cap} bytes")
+    return decode_image(raw, path, max_pixels=cap)
+
+
+def decode_image(
+    raw: bytes, source: str | os.PathLike, *, max_pixels: int | None = None
+) -> np.ndarray:
+    """Decode an image file's bytes as :func:`load_image` does (the second half of it).
+
+    The pixel cap is checked on the header before anything is decoded, then again on the
+    decoded image (formats Pillow cannot parse). ``source`` names the bytes in errors (a
+    path, or an upload's name).
+
+    Raises:
+        DataError: Not a decodable image, or more pixels than the cap (one line naming
+            ``source``).
+    """
+    cap = pixel_cap(max_pixels)
+    path = source
     header = _header_pixels(raw) if raw else None
     if header is not None and header[1] > cap:
         raise _too_many_pixels(path, header[0], cap)
