@@ -26,6 +26,11 @@ def pytest_configure(config):
     """
     if hasattr(config, "workerinput"):
         return
+    # senet's cache (LiteRT exports of senet serve and predict --runtime litert) in a
+    # temporary directory, never the user's ~/.cache
+    if "SENET_CACHE_DIR" not in os.environ:
+        config._senet_cache = tempfile.mkdtemp(prefix="senet-tests-cache-")
+        os.environ["SENET_CACHE_DIR"] = config._senet_cache
     # XLA's backend optimisations cost more than they save on the tests' tiny programs:
     # a first JAX `senet train` of the multi-worker tests' size took 53 s with them and 34 s
     # without (2-core Zen 3), and what the tests check does not depend on them. A test that
@@ -41,9 +46,10 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-    cache = getattr(config, "_senet_jax_cache", None)
-    if cache is not None:
-        shutil.rmtree(cache, ignore_errors=True)
+    for name in ("_senet_jax_cache", "_senet_cache"):
+        cache = getattr(config, name, None)
+        if cache is not None:
+            shutil.rmtree(cache, ignore_errors=True)
 
 
 # The files that take longest, heaviest first (in-suite seconds on 2 cores, 2026-12-03:

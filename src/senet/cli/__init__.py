@@ -65,6 +65,7 @@ _SUBCOMMANDS: list[Callable] = [
     training.add_ablate,
     models.add_bench,
     models.add_convert,
+    models.add_serve,
 ]
 
 

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
 import warnings
 
 from senet.cli._common import (
@@ -124,10 +126,22 @@ def add_predict(subparsers) -> None:
         action="store_true",
         help="run SE ResNets as trained (default: their fused inference path, fuse_se)",
     )
+    add_runtime(parser, default="keras")
     add_allow_h5(parser)
     add_allow_savedmodel(parser)
     add_model_inputs(parser)
     parser.set_defaults(handler=_run_predict)
+
+
+def add_runtime(parser, *, default: str) -> None:
+    parser.add_argument(
+        "--runtime",
+        choices=("litert", "keras"),
+        default=default,
+        help="run a .keras classifier in Keras, or as its LiteRT (.tflite) export, made, "
+        "checked against the model and cached on first use (SENET_CACHE_DIR, default "
+        f"~/.cache/senet); exported files run in their own runtime (default: {default})",
+    )
 
 
 def _run_predict(args) -> int:
@@ -137,6 +151,8 @@ def _run_predict(args) -> int:
     task, model = open_model(
         args.model, allow_h5=args.allow_h5, allow_savedmodel=args.allow_savedmodel
     )
+    if task != "classification" and args.runtime != "keras":
+        raise CLIError(f"--runtime {args.runtime} runs classifiers; {args.model} is a {task} model")
     if task == "segmentation":
         return _run_segment(args, model)
     if task == "detection":
@@ -144,6 +160,13 @@ def _run_predict(args) -> int:
     if args.min_score is not None:
         raise CLIError("--min-score is for detectors (senet train --task detection)")
     from senet.predict import iter_predictions
+
+    if args.runtime == "litert":
+        if args.no_fuse:
+            raise CLIError("--no-fuse is for --runtime keras (the LiteRT export is fused)")
+        from senet.runtime import runtime_model
+
+        model = runtime_model(args.model, "litert", model)
 
     results = iter_predictions(
         args.model,
@@ -601,4 +624,102 @@ def _run_bench(args) -> int:
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
+    return 0
+
+
+def add_serve(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="a local web page and JSON API: drop in a photo, see the faces, emotions and heatmaps",
+        description=(
+            "Serve MODEL (a face classifier) at http://127.0.0.1:8000/: a page where you "
+            "upload a photo or take a webcam snapshot and see each face's box, emotion, "
+            "probabilities and the heatmap of where the model looked, under the model's "
+            "card; and a JSON API (POST /predict, POST /explain, GET /model, GET /health; "
+            "OpenAPI at /docs). The model runs as its LiteRT export by default (made, "
+            "checked and cached on first use); heatmaps come from the .keras model. Needs "
+            'pip install "senet[serve]".'
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    parser.add_argument(
+        "--host",
+        default=None,
+        help="address to listen on (default 127.0.0.1, this machine only; any other is "
+        "warned about: there is no authentication)",
+    )
+    parser.add_argument(
+        "--port", type=_port, default=8000, help="port (default 8000; 0: any free one)"
+    )
+    add_runtime(parser, default="litert")
+    parser.add_argument(
+        "--method",
+        choices=EXPLAIN_METHOD_CHOICES,
+        default="gradcam",
+        help="the page's default heatmap (default gradcam)",
+    )
+    parser.add_argument(
+        "--layer", default=None, help="the layer explained (default: the method's own)"
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=_positive_float,
+        default=20.0,
+        help="largest upload in MB (default 20)",
+    )
+    parser.add_argument(
+        "--max-megapixels",
+        type=_positive_float,
+        default=40.0,
+        help="most pixels an image may claim in its header, in millions (default 40)",
+    )
+    parser.add_argument(
+        "--max-pending",
+        type=_positive_int,
+        default=16,
+        help="requests answered or waiting at once; more get 503 + Retry-After (default 16)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=60.0,
+        help="seconds a request may take before it gets 504 (default 60)",
+    )
+    add_allow_h5(parser)
+    add_model_inputs(parser)
+    parser.set_defaults(handler=_run_serve)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 0..65535, got {port}")
+    return port
+
+
+def _run_serve(args) -> int:
+    from senet.serve import Limits, serve
+
+    limits = Limits(
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        max_pixels=int(args.max_megapixels * 1e6),
+        max_pending=args.max_pending,
+        timeout=args.timeout,
+    )
+    try:
+        serve(
+            args.model,
+            host=args.host or "127.0.0.1",
+            port=args.port,
+            runtime=args.runtime,
+            method=args.method,
+            layer=args.layer,
+            limits=limits,
+            **model_input_options(args),
+        )
+    except KeyboardInterrupt:
+        print("senet serve: stopped", file=sys.stderr)
     return 0

@@ -1,0 +1,344 @@
+"""What ``senet serve`` does with an upload, without the web: check it, decode it, find the
+faces, classify them, explain them. :mod:`senet.serve.app` puts this behind HTTP.
+
+One :class:`Service` per model. Every image goes through the same path as ``senet
+predict`` (:func:`senet.predict.predict_faces`: Haar faces, the same crops, the same
+probabilities) and ``senet explain`` (:func:`senet.explain_photos.face_heatmaps`), so the
+page shows what the CLI prints. Uploads are checked before they are decoded: the bytes must
+start like an image file (:func:`sniff`; the name and the declared type are not trusted),
+and the width and height in the header must fit the pixel cap.
+
+The model is run by one thread at a time (a LiteRT interpreter and OpenCV's cascade are not
+thread-safe); decoding runs beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from senet.data.images import decode_image, to_bgr8
+from senet.errors import printable
+
+__all__ = ["IMAGE_TYPES", "Limits", "Service", "UploadError", "sniff"]
+
+#: The image formats an upload may be, by the bytes they start with.
+IMAGE_TYPES = {
+    b"\xff\xd8\xff": "jpeg",
+    b"\x89PNG\r\n\x1a\n": "png",
+    b"GIF87a": "gif",
+    b"GIF89a": "gif",
+    b"BM": "bmp",
+    b"II*\x00": "tiff",
+    b"MM\x00*": "tiff",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may cost.
+
+    Attributes:
+        max_upload_bytes: The largest request body (the photo and its form), in bytes.
+        max_pixels: The most pixels (width x height) an image may claim in its header.
+        max_pending: Requests being worked on or waiting for the model at once; one more
+            gets 503 with Retry-After.
+        timeout: Seconds a request may wait for its answer (504 after).
+        body_timeout: Seconds between two parts of a request body (408 after).
+    """
+
+    max_upload_bytes: int = 20 * 2**20
+    max_pixels: int = 40_000_000
+    max_pending: int = 16
+    timeout: float = 60.0
+    body_timeout: float = 15.0
+
+
+class UploadError(ValueError):
+    """An upload the service refuses; ``status`` is the HTTP status that says why."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def sniff(raw: bytes) -> str | None:
+    """The image format the bytes start with (:data:`IMAGE_TYPES`, WebP too), or None."""
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        return "webp"
+    return next((kind for magic, kind in IMAGE_TYPES.items() if raw.startswith(magic)), None)
+
+
+def _png(image_rgb: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 RGB array
+        raise RuntimeError("cannot encode PNG")
+    return encoded.tobytes()
+
+
+class Service:
+    """A classifier ready to answer uploads.
+
+    Args:
+        model_path: The model file (``.keras``, or an export: ``.tflite``, ``.onnx``).
+        runtime: ``"litert"`` (the model's cached, checked LiteRT export) or ``"keras"``
+            (:mod:`senet.runtime`).
+        method: How heatmaps are made (:data:`senet.explain_photos.EXPLAIN_METHODS`).
+        layer: The layer explained (default: the method's).
+        limits: :class:`Limits`.
+        allow_h5: Accept a Keras 2 ``.h5`` file.
+        class_names, input_range, colour: As ``senet predict`` takes them, for models that
+            do not say.
+        say: Where progress lines go (a first LiteRT export); default stderr.
+
+    Raises:
+        ValueError: The model is not a face classifier, or cannot be loaded (one line).
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        *,
+        runtime: str = "litert",
+        method: str = "gradcam",
+        layer: str | None = None,
+        limits: Limits | None = None,
+        allow_h5: bool = False,
+        class_names: Sequence[str] | None = None,
+        input_range: str | Sequence[float] | None = None,
+        colour: str | None = None,
+        say: Callable[[str], None] | None = None,
+    ):
+        from senet._files import check_input_file
+        from senet.checks import check_choice
+        from senet.explain_photos import EXPLAIN_METHODS
+        from senet.inference import ExportedModel, load_for_inference, model_record, open_model
+        from senet.runtime import runtime_model
+
+        self.model_path = Path(model_path)
+        if not self.model_path.is_dir():
+            check_input_file(self.model_path, wanted="a model file")
+        self.method = check_choice("method", method, EXPLAIN_METHODS)
+        self.limits = limits or Limits()
+        task, model = open_model(model_path, allow_h5=allow_h5)
+        if task != "classification":
+            raise ValueError(
+                f"senet serve shows face classifiers; {model_path} is a {task} model: "
+                "senet predict runs it"
+            )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model, self.inputs, class_names = load_for_inference(
+                model_path,
+                allow_h5=allow_h5,
+                class_names=class_names,
+                input_range=input_range,
+                colour=colour,
+                model=model,
+            )
+        # the synthetic-data warning goes to the terminal, and on the page (the card) with
+        # the model's file name instead of its path on the server
+        for warning in caught:
+            warnings.warn(str(warning.message), UserWarning, stacklevel=2)
+        self.warnings = [
+            printable(str(warning.message).replace(str(model_path), self.model_path.name))
+            for warning in caught
+        ]
+        self.class_names = tuple(class_names)
+        self.record = model_record(model, model_path) or {}
+        self.keras_model = None if isinstance(model, ExportedModel) else model
+        self.layer = None
+        if self.keras_model is not None:
+            self.layer = self._check_explainable(layer)
+        self.runtime = runtime
+        self.runner = runtime_model(model_path, runtime, model, say=say)
+        if not isinstance(self.runner, ExportedModel):
+            from senet.models.fused import fuse_for_inference
+
+            self.runner, _ = fuse_for_inference(self.runner)  # what senet predict runs
+            self.engine = "keras"
+        else:
+            self.engine = self.runner.format
+        self._lock = threading.Lock()
+        self.card = self._card()
+
+    # ----------------------------------------------------------------- model facts
+
+    def _check_explainable(self, layer: str | None) -> str:
+        """The layer heatmaps come from; a method the model cannot give fails here, at
+        start, not at the first face."""
+        from senet.explain import default_layer
+        from senet.explain._graph import attention_paths
+
+        if layer is None:
+            if self.method == "attention":
+                paths = attention_paths(self.keras_model)
+                if not paths:
+                    raise ValueError(
+                        f"--method attention needs a model with an attention layer; "
+                        f"{self.model_path} has none (use gradcam)"
+                    )
+                layer = paths[-1]
+            else:
+                layer = default_layer(self.keras_model)
+        from senet.explain_photos import _heatmaps
+
+        blank = np.zeros((1, self.inputs.size, self.inputs.size, self.inputs.channels), np.float32)
+        _heatmaps(self.keras_model, blank, self.method, layer, np.zeros(1, int))
+        return layer
+
+    def _card(self) -> dict[str, Any]:
+        """What ``GET /model`` says: the page's model card."""
+        record = self.record
+        trained_on = {
+            key: record[key]
+            for key in ("dataset", "data", "epochs", "attention", "model", "accuracy")
+            if record.get(key) is not None
+        }
+        parameters = None
+        if self.keras_model is not None:
+            parameters = int(self.keras_model.count_params())
+        low, high = self.inputs.input_range
+        return {
+            "name": printable(self.model_path.name),
+            "task": "classification",
+            "format": "keras" if self.keras_model is not None else self.engine,
+            "runtime": self.engine,
+            "classes": list(self.class_names),
+            "input": {
+                "size": self.inputs.size,
+                "channels": self.inputs.channels,
+                "range": [low, high],
+                "colour": "grey" if self.inputs.grey else "rgb",
+            },
+            "trained_on": trained_on or None,
+            "parameters": parameters,
+            "warnings": self.warnings,
+            "explain": {
+                "available": self.keras_model is not None,
+                "method": self.method if self.keras_model is not None else None,
+                "layer": self.layer,
+                "why_not": None
+                if self.keras_model is not None
+                else "heatmaps need the .keras model (gradients); this is an exported file",
+            },
+            "faces": "OpenCV Haar cascade (frontal faces)",
+            "limits": {
+                "max_upload_bytes": self.limits.max_upload_bytes,
+                "max_pixels": self.limits.max_pixels,
+            },
+        }
+
+    # ----------------------------------------------------------------- requests
+
+    def decode(self, raw: bytes, name: str) -> np.ndarray:
+        """The upload's pixels, after checking its size, its type and its header."""
+        name = printable(name)[:120] or "upload"
+        if not raw:
+            raise UploadError(f"{name}: the upload is empty (0 bytes)", 400)
+        if len(raw) > self.limits.max_upload_bytes:
+            raise UploadError(
+                f"{name}: {len(raw)} bytes is over the upload cap of "
+                f"{self.limits.max_upload_bytes} bytes",
+                413,
+            )
+        if sniff(raw) is None:
+            raise UploadError(
+                f"{name}: not an image (JPEG, PNG, WebP, BMP, GIF or TIFF): it starts with "
+                f"{raw[:8]!r}",
+                415,
+            )
+        from senet.data import DataError
+
+        try:
+            return decode_image(raw, name, max_pixels=self.limits.max_pixels)
+        except DataError as error:
+            message = str(error).split("; set SENET_MAX_IMAGE_PIXELS")[0]
+            status = 413 if "over the cap" in message else 400
+            raise UploadError(message, status) from None
+
+    def predict(self, raw: bytes, name: str = "upload") -> dict[str, Any]:
+        """``senet predict --json``'s answer for one uploaded image."""
+        image = self.decode(raw, name)
+        return _answer(name, self._faces(image))
+
+    def _faces(self, image: np.ndarray):
+        from senet.predict import predict_faces
+
+        with self._lock:
+            return predict_faces(self.runner, image, self.class_names, inputs=self.inputs)
+
+    def explain(
+        self, raw: bytes, name: str = "upload", *, method: str | None = None
+    ) -> tuple[dict[str, Any], np.ndarray]:
+        """The prediction plus, per face, the heatmap over the face (a PNG, base64) and
+        the class explained; and the photo with every face's heatmap drawn in (RGB).
+
+        Raises:
+            UploadError: A bad upload, or a model without gradients (409).
+        """
+        from senet.checks import check_choice
+        from senet.explain import overlay
+        from senet.explain_photos import EXPLAIN_METHODS, face_heatmaps
+
+        if self.keras_model is None:
+            raise UploadError(f"{self.card['explain']['why_not']}; POST /predict instead", 409)
+        method = check_choice("method", method or self.method, EXPLAIN_METHODS)
+        layer = self.layer if method == self.method else None
+        image = self.decode(raw, name)
+        faces = self._faces(image)
+        display = cv2.cvtColor(to_bgr8(image), cv2.COLOR_BGR2RGB)
+        picture = display.copy()
+        answer = _answer(name, faces)
+        answer.update(method=method, layer=layer)
+        if not faces:
+            return answer, picture
+        with self._lock:
+            targets, heatmaps = face_heatmaps(
+                self.keras_model,
+                image,
+                faces,
+                self.inputs,
+                self.class_names,
+                method=method,
+                layer=layer,
+            )
+        for face, row, target, heatmap in zip(
+            faces, answer["faces"], targets, heatmaps, strict=True
+        ):
+            x, y, w, h = face.box
+            crop = display[y : y + h, x : x + w]
+            side = 224
+            shown = overlay(cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA), heatmap)
+            row["target"] = self.class_names[target]
+            row["heatmap"] = base64.b64encode(_png(shown)).decode("ascii")
+            picture[y : y + h, x : x + w] = overlay(crop, heatmap)
+        return answer, picture
+
+    def explain_png(self, raw: bytes, name: str = "upload", *, method: str | None = None) -> bytes:
+        """The photo with each face's heatmap and box drawn in, as a PNG."""
+        from senet.predict import FacePrediction, annotate
+
+        answer, picture = self.explain(raw, name, method=method)
+        faces = [
+            FacePrediction(tuple(face["box"]), face["label"], face["probabilities"])
+            for face in answer["faces"]
+        ]
+        drawn = annotate(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), faces)
+        return _png(cv2.cvtColor(drawn, cv2.COLOR_BGR2RGB))
+
+
+def _answer(name: str, faces) -> dict[str, Any]:
+    """``senet predict --json``'s object for one image (the upload's name escaped, cut)."""
+    from senet.predict import FramePrediction
+
+    return FramePrediction(printable(name)[:120] or "upload", None, faces).to_dict()

@@ -1,0 +1,218 @@
+"""`senet serve` as a person runs it: a server process on 127.0.0.1 (LiteRT, the default
+runtime), hit by 8 concurrent clients, by hostile uploads, and by a real browser: headless
+Chromium, driven by selenium, uploads a photo and must show the emotion and the heatmap.
+
+The browser is Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them);
+without them the browser test is skipped and says so. ``SENET_SERVE_TEST_MODEL`` serves
+another model (a trained one, for the README's screenshot) and ``SENET_SCREENSHOT`` names
+where the screenshot goes (default: the test's temporary folder).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi", reason='senet serve needs pip install "senet[serve]"')
+
+from photos import face_photo  # noqa: E402
+from serving import CLASSES, small_classifier  # noqa: E402
+
+pytestmark = pytest.mark.slow  # a server process, 200 requests and a browser
+
+UPLOAD_CAP_MB = 2
+CLIENTS, REQUESTS = 8, 200
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("live")
+    model = os.environ.get("SENET_SERVE_TEST_MODEL") or small_classifier(root / "model.keras")
+    log = root / "serve.log"
+    env = {**os.environ, "SENET_CACHE_DIR": str(root / "cache"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, "-m", "senet", "serve", str(model), "--port", "0"]
+    command += ["--max-upload-mb", str(UPLOAD_CAP_MB)]
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=output, env=env)
+    deadline = time.monotonic() + 180
+    url = None
+    while url is None and time.monotonic() < deadline and process.poll() is None:
+        found = re.search(r"on (http://127\.0\.0\.1:\d+/)", log.read_text())
+        url = found.group(1) if found else time.sleep(0.2)
+    try:
+        assert url, f"the server did not start: {log.read_text()[-2000:]}"
+        yield url, process, root
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("photo") / "face.jpg"
+    cv2.imwrite(str(path), face_photo())
+    return path
+
+
+def _post(client, url, raw, name="face.jpg"):
+    return client.post(url + "predict", files={"file": (name, raw, "image/jpeg")})
+
+
+def test_200_requests_from_8_clients_all_answered_with_memory_steady(server, photo):
+    url, process, _ = server
+    raw = photo.read_bytes()
+    with httpx.Client(timeout=60) as client:
+        for _ in range(20):  # warm up: the first calls allocate what the rest reuse
+            assert _post(client, url, raw).status_code == 200
+    before = _rss_mb(process.pid)
+    statuses, labels, lock = [], set(), threading.Lock()
+
+    def client_loop():
+        with httpx.Client(timeout=60) as client:
+            for _ in range(REQUESTS // CLIENTS):
+                response = _post(client, url, raw)
+                with lock:
+                    statuses.append(response.status_code)
+                    if response.status_code == 200:
+                        labels.add(response.json()["faces"][0]["label"])
+
+    threads = [threading.Thread(target=client_loop) for _ in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    after = _rss_mb(process.pid)
+    assert statuses == [200] * REQUESTS
+    assert len(labels) == 1  # the same photo, the same answer, whatever the interleaving
+    assert after - before < 40, f"server memory grew from {before:.0f} to {after:.0f} MB"
+
+
+def test_hostile_uploads_get_4xx_and_the_server_keeps_answering(server, photo):
+    import struct
+    import zlib
+
+    url, process, _ = server
+    raw = photo.read_bytes()
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(
+        b"IHDR", struct.pack(">IIBBBBB", 10_000, 10_000, 8, 0, 0, 0, 0)
+    )
+    bomb += chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    hostile = {
+        "empty.jpg": b"",
+        "notes.jpg": b"these are not pixels\n" * 50,
+        "cut.jpg": raw[: len(raw) // 2],
+        "bomb.png": bomb,
+        "huge.jpg": b"\xff\xd8\xff" + b"\0" * ((UPLOAD_CAP_MB << 20) + 1),
+    }
+    with httpx.Client(timeout=60) as client:
+        for name, body in hostile.items():
+            response = _post(client, url, body, name)
+            assert 400 <= response.status_code < 500, (name, response.status_code)
+            assert response.json()["error"], name
+        assert client.get(url + "health").json()["status"] == "ok"
+        assert _post(client, url, raw).status_code == 200
+    assert process.poll() is None
+
+
+def _browser(profile: Path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip(
+            "no headless Chromium here: apt-get install -y chromium chromium-driver "
+            "(.ci/run installs them)"
+        )
+    webdriver = pytest.importorskip("selenium.webdriver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,1500",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    return webdriver.Chrome(
+        service=webdriver.ChromeService(executable_path=driver), options=options
+    )
+
+
+def test_a_browser_uploads_a_photo_and_sees_the_emotion_and_the_heatmap(server, photo, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _, _ = server
+    browser = _browser(tmp_path / "profile")
+    try:
+        browser.get(url)
+        wait = WebDriverWait(browser, 120)
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#card-facts dt"))
+        facts = browser.find_element(By.ID, "card-facts").text
+        assert "Heatmaps" in facts and "Classes" in facts
+        # the keyboard reaches the photo, the webcam and the heatmap choice
+        reached = set()
+        for _ in range(12):
+            ActionChains(browser).send_keys(Keys.TAB).perform()  # (a file input's send_keys
+            # takes a path)
+            reached.add(browser.switch_to.active_element.get_attribute("id"))
+        assert {"file", "camera-start", "method"} <= reached
+
+        browser.find_element(By.ID, "file").send_keys(str(photo))
+        wait.until(
+            lambda b: b.execute_script(
+                "const img = document.querySelector('.heatmap img');"
+                "return img !== null && img.complete && img.naturalWidth > 0;"
+            )
+        )
+        label = browser.find_element(By.CSS_SELECTOR, "#faces .label").text
+        if not os.environ.get("SENET_SERVE_TEST_MODEL"):
+            assert label in CLASSES
+        heatmap = browser.find_element(By.CSS_SELECTOR, ".heatmap img")
+        assert "Grad-CAM" in heatmap.get_attribute("alt")
+        assert browser.find_elements(By.CSS_SELECTOR, "#boxes rect")  # the face's box
+        assert "synthetic" in browser.find_element(By.ID, "card-warnings").text
+        assert "error" not in browser.find_element(By.ID, "status").get_attribute("class")
+        shot = Path(os.environ.get("SENET_SCREENSHOT") or tmp_path / "serve.png")
+        height = browser.execute_script("return document.documentElement.scrollHeight")
+        browser.set_window_size(1280, min(max(int(height) + 40, 900), 2400))
+        assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+        # a phone-sized window: nothing wider than the screen
+        browser.set_window_size(390, 844)
+        overflow = browser.execute_script(
+            "return document.documentElement.scrollWidth - window.innerWidth"
+        )
+        assert overflow <= 0
+    finally:
+        browser.quit()
