@@ -4,8 +4,9 @@ lookup of the run a model file belongs to, and what a model says about its input
 :func:`load_classifier` opens a ``.keras`` file (``.h5`` when asked) with senet's Keras
 loader, and a ``.tflite``, ``.onnx`` or SavedModel export (:func:`load_exported`) with its own
 runtime, after checking what the file would run. :func:`model_record` is what a model was
-trained on (its :class:`senet.layers.TrainingInfo`, else its run: :func:`senet.runs.find_run`),
-:func:`class_names_for` its class names, :func:`input_format` how images become its inputs,
+trained on (its :class:`senet.layers.TrainingInfo` or the record an exported file carries,
+:func:`read_record`; else its run: :func:`senet.runs.find_run`), :func:`class_names_for` its
+class names, :func:`input_format` how images become its inputs,
 :func:`predictor` a fast batch function. ``senet predict``, ``explain``, ``evaluate`` and
 ``export``'s parity check use them; this module stands on none of those.
 """
@@ -13,6 +14,7 @@ trained on (its :class:`senet.layers.TrainingInfo`, else its run: :func:`senet.r
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import warnings
 import weakref
@@ -47,6 +49,7 @@ __all__ = [
     "open_exported",
     "predictor",
     "read_keras",
+    "read_record",
     "require",
     "to_input_range",
     "warn_if_synthetic",
@@ -58,6 +61,14 @@ EXTRA_HINT = 'pip install "senet[export]"'
 BATCH = 32
 #: The input value ranges a classifier may expect, by the name ``--input-range`` takes.
 INPUT_RANGES = {"0,1": (0.0, 1.0), "-1,1": (-1.0, 1.0)}
+#: Where an export carries its training record: the TFLite metadata entry's name and the ONNX
+#: ``metadata_props`` key (the value: the record as UTF-8 JSON).
+RECORD_NAME = "senet_record"
+#: The SavedModel's record: this file in its ``assets/`` folder.
+RECORD_FILE = "senet_record.json"
+#: The longest record (JSON bytes) senet reads or writes: a record is a few hundred bytes; a
+#: list of 100,000 class names fits.
+MAX_RECORD_BYTES = 1 << 20
 
 
 # --------------------------------------------------------------------------- running files
@@ -71,6 +82,9 @@ class ExportedModel:
         format: ``"savedmodel"``, ``"tflite"``, ``"onnx"`` or ``"keras"``.
         input_shape: The input shape it expects, None where any size goes (the batch).
         output_shape: The output shape, None where unknown.
+        record: What the model was trained on, as the file carries it (checked, see
+            :func:`read_record`; a ``.keras`` model's :func:`senet.layers.training_info`),
+            or None.
     """
 
     def __init__(
@@ -80,11 +94,13 @@ class ExportedModel:
         input_shape: tuple,
         output_shape: tuple,
         run: Callable[[np.ndarray], np.ndarray],
+        record: dict[str, Any] | None = None,
     ):
         self.path = path
         self.format = format
         self.input_shape = input_shape
         self.output_shape = output_shape
+        self.record = record
         self._run = run
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -127,7 +143,8 @@ def load_exported(path: str | os.PathLike, *, allow_savedmodel: bool = False) ->
     (``ai-edge-litert`` when installed, else ``tf.lite``), ``.onnx`` (``onnxruntime``) and
     ``.keras`` (senet's Keras loader, safe mode). Single-input, single-output models; inputs
     are float32 batches (an integer-I/O TFLite file is quantised and dequantised here), any
-    batch size where the file allows.
+    batch size where the file allows. The training record the file carries
+    (:func:`senet.export.export_model` writes it) is read and checked too: ``model.record``.
 
     What runs is checked first, because a model file can carry more than arithmetic:
 
@@ -150,8 +167,8 @@ def load_exported(path: str | os.PathLike, *, allow_savedmodel: bool = False) ->
 
     Raises:
         FileNotFoundError: Nothing at ``path``.
-        ExportError: Not a model of a known format, unreadable, or refused as above (one
-            line, naming the path).
+        ExportError: Not a model of a known format, unreadable, refused as above, or with a
+            malformed training record (one line, naming the path).
         MissingDependencyError: ``onnxruntime`` missing for an ``.onnx`` file.
 
     Example:
@@ -210,20 +227,26 @@ def read_keras(path) -> Any:
 
 
 def _open_keras(path: str) -> ExportedModel:
+    from senet.layers import training_info
+
     model = read_keras(path)
     check_single_io(model, path)
+    record = _checked(training_info(model), path)
 
     def run(x):
         return np.concatenate(
             [np.asarray(model(x[i : i + BATCH], training=False)) for i in range(0, len(x), BATCH)]
         )
 
-    return ExportedModel(path, "keras", tuple(model.input_shape), tuple(model.output_shape), run)
+    return ExportedModel(
+        path, "keras", tuple(model.input_shape), tuple(model.output_shape), run, record
+    )
 
 
 def _open_saved_model(path: str) -> ExportedModel:
     import tensorflow as tf
 
+    record = _saved_model_record(path)  # first: a malformed one fails before the graph loads
     loaded = tf.saved_model.load(path)
     signature = loaded.signatures.get("serving_default")
     if signature is None:
@@ -239,8 +262,109 @@ def _open_saved_model(path: str) -> ExportedModel:
         return value.numpy()
 
     return ExportedModel(
-        path, "savedmodel", tuple(spec.shape.as_list()), tuple(output_spec.shape.as_list()), run
+        path,
+        "savedmodel",
+        tuple(spec.shape.as_list()),
+        tuple(output_spec.shape.as_list()),
+        run,
+        record,
     )
+
+
+def _saved_model_record(path: str) -> dict[str, Any] | None:
+    """The record in a SavedModel's ``assets/senet_record.json``, or None."""
+    file = Path(path) / "assets" / RECORD_FILE
+    if not (file.exists() or file.is_symlink()):
+        return None
+    if not file.is_file():
+        raise ExportError(f"{printable(file)}: not a regular file (a training record expected)")
+    with open(file, "rb") as stream:
+        data = stream.read(MAX_RECORD_BYTES + 1)  # never more: a link to a device is bounded
+    return read_record(data, path)
+
+
+def read_record(data: bytes | str, path: str | os.PathLike) -> dict[str, Any] | None:
+    """The training record an exported file carries, from its JSON text, checked.
+
+    The text must be at most :data:`MAX_RECORD_BYTES` bytes of UTF-8 holding one JSON object,
+    whose fields pass :func:`senet.layers.info.check_record` (text fields come back with
+    control characters escaped). An empty object is no record (None).
+
+    Raises:
+        ExportError: One line naming ``path`` and what is wrong, e.g. ``face.tflite: its
+            training record's class_names must be a list of 1 to 100000 strings ..., got 7``.
+
+    Example:
+        >>> read_record(b'{"dataset": "synthetic", "channels": 1}', "face.tflite")
+        {'dataset': 'synthetic', 'channels': 1}
+    """
+    source = printable(os.fspath(path))
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    if len(data) > MAX_RECORD_BYTES:
+        raise _too_big(path)
+    try:
+        record = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise ExportError(
+            f"{source}: its training record is not JSON text ({first_line(error)})"
+        ) from None
+    if record is None:  # check_record lets None through: "nothing recorded"
+        raise ExportError(f"{source}: its training record must be a JSON object, got null")
+    return _checked(record, path) or None
+
+
+def _too_big(path) -> ExportError:
+    return ExportError(
+        f"{printable(os.fspath(path))}: its training record is over {MAX_RECORD_BYTES:,} bytes; "
+        "senet reads records up to that size"
+    )
+
+
+def _checked(record, path) -> dict[str, Any] | None:
+    """``check_record``, its ValueError as a one-line ExportError (which open_exported passes
+    through as it is, without naming the file twice)."""
+    from senet.layers.info import check_record
+
+    try:
+        return check_record(record, path)
+    except ValueError as error:
+        raise ExportError(first_line(error)) from None
+
+
+def _tflite_record(content: bytes, path: str) -> dict[str, Any] | None:
+    """The record in a TFLite flatbuffer's metadata entry :data:`RECORD_NAME`, or None.
+
+    Read from the flatbuffer in place (the model is not decoded into Python objects); only the
+    entry's buffer is copied, after its length is checked.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(content, 0)
+    wanted = RECORD_NAME.encode()
+    entries = [
+        model.Metadata(i)
+        for i in range(model.MetadataLength())
+        if model.Metadata(i).Name() == wanted
+    ]
+    if not entries:
+        return None
+    if len(entries) > 1:
+        raise ExportError(
+            f"{printable(path)}: it holds {len(entries)} training records ({RECORD_NAME} "
+            "metadata entries); expected one"
+        )
+    index = entries[0].Buffer()
+    if not 0 <= index < model.BuffersLength():
+        raise ExportError(
+            f"{printable(path)}: its training record points to buffer {index}, which the file "
+            "does not have"
+        )
+    buffer = model.Buffers(index)
+    if buffer.DataLength() > MAX_RECORD_BYTES:
+        raise _too_big(path)  # before copying it
+    data = b"" if buffer.DataIsNone() else buffer.DataAsNumpy().tobytes()
+    return read_record(data, path)
 
 
 def _check_tflite_ops(content: bytes, path: str) -> None:
@@ -270,8 +394,9 @@ def _check_tflite_ops(content: bytes, path: str) -> None:
         )
 
 
-def _tflite_interpreter(path: str):
-    """A LiteRT interpreter of ``path``, tensors allocated.
+def _tflite_interpreter(path: str, content: bytes | None = None):
+    """A LiteRT interpreter of ``path`` (whose bytes are ``content`` when already read),
+    tensors allocated.
 
     LiteRT applies its XNNPACK delegate by default. XNNPACK refuses an int8 graph whose
     requantization scales are out of its range (e.g. a tensor that was zero on every
@@ -286,9 +411,8 @@ def _tflite_interpreter(path: str):
 
         Interpreter = tf.lite.Interpreter
         OpResolverType = tf.lite.experimental.OpResolverType
-    with open(path, "rb") as file:
-        content = file.read()
-    _check_tflite_ops(content, path)  # what is checked is what runs: the same bytes
+    if content is None:
+        content = _read_tflite(path)
     with warnings.catch_warnings():  # tf.lite.Interpreter is deprecated, still works
         warnings.simplefilter("ignore")
         interpreter = Interpreter(model_content=content)
@@ -314,8 +438,18 @@ def _tflite_interpreter(path: str):
     return interpreter
 
 
+def _read_tflite(path: str) -> bytes:
+    """The bytes of a TFLite file, its operators checked (:func:`_check_tflite_ops`)."""
+    with open(path, "rb") as file:
+        content = file.read()
+    _check_tflite_ops(content, path)  # what is checked is what runs: the same bytes
+    return content
+
+
 def _open_tflite(path: str) -> ExportedModel:
-    interpreter = _tflite_interpreter(path)
+    content = _read_tflite(path)
+    record = _tflite_record(content, path)
+    interpreter = _tflite_interpreter(path, content)
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     if len(inputs) != 1 or len(outputs) != 1:
         raise ExportError(f"cannot load {path}: expected one input and one output")
@@ -331,7 +465,7 @@ def _open_tflite(path: str) -> ExportedModel:
         interpreter.invoke()
         return _dequantize(interpreter.get_tensor(target["index"]), target)
 
-    return ExportedModel(path, "tflite", _tflite_shape(source), _tflite_shape(target), run)
+    return ExportedModel(path, "tflite", _tflite_shape(source), _tflite_shape(target), run, record)
 
 
 def _tflite_shape(detail: dict) -> tuple:
@@ -394,12 +528,14 @@ def _open_onnx(path: str) -> ExportedModel:
     if len(inputs) != 1 or len(outputs) != 1:
         raise ExportError(f"cannot load {path}: expected one input and one output")
     name = inputs[0].name
+    text = session.get_modelmeta().custom_metadata_map.get(RECORD_NAME)
+    record = None if text is None else read_record(text, path)
 
     def run(x):
         return session.run(None, {name: x})[0]
 
     return ExportedModel(
-        path, "onnx", _onnx_shape(inputs[0].shape), _onnx_shape(outputs[0].shape), run
+        path, "onnx", _onnx_shape(inputs[0].shape), _onnx_shape(outputs[0].shape), run, record
     )
 
 
@@ -523,14 +659,18 @@ def model_record(model, model_path: str | os.PathLike) -> dict[str, Any] | None:
     """What a classifier was trained on, or None when nothing says.
 
     The record a senet-trained Keras model holds (:func:`senet.layers.training_info`, see
-    :func:`senet.train.training_record`); else, for an exported file or an older model,
-    the run directory beside it (or one level up): ``config.json``'s data source, image
-    size and channels, and ``metrics.json``'s class names. A foreign model has none.
+    :func:`senet.train.training_record`), or the one an exported file carries
+    (:attr:`ExportedModel.record`, written by :func:`senet.export.export_model`); else, for
+    an older export or model, the run directory beside it (or one level up):
+    ``config.json``'s data source, image size and channels, and ``metrics.json``'s class
+    names. A foreign model has none.
     """
     from senet.layers import training_info
     from senet.layers.info import check_record, dataset_kind
 
     record = training_info(model)
+    if record is None and isinstance(model, ExportedModel):
+        record = model.record  # checked when the file was opened; checking again is a no-op
     if record is not None:
         return check_record(record, model_path)
     config = find_run_config(model_path)
