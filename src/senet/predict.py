@@ -3,9 +3,11 @@
 Class names: a model trained by :func:`senet.train.train` has ``metrics.json`` (key
 ``class_names``) next to ``model.keras``; :func:`class_names_for` reads it there (or one
 level up, for a file in ``checkpoints/``). Without it a 7-output model gets FER2013's
-``EMOTIONS`` and any other ``class_0, class_1, ...``. The same holds for a model exported
-with ``senet export`` (``.tflite``, ``.onnx``, a SavedModel directory): it has no run config
-of its own, so written into its run directory it gets that run's class names.
+``EMOTIONS`` and any other ``class_0, class_1, ...``. A model exported with ``senet export``
+(``.tflite``, ``.onnx``, a SavedModel directory) carries the Keras model's training record
+(class names, input range, data set) in the file, read wherever the file goes; an export
+without one (an older file, a foreign model) takes its class names from the run directory
+it is written into, else the defaults.
 
 Models: ``.keras`` files (``.h5`` when asked) load with senet's one Keras loader, for
 inference (``compile=False``: a Keras 2 file's training configuration, with arguments such
