@@ -377,3 +377,34 @@ def test_an_image_over_the_pixel_cap_is_refused_before_decoding(service):
     with pytest.raises(UploadError, match="10000x10000") as caught:
         service.decode(_png_claiming(10_000, 10_000), "big.png")
     assert caught.value.status == 413
+
+
+def test_connections_are_accepted_without_nagle_delay():
+    # uvicorn serves the socket through asyncio, which sets TCP_NODELAY on accepted
+    # connections only when the listening socket says IPPROTO_TCP; without it, every answer
+    # on a kept-alive connection waited 40 ms for the client's delayed ACK
+    import socket
+
+    from senet.serve import _listen
+
+    sock = _listen("127.0.0.1", 0)
+    seen = {}
+
+    async def accept_one():
+        accepted = asyncio.Event()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport):
+                inner = transport.get_extra_info("socket")
+                seen["nodelay"] = inner.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                transport.close()
+                accepted.set()
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        await asyncio.wait_for(accepted.wait(), 10)
+        writer.close()
+        server.close()
+
+    asyncio.run(accept_one())
+    assert seen["nodelay"] == 1

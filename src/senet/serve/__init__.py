@@ -51,6 +51,26 @@ def _require() -> None:
         require(module, package, f"senet serve ({SERVE_HINT})")
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (port 0: a free one), for uvicorn to serve on.
+
+    Raises:
+        OSError: One line: the address is taken, or not this machine's.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on connections accepted from
+    # such a socket, and without it every answer on a kept-alive connection waited 40 ms
+    # (Nagle's algorithm against the client's delayed ACK)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    return sock
+
+
 def serve(
     model_path: str | os.PathLike,
     *,
@@ -80,14 +100,7 @@ def serve(
             UserWarning,
             stacklevel=2,
         )
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as error:
-        sock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    sock = _listen(host, port)
     service = Service(model_path, say=say, **options)
     app = create_app(service)
     limits = service.limits
@@ -101,7 +114,7 @@ def serve(
         server_header=False,
     )
     actual = sock.getsockname()[1]
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
     say(
         f"senet serve: {service.card['name']} ({service.engine}) on http://{shown}:{actual}/ "
         f"(API: /docs); Ctrl-C stops"
