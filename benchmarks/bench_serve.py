@@ -1,0 +1,226 @@
+"""Latency and throughput of ``senet serve``, next to ``senet predict``'s time per face.
+
+For each runtime (LiteRT, the default, and Keras) a server is started as a user starts it
+(``senet serve MODEL --port 0 --runtime R``, its own process, a fresh cache so the first
+export is made, then not timed), warmed up with 20 requests, and sent one photo:
+
+* 1 client: ``--requests`` requests one after the other;
+* 8 clients: ``--requests`` requests from 8 threads, each waiting for its answer.
+
+It prints p50 and p95 latency (ms, request sent to JSON parsed, at the client) and the
+throughput (answered requests per second of wall time). ``POST /predict`` is timed, and
+``POST /explain`` (the heatmap: a Keras gradient pass) with 1 client.
+
+Beside them, in this process, ``senet predict``'s path on the same photo
+(:func:`senet.predict.predict_faces`: decode not included, Haar detection, crop, the model):
+the median time per face over ``--requests`` calls, and the model alone (one face's crop, the
+runtime's call), for the same two runtimes.
+
+    python benchmarks/bench_serve.py MODEL.keras [--photo PHOTO] [--requests 200] [--json]
+
+Without ``--photo`` the photo is the synthetic face of the tests (640x480, one face).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def _photo_bytes(path: str | None) -> bytes:
+    if path:
+        return Path(path).read_bytes()
+    import cv2
+
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from photos import face_photo
+
+    return cv2.imencode(".jpg", face_photo())[1].tobytes()
+
+
+def _start(model: str, runtime: str, cache: str) -> tuple[subprocess.Popen, str, Path]:
+    log = Path(cache) / f"serve-{runtime}.log"
+    env = {**os.environ, "SENET_CACHE_DIR": cache, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, "-m", "senet", "serve", model, "--port", "0", "--runtime", runtime]
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=output, env=env)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        found = re.search(r"on (http://127\.0\.0\.1:\d+/)", log.read_text())
+        if found:
+            return process, found.group(1), log
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit(f"the {runtime} server did not start:\n{log.read_text()[-2000:]}")
+
+
+def _timed_posts(url: str, raw: bytes, count: int, clients: int, route: str) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    failures: list[int] = []
+    lock = threading.Lock()
+    per_client = [count // clients + (1 if k < count % clients else 0) for k in range(clients)]
+
+    def loop(n: int) -> None:
+        # TCP_NODELAY as browsers set it: without it the body waits for the ACK of the
+        # headers, which the server delays by 40 ms (Nagle and delayed ACK)
+        nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+        transport = httpx.HTTPTransport(socket_options=nodelay)
+        with httpx.Client(timeout=120, transport=transport) as client:
+            for _ in range(n):
+                start = time.perf_counter()
+                response = client.post(url + route, files={"file": ("face.jpg", raw)})
+                response.json()
+                took = time.perf_counter() - start
+                with lock:
+                    if response.status_code == 200:
+                        latencies.append(took)
+                    else:
+                        failures.append(response.status_code)
+
+    threads = [threading.Thread(target=loop, args=(n,)) for n in per_client]
+    wall = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - wall
+    ms = np.asarray(latencies) * 1e3
+    return {
+        "route": route,
+        "clients": clients,
+        "requests": count,
+        "failed": len(failures),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "throughput_per_s": len(latencies) / wall,
+    }
+
+
+def _serve_rows(model: str, raw: bytes, runtime: str, requests: int) -> list[dict]:
+    with tempfile.TemporaryDirectory(prefix="senet-bench-serve-") as cache:
+        process, url, _ = _start(model, runtime, cache)
+        try:
+            _timed_posts(url, raw, 20, 1, "predict")  # warm-up
+            rows = [
+                _timed_posts(url, raw, requests, 1, "predict"),
+                _timed_posts(url, raw, requests, 8, "predict"),
+                _timed_posts(url, raw, max(requests // 4, 10), 1, "explain"),
+            ]
+        finally:
+            process.terminate()
+            process.wait(30)
+    for row in rows:
+        row["runtime"] = runtime
+    return rows
+
+
+def _predict_rows(model: str, raw: bytes, requests: int) -> list[dict]:
+    """senet predict's path in this process: per face, and the model alone."""
+    import warnings
+
+    from senet.data.images import decode_image
+    from senet.faces import crop_inputs, detect_faces
+    from senet.inference import load_for_inference, predictor
+    from senet.models.fused import fuse_for_inference
+    from senet.predict import predict_faces
+    from senet.runtime import runtime_model
+
+    image = decode_image(raw, "photo")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="senet-bench-predict-") as cache:
+        os.environ["SENET_CACHE_DIR"] = cache
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            keras_model, inputs, names = load_for_inference(model)
+        for runtime in ("litert", "keras"):
+            runner = runtime_model(model, runtime, keras_model, say=lambda line: None)
+            if runtime == "keras":
+                runner, _ = fuse_for_inference(runner)
+            boxes = detect_faces(image)
+            crop = crop_inputs(image, boxes[:1], inputs.size, inputs.channels, grey=inputs.grey)
+            call = predictor(runner)
+            for _ in range(10):
+                predict_faces(runner, image, names, inputs=inputs)
+                call(crop)
+            whole, alone = [], []
+            for _ in range(requests):
+                start = time.perf_counter()
+                faces = predict_faces(runner, image, names, inputs=inputs)
+                whole.append((time.perf_counter() - start) / max(len(faces), 1))
+                start = time.perf_counter()
+                call(crop)
+                alone.append(time.perf_counter() - start)
+            rows.append(
+                {
+                    "runtime": runtime,
+                    "faces": len(boxes),
+                    "per_face_ms": 1e3 * statistics.median(whole),
+                    "model_ms": 1e3 * statistics.median(alone),
+                }
+            )
+    return rows
+
+
+def _machine() -> str:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        name = re.search(r"model name\s*:\s*(.+)", info).group(1).strip()
+        avx512 = "AVX-512" if " avx512f" in info else "no AVX-512"
+        return f"{name} ({avx512}), {os.cpu_count()} cores"
+    except (OSError, AttributeError):
+        return f"{os.cpu_count()} cores"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="a .keras face classifier")
+    parser.add_argument("--photo", help="the photo sent (default: the tests' synthetic face)")
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--runtimes", nargs="+", default=["litert", "keras"])
+    parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    args = parser.parse_args(argv)
+    raw = _photo_bytes(args.photo)
+    serve_rows = [
+        row for r in args.runtimes for row in _serve_rows(args.model, raw, r, args.requests)
+    ]
+    predict_rows = _predict_rows(args.model, raw, args.requests)
+    if args.json:
+        print(json.dumps({"serve": serve_rows, "predict": predict_rows}, indent=2))
+        return 0
+    print(
+        f"Machine: {_machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"`python benchmarks/bench_serve.py {' '.join(argv or sys.argv[1:])}`\n"
+    )
+    print("| runtime | route | clients | requests | p50 ms | p95 ms | requests/s | failed |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for row in serve_rows:
+        print(
+            f"| {row['runtime']} | POST /{row['route']} | {row['clients']} | {row['requests']} "
+            f"| {row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {row['throughput_per_s']:.1f} "
+            f"| {row['failed']} |"
+        )
+    print("\n| senet predict's path | ms per face (detect + crop + model) | model alone, 1 face |")
+    print("|---|---:|---:|")
+    for row in predict_rows:
+        print(f"| {row['runtime']} | {row['per_face_ms']:.2f} | {row['model_ms']:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
