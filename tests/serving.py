@@ -26,3 +26,35 @@ def small_classifier(path):
     }
     with_training_info(model, record).save(path)
     return path
+
+
+PARTS = ["background", "eye", "mouth"]
+OBJECTS = ["happy", "sad"]
+
+
+def small_segmenter(path):
+    """A small untrained 2-D U-Net (32x32 grey, classes PARTS) with its record."""
+    import keras
+
+    from senet.layers.info import with_training_info
+    from senet.models import unet
+
+    keras.utils.set_random_seed(0)
+    model = unet((SIDE, SIDE, 1), num_classes=len(PARTS), depth=2, base_filters=4)
+    record = {"task": "segmentation", "dataset": "synthetic", "image_size": SIDE}
+    with_training_info(model, {**record, "channels": 1, "class_names": PARTS}).save(path)
+    return path
+
+
+def small_detector(path):
+    """An untrained RetinaNet on ResNet-18 (64x64 grey, classes OBJECTS) with its record."""
+    import keras
+
+    from senet.layers.info import with_training_info
+    from senet.models.retinanet import retinanet
+
+    keras.utils.set_random_seed(0)
+    model = retinanet(len(OBJECTS), backbone="resnet18", image_size=64, channels=1)
+    record = {"task": "detection", "dataset": "synthetic", "image_size": 64, "channels": 1}
+    with_training_info(model, {**record, "class_names": OBJECTS}).save(path)
+    return path

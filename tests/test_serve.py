@@ -9,6 +9,7 @@ crops, and the bytes of the files the tests build.
 
 import asyncio
 import base64
+import io
 import json
 import struct
 import threading
@@ -408,3 +409,38 @@ def test_connections_are_accepted_without_nagle_delay():
 
     asyncio.run(accept_one())
     assert seen["nodelay"] == 1
+
+
+# --------------------------------------------------------------------------- other tasks
+
+
+def test_a_segmentation_model_answers_its_label_map_as_senet_predict_writes_it(
+    photo_bytes, tmp_path, capsys
+):
+    from serving import PARTS, small_segmenter
+
+    model = small_segmenter(tmp_path / "parts.keras")
+    with pytest.warns(UserWarning, match="synthetic"):
+        service = Service(model, runtime="keras")
+    with TestClient(create_app(service)) as client:
+        card = client.get("/model").json()
+        assert card["task"] == "segmentation" and card["classes"] == PARTS
+        assert not card["explain"]["available"]
+        answer = _post(client, "/predict", photo_bytes).json()
+        refused = _post(client, "/explain", photo_bytes)
+    assert refused.status_code == 409 and "POST /predict" in refused.json()["error"]
+    photo = tmp_path / "face.jpg"
+    photo.write_bytes(photo_bytes)
+    out = tmp_path / "masks"
+    assert main(["predict", str(model), str(photo), "--annotate", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert answer["shape"] == printed["shape"] == [480, 640]
+    assert answer["classes"] == printed["classes"]
+    # the mask: a palette PNG whose pixels are the classes, as the file senet predict wrote
+    from PIL import Image
+
+    served = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["mask"]))))
+    written = np.asarray(Image.open(printed["mask"]))
+    np.testing.assert_array_equal(served, written)
+    overlay = cv2.imdecode(np.frombuffer(base64.b64decode(answer["overlay"]), np.uint8), 1)
+    np.testing.assert_array_equal(overlay, cv2.imread(printed["overlay"]))

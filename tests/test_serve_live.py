@@ -8,6 +8,7 @@ another model (a trained one, for the README's screenshot) and ``SENET_SCREENSHO
 where the screenshot goes (default: the test's temporary folder).
 """
 
+import contextlib
 import os
 import re
 import shutil
@@ -138,7 +139,9 @@ def test_hostile_uploads_get_4xx_and_the_server_keeps_answering(server, photo):
     assert process.poll() is None
 
 
-def _browser(profile: Path):
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    profile = tmp_path_factory.mktemp("profile")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not (chromium and driver):
@@ -167,53 +170,141 @@ def _browser(profile: Path):
     )
 
 
-def test_a_browser_uploads_a_photo_and_sees_the_emotion_and_the_heatmap(server, photo, tmp_path):
+def test_a_browser_uploads_a_photo_and_sees_the_emotion_and_the_heatmap(
+    server, browser, photo, tmp_path
+):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     url, _, _ = server
-    browser = _browser(tmp_path / "profile")
-    try:
-        browser.get(url)
-        wait = WebDriverWait(browser, 120)
-        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#card-facts dt"))
-        facts = browser.find_element(By.ID, "card-facts").text
-        assert "Heatmaps" in facts and "Classes" in facts
-        # the keyboard reaches the photo, the webcam and the heatmap choice
-        reached = set()
-        for _ in range(12):
-            ActionChains(browser).send_keys(Keys.TAB).perform()  # (a file input's send_keys
-            # takes a path)
-            reached.add(browser.switch_to.active_element.get_attribute("id"))
-        assert {"file", "camera-start", "method"} <= reached
+    browser.set_window_size(1280, 1500)
+    browser.get(url)
+    wait = WebDriverWait(browser, 120)
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#card-facts dt"))
+    facts = browser.find_element(By.ID, "card-facts").text
+    assert "Heatmaps" in facts and "Classes" in facts
+    # the keyboard reaches the photo, the webcam and the heatmap choice
+    reached = set()
+    for _ in range(12):
+        ActionChains(browser).send_keys(Keys.TAB).perform()  # (a file input's send_keys
+        # takes a path)
+        reached.add(browser.switch_to.active_element.get_attribute("id"))
+    assert {"file", "camera-start", "method"} <= reached
 
-        browser.find_element(By.ID, "file").send_keys(str(photo))
-        wait.until(
-            lambda b: b.execute_script(
-                "const img = document.querySelector('.heatmap img');"
-                "return img !== null && img.complete && img.naturalWidth > 0;"
-            )
+    browser.find_element(By.ID, "file").send_keys(str(photo))
+    wait.until(
+        lambda b: b.execute_script(
+            "const img = document.querySelector('.heatmap img');"
+            "return img !== null && img.complete && img.naturalWidth > 0;"
         )
-        label = browser.find_element(By.CSS_SELECTOR, "#faces .label").text
-        if not os.environ.get("SENET_SERVE_TEST_MODEL"):
-            assert label in CLASSES
-        heatmap = browser.find_element(By.CSS_SELECTOR, ".heatmap img")
-        assert "Grad-CAM" in heatmap.get_attribute("alt")
-        assert browser.find_elements(By.CSS_SELECTOR, "#boxes rect")  # the face's box
-        assert "synthetic" in browser.find_element(By.ID, "card-warnings").text
-        assert "error" not in browser.find_element(By.ID, "status").get_attribute("class")
-        browser.execute_script("document.activeElement.blur()")  # no focus ring in the picture
-        shot = Path(os.environ.get("SENET_SCREENSHOT") or tmp_path / "serve.png")
-        height = browser.execute_script("return document.documentElement.scrollHeight")
-        browser.set_window_size(1280, min(max(int(height) + 40, 900), 2400))
-        assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
-        # a phone-sized window: nothing wider than the screen
-        browser.set_window_size(390, 844)
-        overflow = browser.execute_script(
-            "return document.documentElement.scrollWidth - window.innerWidth"
-        )
-        assert overflow <= 0
+    )
+    label = browser.find_element(By.CSS_SELECTOR, "#faces .label").text
+    if not os.environ.get("SENET_SERVE_TEST_MODEL"):
+        assert label in CLASSES
+    heatmap = browser.find_element(By.CSS_SELECTOR, ".heatmap img")
+    assert "Grad-CAM" in heatmap.get_attribute("alt")
+    assert browser.find_elements(By.CSS_SELECTOR, "#boxes rect")  # the face's box
+    assert "synthetic" in browser.find_element(By.ID, "card-warnings").text
+    assert "error" not in browser.find_element(By.ID, "status").get_attribute("class")
+    browser.execute_script("document.activeElement.blur()")  # no focus ring in the picture
+    shot = Path(os.environ.get("SENET_SCREENSHOT") or tmp_path / "serve.png")
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1280, min(max(int(height) + 40, 900), 2400))
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    # a phone-sized window: nothing wider than the screen
+    browser.set_window_size(390, 844)
+    overflow = browser.execute_script(
+        "return document.documentElement.scrollWidth - window.innerWidth"
+    )
+    assert overflow <= 0
+
+
+@contextlib.contextmanager
+def _serving(service):
+    """``service`` behind uvicorn in a thread of this process; its URL."""
+    import uvicorn
+
+    from senet.serve import _listen, create_app
+
+    sock = _listen("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
     finally:
-        browser.quit()
+        server.should_exit = True
+        thread.join(10)
+
+
+def _upload_and_wait(browser, url, photo, done_js):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#card-facts dt"))
+    browser.find_element(By.ID, "file").send_keys(str(photo))
+    wait.until(lambda b: b.execute_script(done_js))
+    return wait
+
+
+def test_the_page_shows_a_segmentation_models_labels(browser, photo, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from senet.serve import Service
+    from serving import PARTS, small_segmenter
+
+    with pytest.warns(UserWarning):
+        service = Service(small_segmenter(tmp_path / "parts.keras"), runtime="keras")
+    with _serving(service) as url:
+        _upload_and_wait(
+            browser, url, photo, "return document.querySelectorAll('.probs li').length > 0"
+        )
+        names = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".probs .name")]
+        assert sorted(names) == sorted(PARTS)
+        source = browser.find_element(By.ID, "photo").get_attribute("src")
+        assert source.startswith("data:image/png;base64,")  # the overlay replaced the photo
+        assert not browser.find_element(By.ID, "method").is_displayed()  # no heatmaps
+
+
+def test_the_page_shows_a_detectors_boxes_above_the_score_it_is_given(
+    browser, photo, tmp_path, monkeypatch
+):
+    from selenium.webdriver.common.by import By
+
+    import senet.detect
+    from senet.detect import Detection
+    from senet.serve import Service
+    from serving import small_detector
+
+    # an untrained detector finds nothing: the boxes it "finds" are fixed here
+    found = [
+        Detection((100, 80, 300, 260), "happy", 0.9),
+        Detection((350, 100, 420, 180), "sad", 0.3),
+    ]
+    monkeypatch.setattr(senet.detect, "detect_image", lambda *args, **kwargs: list(found))
+    with pytest.warns(UserWarning):
+        service = Service(small_detector(tmp_path / "objects.keras"), runtime="keras")
+    boxes = "return document.querySelectorAll('#boxes rect').length"
+    with _serving(service) as url:
+        wait = _upload_and_wait(browser, url, photo, boxes + " > 0")
+        assert browser.execute_script(boxes) == 1  # 0.3 is under the default 0.5
+        rect = browser.find_element(By.CSS_SELECTOR, "#boxes rect")
+        assert [rect.get_attribute(k) for k in ("x", "y", "width", "height")] == [
+            "100",
+            "80",
+            "200",
+            "180",
+        ]
+        field = browser.find_element(By.ID, "min-score")
+        browser.execute_script(
+            "arguments[0].value = '0.2'; arguments[0].dispatchEvent(new Event('change'))", field
+        )
+        wait.until(lambda b: b.execute_script(boxes) == 2)
+        assert "sad" in browser.find_element(By.ID, "faces").text

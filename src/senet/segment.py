@@ -36,8 +36,11 @@ __all__ = [
     "NIFTI_SUFFIXES",
     "Segmentation",
     "explain_segmentation",
+    "class_table",
     "iter_segmentations",
+    "mask_png",
     "overlay_labels",
+    "segment_image",
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -83,19 +86,30 @@ def overlay_labels(image_bgr: np.ndarray, labels: np.ndarray, alpha: float = 0.4
     return np.clip(tinted + 0.5, 0, 255).astype(np.uint8)
 
 
-def _write_palette_png(path: Path, labels: np.ndarray) -> None:
-    """``labels`` (values below 256) as a palette PNG: pixel values are the classes."""
+def mask_png(labels: np.ndarray, source: str = "mask") -> bytes:
+    """``labels`` (values below 256) as palette PNG bytes: pixel values are the classes,
+    the palette shows them (:func:`senet.segmentation.colours.colour_labels`)."""
+    import io
+
     from PIL import Image
 
-    from senet._files import atomic_write
-
     if labels.max(initial=0) > 255:
-        raise ValueError(f"{path}: a PNG mask holds at most 256 classes")
+        raise ValueError(f"{source}: a PNG mask holds at most 256 classes")
     image = Image.fromarray(labels.astype(np.uint8), mode="P")
     palette = np.zeros((256, 3), np.uint8)
     palette[:] = colour_labels(np.arange(256))
     image.putpalette(palette.ravel().tolist())
-    atomic_write(path, lambda temporary: image.save(temporary, format="PNG"))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _write_palette_png(path: Path, labels: np.ndarray) -> None:
+    """``labels`` as a palette PNG file (:func:`mask_png`), written atomically."""
+    from senet._files import atomic_write
+
+    data = mask_png(labels, str(path))
+    atomic_write(path, lambda temporary: temporary.write_bytes(data))
 
 
 def _stem(path: Path) -> str:
@@ -139,7 +153,28 @@ def _is_volume(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
-def _class_table(labels: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, float]]:
+def segment_image(
+    predict, image: np.ndarray, shape: Sequence[int], *, source: str = "image"
+) -> np.ndarray:
+    """The label map of one decoded image, at the image's own size.
+
+    Args:
+        predict: The model's batch function (:func:`senet.inference.predictor`).
+        image: As :func:`senet.data.images.load_image` gives it (grey or BGR).
+        shape: The model's input shape without the batch, ``(side, side, channels)``.
+        source: Names the image in errors.
+
+    Returns:
+        ``(H, W)`` uint8 class indices: the model's labels at its input size, resized to
+        the image's with the nearest label.
+    """
+    x = to_model_input(image, shape[0], shape[-1], order="bgr", source=source)
+    probabilities = np.asarray(predict(x[None].astype(np.float32)))[0]
+    return resize_labels(np.argmax(probabilities, -1).astype(np.uint8), image.shape[:2])
+
+
+def class_table(labels: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per class name: ``{"pixels": count, "fraction": of the map}``."""
     counts = np.bincount(labels.ravel().astype(np.int64), minlength=len(names))
     return {
         str(name): {"pixels": int(counts[k]), "fraction": float(counts[k] / labels.size)}
@@ -207,18 +242,16 @@ def iter_segmentations(
             labels = _segment_volume(
                 path, files[0], shape, predict, overlap, batch_size, record.get("ct_window")
             )
-            yield Segmentation(str(path), labels.shape, _class_table(labels, names), str(files[0]))
+            yield Segmentation(str(path), labels.shape, class_table(labels, names), str(files[0]))
             continue
         if len(shape) != 3:
             raise ValueError(f"{path}: an image needs a 2-D model; {model_path} takes {shape}")
         image = load_image(path)
-        x = to_model_input(image, shape[0], shape[-1], order="bgr", source=str(path))
-        probabilities = np.asarray(predict(x[None].astype(np.float32)))[0]
-        labels = resize_labels(np.argmax(probabilities, -1).astype(np.uint8), image.shape[:2])
+        labels = segment_image(predict, image, shape, source=str(path))
         _write_palette_png(files[0], labels)
         write_image(files[1], overlay_labels(image, labels))
         yield Segmentation(
-            str(path), labels.shape, _class_table(labels, names), str(files[0]), str(files[1])
+            str(path), labels.shape, class_table(labels, names), str(files[0]), str(files[1])
         )
 
 

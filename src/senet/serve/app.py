@@ -6,9 +6,12 @@ Routes (OpenAPI at ``/docs`` and ``/openapi.json``):
 - ``GET /model``: the model card (:meth:`senet.serve.service.Service._card`).
 - ``GET /health``: ``{"status": "ok", ...}`` and how busy the server is.
 - ``POST /predict``: a multipart form with an image in ``file``; ``senet predict --json``'s
-  object back (``path``, ``frame``, ``faces``: ``box``, ``label``, ``probabilities``).
-- ``POST /explain``: the same upload; the prediction plus each face's heatmap (a PNG,
-  base64) as JSON, or ``?format=png``: the photo with the heatmaps and boxes drawn in.
+  object back: a classifier's ``path``, ``frame``, ``faces`` (``box``, ``label``,
+  ``probabilities``); a detector's ``detections`` (``box``, ``class``, ``score``; ``?min_score=``)
+  and ``best_score``; a segmentation model's ``shape``, ``classes`` (pixels, fraction) and
+  ``mask`` and ``overlay`` as base64 PNGs.
+- ``POST /explain`` (classifiers): the same upload; the prediction plus each face's heatmap
+  (a PNG, base64) as JSON, or ``?format=png``: the photo with the heatmaps and boxes drawn in.
 
 Guards: a body over :attr:`Limits.max_upload_bytes` is refused with 413 from its
 Content-Length, or as soon as it grows past the cap while it streams in; a body that stalls
@@ -268,11 +271,20 @@ def create_app(service: Service):
 
     @app.post(
         "/predict",
-        summary="Faces, boxes and emotion probabilities (senet predict --json's schema)",
+        summary="Faces and their emotions; a detector's boxes; a segmentation's label map "
+        "(senet predict --json's schema)",
     )
-    async def predict(file: _Upload) -> dict:
+    async def predict(
+        file: _Upload,
+        min_score: Annotated[
+            float | None,
+            Query(ge=0, le=1, description="a detector's lowest score answered (default 0.5)"),
+        ] = None,
+    ) -> dict:
         raw, name = await _read(file)
-        return await slots.run(limits.timeout, service.predict, raw, name)
+        return await slots.run(
+            limits.timeout, lambda: service.predict(raw, name, min_score=min_score)
+        )
 
     @app.post(
         "/explain",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -85,6 +86,14 @@ def _png(image_rgb: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
+@dataclass(frozen=True)
+class _Input:
+    """A detector's or segmentation model's input side and channels (for the card)."""
+
+    size: int
+    channels: int
+
+
 class Service:
     """A classifier ready to answer uploads.
 
@@ -121,30 +130,33 @@ class Service:
         from senet._files import check_input_file
         from senet.checks import check_choice
         from senet.explain_photos import EXPLAIN_METHODS
-        from senet.inference import ExportedModel, load_for_inference, model_record, open_model
-        from senet.runtime import runtime_model
+        from senet.inference import open_model
 
         self.model_path = Path(model_path)
         if not self.model_path.is_dir():
             check_input_file(self.model_path, wanted="a model file")
         self.method = check_choice("method", method, EXPLAIN_METHODS)
+        self.runtime = check_choice("runtime", runtime, ("litert", "keras"))
         self.limits = limits or Limits()
-        task, model = open_model(model_path, allow_h5=allow_h5)
-        if task != "classification":
-            raise ValueError(
-                f"senet serve shows face classifiers; {model_path} is a {task} model: "
-                "senet predict runs it"
-            )
+        self.task, model = open_model(model_path, allow_h5=allow_h5)
+        self.keras_model = None
+        self.layer = None
+        self.parameters: int | None = None  # a Keras model's, counted where it is loaded
+        self.notes: list[str] = []
+        say = say or (lambda line: print(line, file=sys.stderr, flush=True))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            model, self.inputs, class_names = load_for_inference(
-                model_path,
-                allow_h5=allow_h5,
-                class_names=class_names,
-                input_range=input_range,
-                colour=colour,
-                model=model,
-            )
+            if self.task == "classification":
+                self._open_classifier(model, layer, allow_h5, class_names, input_range, colour, say)
+            elif self.task == "detection":
+                self._open_detector(model, allow_h5, say)
+            elif self.task == "segmentation":
+                self._open_segmenter(model, allow_h5, say)
+            else:
+                raise ValueError(
+                    f"senet serve shows classifiers, detectors and segmentation models; "
+                    f"{model_path} is a {self.task} model"
+                )
         # the synthetic-data warning goes to the terminal, and on the page (the card) with
         # the model's file name instead of its path on the server
         for warning in caught:
@@ -153,14 +165,28 @@ class Service:
             printable(str(warning.message).replace(str(model_path), self.model_path.name))
             for warning in caught
         ]
+        self._lock = threading.Lock()
+        self.card = self._card()
+
+    def _open_classifier(self, model, layer, allow_h5, class_names, input_range, colour, say):
+        from senet.inference import ExportedModel, load_for_inference, model_record
+        from senet.runtime import runtime_model
+
+        model, self.inputs, class_names = load_for_inference(
+            self.model_path,
+            allow_h5=allow_h5,
+            class_names=class_names,
+            input_range=input_range,
+            colour=colour,
+            model=model,
+        )
         self.class_names = tuple(class_names)
-        self.record = model_record(model, model_path) or {}
-        self.keras_model = None if isinstance(model, ExportedModel) else model
-        self.layer = None
-        if self.keras_model is not None:
+        self.record = model_record(model, self.model_path) or {}
+        if not isinstance(model, ExportedModel):
+            self.keras_model = model
+            self.parameters = int(model.count_params())
             self.layer = self._check_explainable(layer)
-        self.runtime = runtime
-        self.runner = runtime_model(model_path, runtime, model, say=say)
+        self.runner = runtime_model(self.model_path, self.runtime, model, say=say)
         if not isinstance(self.runner, ExportedModel):
             from senet.models.fused import fuse_for_inference
 
@@ -168,8 +194,68 @@ class Service:
             self.engine = "keras"
         else:
             self.engine = self.runner.format
-        self._lock = threading.Lock()
-        self.card = self._card()
+
+    def _open_detector(self, model, allow_h5, say):
+        from senet.detect import detector_input
+        from senet.inference import (
+            class_names_for,
+            load_classifier,
+            model_record,
+            warn_if_synthetic,
+        )
+
+        if model is None:
+            model = load_classifier(self.model_path, allow_h5=allow_h5)
+        if not hasattr(model, "decode_predictions"):
+            raise ValueError(
+                f"{self.model_path} is not a Keras detector: senet serve decodes boxes with the "
+                "detector's .keras file"
+            )
+        self.runner = model
+        self.engine = "keras"
+        self.parameters = int(model.count_params())
+        if self.runtime == "litert":
+            note = "a detector runs in Keras (its LiteRT file holds the raw head outputs)"
+            self.notes.append(note)
+            say(f"senet serve: {note}")
+        self.record = model_record(model, self.model_path) or {}
+        warn_if_synthetic(self.record, self.model_path)
+        size, channels = detector_input(model)
+        self.inputs = _Input(size, channels)
+        self.class_names = tuple(
+            class_names_for(self.model_path, int(model.num_classes), self.record)
+        )
+
+    def _open_segmenter(self, model, allow_h5, say):
+        from senet.inference import (
+            class_names_for,
+            load_classifier,
+            model_record,
+            predictor,
+            warn_if_synthetic,
+        )
+        from senet.runtime import runtime_model
+
+        if model is None:
+            model = load_classifier(self.model_path, allow_h5=allow_h5)
+        shape = tuple(model.input_shape[1:])
+        if len(shape) != 3 or shape[0] is None or shape[-1] not in (1, 3):
+            raise ValueError(
+                f"senet serve labels images with 2-D segmentation models; {self.model_path} "
+                f"takes {shape} (volumes: senet predict)"
+            )
+        self.record = model_record(model, self.model_path) or {}
+        warn_if_synthetic(self.record, self.model_path)
+        self.class_names = tuple(
+            class_names_for(self.model_path, int(model.output_shape[-1]), self.record)
+        )
+        self.shape = shape
+        self.inputs = _Input(int(shape[0]), int(shape[-1]))
+        if hasattr(model, "count_params"):
+            self.parameters = int(model.count_params())
+        runner = runtime_model(self.model_path, self.runtime, model, say=say)
+        self.engine = getattr(runner, "format", "keras")
+        self.runner = predictor(runner)
 
     # ----------------------------------------------------------------- model facts
 
@@ -204,45 +290,56 @@ class Service:
             for key in ("dataset", "data", "epochs", "attention", "model", "accuracy")
             if record.get(key) is not None
         }
-        parameters = None
-        if self.keras_model is not None:
-            parameters = int(self.keras_model.count_params())
-        low, high = self.inputs.input_range
-        return {
+        inputs = {"size": self.inputs.size, "channels": self.inputs.channels}
+        if self.task == "classification":
+            low, high = self.inputs.input_range
+            inputs.update(range=[low, high], colour="grey" if self.inputs.grey else "rgb")
+        why_not = None
+        if self.task != "classification":
+            why_not = "heatmaps are for face classifiers"
+        elif self.keras_model is None:
+            why_not = "heatmaps need the .keras model (gradients); this is an exported file"
+        card = {
             "name": printable(self.model_path.name),
-            "task": "classification",
-            "format": "keras" if self.keras_model is not None else self.engine,
+            "task": self.task,
+            "format": "keras" if self.is_keras_file else self.engine,
             "runtime": self.engine,
             "classes": list(self.class_names),
-            "input": {
-                "size": self.inputs.size,
-                "channels": self.inputs.channels,
-                "range": [low, high],
-                "colour": "grey" if self.inputs.grey else "rgb",
-            },
+            "input": inputs,
             "trained_on": trained_on or None,
-            "parameters": parameters,
+            "parameters": self.parameters,
             "warnings": self.warnings,
+            "notes": self.notes,
             "explain": {
-                "available": self.keras_model is not None,
-                "method": self.method if self.keras_model is not None else None,
+                "available": why_not is None,
+                "method": self.method if why_not is None else None,
                 "layer": self.layer,
-                "why_not": None
-                if self.keras_model is not None
-                else "heatmaps need the .keras model (gradients); this is an exported file",
+                "why_not": why_not,
             },
-            "faces": "OpenCV Haar cascade (frontal faces)",
             "limits": {
                 "max_upload_bytes": self.limits.max_upload_bytes,
                 "max_pixels": self.limits.max_pixels,
             },
         }
+        if self.task == "classification":
+            card["faces"] = "OpenCV Haar cascade (frontal faces)"
+        if self.task == "detection":
+            from senet.detect import DEFAULT_MIN_SCORE
+
+            card["min_score"] = DEFAULT_MIN_SCORE
+        return card
+
+    @property
+    def is_keras_file(self) -> bool:
+        from senet.inference import is_exported
+
+        return not is_exported(self.model_path)
 
     # ----------------------------------------------------------------- requests
 
     def decode(self, raw: bytes, name: str) -> np.ndarray:
         """The upload's pixels, after checking its size, its type and its header."""
-        name = printable(name)[:120] or "upload"
+        name = _name(name)
         if not raw:
             raise UploadError(f"{name}: the upload is empty (0 bytes)", 400)
         if len(raw) > self.limits.max_upload_bytes:
@@ -266,10 +363,49 @@ class Service:
             status = 413 if "over the cap" in message else 400
             raise UploadError(message, status) from None
 
-    def predict(self, raw: bytes, name: str = "upload") -> dict[str, Any]:
-        """``senet predict --json``'s answer for one uploaded image."""
+    def predict(
+        self, raw: bytes, name: str = "upload", *, min_score: float | None = None
+    ) -> dict[str, Any]:
+        """``senet predict --json``'s answer for one uploaded image: its faces (a
+        classifier), its boxes above ``min_score`` (a detector; default 0.5), or its label
+        map (a segmentation model: the class table, and the mask and the overlay as base64
+        PNGs where the CLI names the files it wrote)."""
         image = self.decode(raw, name)
+        if self.task == "detection":
+            return self._detect(image, name, min_score)
+        if min_score is not None:
+            raise UploadError("min_score is for detectors", 400)
+        if self.task == "segmentation":
+            return self._segment(image, name)
         return _answer(name, self._faces(image))
+
+    def _detect(self, image: np.ndarray, name: str, min_score: float | None) -> dict[str, Any]:
+        from senet.detect import DEFAULT_MIN_SCORE, DetectionFrame, detect_image
+
+        bar = DEFAULT_MIN_SCORE if min_score is None else float(min_score)
+        if not 0.0 <= bar <= 1.0:
+            raise UploadError(f"min_score must be in [0, 1], got {bar:g}", 400)
+        with self._lock:
+            found = detect_image(self.runner, image, self.class_names, min_score=0, source=name)
+        best = max((item.score for item in found), default=None)
+        kept = [item for item in found if item.score >= bar]
+        answer = DetectionFrame(_name(name), None, kept, best).to_dict()
+        answer["min_score"] = bar
+        return answer
+
+    def _segment(self, image: np.ndarray, name: str) -> dict[str, Any]:
+        from senet.segment import class_table, mask_png, overlay_labels, segment_image
+
+        with self._lock:
+            labels = segment_image(self.runner, image, self.shape, source=_name(name))
+        tinted = cv2.cvtColor(overlay_labels(image, labels), cv2.COLOR_BGR2RGB)
+        return {
+            "path": _name(name),
+            "shape": list(labels.shape),
+            "classes": class_table(labels, self.class_names),
+            "mask": base64.b64encode(mask_png(labels)).decode("ascii"),
+            "overlay": base64.b64encode(_png(tinted)).decode("ascii"),
+        }
 
     def _faces(self, image: np.ndarray):
         from senet.predict import predict_faces
@@ -290,7 +426,7 @@ class Service:
         from senet.explain import overlay
         from senet.explain_photos import EXPLAIN_METHODS, face_heatmaps
 
-        if self.keras_model is None:
+        if not self.card["explain"]["available"]:
             raise UploadError(f"{self.card['explain']['why_not']}; POST /predict instead", 409)
         method = check_choice("method", method or self.method, EXPLAIN_METHODS)
         layer = self.layer if method == self.method else None
@@ -337,8 +473,13 @@ class Service:
         return _png(cv2.cvtColor(drawn, cv2.COLOR_BGR2RGB))
 
 
+def _name(name: str) -> str:
+    """The upload's name as answers show it: escaped, cut to 120 characters."""
+    return printable(name)[:120] or "upload"
+
+
 def _answer(name: str, faces) -> dict[str, Any]:
-    """``senet predict --json``'s object for one image (the upload's name escaped, cut)."""
+    """``senet predict --json``'s object for one image's faces."""
     from senet.predict import FramePrediction
 
-    return FramePrediction(printable(name)[:120] or "upload", None, faces).to_dict()
+    return FramePrediction(_name(name), None, faces).to_dict()

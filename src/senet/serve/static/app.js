@@ -49,20 +49,29 @@ async function loadCard() {
   const facts = $("card-facts");
   const input = card.input || {};
   const trained = card.trained_on || {};
-  fact(facts, "Model", card.name);
+  fact(facts, "Model", `${card.name} (${card.task})`);
   fact(facts, "Classes", (card.classes || []).join(", "));
-  fact(facts, "Input", `${input.size}×${input.size} ${input.colour}, values ${(input.range || []).join(" to ")}`);
+  fact(facts, "Input", input.range ? `${input.size}×${input.size} ${input.colour}, values ${input.range.join(" to ")}` : `${input.size}×${input.size}, ${input.channels} channel${input.channels === 1 ? "" : "s"}`);
   fact(facts, "Trained on", trained.dataset ? trained.dataset + (trained.data && trained.data !== trained.dataset ? ` (${trained.data})` : "") : "not recorded");
   fact(facts, "Runs on", card.runtime === "tflite" ? "LiteRT (the model's checked .tflite export)" : card.runtime);
   if (card.parameters) fact(facts, "Parameters", card.parameters.toLocaleString("en"));
   const explain = card.explain || {};
   fact(facts, "Heatmaps", explain.available ? `${METHOD_NAMES[explain.method] || explain.method} at layer ${explain.layer}` : explain.why_not);
   fact(facts, "Faces found by", card.faces);
+  if (card.min_score !== undefined) fact(facts, "Boxes shown", `scoring ${card.min_score} or more`);
+  for (const text of card.notes || []) fact(facts, "Note", text);
   const method = $("method");
   if (explain.available) {
     method.value = explain.method;
-  } else {
+  } else if (card.task === "classification") {
     method.disabled = true;
+  } else {
+    method.hidden = true;
+    $("method-label").hidden = true;
+  }
+  if (card.task === "detection") {
+    $("min-score-field").hidden = false;
+    $("min-score").value = card.min_score;
   }
 }
 
@@ -84,7 +93,8 @@ async function send(blob, name) {
   const form = new FormData();
   form.append("file", blob, name);
   const explain = card && card.explain && card.explain.available;
-  const url = explain ? `/explain?method=${encodeURIComponent($("method").value)}` : "/predict";
+  let url = explain ? `/explain?method=${encodeURIComponent($("method").value)}` : "/predict";
+  if (card && card.task === "detection") url = `/predict?min_score=${encodeURIComponent($("min-score").value)}`;
   let answer;
   try {
     const response = await fetch(url, { method: "POST", body: form });
@@ -99,23 +109,87 @@ async function send(blob, name) {
 }
 
 function render(answer, name) {
+  const task = card ? card.task : "classification";
+  if (task === "detection") return renderDetections(answer, name);
+  if (task === "segmentation") return renderSegmentation(answer, name);
+  return renderFaces(answer, name);
+}
+
+function drawBox(box, text, fontSize) {
+  // box: x, y, width, height in the photo's pixels
+  const [x, y, w, h] = box;
+  const rect = document.createElementNS(SVG, "rect");
+  rect.setAttribute("x", x); rect.setAttribute("y", y);
+  rect.setAttribute("width", w); rect.setAttribute("height", h);
+  const label = document.createElementNS(SVG, "text");
+  label.setAttribute("x", x + 4);
+  label.setAttribute("y", Math.max(fontSize, y - 6));
+  label.setAttribute("font-size", fontSize);
+  label.textContent = text;
+  $("boxes").append(rect, label);
+}
+
+function fitBoxes() {
   const photo = $("photo");
   const boxes = $("boxes");
   boxes.setAttribute("viewBox", `0 0 ${photo.naturalWidth} ${photo.naturalHeight}`);
   boxes.setAttribute("preserveAspectRatio", "none");
+  return Math.max(14, Math.round(photo.naturalWidth / 30));
+}
+
+function renderDetections(answer, name) {
+  const fontSize = fitBoxes();
+  const found = answer.detections || [];
+  found.forEach((item, index) => {
+    const [x0, y0, x1, y1] = item.box;
+    drawBox([x0, y0, x1 - x0, y1 - y0], `${index + 1} ${item.class} ${item.score.toFixed(2)}`, fontSize);
+    const row = element("li", null, "face");
+    const title = element("h3");
+    title.append(`Object ${index + 1}: `, element("span", item["class"], "label"), ` score ${item.score.toFixed(2)}`);
+    row.append(title, element("p", `box ${item.box.map((v) => Math.round(v)).join(", ")} (x0, y0, x1, y1)`));
+    $("faces").append(row);
+  });
+  const photo = $("photo");
+  $("photo-caption").textContent = `${name}: ${photo.naturalWidth}×${photo.naturalHeight} pixels, ${found.length} object${found.length === 1 ? "" : "s"} scoring ${answer.min_score} or more.`;
+  if (found.length === 0) {
+    const best = answer.best_score === null || answer.best_score === undefined ? "" : ` (best ${answer.best_score.toFixed(2)})`;
+    setStatus(`Nothing in ${name} scored ${answer.min_score} or more${best}.`);
+  } else {
+    setStatus(`Done: ${found.length} object${found.length === 1 ? "" : "s"} in ${name}.`);
+  }
+}
+
+function renderSegmentation(answer, name) {
+  const photo = $("photo");
+  photo.src = `data:image/png;base64,${answer.overlay}`;
+  photo.alt = `${name} with each class tinted over it`;
+  const row = element("li", null, "face");
+  row.append(element("h3", "Classes"));
+  const probs = element("ul", null, "probs");
+  probs.setAttribute("aria-label", "Share of the image per class");
+  const sorted = Object.entries(answer.classes).sort((a, b) => b[1].fraction - a[1].fraction);
+  for (const [className, share] of sorted) {
+    const item = element("li");
+    const bar = element("span", null, "bar");
+    const fill = element("span", null, "fill");
+    fill.style.width = `${(100 * share.fraction).toFixed(1)}%`;
+    bar.append(fill);
+    bar.setAttribute("aria-hidden", "true");
+    item.append(element("span", className, "name"), bar, element("span", `${(100 * share.fraction).toFixed(1)}%`, "value"));
+    probs.append(item);
+  }
+  row.append(probs);
+  $("faces").append(row);
+  $("photo-caption").textContent = `${name}: ${answer.shape[1]}×${answer.shape[0]} pixels, each class tinted.`;
+  setStatus(`Done: ${name} labelled.`);
+}
+
+function renderFaces(answer, name) {
+  const photo = $("photo");
+  const fontSize = fitBoxes();
   const faces = answer.faces || [];
-  const fontSize = Math.max(14, Math.round(photo.naturalWidth / 30));
   faces.forEach((face, index) => {
-    const [x, y, w, h] = face.box;
-    const rect = document.createElementNS(SVG, "rect");
-    rect.setAttribute("x", x); rect.setAttribute("y", y);
-    rect.setAttribute("width", w); rect.setAttribute("height", h);
-    const label = document.createElementNS(SVG, "text");
-    label.setAttribute("x", x + 4);
-    label.setAttribute("y", Math.max(fontSize, y - 6));
-    label.setAttribute("font-size", fontSize);
-    label.textContent = `${index + 1} ${face.label}`;
-    boxes.append(rect, label);
+    drawBox(face.box, `${index + 1} ${face.label}`, fontSize);
     $("faces").append(faceCard(face, index, answer));
   });
   const method = answer.method ? ` Heatmaps: ${METHOD_NAMES[answer.method] || answer.method} at layer ${answer.layer || "(the method's default)"}.` : "";
@@ -197,10 +271,12 @@ function init() {
     const file = event.target.files[0];
     if (file) send(file, file.name);
   });
-  $("method").addEventListener("change", () => {
+  const again = () => {
     const file = $("file").files[0];
     if (file) send(file, file.name);
-  });
+  };
+  $("method").addEventListener("change", again);
+  $("min-score").addEventListener("change", again);
   $("camera-start").addEventListener("click", startCamera);
   $("camera-stop").addEventListener("click", stopCamera);
   $("camera-snap").addEventListener("click", snap);
