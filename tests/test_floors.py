@@ -13,7 +13,11 @@ NEVER = {
     "senet.inference": {"senet.predict", "senet.export", "senet.metrics", "senet.train"},
     "senet.metrics": {"senet.predict", "senet.export", "senet.train", "senet.evaluation"},
     "senet.evaluation": {"senet.predict", "senet.export", "senet.train"},
-    "senet.export": {"senet.predict", "senet.metrics", "senet.train"},
+    "senet.export": {"senet.predict", "senet.metrics", "senet.train", "senet.runtime"},
+    # the runtime a classifier runs in stands on export; predict and serve stand on it
+    "senet.runtime": {"senet.predict", "senet.serve", "senet.cli", "senet.train"},
+    # the web side of a model stands on the jobs below it, never on the command line
+    "senet.serve": {"senet.cli", "senet.train", "senet.ablate", "senet.demo"},
     "senet.runs": {"senet.train", "senet.metrics", "senet.predict", "senet.export", "senet.tasks"},
     # a task stands on data, models, metrics and the report; the run machinery stands on it
     "senet.tasks": {"senet.train", "senet.runs", "senet.cli", "senet.ablate", "senet.demo"},
