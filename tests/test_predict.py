@@ -312,3 +312,29 @@ def test_predict_and_explain_load_a_model_outside_a_run_once(files, tmp_path, mo
     assert len(loads) == 1
     assert main(["explain", str(files["path"]), photo, "--out", str(tmp_path / "x")]) == 0
     assert len(loads) == 2
+
+
+def test_threads_find_faces_at_once_each_with_its_own_detector():
+    # a CascadeClassifier shared by threads is not safe; senet serve finds faces in several
+    import threading
+
+    from senet.faces import _cascade, detect_faces
+
+    photo = face_photo()
+    expected = detect_faces(photo)
+    assert len(expected) == 1
+    seen, found = [], []
+
+    def look():
+        seen.append(_cascade())
+        for _ in range(5):
+            found.append(detect_faces(photo))
+
+    threads = [threading.Thread(target=look) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(cascade) for cascade in seen}) == 4 and _cascade() not in seen
+    assert _cascade() is _cascade()  # one per thread, loaded once
+    assert found == [expected] * 20

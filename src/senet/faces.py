@@ -5,8 +5,8 @@ and cropped into a model's inputs (size, channels, value range, grey or colour).
 
 from __future__ import annotations
 
-import functools
 import os
+import threading
 from collections.abc import Sequence
 
 import cv2
@@ -30,8 +30,16 @@ _CASCADE_FILE = "haarcascade_frontalface_default.xml"
 Box = tuple[int, int, int, int]
 
 
-@functools.lru_cache(maxsize=1)
+_THREAD = threading.local()
+
+
 def _cascade() -> cv2.CascadeClassifier:
+    """This thread's face detector, loaded on its first use here: a CascadeClassifier is not
+    safe to share between threads, and one each lets threads (``senet serve``'s) find
+    faces at once (OpenCV releases the GIL while it looks)."""
+    cascade = getattr(_THREAD, "cascade", None)
+    if cascade is not None:
+        return cascade
     path = os.path.join(cv2.data.haarcascades, _CASCADE_FILE)
     cascade = cv2.CascadeClassifier(path)
     if cascade.empty():
@@ -39,6 +47,7 @@ def _cascade() -> cv2.CascadeClassifier:
             f"OpenCV could not load its face detector {path}; "
             "install opencv-python-headless>=4.10,<5 (5.x ships no Haar cascades)"
         )
+    _THREAD.cascade = cascade
     return cascade
 
 

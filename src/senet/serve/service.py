@@ -408,10 +408,14 @@ class Service:
         }
 
     def _faces(self, image: np.ndarray):
+        from senet.faces import detect_faces
         from senet.predict import predict_faces
 
+        boxes = detect_faces(image)  # each thread its own detector: beside the model's work
         with self._lock:
-            return predict_faces(self.runner, image, self.class_names, inputs=self.inputs)
+            return predict_faces(
+                self.runner, image, self.class_names, boxes=boxes, inputs=self.inputs
+            )
 
     def explain(
         self, raw: bytes, name: str = "upload", *, method: str | None = None
