@@ -16,7 +16,12 @@ Beside them, in this process, ``senet predict``'s path on the same photo
 the median time per face over ``--requests`` calls, and the model alone (one face's crop, the
 runtime's call), for the same two runtimes.
 
-    python benchmarks/bench_serve.py MODEL.keras [--photo PHOTO] [--requests 200] [--json]
+    python benchmarks/bench_serve.py MODEL.keras [--baseline PLAIN.keras] [--photo PHOTO]
+        [--requests 200] [--json]
+
+``--baseline`` (the same network without SE, e.g. the demo's ``runs/baseline/model.keras``
+beside ``runs/se/model.keras``) adds SE's cost per face in each runtime: the two models
+alone on one face's crop, timed interleaved.
 
 Without ``--photo`` the photo is the synthetic face of the tests (640x480, one face).
 """
@@ -177,6 +182,50 @@ def _predict_rows(model: str, raw: bytes, requests: int) -> list[dict]:
     return rows
 
 
+def _se_cost_rows(model: str, baseline: str, raw: bytes, rounds: int) -> list[dict]:
+    """SE's cost per face: the model alone on one face's crop, the SE model against the
+    plain one, timed interleaved (:func:`senet.bench.time_interleaved`, 20 calls a
+    sample), in each runtime."""
+    import warnings
+
+    from senet.bench import time_interleaved
+    from senet.data.images import decode_image
+    from senet.faces import crop_inputs, detect_faces
+    from senet.inference import load_for_inference, predictor
+    from senet.models.fused import fuse_for_inference
+    from senet.runtime import runtime_model
+
+    image = decode_image(raw, "photo")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="senet-bench-se-") as cache:
+        os.environ["SENET_CACHE_DIR"] = cache
+        loaded = {}
+        for name, path in (("plain", baseline), ("se", model)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                loaded[name] = (path, *load_for_inference(path)[:2])
+        path, _, inputs = loaded["se"]
+        crop = crop_inputs(image, detect_faces(image)[:1], inputs.size, inputs.channels)
+        for runtime in ("litert", "keras"):
+            calls = {}
+            for name, (path, keras_model, _) in loaded.items():
+                runner = runtime_model(path, runtime, keras_model, say=lambda line: None)
+                if runtime == "keras":
+                    runner, _ = fuse_for_inference(runner)
+                call = predictor(runner)
+                calls[name] = lambda call=call: call(crop)
+            timed = time_interleaved(calls, rounds=rounds, warmup=20, number=20)
+            rows.append(
+                {
+                    "runtime": runtime,
+                    "plain_ms": timed["plain"]["ms"],
+                    "se_ms": timed["se"]["ms"],
+                    "se_overhead": timed["se"]["paired_ratio"] - 1,
+                }
+            )
+    return rows
+
+
 def _machine() -> str:
     try:
         info = Path("/proc/cpuinfo").read_text()
@@ -193,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photo", help="the photo sent (default: the tests' synthetic face)")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--runtimes", nargs="+", default=["litert", "keras"])
+    parser.add_argument(
+        "--baseline",
+        help="the same network without SE (.keras): SE's cost per face in each runtime",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     args = parser.parse_args(argv)
     raw = _photo_bytes(args.photo)
@@ -200,8 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         row for r in args.runtimes for row in _serve_rows(args.model, raw, r, args.requests)
     ]
     predict_rows = _predict_rows(args.model, raw, args.requests)
+    se_rows = _se_cost_rows(args.model, args.baseline, raw, 100) if args.baseline else []
     if args.json:
-        print(json.dumps({"serve": serve_rows, "predict": predict_rows}, indent=2))
+        print(json.dumps({"serve": serve_rows, "predict": predict_rows, "se": se_rows}, indent=2))
         return 0
     print(
         f"Machine: {_machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
@@ -219,6 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|")
     for row in predict_rows:
         print(f"| {row['runtime']} | {row['per_face_ms']:.2f} | {row['model_ms']:.3f} |")
+    if se_rows:
+        print("\n| runtime | plain model, 1 face (ms) | SE model (ms) | SE overhead (paired) |")
+        print("|---|---:|---:|---:|")
+        for row in se_rows:
+            print(
+                f"| {row['runtime']} | {row['plain_ms']:.3f} | {row['se_ms']:.3f} "
+                f"| {100 * row['se_overhead']:+.1f}% |"
+            )
     return 0
 
 
