@@ -17,7 +17,7 @@ the median time per face over ``--requests`` calls, and the model alone (one fac
 runtime's call), for the same two runtimes.
 
     python benchmarks/bench_serve.py MODEL.keras [--baseline PLAIN.keras] [--photo PHOTO]
-        [--requests 200] [--json]
+        [--requests 200] [--quick] [--json FILE]
 
 ``--baseline`` (the same network without SE, e.g. the demo's ``runs/baseline/model.keras``
 beside ``runs/se/model.keras``) adds SE's cost per face in each runtime: the two models
@@ -226,16 +226,6 @@ def _se_cost_rows(model: str, baseline: str, raw: bytes, rounds: int) -> list[di
     return rows
 
 
-def _machine() -> str:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        name = re.search(r"model name\s*:\s*(.+)", info).group(1).strip()
-        avx512 = "AVX-512" if " avx512f" in info else "no AVX-512"
-        return f"{name} ({avx512}), {os.cpu_count()} cores"
-    except (OSError, AttributeError):
-        return f"{os.cpu_count()} cores"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a .keras face classifier")
@@ -246,20 +236,28 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline",
         help="the same network without SE (.keras): SE's cost per face in each runtime",
     )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 16 requests")
+    parser.add_argument("--json", metavar="FILE", help="also write every number here")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.requests = 16
     raw = _photo_bytes(args.photo)
     serve_rows = [
         row for r in args.runtimes for row in _serve_rows(args.model, raw, r, args.requests)
     ]
     predict_rows = _predict_rows(args.model, raw, args.requests)
-    se_rows = _se_cost_rows(args.model, args.baseline, raw, 100) if args.baseline else []
+    rounds = 5 if args.quick else 100
+    se_rows = _se_cost_rows(args.model, args.baseline, raw, rounds) if args.baseline else []
+    from senet.bench import machine_info
+
+    machine = machine_info()
     if args.json:
-        print(json.dumps({"serve": serve_rows, "predict": predict_rows, "se": se_rows}, indent=2))
-        return 0
+        result = {"machine": machine, "serve": serve_rows, "predict": predict_rows, "se": se_rows}
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    command = " ".join(argv if argv is not None else sys.argv[1:])
     print(
-        f"Machine: {_machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-        f"`python benchmarks/bench_serve.py {' '.join(argv or sys.argv[1:])}`\n"
+        f"{machine['cpu']}, {machine['cores']} cores, {machine['date']}, load average "
+        f"{machine.get('load_average', '?')}; `python benchmarks/bench_serve.py {command}`\n"
     )
     print("| runtime | route | clients | requests | p50 ms | p95 ms | requests/s | failed |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")

@@ -182,6 +182,8 @@ def test_an_oversized_body_is_refused_from_its_length_before_it_is_read(client):
 def test_requests_without_an_image_or_with_a_bad_option_say_so_in_json(client, photo_bytes):
     missing = client.post("/predict", data={"other": "x"})
     assert missing.status_code == 422 and "'file'" in missing.json()["error"]
+    other = _post(client, "/explain", photo_bytes, method="attention").json()
+    assert other["method"] == "attention" and other["layer"].endswith("_se")  # named
     bad = _post(client, "/explain", photo_bytes, method="shap")
     assert bad.status_code == 400 and "method" in bad.json()["error"]
     assert client.get("/nowhere").json() == {"error": "Not Found"}

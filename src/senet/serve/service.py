@@ -282,6 +282,21 @@ class Service:
         _heatmaps(self.keras_model, blank, self.method, layer, np.zeros(1, int))
         return layer
 
+    def _layer_for(self, method: str) -> str:
+        """The layer a method's heatmaps come from: the start's for its method, else the
+        method's own (the last attention layer, or the last feature map)."""
+        from senet.explain import default_layer
+        from senet.explain._graph import attention_paths
+
+        if method == self.method:
+            return self.layer
+        if method == "attention":
+            paths = attention_paths(self.keras_model)
+            if not paths:
+                raise UploadError("method attention needs an attention layer; this model has none")
+            return paths[-1]
+        return default_layer(self.keras_model)
+
     def _card(self) -> dict[str, Any]:
         """What ``GET /model`` says: the page's model card."""
         record = self.record
@@ -433,7 +448,7 @@ class Service:
         if not self.card["explain"]["available"]:
             raise UploadError(f"{self.card['explain']['why_not']}; POST /predict instead", 409)
         method = check_choice("method", method or self.method, EXPLAIN_METHODS)
-        layer = self.layer if method == self.method else None
+        layer = self._layer_for(method)
         image = self.decode(raw, name)
         faces = self._faces(image)
         display = cv2.cvtColor(to_bgr8(image), cv2.COLOR_BGR2RGB)
