@@ -636,7 +636,8 @@ def add_serve(subparsers) -> None:
             "upload a photo or take a webcam snapshot and see each face's box, emotion, "
             "probabilities and the heatmap of where the model looked, under the model's "
             "card; and a JSON API (POST /predict, POST /explain, GET /model, GET /health; "
-            "OpenAPI at /docs). The model runs as its LiteRT export by default (made, "
+            "OpenAPI at /docs). A detector's page draws its boxes, a 2-D segmentation "
+            "model's tints its classes. The model runs as its LiteRT export by default (made, "
             "checked and cached on first use); heatmaps come from the .keras model. Needs "
             'pip install "senet[serve]".'
         ),

@@ -95,7 +95,8 @@ class _Input:
 
 
 class Service:
-    """A classifier ready to answer uploads.
+    """A model ready to answer uploads: a face classifier (faces, emotions, heatmaps), a
+    detector (boxes) or a 2-D segmentation model (label maps).
 
     Args:
         model_path: The model file (``.keras``, or an export: ``.tflite``, ``.onnx``).
@@ -110,7 +111,8 @@ class Service:
         say: Where progress lines go (a first LiteRT export); default stderr.
 
     Raises:
-        ValueError: The model is not a face classifier, or cannot be loaded (one line).
+        ValueError: The model is none of a classifier, a detector or a 2-D segmentation
+            model, or cannot be loaded (one line).
     """
 
     def __init__(
