@@ -205,10 +205,10 @@ def _blocking(service, monkeypatch):
     entered = threading.Event()
     answer = service.predict
 
-    def slow(raw, name="upload"):
+    def slow(raw, name="upload", **options):
         entered.set()
         release.wait(10)
-        return answer(raw, name)
+        return answer(raw, name, **options)
 
     monkeypatch.setattr(service, "predict", slow)
     return entered, release
