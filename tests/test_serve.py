@@ -326,6 +326,13 @@ def test_litert_runtime_exports_once_into_the_cache_and_matches_keras(
     with pytest.warns(UserWarning):
         Service(model_file, runtime="litert", say=said.append)
     assert said == []  # the second start found the file
+    # the exported file served on its own: its record (class names, training data) came
+    # with it; no gradients, so no heatmaps
+    with pytest.warns(UserWarning, match="synthetic"):
+        exported = Service(cached[0])
+    assert exported.card["classes"] == CLASSES and exported.card["format"] == "tflite"
+    assert not exported.card["explain"]["available"]
+    assert exported.predict(photo_bytes)["faces"][0]["label"] == reference["label"]
 
 
 def test_predict_runtime_litert_prints_what_keras_prints(
