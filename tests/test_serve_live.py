@@ -170,6 +170,9 @@ def browser(tmp_path_factory):
         "--disable-sync",
         "--no-first-run",
         "--window-size=1280,1500",
+        # a made-up camera, allowed without asking: the webcam snapshot is tested too
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
@@ -316,3 +319,27 @@ def test_the_page_shows_a_detectors_boxes_above_the_score_it_is_given(
         )
         wait.until(lambda b: b.execute_script(boxes) == 2)
         assert "sad" in browser.find_element(By.ID, "faces").text
+
+
+def test_a_webcam_snapshot_goes_the_same_way_as_a_photo(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _, _ = server
+    browser.get(url)
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#card-facts dt"))
+    browser.find_element(By.ID, "camera-start").click()
+    wait.until(
+        lambda b: b.execute_script("return document.getElementById('camera-video').videoWidth > 0")
+    )
+    assert browser.switch_to.active_element.get_attribute("id") == "camera-snap"
+    browser.find_element(By.ID, "camera-snap").click()
+    # Chromium's made-up camera shows no face: the answer says so, about the snapshot
+    wait.until(lambda b: "webcam.jpg" in b.find_element(By.ID, "status").text)
+    status = browser.find_element(By.ID, "status")
+    assert "No face found in webcam.jpg" in status.text, status.text
+    assert "error" not in status.get_attribute("class")
+    assert browser.find_element(By.ID, "photo").get_attribute("src").startswith("blob:")
+    browser.find_element(By.ID, "camera-stop").click()
+    assert not browser.find_element(By.ID, "camera").is_displayed()
