@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import struct
+import sys
 import threading
 import zlib
 
@@ -453,3 +454,11 @@ def test_a_segmentation_model_answers_its_label_map_as_senet_predict_writes_it(
     np.testing.assert_array_equal(served, written)
     overlay = cv2.imdecode(np.frombuffer(base64.b64decode(answer["overlay"]), np.uint8), 1)
     np.testing.assert_array_equal(overlay, cv2.imread(printed["overlay"]))
+
+
+def test_serve_without_its_extra_names_the_extra_to_install(model_file, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # what an install without it gives
+    assert main(["serve", str(model_file), "--port", "0"]) == 2
+    error = capsys.readouterr().err
+    assert "needs the optional package fastapi" in error and 'pip install "senet[serve]"' in error
+    assert "senet[export]" not in error and error.count("\n") == 1

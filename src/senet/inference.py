@@ -543,13 +543,14 @@ def _onnx_shape(shape) -> tuple:
     return tuple(size if isinstance(size, int) and size > 0 else None for size in shape)
 
 
-def require(module: str, package: str, purpose: str):
-    """Import an optional dependency, or raise the one-line error naming the extra."""
+def require(module: str, package: str, purpose: str, hint: str = EXTRA_HINT):
+    """Import an optional dependency, or raise the one-line error naming the extra (``hint``:
+    what to install; the export extra by default)."""
     try:
         return importlib.import_module(module)
     except ImportError as error:
         raise MissingDependencyError(
-            f"{purpose} needs the optional package {package}, which is not installed: {EXTRA_HINT}"
+            f"{purpose} needs the optional package {package}, which is not installed: {hint}"
         ) from error
 
 

@@ -48,7 +48,7 @@ def _require() -> None:
         ("uvicorn", "uvicorn"),
         ("python_multipart", "python-multipart"),
     ):
-        require(module, package, f"senet serve ({SERVE_HINT})")
+        require(module, package, "senet serve", SERVE_HINT)
 
 
 def _listen(host: str, port: int) -> socket.socket:
