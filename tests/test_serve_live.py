@@ -64,6 +64,9 @@ def server(tmp_path_factory):
             process.wait(20)
         except subprocess.TimeoutExpired:
             process.kill()
+    # SIGTERM stops it cleanly, saying so
+    assert process.returncode == 0, log.read_text()[-2000:]
+    assert log.read_text().rstrip().endswith("senet serve: stopped")
 
 
 @pytest.fixture(scope="module")

@@ -119,4 +119,5 @@ def serve(
         f"senet serve: {service.card['name']} ({service.engine}) on http://{shown}:{actual}/ "
         f"(API: /docs); Ctrl-C stops"
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(config).run(sockets=[sock])  # until Ctrl-C or SIGTERM
+    say("senet serve: stopped")
