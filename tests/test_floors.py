@@ -80,6 +80,7 @@ def test_cli_help_modules_import_no_keras():
         "plugins",
         "tasks/__init__",
         "tasks/base",
+        "runtime",
     ):
         imports = {
             node.names[0].name if isinstance(node, ast.Import) else node.module

@@ -134,9 +134,11 @@ def add_predict(subparsers) -> None:
 
 
 def add_runtime(parser, *, default: str) -> None:
+    from senet.runtime import RUNTIMES  # the names only: no TensorFlow for --help
+
     parser.add_argument(
         "--runtime",
-        choices=("litert", "keras"),
+        choices=RUNTIMES,
         default=default,
         help="run a .keras classifier in Keras, or as its LiteRT (.tflite) export, made, "
         "checked against the model and cached on first use (SENET_CACHE_DIR, default "
@@ -645,7 +647,7 @@ def add_serve(subparsers) -> None:
     parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     parser.add_argument(
         "--host",
-        default=None,
+        default="127.0.0.1",
         help="address to listen on (default 127.0.0.1, this machine only; any other is "
         "warned about: there is no authentication)",
     )
@@ -713,7 +715,7 @@ def _run_serve(args) -> int:
     try:
         serve(
             args.model,
-            host=args.host or "127.0.0.1",
+            host=args.host,
             port=args.port,
             runtime=args.runtime,
             method=args.method,

@@ -133,12 +133,13 @@ class Service:
         from senet.checks import check_choice
         from senet.explain_photos import EXPLAIN_METHODS
         from senet.inference import open_model
+        from senet.runtime import RUNTIMES
 
         self.model_path = Path(model_path)
         if not self.model_path.is_dir():
             check_input_file(self.model_path, wanted="a model file")
         self.method = check_choice("method", method, EXPLAIN_METHODS)
-        self.runtime = check_choice("runtime", runtime, ("litert", "keras"))
+        self.runtime = check_choice("runtime", runtime, RUNTIMES)
         self.limits = limits or Limits()
         self.task, model = open_model(model_path, allow_h5=allow_h5)
         self.keras_model = None
