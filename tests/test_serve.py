@@ -327,6 +327,13 @@ def test_litert_runtime_exports_once_into_the_cache_and_matches_keras(
     with pytest.warns(UserWarning):
         Service(model_file, runtime="litert", say=said.append)
     assert said == []  # the second start found the file
+    # a cached file that no longer opens (cut short) is made again, once
+    from senet.runtime import runtime_model
+
+    cached[0].write_bytes(cached[0].read_bytes()[:1000])
+    again = runtime_model(model_file, "litert", say=said.append)
+    assert [line.split(" ")[0] for line in said] == ["exporting", "exported:"]
+    assert again.format == "tflite" and cached[0].stat().st_size > 1000
     # the exported file served on its own: its record (class names, training data) came
     # with it; no gradients, so no heatmaps
     with pytest.warns(UserWarning, match="synthetic"):

@@ -61,8 +61,8 @@ def litert_file(model_path: str | os.PathLike, *, say: Callable[[str], None] | N
     """The cached, checked ``.tflite`` export of the ``.keras`` file ``model_path``.
 
     Made on first use with :func:`senet.export.export_model` (parity checked: a file
-    beyond tolerance is not kept) and found by the file's SHA-256 after that. A cached file
-    that no longer opens (a disk that filled up under another process) is made again.
+    beyond tolerance is not kept) and found by the file's SHA-256 after that (unopened:
+    :func:`runtime_model` opens it, and makes it again when it no longer opens).
 
     Args:
         model_path: The ``.keras`` file (loaded again to export: its run's record, when
@@ -77,17 +77,12 @@ def litert_file(model_path: str | os.PathLike, *, say: Callable[[str], None] | N
 
     from senet.errors import ExportError
     from senet.export import export_model
-    from senet.inference import open_exported
 
     say = say or (lambda line: print(line, file=sys.stderr, flush=True))
     key = f"{file_digest(model_path)[:32]}-tf{tf.__version__}"
     target = cache_dir() / "litert" / f"{key}.tflite"
     if target.is_file():
-        try:
-            open_exported(target)
-            return target
-        except (ExportError, OSError):
-            target.unlink(missing_ok=True)  # made again below
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     say(f"exporting {model_path} to LiteRT (first use; cached as {target}) ...")
     try:
@@ -117,9 +112,17 @@ def runtime_model(
     file runs as its cached LiteRT export (:func:`litert_file`), an
     :class:`senet.inference.ExportedModel`.
     """
+    from senet.errors import ExportError
     from senet.inference import ExportedModel, is_exported, load_classifier, open_exported
 
     runtime = check_choice("runtime", runtime, RUNTIMES)
     if runtime == "keras" or is_exported(model_path) or isinstance(model, ExportedModel):
         return model if model is not None else load_classifier(model_path)
-    return open_exported(litert_file(model_path, say=say))
+    path = litert_file(model_path, say=say)
+    try:
+        return open_exported(path)
+    except (ExportError, OSError):
+        # a cached file that no longer opens (a disk that filled up under another
+        # process): made again
+        path.unlink(missing_ok=True)
+        return open_exported(litert_file(model_path, say=say))
