@@ -32,7 +32,14 @@ from senet.predict import (
     iter_video,
 )
 
-__all__ = ["DEFAULT_MIN_SCORE", "Detection", "DetectionFrame", "detect_image", "iter_detections"]
+__all__ = [
+    "DEFAULT_MIN_SCORE",
+    "Detection",
+    "DetectionFrame",
+    "detect_image",
+    "detections_and_best",
+    "iter_detections",
+]
 
 #: The score a printed or drawn detection needs by default (keras-hub's threshold).
 DEFAULT_MIN_SCORE = 0.5
@@ -103,6 +110,22 @@ def detect_image(
     ]
 
 
+def detections_and_best(
+    model,
+    image_bgr: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    min_score: float = DEFAULT_MIN_SCORE,
+    source: str = "image",
+) -> tuple[list[Detection], float | None]:
+    """:func:`detect_image`'s detections scoring at least ``min_score``, and the best
+    score of any it decoded, kept or not (None when it decoded none): what an empty
+    result says of how close it came."""
+    every_one = detect_image(model, image_bgr, class_names, min_score=0, source=source)
+    best = max((item.score for item in every_one), default=None)
+    return [item for item in every_one if item.score >= min_score], best
+
+
 def annotate_detections(image_bgr: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
     """An 8-bit BGR copy of the image with each box and ``class score`` drawn."""
     boxes = []
@@ -164,9 +187,7 @@ def iter_detections(
     names = class_names_for(model_path, int(model.num_classes), model_record(model, model_path))
 
     def see(image: np.ndarray, source: str = "frame") -> tuple[list[Detection], float | None]:
-        every_one = detect_image(model, image, names, min_score=0, source=source)
-        best = max((item.score for item in every_one), default=None)
-        return [item for item in every_one if item.score >= min_score], best
+        return detections_and_best(model, image, names, min_score=min_score, source=source)
 
     def draw(image: np.ndarray, seen) -> np.ndarray:
         return annotate_detections(image, seen[0])
