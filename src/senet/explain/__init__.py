@@ -15,7 +15,13 @@
 Works on the TensorFlow, JAX and PyTorch Keras backends.
 """
 
-from senet.explain.cam import METHODS, attention_map, default_layer, grad_cam
+from senet.explain.cam import (
+    METHODS,
+    attention_map,
+    default_attention_layer,
+    default_layer,
+    grad_cam,
+)
 from senet.explain.excitation import class_profiles, class_specificity, excitations, pick_depths
 from senet.explain.faithfulness import (
     choose_explanation,
@@ -43,6 +49,7 @@ __all__ = [
     "choose_explanation",
     "class_profiles",
     "class_specificity",
+    "default_attention_layer",
     "default_layer",
     "deletion_auc",
     "deletion_curve",

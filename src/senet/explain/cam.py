@@ -336,6 +336,22 @@ def _attention_io(model, x, path):
     return captured["inputs"], captured["outputs"]
 
 
+def default_attention_layer(model: keras.Model) -> str:
+    """The layer :func:`attention_map` explains by default: the model's last attention
+    layer with an ``excitation`` method (its ``"outer/inner"`` path in a nested model).
+
+    Raises:
+        ValueError: The model has none.
+    """
+    paths = _graph.attention_paths(model)
+    if not paths:
+        raise ValueError(
+            f"`model` must contain an attention layer with an `excitation` method, "
+            f"got model={model.name!r} without one"
+        )
+    return paths[-1]
+
+
 def attention_map(
     model: keras.Model, x, layer: str | None = None, *, batch_size: int | None = None
 ) -> np.ndarray:
@@ -356,13 +372,7 @@ def attention_map(
         float32 array ``(B, H, W)`` in [0, 1].
     """
     if layer is None:
-        paths = _graph.attention_paths(model)
-        if not paths:
-            raise ValueError(
-                f"`model` must contain an attention layer with an `excitation` method, "
-                f"got model={model.name!r} without one"
-            )
-        layer = paths[-1]
+        layer = default_attention_layer(model)
     target = _graph.get_layer(model, layer)
     if not _graph.is_attention(target):
         raise ValueError(
