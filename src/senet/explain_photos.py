@@ -42,6 +42,7 @@ __all__ = [
     "PhotoExplanation",
     "explain_photos",
     "face_heatmaps",
+    "face_overlay",
     "iter_explanations",
 ]
 
@@ -106,18 +107,19 @@ def _unique_stem(path: Path, used: set[str]) -> str:
     return candidate
 
 
-def _face_picture(crop_bgr: np.ndarray, heatmap: np.ndarray, lines: Sequence[str]) -> np.ndarray:
-    """BGR picture: a band with up to two lines of title over the heatmap on the face crop."""
+def face_overlay(crop_bgr: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """The heatmap over a face crop (8-bit BGR, :func:`senet.data.images.to_bgr8`'s), both
+    drawn at the overlays' side (224 pixels), as RGB."""
     from senet.explain import overlay
 
-    if crop_bgr.ndim == 2:
-        crop_bgr = cv2.cvtColor(crop_bgr, cv2.COLOR_GRAY2BGR)
-    elif crop_bgr.shape[2] == 4:
-        crop_bgr = cv2.cvtColor(crop_bgr, cv2.COLOR_BGRA2BGR)
     face = cv2.resize(crop_bgr, (_DISPLAY_SIDE, _DISPLAY_SIDE), interpolation=cv2.INTER_AREA)
-    blended = overlay(cv2.cvtColor(face, cv2.COLOR_BGR2RGB), heatmap)
+    return overlay(cv2.cvtColor(face, cv2.COLOR_BGR2RGB), heatmap)
+
+
+def _face_picture(crop_bgr: np.ndarray, heatmap: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """BGR picture: a band with up to two lines of title over the heatmap on the face crop."""
     canvas = np.full((_TITLE_HEIGHT + _DISPLAY_SIDE, _DISPLAY_SIDE, 3), 255, np.uint8)
-    canvas[_TITLE_HEIGHT:] = cv2.cvtColor(blended, cv2.COLOR_RGB2BGR)
+    canvas[_TITLE_HEIGHT:] = cv2.cvtColor(face_overlay(crop_bgr, heatmap), cv2.COLOR_RGB2BGR)
     for row, text in enumerate(lines[:2]):
         # shrink long class names until the line fits the picture's width
         scale = 0.5
