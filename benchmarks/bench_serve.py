@@ -142,9 +142,8 @@ def _predict_rows(model: str, raw: bytes, requests: int) -> list[dict]:
     from senet.data.images import decode_image
     from senet.faces import crop_inputs, detect_faces
     from senet.inference import load_for_inference, predictor
-    from senet.models.fused import fuse_for_inference
     from senet.predict import predict_faces
-    from senet.runtime import runtime_model
+    from senet.runtime import RUNTIMES, runtime_model
 
     image = decode_image(raw, "photo")
     rows = []
@@ -153,10 +152,8 @@ def _predict_rows(model: str, raw: bytes, requests: int) -> list[dict]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             keras_model, inputs, names = load_for_inference(model)
-        for runtime in ("litert", "keras"):
+        for runtime in RUNTIMES:
             runner = runtime_model(model, runtime, keras_model, say=lambda line: None)
-            if runtime == "keras":
-                runner, _ = fuse_for_inference(runner)
             boxes = detect_faces(image)
             crop = crop_inputs(image, boxes[:1], inputs.size, inputs.channels, grey=inputs.grey)
             call = predictor(runner)
@@ -192,8 +189,7 @@ def _se_cost_rows(model: str, baseline: str, raw: bytes, rounds: int) -> list[di
     from senet.data.images import decode_image
     from senet.faces import crop_inputs, detect_faces
     from senet.inference import load_for_inference, predictor
-    from senet.models.fused import fuse_for_inference
-    from senet.runtime import runtime_model
+    from senet.runtime import RUNTIMES, runtime_model
 
     image = decode_image(raw, "photo")
     rows = []
@@ -206,12 +202,10 @@ def _se_cost_rows(model: str, baseline: str, raw: bytes, rounds: int) -> list[di
                 loaded[name] = (path, *load_for_inference(path)[:2])
         path, _, inputs = loaded["se"]
         crop = crop_inputs(image, detect_faces(image)[:1], inputs.size, inputs.channels)
-        for runtime in ("litert", "keras"):
+        for runtime in RUNTIMES:
             calls = {}
             for name, (path, keras_model, _) in loaded.items():
                 runner = runtime_model(path, runtime, keras_model, say=lambda line: None)
-                if runtime == "keras":
-                    runner, _ = fuse_for_inference(runner)
                 call = predictor(runner)
                 calls[name] = lambda call=call: call(crop)
             timed = time_interleaved(calls, rounds=rounds, warmup=20, number=20)

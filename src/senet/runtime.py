@@ -9,8 +9,9 @@ the TensorFlow version that converted it, so a retrained model (other bytes) get
 file and a second start costs nothing. The model's training record goes into the file with
 it (class names, input range, training data).
 
-``keras`` runs the model itself (what ``senet predict`` does by default): no export, and
-the only runtime for models senet cannot export or that are not classifiers.
+``keras`` runs the model itself on senet's inference path (what ``senet predict`` does by
+default): no export, and the only runtime for models senet cannot export or that are not
+classifiers.
 
 Example:
     >>> model = runtime_model("run/model.keras", "litert")  # doctest: +SKIP
@@ -107,17 +108,22 @@ def runtime_model(
 ) -> Any:
     """The classifier at ``model_path`` ready to run in ``runtime`` (:data:`RUNTIMES`).
 
-    ``"keras"``: ``model`` (or the file loaded) as it is. ``"litert"``: an exported file
-    (``.tflite``, ``.onnx``, a SavedModel) runs in its own runtime as it is; a ``.keras``
-    file runs as its cached LiteRT export (:func:`litert_file`), an
-    :class:`senet.inference.ExportedModel`.
+    An exported file (``.tflite``, ``.onnx``, a SavedModel) runs in its own runtime as it
+    is. A ``.keras`` file: ``"keras"`` runs ``model`` (or the file loaded) on senet's
+    inference path (:func:`senet.models.fused.fuse_for_inference`: SE-ResNet tails fused,
+    what ``senet predict`` runs); ``"litert"`` runs its cached LiteRT export
+    (:func:`litert_file`, fused alike), an :class:`senet.inference.ExportedModel`.
     """
     from senet.errors import ExportError
     from senet.inference import ExportedModel, is_exported, load_classifier, open_exported
 
     runtime = check_choice("runtime", runtime, RUNTIMES)
-    if runtime == "keras" or is_exported(model_path) or isinstance(model, ExportedModel):
+    if is_exported(model_path) or isinstance(model, ExportedModel):
         return model if model is not None else load_classifier(model_path)
+    if runtime == "keras":
+        from senet.models.fused import fuse_for_inference
+
+        return fuse_for_inference(model if model is not None else load_classifier(model_path))[0]
     path = litert_file(model_path, say=say)
     try:
         return open_exported(path)
