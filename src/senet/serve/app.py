@@ -159,7 +159,7 @@ class _Slots:
         self._lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(size, thread_name_prefix="senet-serve")
 
-    async def run(self, timeout: float, function, *args):
+    async def run(self, timeout: float, function):
         with self._lock:
             if self.busy >= self.size:
                 raise UploadError(
@@ -169,7 +169,7 @@ class _Slots:
 
         def work():
             try:
-                return function(*args)
+                return function()
             finally:  # the slot is held until the work is done, timed out or not
                 with self._lock:
                     self.busy -= 1
@@ -199,8 +199,6 @@ def create_app(service: Service):
         ),
         redoc_url=None,
     )
-    app.state.service = service
-    app.state.slots = slots
 
     @app.exception_handler(UploadError)
     async def _upload_error(request: Request, error: UploadError):
@@ -305,9 +303,7 @@ def create_app(service: Service):
                 limits.timeout, lambda: service.explain_png(raw, name, method=method)
             )
             return Response(png, media_type="image/png")
-        answer, _ = await slots.run(
-            limits.timeout, lambda: service.explain(raw, name, method=method)
-        )
+        answer = await slots.run(limits.timeout, lambda: service.explain(raw, name, method=method))
         return JSONResponse(answer)
 
     return BodyLimit(app, limits.max_upload_bytes, limits.body_timeout)

@@ -79,8 +79,9 @@ def sniff(raw: bytes) -> str | None:
     return next((kind for magic, kind in IMAGE_TYPES.items() if raw.startswith(magic)), None)
 
 
-def _png(image_rgb: np.ndarray) -> bytes:
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+def _png(image_bgr: np.ndarray) -> bytes:
+    """An 8-bit image in OpenCV's channel order as PNG bytes."""
+    ok, encoded = cv2.imencode(".png", image_bgr)
     if not ok:  # pragma: no cover - OpenCV encodes any uint8 RGB array
         raise RuntimeError("cannot encode PNG")
     return encoded.tobytes()
@@ -190,25 +191,24 @@ class Service:
             self.parameters = int(model.count_params())
             self.layer = self._check_explainable(layer)
         self.runner = runtime_model(self.model_path, self.runtime, model, say=say)
-        if not isinstance(self.runner, ExportedModel):
-            from senet.models.fused import fuse_for_inference
+        self.engine = getattr(self.runner, "format", "keras")
 
-            self.runner, _ = fuse_for_inference(self.runner)  # what senet predict runs
-            self.engine = "keras"
-        else:
-            self.engine = self.runner.format
-
-    def _open_detector(self, model, allow_h5, say):
-        from senet.detect import detector_input
-        from senet.inference import (
-            class_names_for,
-            load_classifier,
-            model_record,
-            warn_if_synthetic,
-        )
+    def _with_record(self, model, allow_h5: bool):
+        """A detector or segmentation model (loaded here when ``open_model`` did not), its
+        record read and the synthetic-data warning given."""
+        from senet.inference import load_classifier, model_record, warn_if_synthetic
 
         if model is None:
             model = load_classifier(self.model_path, allow_h5=allow_h5)
+        self.record = model_record(model, self.model_path) or {}
+        warn_if_synthetic(self.record, self.model_path)
+        return model
+
+    def _open_detector(self, model, allow_h5, say):
+        from senet.detect import detector_input
+        from senet.inference import class_names_for
+
+        model = self._with_record(model, allow_h5)
         if not hasattr(model, "decode_predictions"):
             raise ValueError(
                 f"{self.model_path} is not a Keras detector: senet serve decodes boxes with the "
@@ -221,37 +221,24 @@ class Service:
             note = "a detector runs in Keras (its LiteRT file holds the raw head outputs)"
             self.notes.append(note)
             say(f"senet serve: {note}")
-        self.record = model_record(model, self.model_path) or {}
-        warn_if_synthetic(self.record, self.model_path)
         size, channels = detector_input(model)
         self.inputs = _Input(size, channels)
-        self.class_names = tuple(
-            class_names_for(self.model_path, int(model.num_classes), self.record)
-        )
+        names = class_names_for(self.model_path, int(model.num_classes), self.record)
+        self.class_names = tuple(names)
 
     def _open_segmenter(self, model, allow_h5, say):
-        from senet.inference import (
-            class_names_for,
-            load_classifier,
-            model_record,
-            predictor,
-            warn_if_synthetic,
-        )
+        from senet.inference import class_names_for, predictor
         from senet.runtime import runtime_model
 
-        if model is None:
-            model = load_classifier(self.model_path, allow_h5=allow_h5)
+        model = self._with_record(model, allow_h5)
         shape = tuple(model.input_shape[1:])
         if len(shape) != 3 or shape[0] is None or shape[-1] not in (1, 3):
             raise ValueError(
                 f"senet serve labels images with 2-D segmentation models; {self.model_path} "
                 f"takes {shape} (volumes: senet predict)"
             )
-        self.record = model_record(model, self.model_path) or {}
-        warn_if_synthetic(self.record, self.model_path)
-        self.class_names = tuple(
-            class_names_for(self.model_path, int(model.output_shape[-1]), self.record)
-        )
+        names = class_names_for(self.model_path, int(model.output_shape[-1]), self.record)
+        self.class_names = tuple(names)
         self.shape = shape
         self.inputs = _Input(int(shape[0]), int(shape[-1]))
         if hasattr(model, "count_params"):
@@ -265,40 +252,25 @@ class Service:
     def _check_explainable(self, layer: str | None) -> str:
         """The layer heatmaps come from; a method the model cannot give fails here, at
         start, not at the first face."""
-        from senet.explain import default_layer
-        from senet.explain._graph import attention_paths
-
-        if layer is None:
-            if self.method == "attention":
-                paths = attention_paths(self.keras_model)
-                if not paths:
-                    raise ValueError(
-                        f"--method attention needs a model with an attention layer; "
-                        f"{self.model_path} has none (use gradcam)"
-                    )
-                layer = paths[-1]
-            else:
-                layer = default_layer(self.keras_model)
         from senet.explain_photos import _heatmaps
 
+        layer = layer or self._default_layer(self.method)
         blank = np.zeros((1, self.inputs.size, self.inputs.size, self.inputs.channels), np.float32)
         _heatmaps(self.keras_model, blank, self.method, layer, np.zeros(1, int))
         return layer
 
     def _layer_for(self, method: str) -> str:
         """The layer a method's heatmaps come from: the start's for its method, else the
-        method's own (the last attention layer, or the last feature map)."""
-        from senet.explain import default_layer
-        from senet.explain._graph import attention_paths
+        method's own."""
+        return self.layer if method == self.method else self._default_layer(method)
 
-        if method == self.method:
-            return self.layer
-        if method == "attention":
-            paths = attention_paths(self.keras_model)
-            if not paths:
-                raise UploadError("method attention needs an attention layer; this model has none")
-            return paths[-1]
-        return default_layer(self.keras_model)
+    def _default_layer(self, method: str) -> str:
+        """The layer ``senet explain`` explains with ``method``: the last attention layer for
+        ``"attention"``, else the last feature map (ValueError: the model has none)."""
+        from senet.explain import default_attention_layer, default_layer
+
+        pick = default_attention_layer if method == "attention" else default_layer
+        return pick(self.keras_model)
 
     def _card(self) -> dict[str, Any]:
         """What ``GET /model`` says: the page's model card."""
@@ -398,15 +370,15 @@ class Service:
         return _answer(name, self._faces(image))
 
     def _detect(self, image: np.ndarray, name: str, min_score: float | None) -> dict[str, Any]:
-        from senet.detect import DEFAULT_MIN_SCORE, DetectionFrame, detect_image
+        from senet.detect import DEFAULT_MIN_SCORE, DetectionFrame, detections_and_best
 
         bar = DEFAULT_MIN_SCORE if min_score is None else float(min_score)
         if not 0.0 <= bar <= 1.0:
             raise UploadError(f"min_score must be in [0, 1], got {bar:g}", 400)
         with self._lock:
-            found = detect_image(self.runner, image, self.class_names, min_score=0, source=name)
-        best = max((item.score for item in found), default=None)
-        kept = [item for item in found if item.score >= bar]
+            kept, best = detections_and_best(
+                self.runner, image, self.class_names, min_score=bar, source=name
+            )
         answer = DetectionFrame(_name(name), None, kept, best).to_dict()
         answer["min_score"] = bar
         return answer
@@ -416,7 +388,7 @@ class Service:
 
         with self._lock:
             labels = segment_image(self.runner, image, self.shape, source=_name(name))
-        tinted = cv2.cvtColor(overlay_labels(image, labels), cv2.COLOR_BGR2RGB)
+        tinted = overlay_labels(image, labels)
         return {
             "path": _name(name),
             "shape": list(labels.shape),
@@ -435,17 +407,16 @@ class Service:
                 self.runner, image, self.class_names, boxes=boxes, inputs=self.inputs
             )
 
-    def explain(
-        self, raw: bytes, name: str = "upload", *, method: str | None = None
-    ) -> tuple[dict[str, Any], np.ndarray]:
-        """The prediction plus, per face, the heatmap over the face (a PNG, base64) and
-        the class explained; and the photo with every face's heatmap drawn in (RGB).
+    def _explained(
+        self, raw: bytes, name: str, method: str | None
+    ) -> tuple[dict[str, Any], np.ndarray, list, Sequence[np.ndarray]]:
+        """The prediction with the class each face's heatmap explains, the decoded image,
+        its faces and their heatmaps.
 
         Raises:
             UploadError: A bad upload, or a model without gradients (409).
         """
         from senet.checks import check_choice
-        from senet.explain import overlay
         from senet.explain_photos import EXPLAIN_METHODS, face_heatmaps
 
         if not self.card["explain"]["available"]:
@@ -454,12 +425,10 @@ class Service:
         layer = self._layer_for(method)
         image = self.decode(raw, name)
         faces = self._faces(image)
-        display = cv2.cvtColor(to_bgr8(image), cv2.COLOR_BGR2RGB)
-        picture = display.copy()
         answer = _answer(name, faces)
         answer.update(method=method, layer=layer)
         if not faces:
-            return answer, picture
+            return answer, image, faces, []
         with self._lock:
             targets, heatmaps = face_heatmaps(
                 self.keras_model,
@@ -470,29 +439,42 @@ class Service:
                 method=method,
                 layer=layer,
             )
-        for face, row, target, heatmap in zip(
-            faces, answer["faces"], targets, heatmaps, strict=True
-        ):
-            x, y, w, h = face.box
-            crop = display[y : y + h, x : x + w]
-            side = 224
-            shown = overlay(cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA), heatmap)
+        for row, target in zip(answer["faces"], targets, strict=True):
             row["target"] = self.class_names[target]
-            row["heatmap"] = base64.b64encode(_png(shown)).decode("ascii")
-            picture[y : y + h, x : x + w] = overlay(crop, heatmap)
-        return answer, picture
+        return answer, image, faces, heatmaps
+
+    def explain(
+        self, raw: bytes, name: str = "upload", *, method: str | None = None
+    ) -> dict[str, Any]:
+        """The prediction plus, per face, the class explained and its heatmap over the
+        face (a PNG, base64, as ``senet explain`` draws it without the title).
+
+        Raises:
+            UploadError: A bad upload, or a model without gradients (409).
+        """
+        from senet.explain_photos import face_overlay
+
+        answer, image, faces, heatmaps = self._explained(raw, name, method)
+        display = to_bgr8(image)
+        for face, row, heatmap in zip(faces, answer["faces"], heatmaps, strict=True):
+            x, y, w, h = face.box
+            shown = face_overlay(display[y : y + h, x : x + w], heatmap)
+            png = _png(cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+            row["heatmap"] = base64.b64encode(png).decode("ascii")
+        return answer
 
     def explain_png(self, raw: bytes, name: str = "upload", *, method: str | None = None) -> bytes:
         """The photo with each face's heatmap and box drawn in, as a PNG."""
-        from senet.predict import FacePrediction, annotate
+        from senet.explain import overlay
+        from senet.predict import annotate
 
-        answer, picture = self.explain(raw, name, method=method)
-        faces = [
-            FacePrediction(tuple(face["box"]), face["label"], face["probabilities"])
-            for face in answer["faces"]
-        ]
-        drawn = annotate(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), faces)
-        return _png(cv2.cvtColor(drawn, cv2.COLOR_BGR2RGB))
+        _, image, faces, heatmaps = self._explained(raw, name, method)
+        display = cv2.cvtColor(to_bgr8(image), cv2.COLOR_BGR2RGB)
+        picture = display.copy()
+        for face, heatmap in zip(faces, heatmaps, strict=True):
+            x, y, w, h = face.box
+            picture[y : y + h, x : x + w] = overlay(display[y : y + h, x : x + w], heatmap)
+        return _png(annotate(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), faces))
 
 
 def _name(name: str) -> str:
