@@ -1,9 +1,30 @@
-"""The model the tests of senet serve run: a small untrained SE emotion CNN that carries a
-training record (synthetic data, class names of its own), so answers and cards can be told
-from FER2013's defaults. Shared by test_serve.py and test_serve_live.py."""
+"""What the tests of senet serve share (test_serve.py, test_serve_live.py): small untrained
+models that carry a training record (synthetic data, class names of their own), so answers
+and cards can be told from FER2013's defaults, and a PNG header claiming more pixels than
+the cap."""
+
+import struct
+import zlib
 
 CLASSES = ["calm", "cross", "glad", "low", "scared", "shocked", "sick"]
 SIDE = 32
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with one tiny IDAT (not decodable
+    at that size)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def small_classifier(path):

@@ -11,10 +11,8 @@ import asyncio
 import base64
 import io
 import json
-import struct
 import sys
 import threading
-import zlib
 
 import cv2
 import numpy as np
@@ -28,7 +26,7 @@ from photos import FACE_AT, face_photo  # noqa: E402
 from senet.cli import main  # noqa: E402
 from senet.serve import Limits, Service, create_app, sniff  # noqa: E402
 from senet.serve.app import BodyLimit  # noqa: E402
-from serving import CLASSES, SIDE, small_classifier  # noqa: E402
+from serving import CLASSES, SIDE, png_claiming, small_classifier  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -59,23 +57,6 @@ def client(service):
 
 def _post(client, path, raw, name="face.jpg", **params):
     return client.post(path, files={"file": (name, raw, "image/jpeg")}, params=params)
-
-
-def _png_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height pixels, with one tiny IDAT (not decodable
-    at that size)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 # --------------------------------------------------------------------------- the API
@@ -162,7 +143,7 @@ def test_bad_uploads_get_a_4xx_with_a_one_line_message(client, photo_bytes):
         "empty": (b"", 400, "empty"),
         "text": (b"hello, I am not an image\n" * 4, 415, "not an image"),
         "truncated": (photo_bytes[: len(photo_bytes) // 2], 400, "not a readable image"),
-        "bomb": (_png_claiming(10_000, 10_000), 413, "over the cap of 4000000 pixels"),
+        "bomb": (png_claiming(10_000, 10_000), 413, "over the cap of 4000000 pixels"),
         "html": (b"<html><script>alert(1)</script></html>", 415, "not an image"),
     }
     for name, (raw, status, words) in cases.items():
@@ -393,7 +374,7 @@ def test_an_image_over_the_pixel_cap_is_refused_before_decoding(service):
     from senet.serve import UploadError
 
     with pytest.raises(UploadError, match="10000x10000") as caught:
-        service.decode(_png_claiming(10_000, 10_000), "big.png")
+        service.decode(png_claiming(10_000, 10_000), "big.png")
     assert caught.value.status == 413
 
 

@@ -25,7 +25,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi", reason='senet serve needs pip install "senet[serve]"')
 
 from photos import face_photo  # noqa: E402
-from serving import CLASSES, small_classifier  # noqa: E402
+from serving import CLASSES, png_claiming, small_classifier  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a server process, 200 requests and a browser
 
@@ -118,26 +118,14 @@ def test_200_requests_from_8_clients_all_answered_with_memory_steady(server, pho
 
 
 def test_hostile_uploads_get_4xx_and_the_server_keeps_answering(server, photo):
-    import struct
-    import zlib
-
     url, process, _ = server
     raw = photo.read_bytes()
 
-    def chunk(kind, data):
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    bomb = b"\x89PNG\r\n\x1a\n" + chunk(
-        b"IHDR", struct.pack(">IIBBBBB", 10_000, 10_000, 8, 0, 0, 0, 0)
-    )
-    bomb += chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
     hostile = {
         "empty.jpg": b"",
         "notes.jpg": b"these are not pixels\n" * 50,
         "cut.jpg": raw[: len(raw) // 2],
-        "bomb.png": bomb,
+        "bomb.png": png_claiming(10_000, 10_000),
         "huge.jpg": b"\xff\xd8\xff" + b"\0" * ((UPLOAD_CAP_MB << 20) + 1),
     }
     with httpx.Client(timeout=60) as client:
